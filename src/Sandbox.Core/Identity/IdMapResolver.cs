@@ -1,0 +1,102 @@
+using System.Globalization;
+using Sandbox.Runtime;
+
+namespace Sandbox.Identity;
+
+/// <summary>The host facts id mapping depends on; the defaults read the real host, tests pass fixtures.</summary>
+public sealed record IdentityEnvironment(
+    uint Uid,
+    uint Gid,
+    string UserName,
+    string SubUidFile = "/etc/subuid",
+    string SubGidFile = "/etc/subgid",
+    string? SearchPath = null)
+{
+    public static IdentityEnvironment Current() => new(
+        Linux.Syscalls.RealUserId,
+        Linux.Syscalls.RealGroupId,
+        System.Environment.UserName,
+        SearchPath: System.Environment.GetEnvironmentVariable("PATH"));
+}
+
+/// <summary>Chooses how the sandbox's ids map to the host's (DESIGN.md, "Identity").</summary>
+public static class IdMapResolver
+{
+    public static IdMapPlan Resolve(UserNamespaceMode mode, IdentityEnvironment env)
+    {
+        if (mode == UserNamespaceMode.Single)
+            return new IdMapPlan(IdMapKind.SingleId, env.Uid, env.Gid);
+
+        string? why = TryResolveSubordinate(env, out IdMapPlan? plan);
+        if (plan is not null)
+            return plan;
+        if (mode == UserNamespaceMode.Subuid)
+            throw new SandboxException(SandboxErrorCode.IdMappingFailed, $"--userns=subuid: {why}");
+        return new IdMapPlan(IdMapKind.SingleId, env.Uid, env.Gid);
+    }
+
+    /// <summary>Returns null and a plan when a subordinate range is usable, else why not (with the fix).</summary>
+    public static string? TryResolveSubordinate(IdentityEnvironment env, out IdMapPlan? plan)
+    {
+        plan = null;
+        string? newuidmap = FindExecutable("newuidmap", env.SearchPath);
+        string? newgidmap = FindExecutable("newgidmap", env.SearchPath);
+        if (newuidmap is null || newgidmap is null)
+            return "newuidmap/newgidmap are not installed (install the uidmap package: sudo apt-get install uidmap)";
+        IdRange? uids = FindRange(env.SubUidFile, env.UserName, env.Uid);
+        if (uids is null)
+            return $"{env.SubUidFile} has no range for {env.UserName} (add one: sudo usermod --add-subuids 100000-165535 {env.UserName})";
+        IdRange? gids = FindRange(env.SubGidFile, env.UserName, env.Uid);
+        if (gids is null)
+            return $"{env.SubGidFile} has no range for {env.UserName} (add one: sudo usermod --add-subgids 100000-165535 {env.UserName})";
+        plan = new IdMapPlan(IdMapKind.SubordinateRange, env.Uid, env.Gid, uids, gids, newuidmap, newgidmap);
+        return null;
+    }
+
+    /// <summary>
+    /// The first range for the user in an /etc/subuid-format file (subuid(5): <c>name-or-id:start:count</c>),
+    /// capped at 65536 ids: enough for every owner an image uses, and what podman maps by default.
+    /// </summary>
+    public static IdRange? FindRange(string file, string userName, uint uid)
+    {
+        string[] lines;
+        try
+        {
+            lines = File.ReadAllLines(file);
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return null;
+        }
+        string uidText = uid.ToString(CultureInfo.InvariantCulture);
+        foreach (string raw in lines)
+        {
+            string line = raw.Trim();
+            if (line.Length == 0 || line.StartsWith('#'))
+                continue;
+            string[] fields = line.Split(':');
+            if (fields.Length != 3 || (fields[0] != userName && fields[0] != uidText))
+                continue;
+            if (!long.TryParse(fields[1], NumberStyles.None, CultureInfo.InvariantCulture, out long start) ||
+                !long.TryParse(fields[2], NumberStyles.None, CultureInfo.InvariantCulture, out long count) || count <= 0)
+                continue;
+            return new IdRange(start, Math.Min(count, 65536));
+        }
+        return null;
+    }
+
+    private static string? FindExecutable(string name, string? searchPath)
+    {
+        foreach (string dir in (searchPath ?? "/usr/local/bin:/usr/bin:/bin").Split(':', StringSplitOptions.RemoveEmptyEntries).Append("/usr/bin"))
+        {
+            string candidate = Path.Combine(dir, name);
+            if (File.Exists(candidate))
+                return candidate;
+        }
+        return null;
+    }
+}

@@ -1,0 +1,140 @@
+using System.Runtime.InteropServices;
+
+namespace Sandbox.Linux;
+
+// Mirrors of the structures in Native/sandbox_exec.c. The layouts are checked against the C side at
+// load time (sbx_op_size, sbx_args_size), so a mismatch fails loudly instead of corrupting memory.
+
+internal enum NativeStepKind
+{
+    Mount = 1,
+    MountSetAttr = 2,
+    MakeDirectory = 3,
+    Symlink = 4,
+    CreateFile = 5,
+    PivotRoot = 6,
+    SetHostname = 7,
+    LoopbackUp = 8,
+    Unmount = 9,
+    ClearGroups = 10,
+    ChangeDirectory = 11,
+}
+
+[Flags]
+internal enum NativeStepOptions
+{
+    None = 0,
+    Optional = 1,
+    Recursive = 2,
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct NativeStep
+{
+    public int Kind;
+    public int Options;
+    public ulong Flags;
+    public ulong Arg;
+    public byte* Source;
+    public byte* Target;
+    public byte* FsType;
+    public byte* Data;
+}
+
+[Flags]
+internal enum NativeSpawnFlags
+{
+    None = 0,
+    NoNewPrivileges = 1,
+    NewSession = 2,
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct NativeSpawnArgs
+{
+    public ulong CloneFlags;
+    public NativeStep* Steps;
+    public int StepCount;
+    public int Flags;
+    public byte* File;
+    public byte** Argv;
+    public byte** Envp;
+    public byte* SearchPath;
+    public byte* WorkingDirectory;
+    public int StdinFd, StdoutFd, StderrFd;
+    public int SyncFd;
+    public int ReportFd;
+    public int LifeFd;
+    public byte* Stack;
+    public ulong StackSize;
+    public byte* PathBuffer;
+    public ulong PathBufferSize;
+    public int ExecErrno;
+    public int ExecStage;
+}
+
+internal enum NativeReportKind
+{
+    SetupFailed = 1,
+    ExecFailed = 2,
+    Started = 3,
+    Exited = 4,
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativeReport
+{
+    public int Kind;
+    public int Step;
+    public int Error;
+    public int Value;
+}
+
+internal static unsafe partial class NativeExecutor
+{
+    public const string LibraryName = "sandbox_exec";
+    private const int ExpectedAbiVersion = 1;
+
+    [LibraryImport(LibraryName, EntryPoint = "sbx_abi_version")]
+    private static partial int AbiVersion();
+
+    [LibraryImport(LibraryName, EntryPoint = "sbx_op_size")]
+    private static partial int StepSize();
+
+    [LibraryImport(LibraryName, EntryPoint = "sbx_args_size")]
+    private static partial int ArgsSize();
+
+    [LibraryImport(LibraryName, EntryPoint = "sbx_spawn")]
+    public static partial int Spawn(NativeSpawnArgs* args, out int pidfd);
+
+    [LibraryImport(LibraryName, EntryPoint = "sbx_wait")]
+    public static partial int Wait(int pidfd, out int status, out long userMicroseconds, out long systemMicroseconds);
+
+    [LibraryImport(LibraryName, EntryPoint = "sbx_pidfd_kill")]
+    public static partial int Kill(int pidfd, int signal);
+
+    private static readonly Lazy<string?> s_loadError = new(CheckLoad);
+
+    /// <summary>Null when the executor is loaded and matches this build; otherwise why not.</summary>
+    public static string? LoadError => s_loadError.Value;
+
+    private static string? CheckLoad()
+    {
+        try
+        {
+            if (AbiVersion() != ExpectedAbiVersion)
+                return $"lib{LibraryName}.so has ABI version {AbiVersion()}, this build needs {ExpectedAbiVersion}: rebuild the project";
+            if (StepSize() != sizeof(NativeStep) || ArgsSize() != sizeof(NativeSpawnArgs))
+                return $"lib{LibraryName}.so was built for other structure layouts: rebuild the project";
+            return null;
+        }
+        catch (DllNotFoundException e)
+        {
+            return $"the native executor lib{LibraryName}.so could not be loaded ({e.Message}); it is built by `dotnet build` with the system C compiler and must sit next to the sandbox binary";
+        }
+        catch (EntryPointNotFoundException e)
+        {
+            return $"lib{LibraryName}.so is from another version ({e.Message}): rebuild the project";
+        }
+    }
+}

@@ -1,0 +1,97 @@
+using System.Text;
+using Microsoft.Win32.SafeHandles;
+using static Tmds.Linux.LibC;
+
+namespace Sandbox.Linux;
+
+/// <summary>The few libc calls the parent side needs, each turning a failure into a <see cref="LinuxException"/>.</summary>
+internal static unsafe class Syscalls
+{
+    public static uint RealUserId => getuid();
+    public static uint RealGroupId => getgid();
+
+    public static bool IsTerminal(int fd) => isatty(fd) == 1;
+
+    /// <summary>A close-on-exec pipe: nothing created here can leak into an unrelated child.</summary>
+    public static (SafeFileHandle Read, SafeFileHandle Write) CreatePipe()
+    {
+        int* fds = stackalloc int[2];
+        if (pipe2(fds, O_CLOEXEC) != 0)
+            throw new LinuxException("pipe2", null, errno);
+        return (new SafeFileHandle((IntPtr)fds[0], ownsHandle: true), new SafeFileHandle((IntPtr)fds[1], ownsHandle: true));
+    }
+
+    public static SafeFileHandle OpenReadOnly(string path)
+    {
+        byte[] bytes = NulTerminated(path);
+        fixed (byte* p = bytes)
+        {
+            int fd = open(p, O_RDONLY | O_CLOEXEC, 0);
+            if (fd < 0)
+                throw new LinuxException("open", path, errno);
+            return new SafeFileHandle((IntPtr)fd, ownsHandle: true);
+        }
+    }
+
+    /// <summary>
+    /// Writes <paramref name="text"/> to an existing file in one write(2): /proc/PID/uid_map accepts
+    /// exactly one write (user_namespaces(7), "Defining user and group ID mappings").
+    /// </summary>
+    public static void WriteFileOnce(string path, string text)
+    {
+        byte[] pathBytes = NulTerminated(path);
+        byte[] data = Encoding.UTF8.GetBytes(text);
+        fixed (byte* p = pathBytes)
+        fixed (byte* d = data)
+        {
+            int fd = open(p, O_WRONLY | O_CLOEXEC, 0);
+            if (fd < 0)
+                throw new LinuxException("open", path, errno);
+            try
+            {
+                long n = write(fd, d, data.Length);
+                if (n < 0)
+                    throw new LinuxException("write", path, errno);
+                if (n != data.Length)
+                    throw new LinuxException("write (short)", path, Errno.EIO);
+            }
+            finally
+            {
+                close(fd);
+            }
+        }
+    }
+
+    /// <summary>Writes a single byte to a pipe; false when the reader is gone.</summary>
+    public static bool WriteByte(SafeFileHandle handle, byte value)
+    {
+        int fd = (int)handle.DangerousGetHandle();
+        long n;
+        do
+            n = write(fd, &value, 1);
+        while (n < 0 && errno == Errno.EINTR);
+        return n == 1;
+    }
+
+    public static int Read(SafeFileHandle handle, Span<byte> buffer)
+    {
+        int fd = (int)handle.DangerousGetHandle();
+        fixed (byte* b = buffer)
+        {
+            long n;
+            do
+                n = read(fd, b, buffer.Length);
+            while (n < 0 && errno == Errno.EINTR);
+            if (n < 0)
+                throw new LinuxException("read", null, errno);
+            return (int)n;
+        }
+    }
+
+    internal static byte[] NulTerminated(string s)
+    {
+        byte[] bytes = new byte[Encoding.UTF8.GetByteCount(s) + 1];
+        Encoding.UTF8.GetBytes(s, bytes);
+        return bytes;
+    }
+}

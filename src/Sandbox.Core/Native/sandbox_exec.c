@@ -1,0 +1,509 @@
+// sandbox_exec: the native executor of a runtime plan.
+//
+// Why this is C and not C#: see ../../../DESIGN.md ("no managed code between clone and exec").
+// A .NET process has several threads, so unshare(CLONE_NEWUSER) fails with EINVAL
+// (user_namespaces(7)), and a cloned child that runs managed code can hang on a GC suspension it
+// inherited. Everything here is a dumb executor: the C# side builds every string, pointer and step
+// in native memory; this file clones, runs the steps in order and execs. No policy, no allocation.
+//
+// The clone is CLONE_VM (the child shares the parent's address space, so no page tables are copied,
+// ~1.3 ms per sandbox with a large heap). Consequences that shape the code:
+//  - The child must never touch errno or other thread-local state of the parent thread it was cloned
+//    from (same TLS pointer), so every system call goes through raw_syscall() below, which returns
+//    -errno instead of writing errno.
+//  - The parent keeps the plan's memory alive until the child has exited.
+// The child becomes PID 1 of a new PID namespace: it forks the payload (CLONE_VM|CLONE_VFORK, like
+// posix_spawn), reaps orphans, forwards signals, and reports the payload's wait status on a pipe.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <linux/sched.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SBX_EXPORT __attribute__((visibility("default")))
+#define SBX_ABI_VERSION 1
+
+// ---- raw system calls: never touch errno (see header comment) -------------------------------
+static inline long raw_syscall6(long n, long a, long b, long c, long d, long e, long f)
+{
+#if defined(__x86_64__)
+    long ret;
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret;
+#elif defined(__aarch64__)
+    register long x8 __asm__("x8") = n;
+    register long x0 __asm__("x0") = a;
+    register long x1 __asm__("x1") = b;
+    register long x2 __asm__("x2") = c;
+    register long x3 __asm__("x3") = d;
+    register long x4 __asm__("x4") = e;
+    register long x5 __asm__("x5") = f;
+    __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5) : "memory");
+    return x0;
+#else
+#error "sandbox_exec supports x86_64 and aarch64"
+#endif
+}
+#define SYS0(n) raw_syscall6((n), 0, 0, 0, 0, 0, 0)
+#define SYS1(n, a) raw_syscall6((n), (long)(a), 0, 0, 0, 0, 0)
+#define SYS2(n, a, b) raw_syscall6((n), (long)(a), (long)(b), 0, 0, 0, 0)
+#define SYS3(n, a, b, c) raw_syscall6((n), (long)(a), (long)(b), (long)(c), 0, 0, 0)
+#define SYS4(n, a, b, c, d) raw_syscall6((n), (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
+#define SYS5(n, a, b, c, d, e) raw_syscall6((n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), 0)
+
+static void raw_exit(int code)
+{
+    for (;;)
+        SYS1(SYS_exit_group, code);
+}
+
+// ---- the plan, shared with C# (Linux/NativeStructs.cs mirrors these layouts) ------------------
+enum sbx_op_kind {
+    SBX_OP_MOUNT = 1,        // mount(source, target, fstype, flags, data)
+    SBX_OP_MOUNT_SETATTR = 2,// mount_setattr(target, AT_RECURSIVE?, {attr_set=flags, attr_clr=arg})
+    SBX_OP_MKDIR = 3,        // mkdir(target, arg); an existing directory is fine
+    SBX_OP_SYMLINK = 4,      // symlink(source, target)
+    SBX_OP_CREATE_FILE = 5,  // an empty file to bind a file onto; an existing file is fine
+    SBX_OP_PIVOT_ROOT = 6,   // chdir(target); pivot_root(".", source or "."); detach "." if no source
+    SBX_OP_SETHOSTNAME = 7,  // sethostname(source)
+    SBX_OP_LOOPBACK_UP = 8,  // ifconfig lo up
+    SBX_OP_UMOUNT = 9,       // umount2(target, MNT_DETACH)
+    SBX_OP_CLEAR_GROUPS = 10,// setgroups(0, NULL): only allowed when setgroups is not denied
+    SBX_OP_CHDIR = 11,       // chdir(target)
+};
+
+enum sbx_op_option {
+    SBX_OPT_OPTIONAL = 1,   // ENOENT on the target or source skips the step (masking absent paths)
+    SBX_OPT_RECURSIVE = 2,  // AT_RECURSIVE for mount_setattr
+};
+
+struct sbx_op {
+    int32_t kind;
+    int32_t options;
+    uint64_t flags;
+    uint64_t arg;
+    const char *source;
+    const char *target;
+    const char *fstype;
+    const char *data;
+};
+
+enum sbx_spawn_flag {
+    SBX_FLAG_NO_NEW_PRIVS = 1,
+    SBX_FLAG_SETSID = 2,
+};
+
+struct sbx_spawn_args {
+    uint64_t clone_flags;         // CLONE_NEW* only; CLONE_VM, CLONE_PIDFD and SIGCHLD are added here
+    const struct sbx_op *ops;
+    int32_t op_count;
+    int32_t flags;                // enum sbx_spawn_flag
+    const char *file;             // the command: a path if it contains '/', else looked up in search_path
+    char *const *argv;
+    char *const *envp;
+    const char *search_path;      // PATH value used to look the command up inside the sandbox
+    const char *workdir;          // chdir before exec; NULL keeps "/"
+    int32_t stdin_fd, stdout_fd, stderr_fd;
+    int32_t sync_fd;              // read end: the parent writes one byte once id maps and cgroups are set
+    int32_t report_fd;            // write end: struct sbx_report records
+    int32_t life_fd;              // read end: the parent holds the write end; EOF means the parent died
+    char *stack;                  // 2 * stack_size bytes: PID 1's stack, then the payload's
+    uint64_t stack_size;
+    char *path_buffer;            // scratch for the PATH lookup (payload only)
+    uint64_t path_buffer_size;
+    // written by the payload before exec fails; read by PID 1 after the vfork-style clone returns
+    volatile int32_t exec_errno;
+    volatile int32_t exec_stage;
+};
+
+enum sbx_report_kind {
+    SBX_REPORT_SETUP_FAILED = 1,  // step = op index (op_count: the payload clone), error = errno
+    SBX_REPORT_EXEC_FAILED = 2,   // step = stage (1 chdir, 2 exec), error = errno
+    SBX_REPORT_STARTED = 3,       // value = payload pid inside the namespace
+    SBX_REPORT_EXITED = 4,        // value = wait status of the payload
+};
+
+struct sbx_report {
+    int32_t kind;
+    int32_t step;
+    int32_t error;
+    int32_t value;
+};
+
+SBX_EXPORT int sbx_abi_version(void) { return SBX_ABI_VERSION; }
+SBX_EXPORT int sbx_op_size(void) { return (int)sizeof(struct sbx_op); }
+SBX_EXPORT int sbx_args_size(void) { return (int)sizeof(struct sbx_spawn_args); }
+
+// ---- helpers for the child --------------------------------------------------------------------
+static void report(int fd, int32_t kind, int32_t step, int32_t error, int32_t value)
+{
+    struct sbx_report r = {kind, step, error, value};
+    // 16 bytes < PIPE_BUF: atomic (pipe(7)); EINTR cannot happen with every signal blocked.
+    SYS3(SYS_write, fd, &r, sizeof r);
+}
+
+static size_t str_len(const char *s)
+{
+    size_t n = 0;
+    while (s[n])
+        n++;
+    return n;
+}
+
+static void reset_signal_dispositions(void)
+{
+    // A signal arriving before exec would run .NET's copied handler, which writes into the runtime's
+    // signal pipe shared with the parent (DESIGN.md). Every handler goes back to SIG_DFL.
+    struct {
+        void *handler;
+        unsigned long flags;
+        void *restorer;
+        uint64_t mask;
+    } act = {SIG_DFL, 0, 0, 0};
+    for (int sig = 1; sig <= 64; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP)
+            continue;
+        SYS4(SYS_rt_sigaction, sig, &act, 0, 8);
+    }
+}
+
+static int step_mount_setattr(const struct sbx_op *op)
+{
+    struct mount_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.attr_set = op->flags;
+    attr.attr_clr = op->arg;
+    unsigned int at = (op->options & SBX_OPT_RECURSIVE) ? AT_RECURSIVE : 0;
+    return (int)SYS5(SYS_mount_setattr, AT_FDCWD, op->target, at | AT_NO_AUTOMOUNT, &attr, sizeof attr);
+}
+
+static int step_loopback_up(void)
+{
+    long fd = SYS3(SYS_socket, AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return (int)fd;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, "lo", 3);
+    long rc = SYS3(SYS_ioctl, fd, SIOCGIFFLAGS, &ifr);
+    if (rc == 0) {
+        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+        rc = SYS3(SYS_ioctl, fd, SIOCSIFFLAGS, &ifr);
+    }
+    SYS1(SYS_close, fd);
+    return (int)rc;
+}
+
+static int step_pivot_root(const struct sbx_op *op)
+{
+    long rc = SYS1(SYS_chdir, op->target);
+    if (rc < 0)
+        return (int)rc;
+    if (op->source) {
+        // Keep the old root reachable at op->source (relative to the new root) for later binds.
+        rc = SYS2(SYS_pivot_root, ".", op->source);
+        if (rc < 0)
+            return (int)rc;
+    } else {
+        // pivot_root(".", ".") stacks the old root on top of the new one; detaching "." then drops
+        // the old root and everything under it (pivot_root(2), "NOTES").
+        rc = SYS2(SYS_pivot_root, ".", ".");
+        if (rc < 0)
+            return (int)rc;
+        rc = SYS2(SYS_umount2, ".", MNT_DETACH);
+        if (rc < 0)
+            return (int)rc;
+    }
+    return (int)SYS1(SYS_chdir, "/");
+}
+
+static int run_step(const struct sbx_op *op)
+{
+    long rc;
+    switch (op->kind) {
+    case SBX_OP_MOUNT:
+        return (int)SYS5(SYS_mount, op->source, op->target, op->fstype, op->flags, op->data);
+    case SBX_OP_MOUNT_SETATTR:
+        return step_mount_setattr(op);
+    case SBX_OP_MKDIR:
+        rc = SYS3(SYS_mkdirat, AT_FDCWD, op->target, op->arg);
+        return rc == -EEXIST ? 0 : (int)rc;
+    case SBX_OP_SYMLINK:
+        rc = SYS3(SYS_symlinkat, op->source, AT_FDCWD, op->target);
+        return rc == -EEXIST ? 0 : (int)rc;
+    case SBX_OP_CREATE_FILE:
+        rc = SYS4(SYS_openat, AT_FDCWD, op->target, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, op->arg);
+        if (rc == -EISDIR || rc == -ETXTBSY)
+            return 0;
+        if (rc < 0)
+            return (int)rc;
+        SYS1(SYS_close, rc);
+        return 0;
+    case SBX_OP_PIVOT_ROOT:
+        return step_pivot_root(op);
+    case SBX_OP_SETHOSTNAME:
+        return (int)SYS2(SYS_sethostname, op->source, str_len(op->source));
+    case SBX_OP_LOOPBACK_UP:
+        return step_loopback_up();
+    case SBX_OP_UMOUNT:
+        return (int)SYS2(SYS_umount2, op->target, MNT_DETACH);
+    case SBX_OP_CLEAR_GROUPS:
+        return (int)SYS2(SYS_setgroups, 0, 0);
+    case SBX_OP_CHDIR:
+        return (int)SYS1(SYS_chdir, op->target);
+    default:
+        return -EINVAL;
+    }
+}
+
+// Moves the fds the child needs to fixed numbers and closes every other one: nothing of the
+// parent's (other sandboxes' pipes, the runtime's own fds) may reach the payload.
+// After this: 0,1,2 the payload's stdio; 3 sync; 4 report; 5 life.
+static int arrange_fds(struct sbx_spawn_args *a)
+{
+    int wanted[6] = {a->stdin_fd, a->stdout_fd, a->stderr_fd, a->sync_fd, a->report_fd, a->life_fd};
+    int moved[6];
+    for (int i = 0; i < 6; i++) {
+        // F_DUPFD picks the lowest free fd >= 64, so it never lands on another wanted fd.
+        long fd = SYS3(SYS_fcntl, wanted[i], F_DUPFD, 64);
+        if (fd < 0)
+            return (int)fd;
+        moved[i] = (int)fd;
+    }
+    for (int i = 0; i < 6; i++) {
+        long rc = SYS3(SYS_dup3, moved[i], i, 0);
+        if (rc < 0)
+            return (int)rc;
+    }
+    long rc = SYS3(SYS_close_range, 6, ~0U, 0);
+    if (rc < 0)
+        return (int)rc;
+    for (int fd = 3; fd <= 5; fd++)
+        SYS3(SYS_fcntl, fd, F_SETFD, FD_CLOEXEC);
+    return 0;
+}
+
+static int payload_main(void *arg)
+{
+    struct sbx_spawn_args *a = arg;
+    // Runs on its own stack in PID 1's address space until execve (CLONE_VM|CLONE_VFORK): it may only
+    // write a->exec_errno/exec_stage, which PID 1 reads once this process has exec'd or exited.
+    if (a->flags & SBX_FLAG_SETSID)
+        SYS0(SYS_setsid); // no controlling terminal: TIOCSTI into the caller's terminal is refused
+    if (a->flags & SBX_FLAG_NO_NEW_PRIVS)
+        SYS5(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    if (a->workdir) {
+        long rc = SYS1(SYS_chdir, a->workdir);
+        if (rc < 0) {
+            a->exec_stage = 1;
+            a->exec_errno = (int32_t)-rc;
+            raw_exit(127);
+        }
+    }
+    uint64_t empty = 0;
+    SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &empty, 0, 8);
+
+    long rc;
+    int seen_eacces = 0;
+    const char *file = a->file;
+    int has_slash = 0;
+    for (const char *p = file; *p; p++)
+        if (*p == '/')
+            has_slash = 1;
+    if (has_slash || !a->search_path) {
+        rc = SYS3(SYS_execve, file, a->argv, a->envp);
+    } else {
+        // execvp(3)'s search, without its allocation: each PATH entry joined with the name.
+        size_t name_len = str_len(file);
+        const char *p = a->search_path;
+        rc = -ENOENT;
+        for (;;) {
+            const char *end = p;
+            while (*end && *end != ':')
+                end++;
+            size_t dir_len = (size_t)(end - p);
+            if (dir_len + 1 + name_len + 1 <= a->path_buffer_size) {
+                char *buf = a->path_buffer;
+                size_t n = 0;
+                if (dir_len == 0)
+                    buf[n++] = '.';
+                for (size_t i = 0; i < dir_len; i++)
+                    buf[n++] = p[i];
+                buf[n++] = '/';
+                for (size_t i = 0; i <= name_len; i++)
+                    buf[n++] = file[i];
+                rc = SYS3(SYS_execve, buf, a->argv, a->envp);
+                if (rc == -EACCES)
+                    seen_eacces = 1;
+                else if (rc != -ENOENT && rc != -ENOTDIR)
+                    break;
+            }
+            if (!*end)
+                break;
+            p = end + 1;
+        }
+        if (seen_eacces && (rc == -ENOENT || rc == -ENOTDIR))
+            rc = -EACCES;
+    }
+    a->exec_stage = 2;
+    a->exec_errno = (int32_t)-rc;
+    raw_exit(127);
+    return 0;
+}
+
+static int init_main(void *arg)
+{
+    struct sbx_spawn_args *a = arg;
+    // Every signal is blocked (the parent blocked them around clone); they stay blocked in PID 1,
+    // which takes them from a signalfd. Blocked signals are queued even for a namespace's init
+    // (kernel/signal.c, sig_ignored()), so SIGTERM from the parent reaches us.
+    reset_signal_dispositions();
+    if (arrange_fds(a) < 0)
+        raw_exit(125);
+
+    char go;
+    if (SYS3(SYS_read, 3, &go, 1) != 1)
+        raw_exit(125); // the parent gave up before releasing us
+    SYS1(SYS_close, 3);
+
+    for (int i = 0; i < a->op_count; i++) {
+        const struct sbx_op *op = &a->ops[i];
+        int rc = run_step(op);
+        if (rc == -ENOENT && (op->options & SBX_OPT_OPTIONAL))
+            continue;
+        if (rc < 0) {
+            report(4, SBX_REPORT_SETUP_FAILED, i, -rc, 0);
+            raw_exit(125);
+        }
+    }
+
+    uint64_t forwarded = 0;
+    const int forward[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD, SIGWINCH};
+    for (size_t i = 0; i < sizeof forward / sizeof forward[0]; i++)
+        forwarded |= 1ULL << (forward[i] - 1);
+    long sfd = SYS4(SYS_signalfd4, -1, &forwarded, 8, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0) {
+        report(4, SBX_REPORT_SETUP_FAILED, a->op_count, (int)-sfd, 0);
+        raw_exit(125);
+    }
+
+    a->exec_errno = 0;
+    a->exec_stage = 0;
+    // glibc's clone() switches to the new stack in assembly and calls payload_main there; its child
+    // path touches no thread-local state. (A raw clone syscall would return onto this frame with a
+    // foreign stack pointer.) Only a failure writes errno, and then we report and exit anyway.
+    char *payload_stack_top = a->stack + 2 * a->stack_size;
+    int payload = clone(payload_main, payload_stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD, a);
+    if (payload < 0)
+        payload = -EAGAIN;
+    if (payload < 0) {
+        report(4, SBX_REPORT_SETUP_FAILED, a->op_count, (int)-payload, 0);
+        raw_exit(125);
+    }
+    if (a->exec_errno) {
+        int status;
+        SYS4(SYS_wait4, payload, &status, 0, 0);
+        report(4, SBX_REPORT_EXEC_FAILED, a->exec_stage, a->exec_errno, 0);
+        raw_exit(127);
+    }
+    report(4, SBX_REPORT_STARTED, 0, 0, (int32_t)payload);
+    // PID 1 holds no stdio: a daemonised grandchild decides when output ends, not us.
+    SYS1(SYS_close, 0);
+    SYS1(SYS_close, 1);
+    SYS1(SYS_close, 2);
+
+    struct pollfd fds[2] = {{(int)sfd, POLLIN, 0}, {5, POLLIN, 0}};
+    for (;;) {
+        long n = SYS5(SYS_ppoll, fds, 2, 0, 0, 8);
+        if (n < 0)
+            continue;
+        if (fds[1].revents) {
+            // The parent is gone (its write end closed): exiting kills every process in the PID
+            // namespace (pid_namespaces(7)), which is our die-with-parent.
+            raw_exit(137);
+        }
+        struct signalfd_siginfo si;
+        while (SYS3(SYS_read, sfd, &si, sizeof si) == (long)sizeof si) {
+            if (si.ssi_signo != SIGCHLD)
+                SYS2(SYS_kill, payload, si.ssi_signo);
+        }
+        for (;;) {
+            int status = 0;
+            long pid = SYS4(SYS_wait4, -1, &status, WNOHANG, 0);
+            if (pid <= 0)
+                break;
+            if (pid == payload) {
+                report(4, SBX_REPORT_EXITED, 0, 0, status);
+                raw_exit(0); // the kernel now kills whatever the payload left behind
+            }
+        }
+    }
+    return 0;
+}
+
+// Clones PID 1 of a new sandbox. Returns its pid (in the caller's namespace) and a pidfd, or -errno.
+SBX_EXPORT int sbx_spawn(struct sbx_spawn_args *args, int *pidfd_out)
+{
+    uint64_t all = ~0ULL, old = 0;
+    int pidfd = -1;
+    // Block every signal, glibc's internal ones too (raw rt_sigprocmask), so that the child starts
+    // with nothing deliverable until it has reset the dispositions.
+    SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, 8);
+    int flags = (int)args->clone_flags | CLONE_VM | CLONE_PIDFD | SIGCHLD;
+    int pid = clone(init_main, args->stack + args->stack_size, flags, args, &pidfd);
+    int err = errno;
+    SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &old, 0, 8);
+    if (pid < 0)
+        return -err;
+    *pidfd_out = pidfd;
+    return pid;
+}
+
+// Waits for PID 1 to exit and returns its wait status and rusage (which includes the payload and
+// every descendant PID 1 reaped). Blocking; call once the report pipe reached EOF.
+SBX_EXPORT int sbx_wait(int pidfd, int *status_out, int64_t *user_usec, int64_t *system_usec)
+{
+    siginfo_t info;
+    struct rusage usage;
+    memset(&info, 0, sizeof info);
+    memset(&usage, 0, sizeof usage);
+    long rc;
+    do
+        rc = SYS5(SYS_waitid, P_PIDFD, pidfd, &info, WEXITED, &usage);
+    while (rc == -EINTR);
+    if (rc < 0)
+        return (int)rc;
+    *status_out = info.si_code == CLD_EXITED ? (info.si_status & 0xff) << 8 : (info.si_status & 0x7f);
+    *user_usec = (int64_t)usage.ru_utime.tv_sec * 1000000 + usage.ru_utime.tv_usec;
+    *system_usec = (int64_t)usage.ru_stime.tv_sec * 1000000 + usage.ru_stime.tv_usec;
+    return 0;
+}
+
+SBX_EXPORT int sbx_pidfd_kill(int pidfd, int sig)
+{
+    return (int)SYS4(SYS_pidfd_send_signal, pidfd, sig, 0, 0);
+}

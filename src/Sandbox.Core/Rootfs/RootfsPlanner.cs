@@ -1,0 +1,213 @@
+using System.Collections.Immutable;
+using Sandbox.Runtime;
+
+namespace Sandbox.Rootfs;
+
+/// <summary>The facts about the calling host that a plan depends on; tests build their own.</summary>
+public sealed record HostContext(
+    string? Home,
+    string? Path,
+    string? Term,
+    Identity.IdentityEnvironment Identity,
+    string HostProc = "/proc")
+{
+    public static HostContext Current() => new(
+        System.Environment.GetEnvironmentVariable("HOME"),
+        System.Environment.GetEnvironmentVariable("PATH"),
+        System.Environment.GetEnvironmentVariable("TERM"),
+        Sandbox.Identity.IdentityEnvironment.Current());
+}
+
+/// <summary>
+/// Builds the ordered set-up steps for a sandbox's root: the bubblewrap layout. The child first
+/// pivots into a scratch tmpfs (keeping the host's tree at /oldroot), assembles the new root at
+/// /newroot from binds of /oldroot paths, then pivots into it and detaches everything else.
+/// </summary>
+public static class RootfsPlanner
+{
+    public const string Scratch = "/tmp";
+    public const string NewRoot = "/newroot";
+    public const string OldRoot = "/oldroot";
+
+    public const string DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+    private static readonly string[] s_devices = { "null", "zero", "full", "random", "urandom", "tty" };
+
+    // runc's defaults (libcontainer/specconv: maskedPaths, readonlyPaths): kernel interfaces that leak
+    // host information or allow changing the host, hidden or made read-only in every container.
+    private static readonly string[] s_maskedProcPaths =
+    {
+        "acpi", "asound", "interrupts", "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "scsi",
+    };
+    private static readonly string[] s_readOnlyProcPaths = { "bus", "fs", "irq", "sys", "sysrq-trigger" };
+
+    private const MountFlags TmpfsFlags = MountFlags.NoSuid | MountFlags.NoDev;
+
+    /// <summary>The path of $HOME inside: the caller's home in host mode (when it exists), /root otherwise.</summary>
+    public static string SandboxHome(SandboxSpec spec, HostContext host) =>
+        spec.Root is HostRoot && host.Home is { Length: > 1 } home && home.StartsWith('/') && Directory.Exists(home)
+            ? HostPaths.Resolve(home)
+            : "/root";
+
+    public static ImmutableArray<SetupStep> Plan(SandboxSpec spec, HostContext host, bool clearGroups)
+    {
+        var steps = ImmutableArray.CreateBuilder<SetupStep>();
+        bool directoryRoot = spec.Root is DirectoryRoot;
+        string home = SandboxHome(spec, host);
+
+        if (clearGroups)
+            steps.Add(new ClearGroupsStep());
+
+        // Our mounts must not propagate back to the host (mount_namespaces(7), MS_SLAVE).
+        steps.Add(new MountStep(null, "/", null, MountFlags.Recursive | MountFlags.Slave));
+        steps.Add(new MountStep("tmpfs", Scratch, "tmpfs", TmpfsFlags, "mode=0755"));
+        steps.Add(new MakeDirectoryStep(HostPaths.Under(Scratch, NewRoot)));
+        steps.Add(new MakeDirectoryStep(HostPaths.Under(Scratch, OldRoot)));
+        steps.Add(new PivotRootStep(Scratch, OldRoot.TrimStart('/')));
+
+        string rootSource = spec.Root switch
+        {
+            HostRoot => OldRoot,
+            DirectoryRoot d => HostPaths.Under(OldRoot, ResolveExistingDirectory(d.Path, "root directory")),
+            _ => throw new SandboxException(SandboxErrorCode.InvalidSpec, $"this root is not supported yet: {spec.Root}"),
+        };
+        steps.Add(new MountStep(rootSource, NewRoot, null, MountFlags.Bind | MountFlags.Recursive));
+
+        var binds = spec.Binds.Select(b => ResolveBind(b, spec.Root)).ToList();
+        if (directoryRoot)
+        {
+            // The root is writable until the next step: create the mount points it lacks (as docker does).
+            foreach (string dir in new[] { "/proc", "/dev", "/tmp", home }.Concat(spec.TmpfsMounts))
+                AddDirectories(steps, dir);
+            foreach (var (source, target, _, isFile) in binds)
+                AddMountPoint(steps, target, isFile);
+        }
+        steps.Add(new SetMountAttributesStep(NewRoot, MountAttributes.ReadOnly | MountAttributes.NoSuid, MountAttributes.None, Recursive: true));
+
+        AddDev(steps);
+        AddProc(steps, host);
+
+        steps.Add(new MountStep("tmpfs", In("/tmp"), "tmpfs", TmpfsFlags, "mode=1777"));
+        steps.Add(new MountStep("tmpfs", In(home), "tmpfs", TmpfsFlags, "mode=0755"));
+        foreach (string path in spec.TmpfsMounts)
+        {
+            string target = HostPaths.Normalize(path);
+            if (!directoryRoot)
+                AddDirectories(steps, target);
+            steps.Add(new MountStep("tmpfs", In(target), "tmpfs", TmpfsFlags, "mode=1777"));
+        }
+
+        foreach (var (source, target, readOnly, isFile) in binds)
+        {
+            if (!directoryRoot)
+                AddMountPoint(steps, target, isFile);
+            steps.Add(new MountStep(HostPaths.Under(OldRoot, source), In(target), null, MountFlags.Bind | MountFlags.Recursive));
+            if (readOnly)
+                steps.Add(new SetMountAttributesStep(In(target), MountAttributes.ReadOnly, MountAttributes.None, Recursive: true));
+        }
+
+        if (spec.Hostname is { Length: > 0 } hostname)
+            steps.Add(new SetHostnameStep(hostname));
+        if (spec.Network == NetworkMode.None)
+            steps.Add(new LoopbackUpStep());
+
+        steps.Add(new PivotRootStep(NewRoot, null));
+        return steps.ToImmutable();
+    }
+
+    private static string In(string sandboxPath) => HostPaths.Under(NewRoot, sandboxPath);
+
+    private static void AddDirectories(ImmutableArray<SetupStep>.Builder steps, string sandboxPath)
+    {
+        foreach (string dir in HostPaths.Ancestry(HostPaths.Normalize(sandboxPath)))
+            steps.Add(new MakeDirectoryStep(In(dir)));
+    }
+
+    private static void AddMountPoint(ImmutableArray<SetupStep>.Builder steps, string target, bool isFile)
+    {
+        if (!isFile)
+        {
+            AddDirectories(steps, target);
+            return;
+        }
+        string parent = System.IO.Path.GetDirectoryName(target) ?? "/";
+        if (parent != "/")
+            AddDirectories(steps, parent);
+        steps.Add(new CreateFileStep(In(target)));
+    }
+
+    private static void AddDev(ImmutableArray<SetupStep>.Builder steps)
+    {
+        // A minimal /dev as bubblewrap builds it: device nodes cannot be created in a user namespace
+        // (mknod needs CAP_MKNOD in the initial namespace), so the host's harmless ones are bound in.
+        steps.Add(new MountStep("tmpfs", In("/dev"), "tmpfs", MountFlags.NoSuid | MountFlags.NoExec, "mode=0755"));
+        foreach (string device in s_devices)
+        {
+            steps.Add(new CreateFileStep(In("/dev/" + device), 0b110_110_110));
+            steps.Add(new MountStep(HostPaths.Under(OldRoot, "/dev/" + device), In("/dev/" + device), null, MountFlags.Bind));
+        }
+        steps.Add(new SymlinkStep("/proc/self/fd", In("/dev/fd")));
+        steps.Add(new SymlinkStep("/proc/self/fd/0", In("/dev/stdin")));
+        steps.Add(new SymlinkStep("/proc/self/fd/1", In("/dev/stdout")));
+        steps.Add(new SymlinkStep("/proc/self/fd/2", In("/dev/stderr")));
+        steps.Add(new SymlinkStep("/proc/kcore", In("/dev/core")));
+        steps.Add(new MakeDirectoryStep(In("/dev/pts")));
+        steps.Add(new MakeDirectoryStep(In("/dev/shm"), 0b111_111_111));
+        // newinstance: a private devpts, so the host's terminals are not reachable (devpts docs,
+        // Documentation/filesystems/devpts.rst); no gid= option, since gid 5 may not be mapped.
+        steps.Add(new MountStep("devpts", In("/dev/pts"), "devpts", MountFlags.NoSuid | MountFlags.NoExec, "newinstance,ptmxmode=0666,mode=0620"));
+        steps.Add(new SymlinkStep("pts/ptmx", In("/dev/ptmx")));
+        steps.Add(new MountStep("tmpfs", In("/dev/shm"), "tmpfs", TmpfsFlags, "mode=1777"));
+    }
+
+    private static void AddProc(ImmutableArray<SetupStep>.Builder steps, HostContext host)
+    {
+        // A fresh procfs for the new PID namespace: the payload sees only its own processes.
+        steps.Add(new MountStep("proc", In("/proc"), "proc", MountFlags.NoSuid | MountFlags.NoDev | MountFlags.NoExec));
+        foreach (string name in s_readOnlyProcPaths)
+        {
+            string hostPath = System.IO.Path.Combine(host.HostProc, name);
+            if (!File.Exists(hostPath) && !Directory.Exists(hostPath))
+                continue;
+            string target = In("/proc/" + name);
+            steps.Add(new MountStep(target, target, null, MountFlags.Bind | MountFlags.Recursive) { Optional = true });
+            steps.Add(new SetMountAttributesStep(target, MountAttributes.ReadOnly | MountAttributes.NoSuid | MountAttributes.NoDev | MountAttributes.NoExec, MountAttributes.None, Recursive: true) { Optional = true });
+        }
+        foreach (string name in s_maskedProcPaths)
+        {
+            string hostPath = System.IO.Path.Combine(host.HostProc, name);
+            string target = In("/proc/" + name);
+            if (Directory.Exists(hostPath))
+            {
+                steps.Add(new MountStep("tmpfs", target, "tmpfs", MountFlags.ReadOnly | MountFlags.NoSuid | MountFlags.NoDev | MountFlags.NoExec, "size=0,mode=0555") { Optional = true });
+            }
+            else if (File.Exists(hostPath))
+            {
+                steps.Add(new MountStep(In("/dev/null"), target, null, MountFlags.Bind) { Optional = true });
+            }
+        }
+    }
+
+    private static (string Source, string Target, bool ReadOnly, bool IsFile) ResolveBind(BindMount bind, RootSpec root)
+    {
+        string hostPath = System.IO.Path.GetFullPath(bind.HostPath);
+        bool isFile = File.Exists(hostPath);
+        if (!isFile && !Directory.Exists(hostPath))
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"bind mount source {bind.HostPath} does not exist: create it, or fix the path");
+        string source = HostPaths.Resolve(hostPath);
+        string target = HostPaths.Normalize(bind.SandboxPath);
+        // In host mode the sandbox's tree is the host's: resolve symlinks the same way, or an absolute
+        // link (/var/run -> /run) would be followed from the wrong root while mounting.
+        if (root is HostRoot)
+            target = HostPaths.Resolve(target);
+        return (source, target, bind.ReadOnly, isFile);
+    }
+
+    private static string ResolveExistingDirectory(string path, string what)
+    {
+        string full = System.IO.Path.GetFullPath(path);
+        if (!Directory.Exists(full))
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"{what} {path} does not exist or is not a directory");
+        return HostPaths.Resolve(full);
+    }
+}

@@ -1,0 +1,211 @@
+using System.Collections.Immutable;
+using System.Diagnostics;
+using Microsoft.Win32.SafeHandles;
+using Sandbox.Diagnostics;
+using Sandbox.Linux;
+
+namespace Sandbox.Runtime;
+
+/// <summary>The stdio the payload gets: fds the launcher dups into 0, 1 and 2 of the payload.</summary>
+internal sealed record StdioPlan(SafeFileHandle Stdin, SafeFileHandle Stdout, SafeFileHandle Stderr);
+
+/// <summary>
+/// Executes a <see cref="RuntimePlan"/>: marshals it into native memory, has the native executor
+/// clone PID 1, writes the id maps from the parent side, and releases the child (DESIGN.md,
+/// "Process creation").
+/// </summary>
+internal static unsafe class Launcher
+{
+    private const long StackSize = 256 * 1024;
+    private const int PathBufferSize = 4096;
+
+    private const ulong CLONE_NEWNS = 0x00020000;
+    private const ulong CLONE_NEWCGROUP = 0x02000000;
+    private const ulong CLONE_NEWUTS = 0x04000000;
+    private const ulong CLONE_NEWIPC = 0x08000000;
+    private const ulong CLONE_NEWUSER = 0x10000000;
+    private const ulong CLONE_NEWPID = 0x20000000;
+    private const ulong CLONE_NEWNET = 0x40000000;
+
+    public static SandboxProcess Start(RuntimePlan plan, StdioPlan stdio)
+    {
+        if (NativeExecutor.LoadError is string loadError)
+            throw new SandboxException(SandboxErrorCode.NativeExecutorUnavailable, loadError);
+
+        var arena = new NativeArena();
+        SafeFileHandle? syncRead = null, syncWrite = null, reportRead = null, reportWrite = null, lifeRead = null, lifeWrite = null;
+        int pidfd = -1;
+        SandboxProcess? process = null;
+        try
+        {
+            (syncRead, syncWrite) = Syscalls.CreatePipe();
+            (reportRead, reportWrite) = Syscalls.CreatePipe();
+            (lifeRead, lifeWrite) = Syscalls.CreatePipe();
+
+            NativeSpawnArgs* args = arena.Array<NativeSpawnArgs>(1);
+            Marshal(plan, arena, args);
+            args->StdinFd = (int)stdio.Stdin.DangerousGetHandle();
+            args->StdoutFd = (int)stdio.Stdout.DangerousGetHandle();
+            args->StderrFd = (int)stdio.Stderr.DangerousGetHandle();
+            args->SyncFd = (int)syncRead.DangerousGetHandle();
+            args->ReportFd = (int)reportWrite.DangerousGetHandle();
+            args->LifeFd = (int)lifeRead.DangerousGetHandle();
+            args->StackSize = StackSize;
+            args->Stack = (byte*)arena.Allocate(2 * StackSize, zero: false);
+            args->PathBufferSize = PathBufferSize;
+            args->PathBuffer = (byte*)arena.Allocate(PathBufferSize, zero: false);
+
+            var started = Stopwatch.GetTimestamp();
+            int pid = NativeExecutor.Spawn(args, out pidfd);
+            if (pid < 0)
+                throw CloneFailed(-pid, plan.Namespaces);
+
+            // The child holds its own copies now; ours must go, or EOF would never come.
+            syncRead.Dispose();
+            reportWrite.Dispose();
+            lifeRead.Dispose();
+
+            process = new SandboxProcess(pid, pidfd, arena, reportRead, lifeWrite, plan, started);
+            pidfd = -1;
+            IdMapWriter.Write(pid, plan.IdMaps);
+            if (!Syscalls.WriteByte(syncWrite, 1))
+                throw new SandboxException(SandboxErrorCode.SpawnFailed, "the sandbox's init process exited before it was released");
+            syncWrite.Dispose();
+            return process;
+        }
+        catch
+        {
+            syncRead?.Dispose();
+            syncWrite?.Dispose();
+            reportWrite?.Dispose();
+            lifeRead?.Dispose();
+            if (process is not null)
+            {
+                // Owns the arena, the pidfd and our pipe ends: kill, reap, free.
+                process.Kill();
+                process.WaitForExit();
+                process.Dispose();
+            }
+            else
+            {
+                reportRead?.Dispose();
+                lifeWrite?.Dispose();
+                if (pidfd >= 0)
+                {
+                    NativeExecutor.Kill(pidfd, 9);
+                    NativeExecutor.Wait(pidfd, out _, out _, out _);
+                    Tmds.Linux.LibC.close(pidfd);
+                }
+                arena.Dispose();
+            }
+            throw;
+        }
+    }
+
+    // Once a SandboxProcess exists it owns the arena and frees it after reaping PID 1.
+    private static void Marshal(RuntimePlan plan, NativeArena arena, NativeSpawnArgs* args)
+    {
+        args->CloneFlags = CloneFlags(plan.Namespaces);
+        ImmutableArray<SetupStep> steps = plan.Steps;
+        NativeStep* native = arena.Array<NativeStep>(steps.Length);
+        for (int i = 0; i < steps.Length; i++)
+            native[i] = ToNative(steps[i], arena);
+        args->Steps = native;
+        args->StepCount = steps.Length;
+
+        ProcessPlan p = plan.Process;
+        var flags = NativeSpawnFlags.None;
+        if (p.NoNewPrivileges)
+            flags |= NativeSpawnFlags.NoNewPrivileges;
+        if (p.NewSession)
+            flags |= NativeSpawnFlags.NewSession;
+        args->Flags = (int)flags;
+        args->File = arena.String(p.File);
+        args->Argv = arena.StringArray(p.Arguments);
+        args->Envp = arena.StringArray(p.Environment);
+        args->SearchPath = arena.String(p.SearchPath);
+        args->WorkingDirectory = arena.String(p.WorkingDirectory);
+    }
+
+    internal static ulong CloneFlags(NamespaceSet ns)
+    {
+        ulong flags = 0;
+        if (ns.HasFlag(NamespaceSet.User)) flags |= CLONE_NEWUSER;
+        if (ns.HasFlag(NamespaceSet.Mount)) flags |= CLONE_NEWNS;
+        if (ns.HasFlag(NamespaceSet.Pid)) flags |= CLONE_NEWPID;
+        if (ns.HasFlag(NamespaceSet.Network)) flags |= CLONE_NEWNET;
+        if (ns.HasFlag(NamespaceSet.Uts)) flags |= CLONE_NEWUTS;
+        if (ns.HasFlag(NamespaceSet.Ipc)) flags |= CLONE_NEWIPC;
+        if (ns.HasFlag(NamespaceSet.Cgroup)) flags |= CLONE_NEWCGROUP;
+        return flags;
+    }
+
+    private static NativeStep ToNative(SetupStep step, NativeArena arena)
+    {
+        var n = new NativeStep { Options = step.Optional ? (int)NativeStepOptions.Optional : 0 };
+        switch (step)
+        {
+            case MountStep m:
+                n.Kind = (int)NativeStepKind.Mount;
+                n.Source = arena.String(m.Source);
+                n.Target = arena.String(m.Target);
+                n.FsType = arena.String(m.FileSystemType);
+                n.Flags = (ulong)m.Flags;
+                n.Data = arena.String(m.Data);
+                break;
+            case SetMountAttributesStep a:
+                n.Kind = (int)NativeStepKind.MountSetAttr;
+                n.Target = arena.String(a.Target);
+                n.Flags = (ulong)a.Set;
+                n.Arg = (ulong)a.Clear;
+                if (a.Recursive)
+                    n.Options |= (int)NativeStepOptions.Recursive;
+                break;
+            case MakeDirectoryStep d:
+                n.Kind = (int)NativeStepKind.MakeDirectory;
+                n.Target = arena.String(d.Target);
+                n.Arg = (ulong)d.Mode;
+                break;
+            case SymlinkStep s:
+                n.Kind = (int)NativeStepKind.Symlink;
+                n.Source = arena.String(s.LinkTarget);
+                n.Target = arena.String(s.Path);
+                break;
+            case CreateFileStep f:
+                n.Kind = (int)NativeStepKind.CreateFile;
+                n.Target = arena.String(f.Target);
+                n.Arg = (ulong)f.Mode;
+                break;
+            case PivotRootStep r:
+                n.Kind = (int)NativeStepKind.PivotRoot;
+                n.Target = arena.String(r.NewRoot);
+                n.Source = arena.String(r.PutOld);
+                break;
+            case SetHostnameStep h:
+                n.Kind = (int)NativeStepKind.SetHostname;
+                n.Source = arena.String(h.Hostname);
+                break;
+            case LoopbackUpStep:
+                n.Kind = (int)NativeStepKind.LoopbackUp;
+                break;
+            case ClearGroupsStep:
+                n.Kind = (int)NativeStepKind.ClearGroups;
+                break;
+            default:
+                throw new ArgumentException($"unknown set-up step {step.GetType().Name}");
+        }
+        return n;
+    }
+
+    private static SandboxException CloneFailed(int errno, NamespaceSet namespaces)
+    {
+        string cause = Errno.Describe(errno);
+        if (namespaces.HasFlag(NamespaceSet.User) && errno is Errno.EPERM or Errno.EACCES or Errno.ENOSPC or Errno.EUSERS or Errno.EINVAL)
+        {
+            return new SandboxException(SandboxErrorCode.UserNamespacesUnavailable,
+                $"this host does not let an unprivileged user create namespaces (clone: {cause}). " +
+                HostHints.UserNamespaceFix() + " Run `sandbox check` for details.");
+        }
+        return new SandboxException(SandboxErrorCode.SpawnFailed, $"could not create the sandbox's init process (clone: {cause})");
+    }
+}

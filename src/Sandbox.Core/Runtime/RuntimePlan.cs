@@ -1,0 +1,140 @@
+using System.Collections.Immutable;
+
+namespace Sandbox.Runtime;
+
+/// <summary>
+/// Everything needed to start one sandbox, as data: the meaning of an OCI runtime spec (process,
+/// namespaces, id maps, and the ordered set-up steps that build the root). The manager builds it
+/// without privileges; <see cref="Launcher"/> hands it to the native executor, which runs the steps
+/// in order in the child (bubblewrap's plan-then-execute).
+/// </summary>
+public sealed record RuntimePlan(
+    ProcessPlan Process,
+    NamespaceSet Namespaces,
+    IdMapPlan IdMaps,
+    ImmutableArray<SetupStep> Steps);
+
+public sealed record ProcessPlan(
+    string File,
+    ImmutableArray<string> Arguments,
+    ImmutableArray<string> Environment,
+    string? SearchPath,
+    string? WorkingDirectory,
+    bool NoNewPrivileges = true,
+    bool NewSession = true);
+
+[Flags]
+public enum NamespaceSet
+{
+    None = 0,
+    User = 1,
+    Mount = 2,
+    Pid = 4,
+    Network = 8,
+    Uts = 16,
+    Ipc = 32,
+    Cgroup = 64,
+    All = User | Mount | Pid | Network | Uts | Ipc | Cgroup,
+}
+
+public enum IdMapKind
+{
+    /// <summary>0 inside maps to the caller; setgroups denied. Needs nothing installed.</summary>
+    SingleId,
+    /// <summary>0 → caller, 1..N → an /etc/subuid and /etc/subgid range, through newuidmap/newgidmap.</summary>
+    SubordinateRange,
+}
+
+public sealed record IdRange(long Start, long Count);
+
+public sealed record IdMapPlan(
+    IdMapKind Kind,
+    uint HostUid,
+    uint HostGid,
+    IdRange? SubordinateUids = null,
+    IdRange? SubordinateGids = null,
+    string? NewUidMapPath = null,
+    string? NewGidMapPath = null);
+
+/// <summary>mount(2) flags, with the kernel's values.</summary>
+[Flags]
+public enum MountFlags : ulong
+{
+    None = 0,
+    ReadOnly = 1,
+    NoSuid = 2,
+    NoDev = 4,
+    NoExec = 8,
+    Bind = 4096,
+    Recursive = 16384,
+    Private = 1 << 18,
+    Slave = 1 << 19,
+}
+
+/// <summary>mount_setattr(2) attributes, with the kernel's values.</summary>
+[Flags]
+public enum MountAttributes : ulong
+{
+    None = 0,
+    ReadOnly = 1,
+    NoSuid = 2,
+    NoDev = 4,
+    NoExec = 8,
+}
+
+/// <summary>One set-up operation run inside the new namespaces before exec.</summary>
+public abstract record SetupStep
+{
+    /// <summary>When the path does not exist (ENOENT), skip the step instead of failing.</summary>
+    public bool Optional { get; init; }
+
+    public abstract string Describe();
+}
+
+public sealed record MountStep(string? Source, string Target, string? FileSystemType, MountFlags Flags, string? Data = null) : SetupStep
+{
+    public override string Describe() => (Flags & MountFlags.Bind) != 0
+        ? $"bind-mount {Source} on {Target}"
+        : Source is null ? $"change propagation of {Target}" : $"mount {FileSystemType ?? Source} on {Target}";
+}
+
+public sealed record SetMountAttributesStep(string Target, MountAttributes Set, MountAttributes Clear, bool Recursive) : SetupStep
+{
+    public override string Describe() => $"set mount attributes ({Set}) on {Target}{(Recursive ? " and below" : "")}";
+}
+
+public sealed record MakeDirectoryStep(string Target, int Mode = 0b111_101_101) : SetupStep
+{
+    public override string Describe() => $"create directory {Target}";
+}
+
+public sealed record SymlinkStep(string LinkTarget, string Path) : SetupStep
+{
+    public override string Describe() => $"create symlink {Path} -> {LinkTarget}";
+}
+
+public sealed record CreateFileStep(string Target, int Mode = 0b110_100_100) : SetupStep
+{
+    public override string Describe() => $"create file {Target}";
+}
+
+/// <summary>pivot_root into <paramref name="NewRoot"/>; the old root stays at <paramref name="PutOld"/> (relative) or is detached when null.</summary>
+public sealed record PivotRootStep(string NewRoot, string? PutOld) : SetupStep
+{
+    public override string Describe() => $"pivot_root into {NewRoot}";
+}
+
+public sealed record SetHostnameStep(string Hostname) : SetupStep
+{
+    public override string Describe() => $"set hostname {Hostname}";
+}
+
+public sealed record LoopbackUpStep : SetupStep
+{
+    public override string Describe() => "bring up the loopback interface";
+}
+
+public sealed record ClearGroupsStep : SetupStep
+{
+    public override string Describe() => "drop supplementary groups";
+}

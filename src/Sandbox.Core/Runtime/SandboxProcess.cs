@@ -1,0 +1,156 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+using Sandbox.Linux;
+
+namespace Sandbox.Runtime;
+
+/// <summary>What PID 1 reported over the report pipe, once it closed.</summary>
+internal sealed record InitReport(
+    int? PayloadPid,
+    int? PayloadWaitStatus,
+    SandboxException? Failure);
+
+/// <summary>
+/// A running sandbox's PID 1, seen from the parent: its pidfd (no pid-reuse races), the report pipe,
+/// and the life pipe whose write end we hold (when this process dies, PID 1 sees EOF and exits, and
+/// the kernel kills the whole PID namespace: die-with-parent).
+/// </summary>
+internal sealed class SandboxProcess : IDisposable
+{
+    private readonly NativeArena _arena;
+    private readonly SafeFileHandle _reports;
+    private readonly SafeFileHandle _life;
+    private readonly RuntimePlan _plan;
+    private int _pidfd;
+    private int _reaped;
+    private (int Status, TimeSpan User, TimeSpan System)? _exit;
+
+    internal SandboxProcess(int pid, int pidfd, NativeArena arena, SafeFileHandle reports, SafeFileHandle life, RuntimePlan plan, long startTimestamp)
+    {
+        Pid = pid;
+        _pidfd = pidfd;
+        _arena = arena;
+        _reports = reports;
+        _life = life;
+        _plan = plan;
+        StartTimestamp = startTimestamp;
+    }
+
+    /// <summary>PID 1's pid in the caller's PID namespace.</summary>
+    public int Pid { get; }
+
+    public long StartTimestamp { get; }
+
+    /// <summary>Sends a signal to PID 1: SIGKILL ends the whole sandbox; others are forwarded to the payload.</summary>
+    public bool Signal(int signal)
+    {
+        int fd = Volatile.Read(ref _pidfd);
+        return fd >= 0 && Volatile.Read(ref _reaped) == 0 && NativeExecutor.Kill(fd, signal) == 0;
+    }
+
+    public void Kill() => Signal(9);
+
+    /// <summary>Reads PID 1's reports until the pipe closes (PID 1 exited). Blocking: run it on its own thread.</summary>
+    public InitReport ReadReports(Action<int>? onStarted = null)
+    {
+        int? payloadPid = null, waitStatus = null;
+        SandboxException? failure = null;
+        Span<byte> buffer = stackalloc byte[Marshal.SizeOf<NativeReport>()];
+        while (true)
+        {
+            int got = 0;
+            while (got < buffer.Length)
+            {
+                int n = Syscalls.Read(_reports, buffer[got..]);
+                if (n == 0)
+                    return new InitReport(payloadPid, waitStatus, failure);
+                got += n;
+            }
+            NativeReport report = MemoryMarshal.Read<NativeReport>(buffer);
+            switch ((NativeReportKind)report.Kind)
+            {
+                case NativeReportKind.Started:
+                    payloadPid = report.Value;
+                    onStarted?.Invoke(report.Value);
+                    break;
+                case NativeReportKind.Exited:
+                    waitStatus = report.Value;
+                    break;
+                case NativeReportKind.SetupFailed:
+                    failure = SetupFailure(report.Step, report.Error);
+                    break;
+                case NativeReportKind.ExecFailed:
+                    failure = ExecFailure(report.Step, report.Error);
+                    break;
+            }
+        }
+    }
+
+    /// <summary>Reaps PID 1 (blocking) and returns its wait status and CPU times, which include every process it reaped.</summary>
+    public (int Status, TimeSpan User, TimeSpan System) WaitForExit()
+    {
+        if (_exit is { } done)
+            return done;
+        int rc = NativeExecutor.Wait(_pidfd, out int status, out long user, out long system);
+        if (rc < 0)
+            throw new LinuxException("waitid", null, -rc);
+        Volatile.Write(ref _reaped, 1);
+        _exit = (status, TimeSpan.FromMicroseconds(user), TimeSpan.FromMicroseconds(system));
+        return _exit.Value;
+    }
+
+    private SandboxException SetupFailure(int stepIndex, int errno)
+    {
+        if (stepIndex >= _plan.Steps.Length)
+            return new SandboxException(SandboxErrorCode.SpawnFailed, $"could not start the command inside the sandbox: {Errno.Describe(errno)}");
+        SetupStep step = _plan.Steps[stepIndex];
+        return new SandboxException(SandboxErrorCode.SetupFailed,
+            $"setting up the sandbox failed at step {stepIndex + 1} ({step.Describe()}): {Errno.Describe(errno)}{SetupHint(step, errno)}");
+    }
+
+    private static string SetupHint(SetupStep step, int errno) => (step, errno) switch
+    {
+        (MountStep { FileSystemType: "proc" }, Errno.EPERM) =>
+            ". The kernel refuses a new /proc when the host's /proc is partly hidden by over-mounts (as in some containers); run on a host or a container started with an unmasked /proc",
+        (MountStep m, Errno.ENOENT) when (m.Flags & MountFlags.Bind) != 0 =>
+            ". The mount point must exist in the root; in host mode a bind target must be an existing path, or lie under /tmp or $HOME",
+        (MakeDirectoryStep, Errno.EROFS or Errno.EACCES) =>
+            ". The root is read-only here: choose a target that exists, or one under /tmp or $HOME",
+        _ => "",
+    };
+
+    private SandboxException ExecFailure(int stage, int errno)
+    {
+        string file = _plan.Process.File;
+        if (stage == 1)
+            return new SandboxException(SandboxErrorCode.WorkingDirectoryUnavailable,
+                $"cannot change to the working directory {_plan.Process.WorkingDirectory}: {Errno.Describe(errno)}");
+        return errno switch
+        {
+            Errno.ENOENT or Errno.ENOTDIR => new SandboxException(SandboxErrorCode.CommandNotFound,
+                file.Contains('/')
+                    ? $"{file}: no such file in the sandbox (or its interpreter is missing)"
+                    : $"{file}: command not found in the sandbox's PATH ({_plan.Process.SearchPath})"),
+            _ => new SandboxException(SandboxErrorCode.CommandNotExecutable, $"{file}: cannot execute: {Errno.Describe(errno)}"),
+        };
+    }
+
+    public void Dispose()
+    {
+        _reports.Dispose();
+        _life.Dispose();
+        int fd = Interlocked.Exchange(ref _pidfd, -1);
+        if (fd >= 0)
+        {
+            // The arena may be freed only once PID 1 (which shares our memory) is gone.
+            if (Volatile.Read(ref _reaped) == 0)
+            {
+                NativeExecutor.Kill(fd, 9);
+                NativeExecutor.Wait(fd, out _, out _, out _);
+            }
+            Tmds.Linux.LibC.close(fd);
+            _arena.Dispose();
+        }
+    }
+}

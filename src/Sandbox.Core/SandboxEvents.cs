@@ -1,0 +1,78 @@
+namespace Sandbox;
+
+public enum OutputStream
+{
+    Stdout = 1,
+    Stderr = 2,
+}
+
+/// <summary>How a payload ended: an exit code, or the signal that killed it.</summary>
+public readonly record struct ExitStatus(int? Code, int? Signal)
+{
+    public static ExitStatus Exited(int code) => new(code, null);
+    public static ExitStatus Killed(int signal) => new(null, signal);
+
+    /// <summary>Decodes a wait(2) status.</summary>
+    public static ExitStatus FromWaitStatus(int status) =>
+        (status & 0x7f) == 0 ? Exited((status >> 8) & 0xff) : Killed(status & 0x7f);
+
+    /// <summary>The shell's convention: the code, or 128+N for signal N.</summary>
+    public int ShellExitCode => Code ?? ExitCodes.SignalBase + Signal!.Value;
+
+    public override string ToString() => Code is int c ? $"exit code {c}" : $"signal {Signal} ({SignalNames.Name(Signal!.Value)})";
+}
+
+public static class SignalNames
+{
+    private static readonly string[] s_names =
+    {
+        "0", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL", "SIGUSR1",
+        "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP",
+        "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+    };
+
+    public static string Name(int signal) => signal > 0 && signal < s_names.Length ? s_names[signal] : $"SIGRT{signal}";
+}
+
+public enum TerminationReason
+{
+    /// <summary>The payload exited or was killed by a signal of its own doing or ours forwarded.</summary>
+    Exited,
+    TimedOut,
+    Cancelled,
+}
+
+/// <summary>What happened in a run, in order: started, output chunks, exited (CliWrap's event stream).</summary>
+public abstract record SandboxEvent;
+
+public sealed record StartedEvent(int ProcessId, DateTimeOffset StartTime) : SandboxEvent;
+
+/// <summary>A chunk of raw bytes as the payload wrote it; order is kept within each stream.</summary>
+public sealed record OutputEvent(OutputStream Stream, ReadOnlyMemory<byte> Data) : SandboxEvent;
+
+public sealed record ExitedEvent(SandboxResult Result) : SandboxEvent;
+
+public sealed record SandboxResult(
+    ExitStatus Status,
+    TerminationReason Reason,
+    TimeSpan WallTime,
+    TimeSpan UserCpuTime,
+    TimeSpan SystemCpuTime,
+    TimeSpan? Timeout = null)
+{
+    /// <summary>The exit code a CLI should return: the payload's (128+N for a signal), 124 on timeout.</summary>
+    public int ExitCode => Reason == TerminationReason.TimedOut ? ExitCodes.Timeout : Status.ShellExitCode;
+
+    public TimeSpan CpuTime => UserCpuTime + SystemCpuTime;
+
+    /// <summary>A one-line explanation when the run did not end on its own, else null.</summary>
+    public string? Message => Reason switch
+    {
+        TerminationReason.TimedOut => $"timed out after {FormatDuration(Timeout ?? WallTime)}: the sandbox and every process in it were killed",
+        TerminationReason.Cancelled => "cancelled: the sandbox and every process in it were killed",
+        _ => null,
+    };
+
+    internal static string FormatDuration(TimeSpan t) =>
+        t.TotalSeconds >= 1 ? $"{t.TotalSeconds:0.###}s" : $"{t.TotalMilliseconds:0}ms";
+}

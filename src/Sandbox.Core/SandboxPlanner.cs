@@ -1,0 +1,62 @@
+using System.Collections.Immutable;
+using Sandbox.Identity;
+using Sandbox.Rootfs;
+using Sandbox.Runtime;
+
+namespace Sandbox;
+
+/// <summary>Turns a user's <see cref="SandboxSpec"/> into a <see cref="RuntimePlan"/> (pure: no privileges, no side effects).</summary>
+public static class SandboxPlanner
+{
+    public static RuntimePlan Plan(SandboxSpec spec, HostContext host)
+    {
+        if (spec.Command.IsDefaultOrEmpty || spec.Command[0].Length == 0)
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, "no command given: put the command after the options, e.g. sandbox run -- dotnet test");
+        if (spec.WorkingDirectory is { } wd && !wd.StartsWith('/'))
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"the working directory must be an absolute path: {wd}");
+        foreach (string tmpfs in spec.TmpfsMounts)
+        {
+            if (!tmpfs.StartsWith('/'))
+                throw new SandboxException(SandboxErrorCode.InvalidSpec, $"--tmpfs needs an absolute path: {tmpfs}");
+        }
+
+        IdMapPlan idMaps = IdMapResolver.Resolve(spec.UserNamespace, host.Identity);
+        NamespaceSet namespaces = NamespaceSet.All;
+        if (spec.Network == NetworkMode.Host)
+            namespaces &= ~NamespaceSet.Network;
+
+        ImmutableArray<SetupStep> steps = RootfsPlanner.Plan(spec, host, clearGroups: idMaps.Kind == IdMapKind.SubordinateRange);
+        ImmutableArray<string> environment = BuildEnvironment(spec, host, out string searchPath);
+        var process = new ProcessPlan(
+            spec.Command[0],
+            spec.Command,
+            environment,
+            searchPath,
+            spec.WorkingDirectory ?? "/");
+        return new RuntimePlan(process, namespaces, idMaps, steps);
+    }
+
+    /// <summary>
+    /// A clean environment: PATH, HOME, TERM and what the user passes. Nothing else of the caller's
+    /// environment gets in, so a CI runner's secrets stay out.
+    /// </summary>
+    public static ImmutableArray<string> BuildEnvironment(SandboxSpec spec, HostContext host, out string searchPath)
+    {
+        var vars = new List<KeyValuePair<string, string>>
+        {
+            new("PATH", spec.Root is HostRoot && !string.IsNullOrEmpty(host.Path) ? host.Path : RootfsPlanner.DefaultPath),
+            new("HOME", RootfsPlanner.SandboxHome(spec, host)),
+        };
+        if (!string.IsNullOrEmpty(host.Term))
+            vars.Add(new("TERM", host.Term));
+        foreach (var (name, value) in spec.Environment)
+        {
+            if (name.Length == 0 || name.Contains('='))
+                throw new SandboxException(SandboxErrorCode.InvalidSpec, $"invalid environment variable name '{name}'");
+            vars.RemoveAll(v => v.Key == name);
+            vars.Add(new(name, value));
+        }
+        searchPath = vars.Last(v => v.Key == "PATH").Value;
+        return vars.Select(v => $"{v.Key}={v.Value}").ToImmutableArray();
+    }
+}

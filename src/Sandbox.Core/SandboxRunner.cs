@@ -1,0 +1,232 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.IO.Pipelines;
+using System.Threading.Channels;
+using Microsoft.Win32.SafeHandles;
+using Sandbox.Linux;
+using Sandbox.Rootfs;
+using Sandbox.Runtime;
+
+namespace Sandbox;
+
+/// <summary>Runs <see cref="SandboxSpec"/>s.</summary>
+public static class SandboxRunner
+{
+    /// <summary>Starts the sandbox; its events arrive on <see cref="SandboxExecution.Events"/>.</summary>
+    /// <exception cref="SandboxException">The spec is invalid or the host cannot create sandboxes.</exception>
+    public static SandboxExecution Start(SandboxSpec spec, CancellationToken cancellationToken = default) =>
+        SandboxExecution.Start(spec, HostContext.Current(), cancellationToken);
+
+    /// <summary>Runs to the end, passing each event to <paramref name="onEvent"/>.</summary>
+    /// <exception cref="SandboxException">The sandbox could not be set up or the command could not be started.</exception>
+    public static async Task<SandboxResult> RunAsync(SandboxSpec spec, Action<SandboxEvent>? onEvent = null, CancellationToken cancellationToken = default)
+    {
+        using SandboxExecution execution = Start(spec, cancellationToken);
+        SandboxResult? result = null;
+        await foreach (SandboxEvent e in execution.Events.ConfigureAwait(false))
+        {
+            onEvent?.Invoke(e);
+            if (e is ExitedEvent exited)
+                result = exited.Result;
+        }
+        return result ?? throw new SandboxException(SandboxErrorCode.Internal, "the sandbox ended without a result");
+    }
+}
+
+/// <summary>One running sandbox: an event stream, and signals and kill while it runs.</summary>
+public sealed class SandboxExecution : IDisposable
+{
+    private const int ReadChunk = 128 * 1024;
+
+    private readonly SandboxProcess _process;
+    private readonly SandboxSpec _spec;
+    private readonly Channel<SandboxEvent> _events;
+    private readonly CancellationTokenSource _timeout;
+    private readonly CancellationTokenRegistration _cancelRegistration;
+    private readonly CancellationTokenRegistration _timeoutRegistration;
+    private readonly CancellationTokenSource _disposed = new();
+    private readonly Thread _supervisor;
+    private int _reason = (int)TerminationReason.Exited;
+
+    private SandboxExecution(SandboxProcess process, SandboxSpec spec, SafeFileHandle stdout, SafeFileHandle stderr, CancellationToken cancellationToken)
+    {
+        _process = process;
+        _spec = spec;
+        // Bounded: a slow consumer slows the payload down (the pipe fills) instead of filling memory.
+        _events = Channel.CreateBounded<SandboxEvent>(new BoundedChannelOptions(64) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
+        _timeout = new CancellationTokenSource();
+        _cancelRegistration = cancellationToken.Register(() => Terminate(TerminationReason.Cancelled));
+        _timeoutRegistration = _timeout.Token.Register(() => Terminate(TerminationReason.TimedOut));
+        _supervisor = new Thread(() => Supervise(stdout, stderr)) { IsBackground = true, Name = $"sandbox {process.Pid}" };
+        _supervisor.Start();
+    }
+
+    /// <summary>Started, output chunks, exited; throws <see cref="SandboxException"/> when the set-up or the exec failed.</summary>
+    public IAsyncEnumerable<SandboxEvent> Events => _events.Reader.ReadAllAsync();
+
+    /// <summary>PID 1's pid in the caller's PID namespace.</summary>
+    public int ProcessId => _process.Pid;
+
+    /// <summary>Forwards a signal to the payload (through PID 1).</summary>
+    public bool Signal(int signal) => _process.Signal(signal);
+
+    /// <summary>Kills every process of the sandbox.</summary>
+    public void Kill() => Terminate(TerminationReason.Cancelled);
+
+    internal static SandboxExecution Start(SandboxSpec spec, HostContext host, CancellationToken cancellationToken)
+    {
+        RuntimePlan plan = SandboxPlanner.Plan(spec, host);
+        SafeFileHandle? stdin = null, outRead = null, outWrite = null, errRead = null, errWrite = null;
+        try
+        {
+            stdin = spec.ForwardStdin ? new SafeFileHandle(0, ownsHandle: false) : Syscalls.OpenReadOnly("/dev/null");
+            (outRead, outWrite) = Syscalls.CreatePipe();
+            (errRead, errWrite) = Syscalls.CreatePipe();
+            SandboxProcess process = Launcher.Start(plan, new StdioPlan(stdin, outWrite, errWrite));
+            var execution = new SandboxExecution(process, spec, outRead, errRead, cancellationToken);
+            if (spec.Timeout is TimeSpan timeout)
+                execution._timeout.CancelAfter(timeout);
+            return execution;
+        }
+        catch (LinuxException e)
+        {
+            outRead?.Dispose();
+            errRead?.Dispose();
+            throw new SandboxException(SandboxErrorCode.SpawnFailed, $"could not start the sandbox: {e.Message}", e);
+        }
+        catch
+        {
+            outRead?.Dispose();
+            errRead?.Dispose();
+            throw;
+        }
+        finally
+        {
+            // The child has its copies; ours would keep the pipes from ever reaching EOF.
+            stdin?.Dispose();
+            outWrite?.Dispose();
+            errWrite?.Dispose();
+        }
+    }
+
+    private void Terminate(TerminationReason reason)
+    {
+        Interlocked.CompareExchange(ref _reason, (int)reason, (int)TerminationReason.Exited);
+        _process.Kill();
+    }
+
+    // Runs on a dedicated thread: blocking reads of the report pipe; the output pumps get their own.
+    private void Supervise(SafeFileHandle stdout, SafeFileHandle stderr)
+    {
+        Task pumps = Task.CompletedTask;
+        try
+        {
+            InitReport? report = null;
+            Task outPump = Pump(stdout, OutputStream.Stdout);
+            Task errPump = Pump(stderr, OutputStream.Stderr);
+            pumps = Task.WhenAll(outPump, errPump);
+            report = _process.ReadReports(onStarted: pid => Write(new StartedEvent(pid, DateTimeOffset.UtcNow)));
+            var (status, user, system) = _process.WaitForExit();
+            pumps.GetAwaiter().GetResult();
+            TimeSpan wall = Stopwatch.GetElapsedTime(_process.StartTimestamp);
+
+            var reason = (TerminationReason)Volatile.Read(ref _reason);
+            if (report.Failure is SandboxException failure && reason == TerminationReason.Exited)
+            {
+                _events.Writer.TryComplete(failure);
+                return;
+            }
+            ExitStatus exit = report.PayloadWaitStatus is int ws ? ExitStatus.FromWaitStatus(ws) : ExitStatus.FromWaitStatus(status);
+            if (reason != TerminationReason.Exited && report.PayloadWaitStatus is int)
+            {
+                // The payload finished on its own before our kill landed.
+                reason = TerminationReason.Exited;
+            }
+            Write(new ExitedEvent(new SandboxResult(exit, reason, wall, user, system, _spec.Timeout)));
+            _events.Writer.TryComplete();
+        }
+        catch (Exception e)
+        {
+            _process.Kill();
+            _events.Writer.TryComplete(e is SandboxException ? e : new SandboxException(SandboxErrorCode.Internal, $"supervising the sandbox failed: {e.Message}", e));
+        }
+        finally
+        {
+            stdout.Dispose();
+            stderr.Dispose();
+            _timeoutRegistration.Dispose();
+            _cancelRegistration.Dispose();
+        }
+    }
+
+    private void Write(SandboxEvent e)
+    {
+        // Blocking is fine here (dedicated threads); the bound is the back-pressure.
+        if (!_events.Writer.TryWrite(e))
+            _events.Writer.WriteAsync(e, _disposed.Token).AsTask().GetAwaiter().GetResult();
+    }
+
+    /// <summary>
+    /// One output stream: a dedicated thread read(2)s the pipe into a System.IO.Pipelines pipe; the
+    /// reader side turns what arrives into output events, as large as the payload's writes allow.
+    /// </summary>
+    private Task Pump(SafeFileHandle handle, OutputStream stream)
+    {
+        var pipe = new Pipe(new PipeOptions(pauseWriterThreshold: 4 * ReadChunk, resumeWriterThreshold: 2 * ReadChunk, minimumSegmentSize: ReadChunk, useSynchronizationContext: false));
+        var reader = new Thread(() =>
+        {
+            Exception? error = null;
+            try
+            {
+                while (true)
+                {
+                    Memory<byte> memory = pipe.Writer.GetMemory(ReadChunk);
+                    int n = Syscalls.Read(handle, memory.Span);
+                    if (n == 0)
+                        break;
+                    pipe.Writer.Advance(n);
+                    FlushResult flush = pipe.Writer.FlushAsync().AsTask().GetAwaiter().GetResult();
+                    if (flush.IsCompleted)
+                        break;
+                }
+            }
+            catch (Exception e)
+            {
+                error = e;
+            }
+            pipe.Writer.Complete(error);
+        }) { IsBackground = true, Name = $"sandbox {_process.Pid} {stream}" };
+        reader.Start();
+
+        return Task.Run(async () =>
+        {
+            while (true)
+            {
+                ReadResult result = await pipe.Reader.ReadAsync().ConfigureAwait(false);
+                ReadOnlySequence<byte> buffer = result.Buffer;
+                if (!buffer.IsEmpty)
+                {
+                    byte[] chunk = buffer.ToArray();
+                    if (!_events.Writer.TryWrite(new OutputEvent(stream, chunk)))
+                        await _events.Writer.WriteAsync(new OutputEvent(stream, chunk), _disposed.Token).ConfigureAwait(false);
+                }
+                pipe.Reader.AdvanceTo(buffer.End);
+                if (result.IsCompleted)
+                    break;
+            }
+            await pipe.Reader.CompleteAsync().ConfigureAwait(false);
+        });
+    }
+
+    /// <summary>Kills the sandbox if it still runs, waits for its processes to be reaped and frees what it held.</summary>
+    public void Dispose()
+    {
+        if (_disposed.IsCancellationRequested)
+            return;
+        _process.Kill();
+        _disposed.Cancel();
+        _supervisor.Join();
+        _process.Dispose();
+        _timeout.Dispose();
+    }
+}

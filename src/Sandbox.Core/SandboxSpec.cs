@@ -1,0 +1,102 @@
+using System.Collections.Immutable;
+
+namespace Sandbox;
+
+/// <summary>What the sandbox's root filesystem is.</summary>
+public abstract record RootSpec
+{
+    /// <summary>The host's / read-only, with fresh /proc, /dev, /tmp and $HOME.</summary>
+    public static RootSpec Host { get; } = new HostRoot();
+
+    public static RootSpec Directory(string path) => new DirectoryRoot(path);
+}
+
+public sealed record HostRoot : RootSpec;
+
+/// <summary>A directory holding a root filesystem, mounted read-only.</summary>
+public sealed record DirectoryRoot(string Path) : RootSpec;
+
+public sealed record BindMount(string HostPath, string SandboxPath, bool ReadOnly = false)
+{
+    /// <summary>Parses docker's <c>-v HOST:CONTAINER[:ro|rw]</c>.</summary>
+    public static BindMount Parse(string value)
+    {
+        string[] parts = value.Split(':');
+        bool readOnly = false;
+        if (parts.Length == 3)
+        {
+            readOnly = parts[2] switch
+            {
+                "ro" => true,
+                "rw" => false,
+                _ => throw new SandboxException(SandboxErrorCode.InvalidSpec, $"bind mount '{value}': the mode must be ro or rw, not '{parts[2]}'"),
+            };
+        }
+        else if (parts.Length != 2)
+        {
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"bind mount '{value}': expected HOST:CONTAINER[:ro]");
+        }
+        if (parts[0].Length == 0 || parts[1].Length == 0)
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"bind mount '{value}': expected HOST:CONTAINER[:ro]");
+        if (!parts[1].StartsWith('/'))
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"bind mount '{value}': the path in the sandbox must be absolute");
+        return new BindMount(parts[0], parts[1], readOnly);
+    }
+}
+
+public enum NetworkMode
+{
+    /// <summary>A new network namespace with only loopback, up (VSTest talks to its test host over loopback).</summary>
+    None,
+    /// <summary>The host's network namespace.</summary>
+    Host,
+}
+
+public enum UserNamespaceMode
+{
+    /// <summary>A subordinate range when /etc/subuid gives one and newuidmap is installed, else single.</summary>
+    Auto,
+    Single,
+    Subuid,
+}
+
+/// <summary>
+/// An immutable description of one sandboxed command (CliWrap's immutable command): change it with
+/// <c>with</c> expressions, run it with <see cref="SandboxRunner"/>.
+/// </summary>
+public sealed record SandboxSpec
+{
+    public SandboxSpec(IEnumerable<string> command)
+    {
+        Command = command.ToImmutableArray();
+    }
+
+    public ImmutableArray<string> Command { get; init; }
+
+    public RootSpec Root { get; init; } = RootSpec.Host;
+
+    /// <summary>Variables set inside, in addition to PATH, HOME and TERM. Nothing else of the host's environment gets in.</summary>
+    public ImmutableArray<KeyValuePair<string, string>> Environment { get; init; } = ImmutableArray<KeyValuePair<string, string>>.Empty;
+
+    public string? WorkingDirectory { get; init; }
+
+    public ImmutableArray<BindMount> Binds { get; init; } = ImmutableArray<BindMount>.Empty;
+
+    public ImmutableArray<string> TmpfsMounts { get; init; } = ImmutableArray<string>.Empty;
+
+    public string Hostname { get; init; } = "sandbox";
+
+    public NetworkMode Network { get; init; } = NetworkMode.None;
+
+    public UserNamespaceMode UserNamespace { get; init; } = UserNamespaceMode.Auto;
+
+    public TimeSpan? Timeout { get; init; }
+
+    /// <summary>Give the payload the caller's stdin (otherwise /dev/null).</summary>
+    public bool ForwardStdin { get; init; }
+
+    public SandboxSpec WithEnvironment(string name, string value) =>
+        this with { Environment = Environment.Add(new KeyValuePair<string, string>(name, value)) };
+
+    public SandboxSpec WithBind(BindMount bind) => this with { Binds = Binds.Add(bind) };
+}
