@@ -45,6 +45,7 @@ public enum TerminationReason
 /// <summary>What happened in a run, in order: started, output chunks, exited (CliWrap's event stream).</summary>
 public abstract record SandboxEvent;
 
+/// <summary>The payload runs. <paramref name="ProcessId"/> is the sandbox's init (PID 1 inside) as the host sees it.</summary>
 public sealed record StartedEvent(int ProcessId, DateTimeOffset StartTime) : SandboxEvent;
 
 /// <summary>A chunk of raw bytes as the payload wrote it; order is kept within each stream.</summary>

@@ -45,6 +45,8 @@ public sealed class SandboxExecution : IDisposable
     private readonly CancellationTokenRegistration _cancelRegistration;
     private readonly CancellationTokenRegistration _timeoutRegistration;
     private readonly CancellationTokenSource _disposed = new();
+    // Output events wait for the started event, so a consumer always sees it first.
+    private readonly TaskCompletionSource _startedWritten = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Thread _supervisor;
     private int _reason = (int)TerminationReason.Exited;
 
@@ -79,7 +81,8 @@ public sealed class SandboxExecution : IDisposable
         SafeFileHandle? stdin = null, outRead = null, outWrite = null, errRead = null, errWrite = null;
         try
         {
-            stdin = spec.ForwardStdin ? new SafeFileHandle(0, ownsHandle: false) : Syscalls.OpenReadOnly("/dev/null");
+            // With no standard input at all (fd 0 closed, as under some CI runners) there is nothing to forward.
+            stdin = spec.ForwardStdin && Syscalls.IsOpen(0) ? new SafeFileHandle(0, ownsHandle: false) : Syscalls.OpenReadOnly("/dev/null");
             (outRead, outWrite) = Syscalls.CreatePipe();
             (errRead, errWrite) = Syscalls.CreatePipe();
             SandboxProcess process = Launcher.Start(plan, new StdioPlan(stdin, outWrite, errWrite));
@@ -125,7 +128,12 @@ public sealed class SandboxExecution : IDisposable
             Task outPump = Pump(stdout, OutputStream.Stdout);
             Task errPump = Pump(stderr, OutputStream.Stderr);
             pumps = Task.WhenAll(outPump, errPump);
-            report = _process.ReadReports(onStarted: pid => Write(new StartedEvent(pid, DateTimeOffset.UtcNow)));
+            report = _process.ReadReports(onStarted: _ =>
+            {
+                Write(new StartedEvent(_process.Pid, DateTimeOffset.UtcNow));
+                _startedWritten.TrySetResult();
+            });
+            _startedWritten.TrySetResult();
             var (status, user, system) = _process.WaitForExit();
             pumps.GetAwaiter().GetResult();
             TimeSpan wall = Stopwatch.GetElapsedTime(_process.StartTimestamp);
@@ -148,6 +156,7 @@ public sealed class SandboxExecution : IDisposable
         catch (Exception e)
         {
             _process.Kill();
+            _startedWritten.TrySetResult();
             _events.Writer.TryComplete(e is SandboxException ? e : new SandboxException(SandboxErrorCode.Internal, $"supervising the sandbox failed: {e.Message}", e));
         }
         finally
@@ -200,6 +209,7 @@ public sealed class SandboxExecution : IDisposable
 
         return Task.Run(async () =>
         {
+            await _startedWritten.Task.ConfigureAwait(false);
             while (true)
             {
                 ReadResult result = await pipe.Reader.ReadAsync().ConfigureAwait(false);

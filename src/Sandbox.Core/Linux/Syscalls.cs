@@ -12,6 +12,8 @@ internal static unsafe class Syscalls
 
     public static bool IsTerminal(int fd) => isatty(fd) == 1;
 
+    public static bool IsOpen(int fd) => fcntl(fd, F_GETFD) >= 0;
+
     /// <summary>A close-on-exec pipe: nothing created here can leak into an unrelated child.</summary>
     public static (SafeFileHandle Read, SafeFileHandle Write) CreatePipe()
     {

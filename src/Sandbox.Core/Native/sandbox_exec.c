@@ -357,8 +357,16 @@ static int payload_main(void *arg)
                 for (size_t i = 0; i <= name_len; i++)
                     buf[n++] = file[i];
                 rc = SYS3(SYS_execve, buf, a->argv, a->envp);
-                if (rc == -EACCES)
-                    seen_eacces = 1;
+                if (rc == -EACCES) {
+                    // Only a file that exists but may not be executed makes this "not executable"
+                    // (126); an unreadable directory on PATH just does not hold the command (127),
+                    // as with exec.LookPath in runc and the shells' own search.
+                    struct stat st;
+                    if (SYS4(SYS_newfstatat, AT_FDCWD, buf, &st, 0) == 0)
+                        seen_eacces = 1;
+                    else
+                        rc = -ENOENT;
+                }
                 else if (rc != -ENOENT && rc != -ENOTDIR)
                     break;
             }

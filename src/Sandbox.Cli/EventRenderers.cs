@@ -1,0 +1,131 @@
+using System.Text;
+using System.Text.Json;
+
+namespace Sandbox.Cli;
+
+/// <summary>Turns a sandbox's events into what the user sees.</summary>
+internal interface IEventRenderer : IDisposable
+{
+    void Render(SandboxEvent e);
+
+    /// <summary>The sandbox could not run the command.</summary>
+    void RenderFailure(SandboxException e);
+}
+
+/// <summary>The payload's bytes, unchanged, on our stdout and stderr; our own messages on stderr, prefixed.</summary>
+internal sealed class ConsoleRenderer : IEventRenderer
+{
+    private readonly Stream _stdout = Console.OpenStandardOutput();
+    private readonly Stream _stderr = Console.OpenStandardError();
+
+    public void Render(SandboxEvent e)
+    {
+        switch (e)
+        {
+            case OutputEvent o:
+                Stream target = o.Stream == OutputStream.Stdout ? _stdout : _stderr;
+                target.Write(o.Data.Span);
+                target.Flush();
+                break;
+            case ExitedEvent { Result.Message: string message }:
+                Message(message);
+                break;
+        }
+    }
+
+    public void RenderFailure(SandboxException e) => Message(e.Message);
+
+    private void Message(string text)
+    {
+        _stderr.Write(Encoding.UTF8.GetBytes($"sandbox: {text}\n"));
+        _stderr.Flush();
+    }
+
+    public void Dispose()
+    {
+        _stdout.Dispose();
+        _stderr.Dispose();
+    }
+}
+
+/// <summary>JSON lines, one event each, for machines (the MSBuild task reads these). Written by hand: no reflection, NativeAOT-safe.</summary>
+internal sealed class JsonLinesRenderer : IEventRenderer
+{
+    private readonly Stream _stdout = Console.OpenStandardOutput();
+    private readonly Utf8JsonWriter _writer;
+
+    public JsonLinesRenderer()
+    {
+        _writer = new Utf8JsonWriter(_stdout, new JsonWriterOptions { Indented = false, SkipValidation = false });
+    }
+
+    public void Render(SandboxEvent e)
+    {
+        _writer.Reset();
+        _writer.WriteStartObject();
+        switch (e)
+        {
+            case StartedEvent s:
+                _writer.WriteString("event", "started");
+                _writer.WriteNumber("pid", s.ProcessId);
+                _writer.WriteString("time", s.StartTime);
+                break;
+            case OutputEvent o:
+                _writer.WriteString("event", "output");
+                _writer.WriteString("stream", o.Stream == OutputStream.Stdout ? "stdout" : "stderr");
+                if (IsUtf8(o.Data.Span))
+                    _writer.WriteString("text", o.Data.Span);
+                else
+                    _writer.WriteBase64String("base64", o.Data.Span);
+                break;
+            case ExitedEvent { Result: var r }:
+                _writer.WriteString("event", "exited");
+                _writer.WriteNumber("exitCode", r.ExitCode);
+                if (r.Status.Code is int code)
+                    _writer.WriteNumber("code", code);
+                if (r.Status.Signal is int signal)
+                {
+                    _writer.WriteNumber("signal", signal);
+                    _writer.WriteString("signalName", SignalNames.Name(signal));
+                }
+                _writer.WriteString("reason", r.Reason switch
+                {
+                    TerminationReason.TimedOut => "timeout",
+                    TerminationReason.Cancelled => "cancelled",
+                    _ => "exited",
+                });
+                _writer.WriteNumber("wallMs", Math.Round(r.WallTime.TotalMilliseconds, 3));
+                _writer.WriteNumber("userCpuMs", Math.Round(r.UserCpuTime.TotalMilliseconds, 3));
+                _writer.WriteNumber("systemCpuMs", Math.Round(r.SystemCpuTime.TotalMilliseconds, 3));
+                if (r.Message is string message)
+                    _writer.WriteString("message", message);
+                break;
+        }
+        _writer.WriteEndObject();
+        _writer.Flush();
+        _stdout.WriteByte((byte)'\n');
+        _stdout.Flush();
+    }
+
+    public void RenderFailure(SandboxException e)
+    {
+        _writer.Reset();
+        _writer.WriteStartObject();
+        _writer.WriteString("event", "error");
+        _writer.WriteString("code", e.Code.Format());
+        _writer.WriteNumber("exitCode", e.ExitCode);
+        _writer.WriteString("message", e.Message);
+        _writer.WriteEndObject();
+        _writer.Flush();
+        _stdout.WriteByte((byte)'\n');
+        _stdout.Flush();
+    }
+
+    private static bool IsUtf8(ReadOnlySpan<byte> data) => System.Text.Unicode.Utf8.IsValid(data);
+
+    public void Dispose()
+    {
+        _writer.Dispose();
+        _stdout.Dispose();
+    }
+}
