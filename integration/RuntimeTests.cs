@@ -1,0 +1,349 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+
+namespace Sandbox.IntegrationTests;
+
+/// <summary>Real sandboxes through the real CLI, as an unprivileged user (issue: runtime core).</summary>
+[TestFixture]
+[Parallelizable(ParallelScope.None)]
+public sealed class RuntimeTests
+{
+    [OneTimeSetUp]
+    public void Unprivileged()
+    {
+        Require.Unprivileged();
+        Assert.That(File.Exists(SandboxCli.Binary), Is.True, $"the CLI was not built next to the tests: {SandboxCli.Binary}");
+    }
+
+    [Test]
+    public void RootInsideIsTheCallerOutside()
+    {
+        using var dir = new TempDir();
+        CliResult r = SandboxCli.Sh("id -u; touch /tmp/work/made-inside", "--userns", "single", "-v", $"{dir.Path}:/tmp/work");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(r.StdoutText.Trim(), Is.EqualTo("0"));
+        Assert.That(OwnerUid(Path.Combine(dir.Path, "made-inside")), Is.EqualTo(Linux.Syscalls.RealUserId));
+    }
+
+    [Test]
+    public void SubuidRangeLetsRootChownInside()
+    {
+        Require.That(Identity.IdMapResolver.TryResolveSubordinate(Identity.IdentityEnvironment.Current(), out _) is null,
+            "no subordinate id range for this user (ci/setup-host adds one; needs the uidmap package)");
+        CliResult r = SandboxCli.Sh("touch /tmp/f && chown 1000:1000 /tmp/f && stat -c %u:%g /tmp/f; awk 'NR==2{print $3}' /proc/self/uid_map", "--userns", "subuid");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(r.StdoutText.Split('\n')[0], Is.EqualTo("1000:1000"));
+        Assert.That(long.Parse(r.StdoutText.Split('\n')[1]), Is.GreaterThanOrEqualTo(1000));
+
+        CliResult single = SandboxCli.Sh("touch /tmp/f && chown 1000:1000 /tmp/f", "--userns", "single");
+        Assert.That(single.ExitCode, Is.Not.EqualTo(0), "with a single-id map, uid 1000 does not exist inside");
+    }
+
+    [Test]
+    public void ReadOnlyBindRefusesWritesAndReadWriteBindAcceptsThem()
+    {
+        using var ro = new TempDir();
+        using var rw = new TempDir();
+        File.WriteAllText(Path.Combine(ro.Path, "given"), "from the host");
+        CliResult r = SandboxCli.Sh(
+            "cat /tmp/ro/given; echo; if echo x > /tmp/ro/new; then echo ro-writable; else echo ro-refused; fi; echo y > /tmp/rw/new && echo rw-ok",
+            "-v", $"{ro.Path}:/tmp/ro:ro", "-v", $"{rw.Path}:/tmp/rw");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(r.StdoutText, Does.Contain("from the host").And.Contain("ro-refused").And.Contain("rw-ok").And.Not.Contain("ro-writable"));
+        Assert.That(File.Exists(Path.Combine(ro.Path, "new")), Is.False);
+        Assert.That(File.ReadAllText(Path.Combine(rw.Path, "new")), Is.EqualTo("y\n"));
+    }
+
+    [Test]
+    public void HostRootIsReadOnlyAndTmpAndHomeAreFreshTmpfs()
+    {
+        string marker = Path.Combine(Path.GetTempPath(), $"sandbox-host-marker-{Guid.NewGuid():N}");
+        File.WriteAllText(marker, "x");
+        try
+        {
+            CliResult r = SandboxCli.Sh("touch /usr/probe 2>/dev/null && echo usr-writable; ls -A /tmp | wc -l; ls -A \"$HOME\" | wc -l; touch /tmp/a \"$HOME/b\" && echo tmp-home-writable; grep -E ' (/tmp|'\"$HOME\"') ' /proc/mounts | awk '{print $3}' | sort -u");
+            Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+            string[] lines = r.StdoutText.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            Assert.That(lines, Does.Not.Contain("usr-writable"));
+            Assert.That(lines[0], Is.EqualTo("0"), "/tmp starts empty: the host's " + marker + " must not be visible");
+            Assert.That(lines[1], Is.EqualTo("0"), "$HOME starts empty");
+            Assert.That(lines, Does.Contain("tmp-home-writable"));
+            Assert.That(lines[^1], Is.EqualTo("tmpfs"));
+        }
+        finally
+        {
+            File.Delete(marker);
+        }
+    }
+
+    [Test]
+    public void OnlyStdioFileDescriptorsGetIn()
+    {
+        // bash opens fd 7 without close-on-exec, so the CLI inherits it: it must not reach the payload.
+        string script = $"exec 7</etc/hostname; exec '{SandboxCli.Binary}' run -- ls /proc/self/fd";
+        using var p = Process.Start(new ProcessStartInfo("/bin/bash", new[] { "-c", script }) { RedirectStandardOutput = true, RedirectStandardError = true })!;
+        string stdout = p.StandardOutput.ReadToEnd();
+        string stderr = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        Assert.That(p.ExitCode, Is.EqualTo(0), stderr);
+        // 3 is the directory ls opened to list /proc/self/fd.
+        Assert.That(stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries), Is.EquivalentTo(new[] { "0", "1", "2", "3" }));
+    }
+
+    [Test]
+    public void OrphansAreReaped()
+    {
+        // The inner shell exits at once; its background sleep is re-parented to PID 1 and exits 0.2 s
+        // later. Without a reaping init it would stay a zombie (Z).
+        CliResult r = SandboxCli.Sh("sh -c 'sleep 0.2 & exit 0'; sleep 1; ps -eo pid=,ppid=,stat=,comm=");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        var states = r.StdoutText.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries)).ToList();
+        Assert.That(states.Select(s => s[2]), Has.None.StartsWith("Z"), r.StdoutText);
+        Assert.That(states.Single(s => s[0] == "1")[1], Is.EqualTo("0"), "PID 1 is the sandbox's init");
+    }
+
+    [Test]
+    public void SigtermReachesThePayload()
+    {
+        using var p = Process.Start(SandboxCli.StartInfo(["run", "--", "/bin/sh", "-c", "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.05; done"]))!;
+        p.StandardInput.Close();
+        Assert.That(p.StandardOutput.ReadLine(), Is.EqualTo("ready"));
+        HostProcesses.Signal(p.Id, "TERM");
+        Assert.That(p.WaitForExit(TimeSpan.FromSeconds(10)), Is.True, "the sandbox did not end after SIGTERM");
+        Assert.That(p.StandardOutput.ReadToEnd().Trim(), Is.EqualTo("got-term"));
+        Assert.That(p.ExitCode, Is.EqualTo(3), "the payload's own exit code after its trap");
+    }
+
+    [Test]
+    public void PayloadKilledBySignalExitsWith128PlusN()
+    {
+        CliResult r = SandboxCli.Sh("kill -KILL $$");
+        Assert.That(r.ExitCode, Is.EqualTo(137), r.ToString());
+    }
+
+    [Test]
+    public void TimeoutKillsTheWholeTreeAndExits124()
+    {
+        string marker = "98765" + Random.Shared.Next(1000, 9999);
+        CliResult r = SandboxCli.Run(["run", "--timeout", "1s", "--", "/bin/sh", "-c", $"setsid sleep {marker} & sleep {marker}.5 & sleep 10"]);
+        Assert.That(r.ExitCode, Is.EqualTo(124), r.ToString());
+        Assert.That(r.Elapsed, Is.LessThan(TimeSpan.FromSeconds(4)), "a 10 s sleep under --timeout 1s ends in about 1 s");
+        Assert.That(r.Elapsed, Is.GreaterThanOrEqualTo(TimeSpan.FromSeconds(0.9)));
+        Assert.That(r.Stderr, Does.Contain("timed out after 1s"));
+        Assert.That(HostProcesses.WithMarker(marker), Is.Empty, "no process of the sandbox may survive, daemonised ones included");
+    }
+
+    [Test]
+    public void KillingTheCliWithSigkillLeavesNothingBehind()
+    {
+        string marker = "87654" + Random.Shared.Next(1000, 9999);
+        using var p = Process.Start(SandboxCli.StartInfo(["run", "--", "/bin/sh", "-c", $"setsid sleep {marker} & sleep {marker}.5"]))!;
+        Assert.That(HostProcesses.WaitUntil(() => HostProcesses.WithMarker(marker).Count == 2, TimeSpan.FromSeconds(10)), Is.True, "the payload did not start");
+        p.Kill(); // SIGKILL: no handler of ours runs
+        p.WaitForExit();
+        Assert.That(HostProcesses.WaitUntil(() => HostProcesses.WithMarker(marker).Count == 0, TimeSpan.FromSeconds(5)), Is.True,
+            "the sandbox's processes outlived the CLI: " + string.Join(",", HostProcesses.WithMarker(marker)));
+    }
+
+    [Test]
+    public void HostLoopbackListenerIsUnreachableWithNetworkNone()
+    {
+        var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        try
+        {
+            int port = ((IPEndPoint)listener.LocalEndpoint).Port;
+            string probe = $"if echo hi > /dev/tcp/127.0.0.1/{port}; then echo connected; else echo refused; fi";
+            CliResult none = SandboxCli.Run(["run", "--", "/bin/bash", "-c", probe]);
+            Assert.That(none.StdoutText.Trim(), Is.EqualTo("refused"), none.ToString());
+
+            // The same probe reaches the listener in the host's network: the test can tell the difference.
+            CliResult host = SandboxCli.Run(["run", "--network", "host", "--", "/bin/bash", "-c", probe]);
+            Assert.That(host.StdoutText.Trim(), Is.EqualTo("connected"), host.ToString());
+        }
+        finally
+        {
+            listener.Stop();
+        }
+    }
+
+    [Test]
+    public void LoopbackIsUpInsideAPrivateNetwork()
+    {
+        CliResult r = SandboxCli.Sh("cat /sys/class/net/lo/operstate 2>/dev/null; ls /sys/class/net | wc -l; python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\",0)); s.listen(); c=socket.create_connection(s.getsockname()); print(\"loopback-ok\")'");
+        Assert.That(r.StdoutText, Does.Contain("loopback-ok"), r.ToString());
+    }
+
+    [TestCase("no-such-command-xyz", 127, "command not found")]
+    [TestCase("/no/such/file", 127, "no such file")]
+    [TestCase("/etc/passwd", 126, "cannot execute")]
+    public void ExecFailuresFollowDockerExitCodes(string command, int expected, string message)
+    {
+        CliResult r = SandboxCli.Run("run", "--", command);
+        Assert.That(r.ExitCode, Is.EqualTo(expected), r.ToString());
+        Assert.That(r.Stderr, Does.StartWith("sandbox: ").And.Contain(message));
+        Assert.That(r.Stderr.Trim().Split('\n'), Has.Length.EqualTo(1), "one line that names the cause");
+    }
+
+    [Test]
+    public void SetupFailuresExit125WithTheCause()
+    {
+        CliResult missing = SandboxCli.Run("run", "-v", "/no/such/dir:/tmp/x", "--", "true");
+        Assert.That(missing.ExitCode, Is.EqualTo(125), missing.ToString());
+        Assert.That(missing.Stderr, Does.Contain("/no/such/dir does not exist"));
+
+        using var dir = new TempDir();
+        CliResult unmountable = SandboxCli.Run("run", "-v", $"{dir.Path}:/usr/no-such-target", "--", "true");
+        Assert.That(unmountable.ExitCode, Is.EqualTo(125), unmountable.ToString());
+        Assert.That(unmountable.Stderr, Does.Contain("setting up the sandbox failed").And.Contain("/usr/no-such-target"));
+
+        CliResult workdir = SandboxCli.Run("run", "-w", "/no/such/dir", "--", "true");
+        Assert.That(workdir.ExitCode, Is.EqualTo(125), workdir.ToString());
+        Assert.That(workdir.Stderr, Does.Contain("working directory /no/such/dir"));
+    }
+
+    [Test]
+    public void PayloadExitCodeIsPassedThrough()
+    {
+        Assert.That(SandboxCli.Sh("exit 42").ExitCode, Is.EqualTo(42));
+        Assert.That(SandboxCli.Sh("true").ExitCode, Is.EqualTo(0));
+    }
+
+    [Test]
+    public void HostEnvironmentStaysOutUnlessPassed()
+    {
+        var env = new Dictionary<string, string> { ["SANDBOX_IT_SECRET"] = "hunter2", ["TERM"] = "xterm-it" };
+        CliResult clean = SandboxCli.Run(["run", "--", "/usr/bin/env"], env: env);
+        Assert.That(clean.ExitCode, Is.EqualTo(0), clean.ToString());
+        var names = clean.StdoutText.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split('=')[0]).ToList();
+        Assert.That(names, Is.EquivalentTo(new[] { "PATH", "HOME", "TERM" }));
+        Assert.That(clean.StdoutText, Does.Not.Contain("hunter2"));
+
+        CliResult passed = SandboxCli.Run(["run", "-e", "SANDBOX_IT_SECRET", "-e", "EXTRA=1", "--", "/usr/bin/env"], env: env);
+        Assert.That(passed.StdoutText, Does.Contain("SANDBOX_IT_SECRET=hunter2\n").And.Contain("EXTRA=1\n"));
+    }
+
+    [Test]
+    public void ProcIsFreshAndMaskedAndDevIsMinimal()
+    {
+        CliResult r = SandboxCli.Sh(
+            "ls /proc | grep -E '^[0-9]+$' | wc -l; wc -c < /proc/kcore; " +
+            "grep ' /proc/sys ' /proc/self/mountinfo | grep -c ' ro,'; " +
+            "if echo 1 > /proc/sysrq-trigger; then echo sysrq-writable; fi; " +
+            "ls /dev | tr '\\n' ' '");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        string[] lines = r.StdoutText.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.That(int.Parse(lines[0]), Is.InRange(2, 8), "only the sandbox's own processes (init, sh and the pipeline) are in /proc");
+        Assert.That(lines[1].Trim(), Is.EqualTo("0"), "/proc/kcore is masked");
+        Assert.That(lines[2].Trim(), Is.EqualTo("1"), "/proc/sys is read-only");
+        Assert.That(r.StdoutText, Does.Not.Contain("sysrq-writable"));
+        Assert.That(lines[3].Split(' ', StringSplitOptions.RemoveEmptyEntries),
+            Is.EquivalentTo(new[] { "core", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout", "tty", "urandom", "zero" }));
+    }
+
+    [Test]
+    public void OptionsForHostnameWorkdirAndTmpfs()
+    {
+        CliResult r = SandboxCli.Run("run", "--hostname", "ci-box", "-w", "/tmp/scratch", "--tmpfs", "/tmp/scratch", "--",
+            "/bin/sh", "-c", "hostname; pwd; grep ' /tmp/scratch ' /proc/mounts | cut -d' ' -f3");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(r.StdoutText.Split('\n', StringSplitOptions.RemoveEmptyEntries), Is.EqualTo(new[] { "ci-box", "/tmp/scratch", "tmpfs" }));
+    }
+
+    [Test]
+    public void StdinIsForwardedWhenGiven()
+    {
+        CliResult r = SandboxCli.Run(["run", "--", "/bin/cat"], stdin: Encoding.UTF8.GetBytes("hello through stdin\n"));
+        Assert.That(r.StdoutText, Is.EqualTo("hello through stdin\n"), r.ToString());
+    }
+
+    [Test]
+    public void OutputIsBinarySafeAndOrdered()
+    {
+        using var dir = new TempDir();
+        byte[] data = RandomNumberGenerator.GetBytes(8 * 1024 * 1024 + 17);
+        File.WriteAllBytes(Path.Combine(dir.Path, "blob"), data);
+        CliResult r = SandboxCli.Run("run", "-v", $"{dir.Path}:/tmp/in:ro", "--", "/bin/cat", "/tmp/in/blob");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.Stderr);
+        Assert.That(r.Stdout.Length, Is.EqualTo(data.Length));
+        Assert.That(SHA256.HashData(r.Stdout), Is.EqualTo(SHA256.HashData(data)));
+    }
+
+    [Test]
+    public void OneGigabyteOfOutputPassesWithoutLoss()
+    {
+        using var p = Process.Start(SandboxCli.StartInfo(["run", "--", "/bin/sh", "-c", "head -c 1073741824 /dev/zero; echo done >&2"]))!;
+        p.StandardInput.Close();
+        var stderr = p.StandardError.ReadToEndAsync();
+        long total = 0;
+        bool allZero = true;
+        byte[] buffer = new byte[1 << 20];
+        Stream stdout = p.StandardOutput.BaseStream;
+        int n;
+        while ((n = stdout.Read(buffer, 0, buffer.Length)) > 0)
+        {
+            total += n;
+            if (allZero && buffer.AsSpan(0, n).IndexOfAnyExcept((byte)0) >= 0)
+                allZero = false;
+        }
+        Assert.That(p.WaitForExit(TimeSpan.FromSeconds(120)), Is.True);
+        Assert.That(p.ExitCode, Is.EqualTo(0), stderr.Result);
+        Assert.That(total, Is.EqualTo(1L << 30));
+        Assert.That(allZero, Is.True);
+        Assert.That(stderr.Result, Is.EqualTo("done\n"));
+    }
+
+    [Test]
+    public void JsonEventsDescribeTheRun()
+    {
+        CliResult r = SandboxCli.Run("run", "--events", "json", "--", "/bin/sh", "-c", "echo out; echo err >&2; exit 3");
+        Assert.That(r.ExitCode, Is.EqualTo(3), r.ToString());
+        var events = r.StdoutText.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement).ToList();
+        Assert.That(events[0].GetProperty("event").GetString(), Is.EqualTo("started"));
+        Assert.That(events[^1].GetProperty("event").GetString(), Is.EqualTo("exited"));
+        Assert.That(events[^1].GetProperty("exitCode").GetInt32(), Is.EqualTo(3));
+        Assert.That(events[^1].GetProperty("wallMs").GetDouble(), Is.GreaterThan(0));
+        var outputs = events.Where(e => e.GetProperty("event").GetString() == "output").ToList();
+        Assert.That(outputs.Select(o => (o.GetProperty("stream").GetString(), o.GetProperty("text").GetString())),
+            Is.EquivalentTo(new[] { ("stdout", "out\n"), ("stderr", "err\n") }));
+
+        CliResult failed = SandboxCli.Run("run", "--events", "json", "--", "no-such-command-xyz");
+        var error = System.Text.Json.JsonDocument.Parse(failed.StdoutText.Trim()).RootElement;
+        Assert.That(error.GetProperty("event").GetString(), Is.EqualTo("error"));
+        Assert.That(error.GetProperty("code").GetString(), Is.EqualTo("SBX005"));
+        Assert.That(failed.ExitCode, Is.EqualTo(127));
+    }
+
+    [Test]
+    public void DirectoryRootRunsItsOwnBinaries()
+    {
+        Require.Command("/bin/busybox");
+        using var dir = new TempDir();
+        string rootfs = Path.Combine(dir.Path, "rootfs");
+        Directory.CreateDirectory(Path.Combine(rootfs, "bin"));
+        Directory.CreateDirectory(Path.Combine(rootfs, "etc"));
+        File.Copy("/bin/busybox", Path.Combine(rootfs, "bin", "busybox"));
+        foreach (string applet in new[] { "sh", "ls", "cat", "id", "touch", "echo" })
+            File.CreateSymbolicLink(Path.Combine(rootfs, "bin", applet), "busybox");
+        File.WriteAllText(Path.Combine(rootfs, "etc", "marker"), "inside-the-image\n");
+
+        CliResult r = SandboxCli.Run("run", rootfs, "sh", "-c", "cat /etc/marker; ls /; touch /etc/new 2>/dev/null || echo root-read-only; id -u");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        string[] lines = r.StdoutText.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.That(lines[0], Is.EqualTo("inside-the-image"));
+        Assert.That(r.StdoutText, Does.Contain("root-read-only"));
+        Assert.That(lines[^1], Is.EqualTo("0"));
+        Assert.That(r.StdoutText, Does.Not.Contain("usr"), "the host's directories are not in the image root");
+    }
+
+    private static uint OwnerUid(string path)
+    {
+        using var stat = Process.Start(new ProcessStartInfo("stat", new[] { "-c", "%u", path }) { RedirectStandardOutput = true })!;
+        string text = stat.StandardOutput.ReadToEnd();
+        stat.WaitForExit();
+        return uint.Parse(text.Trim());
+    }
+}

@@ -1,0 +1,159 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace Sandbox.IntegrationTests;
+
+/// <summary>
+/// Whether this run must prove everything for real. In CI (SANDBOX_MUST_WORK=1) a missing capability
+/// fails the test; elsewhere the test is skipped with the reason.
+/// </summary>
+internal static class Require
+{
+    public static bool MustWork => Environment.GetEnvironmentVariable("SANDBOX_MUST_WORK") == "1";
+
+    public static void That(bool condition, string reason)
+    {
+        if (condition)
+            return;
+        if (MustWork)
+            Assert.Fail($"required in CI (SANDBOX_MUST_WORK=1): {reason}");
+        Assert.Ignore(reason);
+    }
+
+    /// <summary>The integration suite is about rootless sandboxes: root would hide what an unprivileged user cannot do.</summary>
+    public static void Unprivileged() =>
+        That(Environment.GetEnvironmentVariable("USER") != "root" && Linux.Syscalls.RealUserId != 0,
+            "integration tests run real sandboxes as an unprivileged user; run ci/test (as root it switches to the sandbox-ci user)");
+
+    public static void Command(string path) => That(File.Exists(path), $"{path} is missing (ci/setup-host installs it)");
+}
+
+internal sealed record CliResult(int ExitCode, byte[] Stdout, string Stderr, TimeSpan Elapsed)
+{
+    public string StdoutText => Encoding.UTF8.GetString(Stdout);
+
+    public override string ToString() => $"exit {ExitCode} after {Elapsed.TotalMilliseconds:0} ms\nstdout: {StdoutText}\nstderr: {Stderr}";
+}
+
+/// <summary>Runs the real CLI binary, as a user would.</summary>
+internal static class SandboxCli
+{
+    public static string Binary => Path.Combine(AppContext.BaseDirectory, "sandbox");
+
+    public static ProcessStartInfo StartInfo(IEnumerable<string> args, IDictionary<string, string>? env = null)
+    {
+        var psi = new ProcessStartInfo(Binary)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        foreach (string a in args)
+            psi.ArgumentList.Add(a);
+        if (env is not null)
+        {
+            foreach (var (k, v) in env)
+                psi.Environment[k] = v;
+        }
+        return psi;
+    }
+
+    public static CliResult Run(params string[] args) => Run(args, stdin: null);
+
+    public static CliResult Run(IEnumerable<string> args, byte[]? stdin = null, IDictionary<string, string>? env = null, TimeSpan? limit = null)
+    {
+        var sw = Stopwatch.StartNew();
+        using var process = Process.Start(StartInfo(args, env))!;
+        var stdoutTask = Task.Run(() =>
+        {
+            using var ms = new MemoryStream();
+            process.StandardOutput.BaseStream.CopyTo(ms);
+            return ms.ToArray();
+        });
+        var stderrTask = process.StandardError.ReadToEndAsync();
+        if (stdin is not null)
+            process.StandardInput.BaseStream.Write(stdin);
+        process.StandardInput.Close();
+        if (!process.WaitForExit(limit ?? TimeSpan.FromSeconds(60)))
+        {
+            process.Kill(entireProcessTree: true);
+            Assert.Fail($"sandbox {string.Join(' ', args)} did not finish within {limit ?? TimeSpan.FromSeconds(60)}");
+        }
+        process.WaitForExit();
+        return new CliResult(process.ExitCode, stdoutTask.Result, stderrTask.Result, sw.Elapsed);
+    }
+
+    /// <summary>Runs a shell line in a host-mode sandbox.</summary>
+    public static CliResult Sh(string script, params string[] options) =>
+        Run(["run", .. options, "--", "/bin/sh", "-c", script]);
+}
+
+internal static class HostProcesses
+{
+    /// <summary>Host pids whose command line contains <paramref name="marker"/>.</summary>
+    public static List<int> WithMarker(string marker)
+    {
+        var found = new List<int>();
+        foreach (string dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid) || pid == Environment.ProcessId)
+                continue;
+            try
+            {
+                string cmdline = File.ReadAllText(Path.Combine(dir, "cmdline")).Replace('\0', ' ');
+                if (cmdline.Contains(marker))
+                    found.Add(pid);
+            }
+            catch (IOException)
+            {
+            }
+            catch (UnauthorizedAccessException)
+            {
+            }
+        }
+        return found;
+    }
+
+    public static bool WaitUntil(Func<bool> condition, TimeSpan limit)
+    {
+        var sw = Stopwatch.StartNew();
+        while (sw.Elapsed < limit)
+        {
+            if (condition())
+                return true;
+            Thread.Sleep(20);
+        }
+        return condition();
+    }
+
+    public static void Signal(int pid, string signal)
+    {
+        using var kill = Process.Start("kill", new[] { "-" + signal, pid.ToString() })!;
+        kill.WaitForExit();
+    }
+}
+
+internal sealed class TempDir : IDisposable
+{
+    public TempDir()
+    {
+        Path = Directory.CreateTempSubdirectory("sandbox-it-").FullName;
+    }
+
+    public string Path { get; }
+
+    public void Dispose()
+    {
+        try
+        {
+            Directory.Delete(Path, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+}
