@@ -13,7 +13,7 @@ internal interface IEventRenderer : IDisposable
 }
 
 /// <summary>The payload's bytes, unchanged, on our stdout and stderr; our own messages on stderr, prefixed.</summary>
-internal sealed class ConsoleRenderer : IEventRenderer
+internal sealed class ConsoleRenderer(bool stats = false) : IEventRenderer
 {
     private readonly Stream _stdout = Console.OpenStandardOutput();
     private readonly Stream _stderr = Console.OpenStandardError();
@@ -27,8 +27,11 @@ internal sealed class ConsoleRenderer : IEventRenderer
                 target.Write(o.Data.Span);
                 target.Flush();
                 break;
-            case ExitedEvent { Result.Message: string message }:
-                Message(message);
+            case ExitedEvent { Result: var result }:
+                if (result.Message is string message)
+                    Message(message);
+                if (stats)
+                    Message(result.StatsLine());
                 break;
         }
     }
@@ -97,6 +100,17 @@ internal sealed class JsonLinesRenderer : IEventRenderer
                 _writer.WriteNumber("wallMs", Math.Round(r.WallTime.TotalMilliseconds, 3));
                 _writer.WriteNumber("userCpuMs", Math.Round(r.UserCpuTime.TotalMilliseconds, 3));
                 _writer.WriteNumber("systemCpuMs", Math.Round(r.SystemCpuTime.TotalMilliseconds, 3));
+                if (r.Usage is { } usage)
+                {
+                    _writer.WriteString("cgroup", usage.CgroupVersion);
+                    if (usage.PeakMemoryBytes is long peak)
+                        _writer.WriteNumber("peakMemoryBytes", peak);
+                    if (usage.CpuTime is TimeSpan cpu)
+                        _writer.WriteNumber("cgroupCpuMs", Math.Round(cpu.TotalMilliseconds, 3));
+                    _writer.WriteBoolean("oomKilled", r.OutOfMemory);
+                    _writer.WriteNumber("oomKills", usage.OomKills);
+                    _writer.WriteNumber("pidsLimitHits", usage.PidsLimitHits);
+                }
                 if (r.Message is string message)
                     _writer.WriteString("message", message);
                 break;

@@ -32,7 +32,7 @@ internal static class Program
         IEventRenderer renderer;
         try
         {
-            renderer = run.EventsFormat(parse) == "json" ? new JsonLinesRenderer() : new ConsoleRenderer();
+            renderer = run.EventsFormat(parse) == "json" ? new JsonLinesRenderer() : new ConsoleRenderer(run.Stats(parse));
         }
         catch (SandboxException e)
         {

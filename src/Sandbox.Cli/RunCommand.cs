@@ -1,5 +1,6 @@
 using System.Collections.Immutable;
 using System.CommandLine;
+using Sandbox.Cgroups;
 
 namespace Sandbox.Cli;
 
@@ -58,6 +59,47 @@ internal sealed class RunCommand : Command
         Description = "Output format: console (the payload's bytes, unchanged) or json (JSON lines of events)",
         DefaultValueFactory = _ => "console",
     };
+    private readonly Option<string?> _memory = new("--memory", "-m")
+    {
+        Description = "Memory limit, e.g. 512m or 2g (cgroup memory.max); the OOM killer ends what goes over",
+        HelpName = "SIZE",
+    };
+    private readonly Option<string?> _memorySwap = new("--memory-swap")
+    {
+        Description = "Memory plus swap, e.g. 1g; -1 for unlimited swap (default: as much swap as memory)",
+        HelpName = "SIZE",
+    };
+    private readonly Option<long?> _pidsLimit = new("--pids-limit")
+    {
+        Description = "Maximum number of processes and threads (cgroup pids.max)",
+        HelpName = "N",
+    };
+    private readonly Option<double?> _cpus = new("--cpus")
+    {
+        Description = "CPU time, in CPUs, e.g. 1.5 (cgroup cpu.max)",
+        HelpName = "N",
+    };
+    private readonly Option<string[]> _deviceReadBps = new("--device-read-bps")
+    {
+        Description = "Read rate limit for a block device, e.g. /dev/sda:10mb (cgroup io.max)",
+        HelpName = "DEVICE:RATE",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
+    private readonly Option<string[]> _deviceWriteBps = new("--device-write-bps")
+    {
+        Description = "Write rate limit for a block device, e.g. /dev/sda:10mb (cgroup io.max)",
+        HelpName = "DEVICE:RATE",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
+    private readonly Option<string> _limits = new("--limits")
+    {
+        Description = "required (default): exit 125 when limits cannot be enforced; best-effort: run without them, with a warning",
+        DefaultValueFactory = _ => "required",
+    };
+    private readonly Option<bool> _stats = new("--stats")
+    {
+        Description = "Print wall time, CPU time and peak memory on stderr at the end",
+    };
     private readonly Argument<string?> _root = new("ROOT")
     {
         Description = "host (default) or a directory holding a root filesystem",
@@ -81,6 +123,14 @@ internal sealed class RunCommand : Command
         Options.Add(_timeout);
         Options.Add(_interactive);
         Options.Add(_events);
+        Options.Add(_memory);
+        Options.Add(_memorySwap);
+        Options.Add(_pidsLimit);
+        Options.Add(_cpus);
+        Options.Add(_deviceReadBps);
+        Options.Add(_deviceWriteBps);
+        Options.Add(_limits);
+        Options.Add(_stats);
         Arguments.Add(_root);
         Arguments.Add(_command);
     }
@@ -147,7 +197,28 @@ internal sealed class RunCommand : Command
             TmpfsMounts = (parse.GetValue(_tmpfs) ?? []).ToImmutableArray(),
             Binds = (parse.GetValue(_volumes) ?? []).Select(BindMount.Parse).ToImmutableArray(),
             ForwardStdin = parse.GetValue(_interactive) || Console.IsInputRedirected,
+            Limits = new ResourceLimits
+            {
+                MemoryBytes = parse.GetValue(_memory) is string m ? Sizes.Parse(m, "--memory") : null,
+                MemoryAndSwapBytes = parse.GetValue(_memorySwap) switch
+                {
+                    null => null,
+                    "-1" => -1,
+                    string ms => Sizes.Parse(ms, "--memory-swap"),
+                },
+                PidsLimit = parse.GetValue(_pidsLimit),
+                Cpus = parse.GetValue(_cpus),
+                DeviceReadBps = (parse.GetValue(_deviceReadBps) ?? []).Select(v => DeviceRate.Parse(v, "--device-read-bps")).ToImmutableArray(),
+                DeviceWriteBps = (parse.GetValue(_deviceWriteBps) ?? []).Select(v => DeviceRate.Parse(v, "--device-write-bps")).ToImmutableArray(),
+            },
+            LimitsPolicy = parse.GetValue(_limits) switch
+            {
+                "required" => LimitsPolicy.Required,
+                "best-effort" => LimitsPolicy.BestEffort,
+                var other => throw new SandboxException(SandboxErrorCode.InvalidSpec, $"--limits {other}: expected required or best-effort"),
+            },
         };
+        spec.Limits.Validate();
         foreach (string e in parse.GetValue(_env) ?? [])
         {
             int eq = e.IndexOf('=');
@@ -160,6 +231,8 @@ internal sealed class RunCommand : Command
         }
         return spec;
     }
+
+    public bool Stats(ParseResult parse) => parse.GetValue(_stats);
 
     public string EventsFormat(ParseResult parse) => parse.GetValue(_events) switch
     {

@@ -59,20 +59,51 @@ public sealed record SandboxResult(
     TimeSpan WallTime,
     TimeSpan UserCpuTime,
     TimeSpan SystemCpuTime,
-    TimeSpan? Timeout = null)
+    TimeSpan? Timeout = null,
+    Cgroups.ResourceUsage? Usage = null,
+    Cgroups.ResourceLimits? Limits = null)
 {
+    /// <summary>The kernel's OOM killer killed a process of the sandbox (memory.events oom_kill).</summary>
+    public bool OutOfMemory => Usage is { OomKills: > 0 };
+
+    /// <summary>Forks were refused because the pids limit was reached (pids.events max).</summary>
+    public bool PidsLimitHit => Usage is { PidsLimitHits: > 0 };
+
     /// <summary>The exit code a CLI should return: the payload's (128+N for a signal), 124 on timeout.</summary>
     public int ExitCode => Reason == TerminationReason.TimedOut ? ExitCodes.Timeout : Status.ShellExitCode;
 
     public TimeSpan CpuTime => UserCpuTime + SystemCpuTime;
 
     /// <summary>A one-line explanation when the run did not end on its own, else null.</summary>
-    public string? Message => Reason switch
+    public string? Message
     {
-        TerminationReason.TimedOut => $"timed out after {FormatDuration(Timeout ?? WallTime)}: the sandbox and every process in it were killed",
-        TerminationReason.Cancelled => "cancelled: the sandbox and every process in it were killed",
-        _ => null,
-    };
+        get
+        {
+            var parts = new List<string>();
+            if (Reason == TerminationReason.TimedOut)
+                parts.Add($"timed out after {FormatDuration(Timeout ?? WallTime)}: the sandbox and every process in it were killed");
+            else if (Reason == TerminationReason.Cancelled)
+                parts.Add("cancelled: the sandbox and every process in it were killed");
+            if (OutOfMemory)
+            {
+                string limit = Limits?.MemoryBytes is long m ? Cgroups.Sizes.Format(m) : "?";
+                string peak = Usage?.PeakMemoryBytes is long p ? Cgroups.Sizes.Format(p) : "unknown";
+                string who = Status.Signal == 9 || Status.Code == 137 ? "killed" : $"a process was killed ({Usage!.OomKills}x)";
+                parts.Add($"{who}: out of memory, limit {limit}, peak {peak}");
+            }
+            if (PidsLimitHit)
+                parts.Add($"{Usage!.PidsLimitHits} fork(s) refused: the pids limit ({Limits?.PidsLimit}) was reached");
+            return parts.Count == 0 ? null : string.Join("; ", parts);
+        }
+    }
+
+    /// <summary>--stats: wall time, CPU time and peak memory.</summary>
+    public string StatsLine()
+    {
+        TimeSpan cpu = Usage?.CpuTime ?? CpuTime;
+        string peak = Usage?.PeakMemoryBytes is long p ? Cgroups.Sizes.Format(p) : "n/a (no cgroup)";
+        return $"stats: wall {FormatDuration(WallTime)}, cpu {FormatDuration(cpu)}, peak memory {peak}, {Status}";
+    }
 
     internal static string FormatDuration(TimeSpan t) =>
         t.TotalSeconds >= 1 ? $"{t.TotalSeconds:0.###}s" : $"{t.TotalMilliseconds:0}ms";

@@ -12,6 +12,8 @@ public enum SandboxErrorCode
     WorkingDirectoryUnavailable = 7,
     NativeExecutorUnavailable = 8,
     SpawnFailed = 9,
+    CgroupFailed = 10,
+    LimitsUnavailable = 11,
     Internal = 99,
 }
 

@@ -50,9 +50,12 @@ public sealed class SandboxExecution : IDisposable
     private readonly Thread _supervisor;
     private int _reason = (int)TerminationReason.Exited;
 
-    private SandboxExecution(SandboxProcess process, SandboxSpec spec, SafeFileHandle stdout, SafeFileHandle stderr, CancellationToken cancellationToken)
+    private readonly Cgroups.SandboxCgroup? _cgroup;
+
+    private SandboxExecution(SandboxProcess process, Cgroups.SandboxCgroup? cgroup, SandboxSpec spec, SafeFileHandle stdout, SafeFileHandle stderr, CancellationToken cancellationToken)
     {
         _process = process;
+        _cgroup = cgroup;
         _spec = spec;
         // Bounded: a slow consumer slows the payload down (the pipe fills) instead of filling memory.
         _events = Channel.CreateBounded<SandboxEvent>(new BoundedChannelOptions(64) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
@@ -75,18 +78,21 @@ public sealed class SandboxExecution : IDisposable
     /// <summary>Kills every process of the sandbox.</summary>
     public void Kill() => Terminate(TerminationReason.Cancelled);
 
-    internal static SandboxExecution Start(SandboxSpec spec, HostContext host, CancellationToken cancellationToken)
+    internal static SandboxExecution Start(SandboxSpec spec, HostContext host, CancellationToken cancellationToken, Action<string>? warn = null)
     {
         RuntimePlan plan = SandboxPlanner.Plan(spec, host);
         SafeFileHandle? stdin = null, outRead = null, outWrite = null, errRead = null, errWrite = null;
+        Cgroups.SandboxCgroup? cgroup = null;
         try
         {
+            cgroup = Cgroups.CgroupManager.Create(spec.Limits, spec.LimitsPolicy, Cgroups.CgroupHost.Current, warn ?? (m => Console.Error.WriteLine($"sandbox: {m}")));
             // With no standard input at all (fd 0 closed, as under some CI runners) there is nothing to forward.
             stdin = spec.ForwardStdin && Syscalls.IsOpen(0) ? new SafeFileHandle(0, ownsHandle: false) : Syscalls.OpenReadOnly("/dev/null");
             (outRead, outWrite) = Syscalls.CreatePipe();
             (errRead, errWrite) = Syscalls.CreatePipe();
-            SandboxProcess process = Launcher.Start(plan, new StdioPlan(stdin, outWrite, errWrite));
-            var execution = new SandboxExecution(process, spec, outRead, errRead, cancellationToken);
+            // PID 1 joins the cgroup before it is released: nothing of the payload ever runs unlimited.
+            SandboxProcess process = Launcher.Start(plan, new StdioPlan(stdin, outWrite, errWrite), cgroup is null ? null : cgroup.AddProcess);
+            var execution = new SandboxExecution(process, cgroup, spec, outRead, errRead, cancellationToken);
             if (spec.Timeout is TimeSpan timeout)
                 execution._timeout.CancelAfter(timeout);
             return execution;
@@ -95,12 +101,14 @@ public sealed class SandboxExecution : IDisposable
         {
             outRead?.Dispose();
             errRead?.Dispose();
+            cgroup?.Dispose();
             throw new SandboxException(SandboxErrorCode.SpawnFailed, $"could not start the sandbox: {e.Message}", e);
         }
         catch
         {
             outRead?.Dispose();
             errRead?.Dispose();
+            cgroup?.Dispose();
             throw;
         }
         finally
@@ -115,6 +123,7 @@ public sealed class SandboxExecution : IDisposable
     private void Terminate(TerminationReason reason)
     {
         Interlocked.CompareExchange(ref _reason, (int)reason, (int)TerminationReason.Exited);
+        _cgroup?.Kill();
         _process.Kill();
     }
 
@@ -150,7 +159,8 @@ public sealed class SandboxExecution : IDisposable
                 // The payload finished on its own before our kill landed.
                 reason = TerminationReason.Exited;
             }
-            Write(new ExitedEvent(new SandboxResult(exit, reason, wall, user, system, _spec.Timeout)));
+            Cgroups.ResourceUsage? usage = _cgroup?.ReadUsage();
+            Write(new ExitedEvent(new SandboxResult(exit, reason, wall, user, system, _spec.Timeout, usage, _spec.Limits)));
             _events.Writer.TryComplete();
         }
         catch (Exception e)
@@ -163,6 +173,7 @@ public sealed class SandboxExecution : IDisposable
         {
             stdout.Dispose();
             stderr.Dispose();
+            _cgroup?.Dispose();
             _timeoutRegistration.Dispose();
             _cancelRegistration.Dispose();
         }

@@ -92,6 +92,11 @@ public sealed record SandboxSpec
 
     public TimeSpan? Timeout { get; init; }
 
+    /// <summary>Memory, pids, CPU and IO limits, enforced through a delegated cgroup.</summary>
+    public Cgroups.ResourceLimits Limits { get; init; } = Cgroups.ResourceLimits.None;
+
+    public Cgroups.LimitsPolicy LimitsPolicy { get; init; } = Cgroups.LimitsPolicy.Required;
+
     /// <summary>Give the payload the caller's stdin (otherwise /dev/null).</summary>
     public bool ForwardStdin { get; init; }
 

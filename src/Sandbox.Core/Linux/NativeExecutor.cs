@@ -18,6 +18,7 @@ internal enum NativeStepKind
     Unmount = 9,
     ClearGroups = 10,
     ChangeDirectory = 11,
+    Unshare = 12,
 }
 
 [Flags]

@@ -14,6 +14,35 @@ internal static unsafe class Syscalls
 
     public static bool IsOpen(int fd) => fcntl(fd, F_GETFD) >= 0;
 
+    /// <summary>access(2) W_OK with the real ids: what a delegated cgroup check needs (cgroups(7), "Delegation").</summary>
+    public static bool CanWrite(string path)
+    {
+        byte[] bytes = NulTerminated(path);
+        fixed (byte* p = bytes)
+            return access(p, W_OK) == 0;
+    }
+
+    public static (int Major, int Minor) DeviceNumbers(string path)
+    {
+        byte[] bytes = NulTerminated(path);
+        Tmds.Linux.stat st;
+        fixed (byte* p = bytes)
+        {
+            if (stat(p, &st) != 0)
+                throw new LinuxException("stat", path, errno);
+        }
+        uint mode = (uint)st.st_mode;
+        if ((mode & 0xF000) != 0x6000 && (mode & 0xF000) != 0x2000)
+            throw new LinuxException("not a device", path, Errno.EINVAL);
+        ulong dev = (ulong)st.st_rdev;
+        // gnu_dev_major/minor (sys/sysmacros.h)
+        int major = (int)(((dev >> 32) & 0xfffff000) | ((dev >> 8) & 0xfff));
+        int minor = (int)(((dev >> 12) & 0xffffff00) | (dev & 0xff));
+        return (major, minor);
+    }
+
+    public static bool KillProcess(int pid, int signal) => kill(pid, signal) == 0;
+
     /// <summary>A close-on-exec pipe: nothing created here can leak into an unrelated child.</summary>
     public static (SafeFileHandle Read, SafeFileHandle Write) CreatePipe()
     {

@@ -94,6 +94,7 @@ enum sbx_op_kind {
     SBX_OP_UMOUNT = 9,       // umount2(target, MNT_DETACH)
     SBX_OP_CLEAR_GROUPS = 10,// setgroups(0, NULL): only allowed when setgroups is not denied
     SBX_OP_CHDIR = 11,       // chdir(target)
+    SBX_OP_UNSHARE = 12,     // unshare(flags)
 };
 
 enum sbx_op_option {
@@ -275,6 +276,8 @@ static int run_step(const struct sbx_op *op)
         return (int)SYS2(SYS_setgroups, 0, 0);
     case SBX_OP_CHDIR:
         return (int)SYS1(SYS_chdir, op->target);
+    case SBX_OP_UNSHARE:
+        return (int)SYS1(SYS_unshare, op->flags);
     default:
         return -EINVAL;
     }

@@ -57,6 +57,7 @@ public static class RootfsPlanner
 
         if (clearGroups)
             steps.Add(new ClearGroupsStep());
+        steps.Add(new UnshareCgroupNamespaceStep());
 
         // Our mounts must not propagate back to the host (mount_namespaces(7), MS_SLAVE).
         steps.Add(new MountStep(null, "/", null, MountFlags.Recursive | MountFlags.Slave));
@@ -88,6 +89,9 @@ public static class RootfsPlanner
         AddProc(steps, host);
 
         steps.Add(new MountStep("tmpfs", In("/tmp"), "tmpfs", TmpfsFlags, "mode=1777"));
+        // $HOME may lie under /tmp (CI runners do that), just hidden by the fresh /tmp: recreate it.
+        if (!directoryRoot)
+            AddDirectories(steps, home);
         steps.Add(new MountStep("tmpfs", In(home), "tmpfs", TmpfsFlags, "mode=0755"));
         foreach (string path in spec.TmpfsMounts)
         {

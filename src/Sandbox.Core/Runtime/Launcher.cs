@@ -27,7 +27,7 @@ internal static unsafe class Launcher
     private const ulong CLONE_NEWPID = 0x20000000;
     private const ulong CLONE_NEWNET = 0x40000000;
 
-    public static SandboxProcess Start(RuntimePlan plan, StdioPlan stdio)
+    public static SandboxProcess Start(RuntimePlan plan, StdioPlan stdio, Action<int>? beforeRelease = null)
     {
         if (NativeExecutor.LoadError is string loadError)
             throw new SandboxException(SandboxErrorCode.NativeExecutorUnavailable, loadError);
@@ -68,6 +68,7 @@ internal static unsafe class Launcher
             process = new SandboxProcess(pid, pidfd, arena, reportRead, lifeWrite, plan, started);
             pidfd = -1;
             IdMapWriter.Write(pid, plan.IdMaps);
+            beforeRelease?.Invoke(pid);
             if (!Syscalls.WriteByte(syncWrite, 1))
                 throw new SandboxException(SandboxErrorCode.SpawnFailed, "the sandbox's init process exited before it was released");
             syncWrite.Dispose();
@@ -136,7 +137,8 @@ internal static unsafe class Launcher
         if (ns.HasFlag(NamespaceSet.Network)) flags |= CLONE_NEWNET;
         if (ns.HasFlag(NamespaceSet.Uts)) flags |= CLONE_NEWUTS;
         if (ns.HasFlag(NamespaceSet.Ipc)) flags |= CLONE_NEWIPC;
-        if (ns.HasFlag(NamespaceSet.Cgroup)) flags |= CLONE_NEWCGROUP;
+        // No CLONE_NEWCGROUP here: PID 1 is moved into the sandbox's cgroup after clone, so it
+        // unshares its cgroup namespace itself once released (UnshareStep), rooting the namespace there.
         return flags;
     }
 
@@ -190,6 +192,10 @@ internal static unsafe class Launcher
                 break;
             case ClearGroupsStep:
                 n.Kind = (int)NativeStepKind.ClearGroups;
+                break;
+            case UnshareCgroupNamespaceStep:
+                n.Kind = (int)NativeStepKind.Unshare;
+                n.Flags = CLONE_NEWCGROUP;
                 break;
             default:
                 throw new ArgumentException($"unknown set-up step {step.GetType().Name}");

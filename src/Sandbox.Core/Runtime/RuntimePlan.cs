@@ -138,3 +138,9 @@ public sealed record ClearGroupsStep : SetupStep
 {
     public override string Describe() => "drop supplementary groups";
 }
+
+/// <summary>A new cgroup namespace rooted at the cgroup PID 1 is in by then (cgroup_namespaces(7)).</summary>
+public sealed record UnshareCgroupNamespaceStep : SetupStep
+{
+    public override string Describe() => "create the cgroup namespace";
+}

@@ -1,0 +1,217 @@
+using System.Globalization;
+
+namespace Sandbox.Cgroups;
+
+/// <summary>Where sandboxes' cgroups can be made on this host, or why they cannot.</summary>
+public sealed record CgroupProbe(
+    string Version,
+    bool Usable,
+    string Detail,
+    string? Fix,
+    string? V2Parent = null,
+    string? V2SupervisorLeaf = null,
+    IReadOnlyDictionary<string, string>? V1Parents = null,
+    IReadOnlyCollection<string>? Controllers = null);
+
+/// <summary>
+/// Finds a delegated cgroup and creates one cgroup per sandbox under it (DESIGN.md, "Cgroups").
+/// cgroup v2 first; a v1 hierarchy with directories an administrator pre-created and chowned is the fallback.
+/// </summary>
+public static class CgroupManager
+{
+    public const string SupervisorLeaf = "sandbox.supervisor";
+    private const string NotDelegatedFix =
+        "run the job in a delegated cgroup: under systemd, `systemd-run --user --scope -p Delegate=yes -- sandbox run ...`; on a CI runner, give the runner's service Delegate=yes; or pass --limits=best-effort to run without limits";
+
+    private static readonly string[] s_v2Controllers = { "memory", "pids", "cpu", "io" };
+    private static readonly string[] s_v1Controllers = { "memory", "pids", "cpu", "cpuacct", "blkio" };
+
+    /// <summary>
+    /// The cgroup for one sandbox, with <paramref name="limits"/> written; null when no limits were
+    /// asked for and none can be made (usage is then read from rusage instead).
+    /// </summary>
+    public static SandboxCgroup? Create(ResourceLimits limits, LimitsPolicy policy, CgroupHost host, Action<string> warn)
+    {
+        limits.Validate();
+        CgroupProbe probe = Probe(host, limits.RequiredControllers());
+        if (!probe.Usable)
+        {
+            if (limits.IsEmpty)
+                return null;
+            string message = $"resource limits cannot be enforced here: {probe.Detail}";
+            if (policy == LimitsPolicy.Required)
+                throw new SandboxException(SandboxErrorCode.LimitsUnavailable, $"{message}. Fix: {probe.Fix}");
+            warn($"warning: {message}; running WITHOUT limits (--limits=best-effort)");
+            return null;
+        }
+
+        if (probe.V2Parent is string parent)
+        {
+            if (probe.V2SupervisorLeaf is string leaf)
+            {
+                // No internal processes (cgroup-v2.rst): a cgroup that enables controllers for its
+                // children may hold no processes itself, so the supervisor moves to a leaf first.
+                Directory.CreateDirectory(leaf);
+                Linux.Syscalls.WriteFileOnce(Path.Combine(leaf, "cgroup.procs"), host.Pid.ToString(CultureInfo.InvariantCulture));
+            }
+            EnableControllers(parent, limits);
+            return CgroupV2.Create(parent, host.Pid, limits);
+        }
+        return CgroupV1.Create(probe.V1Parents!, host.Pid, limits);
+    }
+
+    /// <summary>What can be done on this host, for `sandbox check` and for <see cref="Create"/>.</summary>
+    public static CgroupProbe Probe(CgroupHost host, IEnumerable<string>? required = null)
+    {
+        var needed = (required ?? Enumerable.Empty<string>()).ToHashSet();
+        if (File.Exists(Path.Combine(host.CgroupRoot, "cgroup.controllers")))
+            return ProbeV2(host, needed);
+        return ProbeV1(host, needed);
+    }
+
+    private static CgroupProbe ProbeV2(CgroupHost host, HashSet<string> needed)
+    {
+        string? own = ReadLines(host.ProcSelfCgroup).FirstOrDefault(l => l.StartsWith("0::", StringComparison.Ordinal))?[3..];
+        if (own is null)
+            return new CgroupProbe("v2", false, "this process has no cgroup v2 path in " + host.ProcSelfCgroup, NotDelegatedFix);
+        string root = host.CgroupRoot.TrimEnd('/');
+        string candidate = root + own.TrimEnd('/');
+        string ownDir = candidate;
+        string reason = $"{ownDir} is not delegated to this user (cgroup.procs and cgroup.subtree_control are not writable)";
+        while (candidate.Length > root.Length)
+        {
+            if (!(host.Writable(candidate) && host.Writable(Path.Combine(candidate, "cgroup.procs")) && host.Writable(Path.Combine(candidate, "cgroup.subtree_control"))))
+                break;
+            var procs = ReadLines(Path.Combine(candidate, "cgroup.procs")).Where(l => l.Length > 0).ToList();
+            bool onlyUs = procs.Count == 1 && procs[0] == host.Pid.ToString(CultureInfo.InvariantCulture);
+            if (procs.Count == 0 || onlyUs)
+            {
+                var available = ReadWords(Path.Combine(candidate, "cgroup.controllers"));
+                var missing = needed.Where(c => !available.Contains(c)).ToList();
+                if (missing.Count > 0)
+                {
+                    return new CgroupProbe("v2", false,
+                        $"the delegated cgroup {candidate} lacks the {string.Join(", ", missing)} controller(s) (it has: {string.Join(" ", available)})",
+                        $"enable them in the parent's cgroup.subtree_control (systemd: Delegate={string.Join(" ", s_v2Controllers)})");
+                }
+                return new CgroupProbe("v2", true,
+                    $"delegated cgroup {candidate} (controllers: {string.Join(" ", available)})", null,
+                    V2Parent: candidate,
+                    V2SupervisorLeaf: onlyUs ? Path.Combine(candidate, SupervisorLeaf) : null,
+                    Controllers: available);
+            }
+            reason = $"the delegated cgroup {candidate} holds other processes ({string.Join(" ", procs.Take(5))}), so it cannot enable controllers (no internal processes rule); start the job in a leaf cgroup below it";
+            candidate = Path.GetDirectoryName(candidate)!;
+        }
+        return new CgroupProbe("v2", false, reason, NotDelegatedFix);
+    }
+
+    private static CgroupProbe ProbeV1(CgroupHost host, HashSet<string> needed)
+    {
+        // mountinfo(5): field 4 is the root of the mount, field 5 the mount point; after " - " come
+        // the file system type and source, then the super options, which name the controllers.
+        var hierarchies = new List<(string MountPoint, string Root, HashSet<string> Controllers)>();
+        bool hasV2 = false;
+        foreach (string line in ReadLines(host.MountInfo))
+        {
+            int dash = line.IndexOf(" - ", StringComparison.Ordinal);
+            if (dash < 0)
+                continue;
+            string[] left = line[..dash].Split(' ');
+            string[] right = line[(dash + 3)..].Split(' ');
+            if (right.Length < 3 || left.Length < 5)
+                continue;
+            if (right[0] == "cgroup2")
+                hasV2 = true;
+            if (right[0] != "cgroup")
+                continue;
+            hierarchies.Add((Unescape(left[4]), Unescape(left[3]), right[2].Split(',').ToHashSet()));
+        }
+        if (hierarchies.Count == 0)
+        {
+            return new CgroupProbe(hasV2 ? "v2" : "none", false,
+                hasV2 ? "cgroup2 is mounted but not at " + host.CgroupRoot : "no cgroup file system is mounted",
+                "mount cgroup2 at /sys/fs/cgroup (systemd does this)");
+        }
+
+        // /proc/self/cgroup on v1: "ID:controller,controller:/path" (cgroups(7)).
+        var ownPaths = new Dictionary<string, string>();
+        foreach (string line in ReadLines(host.ProcSelfCgroup))
+        {
+            string[] parts = line.Split(':', 3);
+            if (parts.Length != 3 || parts[1].Length == 0)
+                continue;
+            foreach (string c in parts[1].Split(','))
+                ownPaths[c] = parts[2];
+        }
+
+        var parents = new Dictionary<string, string>();
+        var notWritable = new List<string>();
+        foreach (string controller in s_v1Controllers)
+        {
+            var h = hierarchies.FirstOrDefault(x => x.Controllers.Contains(controller));
+            if (h.MountPoint is null || !ownPaths.TryGetValue(controller, out string? own))
+                continue;
+            string relative = own.StartsWith(h.Root, StringComparison.Ordinal) ? own[h.Root.Length..] : own;
+            string dir = h.MountPoint.TrimEnd('/') + "/" + relative.Trim('/');
+            dir = dir.TrimEnd('/');
+            if (host.Writable(dir))
+                parents[controller] = dir;
+            else
+                notWritable.Add(dir);
+        }
+        var v1Needed = needed.Select(c => c == "io" ? "blkio" : c).ToList();
+        var missing = v1Needed.Where(c => !parents.ContainsKey(c)).ToList();
+        if (parents.Count == 0 || missing.Count > 0)
+        {
+            string what = missing.Count > 0 ? string.Join(", ", missing) : "any controller";
+            return new CgroupProbe("v1", false,
+                $"cgroup v1: no writable cgroup directory for {what} ({string.Join(", ", notWritable.Take(4))} not writable by this user)",
+                "ask an administrator to create a cgroup directory per controller for this user and chown it (e.g. mkdir /sys/fs/cgroup/memory/ci && chown -R USER /sys/fs/cgroup/memory/ci), then start jobs in it; or use a cgroup v2 host");
+        }
+        return new CgroupProbe("v1", true, $"cgroup v1 directories {string.Join(", ", parents.Select(p => $"{p.Key}={p.Value}"))}", null,
+            V1Parents: parents, Controllers: parents.Keys.ToList());
+    }
+
+    private static void EnableControllers(string parent, ResourceLimits limits)
+    {
+        var available = ReadWords(Path.Combine(parent, "cgroup.controllers"));
+        var enabled = ReadWords(Path.Combine(parent, "cgroup.subtree_control"));
+        var required = limits.RequiredControllers().ToHashSet();
+        // memory and cpu are also enabled when not limited, for the usage report (memory.peak, cpu.stat).
+        foreach (string c in s_v2Controllers.Where(c => available.Contains(c) && !enabled.Contains(c) && (required.Contains(c) || c is "memory" or "pids")))
+        {
+            try
+            {
+                Linux.Syscalls.WriteFileOnce(Path.Combine(parent, "cgroup.subtree_control"), "+" + c);
+            }
+            catch (Linux.LinuxException e) when (!required.Contains(c))
+            {
+                _ = e; // only for the report: not fatal
+            }
+            catch (Linux.LinuxException e)
+            {
+                throw new SandboxException(SandboxErrorCode.CgroupFailed, $"cgroup: cannot enable the {c} controller in {parent}: {e.Message}", e);
+            }
+        }
+    }
+
+    private static IEnumerable<string> ReadLines(string file)
+    {
+        try
+        {
+            return File.ReadAllLines(file);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return [];
+        }
+    }
+
+    private static HashSet<string> ReadWords(string file) =>
+        ReadLines(file).SelectMany(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries)).ToHashSet();
+
+    // mountinfo escapes space, tab, newline and backslash as octal (\040).
+    private static string Unescape(string s) =>
+        s.Contains('\\') ? System.Text.RegularExpressions.Regex.Replace(s, @"\\([0-7]{3})", m => ((char)Convert.ToInt32(m.Groups[1].Value, 8)).ToString()) : s;
+}

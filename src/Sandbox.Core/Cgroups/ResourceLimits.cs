@@ -1,0 +1,122 @@
+using System.Collections.Immutable;
+using System.Globalization;
+
+namespace Sandbox.Cgroups;
+
+/// <summary>A device and a rate in bytes per second (docker's --device-read-bps /dev/sda:1mb).</summary>
+public sealed record DeviceRate(string DevicePath, long BytesPerSecond)
+{
+    public static DeviceRate Parse(string value, string option)
+    {
+        int colon = value.LastIndexOf(':');
+        if (colon <= 0 || colon == value.Length - 1)
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"{option} {value}: expected DEVICE:RATE, e.g. /dev/sda:10mb");
+        return new DeviceRate(value[..colon], Sizes.Parse(value[(colon + 1)..], option));
+    }
+}
+
+/// <summary>What the sandbox may use. Null means no limit.</summary>
+public sealed record ResourceLimits
+{
+    public long? MemoryBytes { get; init; }
+
+    /// <summary>docker's --memory-swap: memory plus swap; -1 is unlimited swap. Unset with a memory limit: as much swap as memory (docker's default).</summary>
+    public long? MemoryAndSwapBytes { get; init; }
+
+    public long? PidsLimit { get; init; }
+
+    /// <summary>CPUs worth of time per period (cpu.max quota/period), e.g. 1.5.</summary>
+    public double? Cpus { get; init; }
+
+    public ImmutableArray<DeviceRate> DeviceReadBps { get; init; } = ImmutableArray<DeviceRate>.Empty;
+
+    public ImmutableArray<DeviceRate> DeviceWriteBps { get; init; } = ImmutableArray<DeviceRate>.Empty;
+
+    public static ResourceLimits None { get; } = new();
+
+    public bool IsEmpty => MemoryBytes is null && MemoryAndSwapBytes is null && PidsLimit is null && Cpus is null && DeviceReadBps.IsEmpty && DeviceWriteBps.IsEmpty;
+
+    /// <summary>The controllers these limits need (cgroup v2 names).</summary>
+    public IEnumerable<string> RequiredControllers()
+    {
+        if (MemoryBytes is not null || MemoryAndSwapBytes is not null)
+            yield return "memory";
+        if (PidsLimit is not null)
+            yield return "pids";
+        if (Cpus is not null)
+            yield return "cpu";
+        if (!DeviceReadBps.IsEmpty || !DeviceWriteBps.IsEmpty)
+            yield return "io";
+    }
+
+    public void Validate()
+    {
+        if (MemoryBytes is <= 0)
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, "--memory must be positive");
+        if (MemoryAndSwapBytes is long total && total != -1)
+        {
+            if (MemoryBytes is null)
+                throw new SandboxException(SandboxErrorCode.InvalidSpec, "--memory-swap needs --memory (it is the total of memory and swap)");
+            if (total < MemoryBytes)
+                throw new SandboxException(SandboxErrorCode.InvalidSpec, "--memory-swap is memory plus swap: it cannot be less than --memory");
+        }
+        if (PidsLimit is <= 0)
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, "--pids-limit must be positive");
+        if (Cpus is double c && (c <= 0 || double.IsNaN(c) || c > 4096))
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, "--cpus must be a positive number of CPUs, e.g. 0.5 or 2");
+    }
+}
+
+/// <summary>What to do when limits were asked for and this host cannot enforce them.</summary>
+public enum LimitsPolicy
+{
+    /// <summary>Refuse to run (exit 125) and say how to fix the host.</summary>
+    Required,
+    /// <summary>Run without them, with a warning.</summary>
+    BestEffort,
+}
+
+/// <summary>docker's byte sizes: 512m, 1g, 100k, 1024b, 1.5g; the unit is a power of 1024.</summary>
+public static class Sizes
+{
+    public static long Parse(string text, string option)
+    {
+        string t = text.Trim().ToLowerInvariant();
+        if (t.EndsWith('b') && t.Length > 1 && !char.IsDigit(t[^2]))
+            t = t[..^1]; // "512mb" -> "512m"
+        long multiplier = 1;
+        if (t.Length > 0 && char.IsLetter(t[^1]))
+        {
+            multiplier = t[^1] switch
+            {
+                'b' => 1L,
+                'k' => 1L << 10,
+                'm' => 1L << 20,
+                'g' => 1L << 30,
+                't' => 1L << 40,
+                _ => 0,
+            };
+            t = t[..^1];
+        }
+        if (multiplier == 0 || !double.TryParse(t, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double value) || value <= 0)
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"{option} {text}: expected a size such as 512m, 1g or 100k");
+        return checked((long)Math.Round(value * multiplier));
+    }
+
+    public static string Format(long bytes) => bytes switch
+    {
+        >= 1L << 30 when bytes % (1L << 30) == 0 => $"{bytes >> 30} GiB",
+        >= 1L << 30 => $"{bytes / (double)(1L << 30):0.0} GiB",
+        >= 1L << 20 => $"{Math.Round(bytes / (double)(1L << 20))} MiB",
+        >= 1L << 10 => $"{Math.Round(bytes / (double)(1L << 10))} KiB",
+        _ => $"{bytes} B",
+    };
+}
+
+/// <summary>What the sandbox used, read from its cgroup at the end.</summary>
+public sealed record ResourceUsage(
+    long? PeakMemoryBytes,
+    int OomKills,
+    long PidsLimitHits,
+    TimeSpan? CpuTime,
+    string CgroupVersion);

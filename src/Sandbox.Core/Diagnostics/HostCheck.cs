@@ -1,0 +1,424 @@
+using System.Globalization;
+using System.Text;
+using System.Text.RegularExpressions;
+using Sandbox.Identity;
+using Sandbox.Linux;
+using Sandbox.Runtime;
+
+namespace Sandbox.Diagnostics;
+
+public enum CheckStatus { Ok, Warning, Missing }
+
+/// <summary>One line of <c>sandbox check</c>: what was found and, when not <see cref="CheckStatus.Ok"/>, the command that fixes it.</summary>
+public sealed record CheckItem(string Name, CheckStatus Status, string Detail, string? Fix);
+
+/// <summary>
+/// The host diagnostics behind <c>sandbox check</c>: what this host lets a rootless sandbox do
+/// (DESIGN.md, "Identity", "Rootfs and storage", "Cgroups"), read from <see cref="HostFacts"/> only,
+/// plus two optional probes from a caller that can really spawn a sandbox.
+/// </summary>
+public static partial class HostCheck
+{
+    public const string UserNamespaces = "user namespaces";
+    public const string IdMapping = "id mapping";
+    public const string Overlay = "overlayfs in a user namespace";
+    public const string Cgroups = "cgroups";
+    public const string Executor = "native executor";
+
+    /// <summary>
+    /// Runs every check, in a fixed order. A probe returns null on success or the error text; without
+    /// one, the item is judged from the host's static facts alone.
+    /// </summary>
+    public static IReadOnlyList<CheckItem> Run(HostFacts facts, Func<string?>? probeUserNamespace = null, Func<string?>? probeOverlay = null)
+    {
+        ArgumentNullException.ThrowIfNull(facts);
+        return
+        [
+            CheckUserNamespaces(facts, probeUserNamespace),
+            CheckIdMapping(facts),
+            CheckOverlay(facts, probeOverlay),
+            CheckCgroups(facts),
+            CheckExecutor(facts),
+        ];
+    }
+
+    /// <summary>True when the two things no sandbox can do without are there; the rest only degrade it.</summary>
+    public static bool CanRunSandboxes(IReadOnlyList<CheckItem> items) =>
+        items.Any(i => i.Name == UserNamespaces && i.Status == CheckStatus.Ok) &&
+        items.Any(i => i.Name == Executor && i.Status == CheckStatus.Ok);
+
+    public static string Render(IReadOnlyList<CheckItem> items)
+    {
+        var text = new StringBuilder();
+        foreach (CheckItem item in items)
+        {
+            string tag = item.Status switch { CheckStatus.Ok => "[ ok ]", CheckStatus.Warning => "[warn]", _ => "[FAIL]" };
+            text.Append(tag).Append(' ').Append(item.Name).Append(": ").Append(item.Detail).Append('\n');
+            if (item.Fix is not null)
+                text.Append("       fix: ").Append(item.Fix).Append('\n');
+        }
+        int ok = items.Count(i => i.Status == CheckStatus.Ok);
+        int warnings = items.Count(i => i.Status == CheckStatus.Warning);
+        int missing = items.Count(i => i.Status == CheckStatus.Missing);
+        text.Append(CultureInfo.InvariantCulture, $"{ok} ok, {warnings} warning(s), {missing} missing: ");
+        text.Append(CanRunSandboxes(items)
+            ? warnings + missing == 0 ? "sandboxes can run" : "sandboxes can run, with the limitations above"
+            : "sandboxes cannot run until the [FAIL] items are fixed");
+        return text.Append('\n').ToString();
+    }
+
+    // ---- user namespaces ----
+
+    /// <summary>The sysctls that switch unprivileged user namespaces off; each file exists only on the kernels that have it.</summary>
+    private static readonly (string File, string Name, string Blocking, string Allowing)[] s_userNamespaceSwitches =
+    [
+        // Debian's kernel patch "add sysctl to disallow unprivileged CLONE_NEWUSER by default".
+        ("kernel/unprivileged_userns_clone", "kernel.unprivileged_userns_clone", "0", "1"),
+        // Ubuntu 23.10+ (AppArmor): an unconfined process still gets a user namespace, but without
+        // capabilities in it, so it cannot mount anything.
+        ("kernel/apparmor_restrict_unprivileged_userns", "kernel.apparmor_restrict_unprivileged_userns", "1", "0"),
+        // namespaces(7), "The /proc/sys/user directory": the per-user limit; 0 forbids creating any.
+        ("user/max_user_namespaces", "user.max_user_namespaces", "0", "15000"),
+    ];
+
+    private static CheckItem CheckUserNamespaces(HostFacts facts, Func<string?>? probe)
+    {
+        var blocking = s_userNamespaceSwitches
+            .Where(s => ReadText(Path.Combine(facts.ProcSys, s.File))?.Trim() == s.Blocking)
+            .ToList();
+        string findings = string.Join(", ", blocking.Select(s => $"{s.Name} = {s.Blocking}"));
+        // One sysctl(8) invocation sets several variables.
+        string? sysctlFix = blocking.Count == 0 ? null : "sudo sysctl -w " + string.Join(" ", blocking.Select(s => $"{s.Name}={s.Allowing}"));
+
+        if (probe is not null)
+        {
+            string? error = RunProbe(probe);
+            if (error is null)
+                return new(UserNamespaces, CheckStatus.Ok,
+                    blocking.Count == 0 ? "created one" : $"created one, although {findings}", null);
+            return new(UserNamespaces, CheckStatus.Missing,
+                $"creating one failed: {error}" + (blocking.Count == 0 ? "" : $" ({findings})"),
+                sysctlFix ?? "if this runs inside a container, start it with --security-opt seccomp=unconfined (docker's default seccomp profile refuses CLONE_NEWUSER); otherwise look for a security module's denial: sudo dmesg | grep -i denied");
+        }
+        if (blocking.Count > 0)
+            return new(UserNamespaces, CheckStatus.Missing, $"disabled: {findings} (not probed)", sysctlFix);
+        string? max = ReadText(Path.Combine(facts.ProcSys, "user/max_user_namespaces"))?.Trim();
+        return new(UserNamespaces, CheckStatus.Ok,
+            "not disabled by any sysctl" + (max is null ? "" : $" (user.max_user_namespaces = {max})") + "; not probed", null);
+    }
+
+    // ---- id mapping ----
+
+    private static CheckItem CheckIdMapping(HostFacts facts)
+    {
+        string? newuidmap = FindOnPath("newuidmap", facts.SearchPath);
+        string? newgidmap = FindOnPath("newgidmap", facts.SearchPath);
+        // The same parser IdMapResolver uses, so the mode reported is the mode --userns=auto picks.
+        IdRange? uids = IdMapResolver.FindRange(facts.SubUidFile, facts.UserName, facts.Uid);
+        IdRange? gids = IdMapResolver.FindRange(facts.SubGidFile, facts.UserName, facts.Uid);
+
+        var problems = new List<string>();
+        var fixes = new List<string>();
+        if (newuidmap is null || newgidmap is null)
+        {
+            string absent = string.Join(" and ", new[] { ("newuidmap", newuidmap), ("newgidmap", newgidmap) }.Where(h => h.Item2 is null).Select(h => h.Item1));
+            problems.Add($"{absent} not found on PATH");
+            fixes.Add("sudo apt-get install uidmap");
+        }
+        else
+        {
+            // newuidmap(1) writes a map for ids the caller does not own, which needs CAP_SETUID in the
+            // parent namespace: distributions ship it setuid root (or with file capabilities, which
+            // the mode bits do not show, hence only "may").
+            string[] notSetuid = new[] { newuidmap, newgidmap }.Where(p => !IsSetuid(p)).ToArray();
+            if (notSetuid.Length > 0)
+            {
+                problems.Add($"{string.Join(" and ", notSetuid)} not setuid: may lack privileges (file capabilities show in getcap)");
+                fixes.Add($"sudo chmod u+s {string.Join(" ", notSetuid)}");
+            }
+        }
+        var usermodFlags = new List<string>();
+        if (uids is null)
+        {
+            problems.Add($"no range for {facts.UserName} in {facts.SubUidFile}");
+            usermodFlags.Add("--add-subuids 100000-165535");
+        }
+        if (gids is null)
+        {
+            problems.Add($"no range for {facts.UserName} in {facts.SubGidFile}");
+            usermodFlags.Add("--add-subgids 100000-165535");
+        }
+        if (usermodFlags.Count > 0)
+            fixes.Add($"sudo usermod {string.Join(" ", usermodFlags)} {facts.UserName}");
+
+        // IdMapResolver picks the range whenever both helpers exist and both files give one.
+        bool autoPicksRange = newuidmap is not null && newgidmap is not null && uids is not null && gids is not null;
+        string ranges = autoPicksRange
+            ? $"subordinate uids {Describe(uids!)} and gids {Describe(gids!)} via {newuidmap}"
+            : "no subordinate range";
+        string detail = $"single-UID always; {ranges}"
+            + (problems.Count == 0 ? "" : $" ({string.Join("; ", problems)})")
+            + $"; --userns=auto picks {(autoPicksRange ? "subuid" : "single")}";
+        return new(IdMapping, problems.Count == 0 ? CheckStatus.Ok : CheckStatus.Warning, detail,
+            fixes.Count == 0 ? null : string.Join("; ", fixes));
+
+        static string Describe(IdRange r) => $"{r.Start}-{r.Start + r.Count - 1}";
+    }
+
+    private static string? FindOnPath(string name, string? searchPath)
+    {
+        foreach (string dir in (searchPath ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries))
+        {
+            string candidate = Path.Combine(dir, name);
+            if (File.Exists(candidate))
+                return candidate;
+        }
+        return null;
+    }
+
+    private static bool IsSetuid(string path)
+    {
+        try
+        {
+            // The guard only satisfies the platform analyzer (CA1416): this library is Linux-only.
+            return !OperatingSystem.IsWindows() && File.GetUnixFileMode(path).HasFlag(UnixFileMode.SetUser);
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
+    // ---- overlayfs ----
+
+    private const string OldKernelFix = "upgrade the kernel to 5.11 or later; fuse-overlayfs is the fallback (sudo apt-get install fuse-overlayfs)";
+
+    /// <summary>
+    /// Overlayfs may be mounted inside a user namespace since Linux 5.11 (commit "ovl: unprivileged
+    /// mounts"; Documentation/filesystems/overlayfs.rst). Some distributions patched it in earlier,
+    /// which only the probe can tell.
+    /// </summary>
+    private static readonly Version s_overlayInUserNamespace = new(5, 11);
+
+    private static CheckItem CheckOverlay(HostFacts facts, Func<string?>? probe)
+    {
+        string? release = ReadText(Path.Combine(facts.ProcSys, "kernel/osrelease"))?.Trim();
+        Version? version = ParseKernelVersion(release);
+        bool tooOld = version is not null && version < s_overlayInUserNamespace;
+        // filesystems(5): one type per line, "nodev" first when it needs no block device. A type
+        // built as a module appears only once the module is loaded.
+        bool? listed = ReadText(facts.ProcFilesystems) is string filesystems
+            ? filesystems.Split('\n').Any(line => line.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).LastOrDefault() == "overlay")
+            : null;
+
+        string kernel = release is null ? "kernel version unknown"
+            : version is null ? $"kernel version unknown (\"{release}\")"
+            : tooOld ? $"kernel {release} (older than 5.11)"
+            : $"kernel {release}";
+        string filesystem = listed switch
+        {
+            true => "overlay in /proc/filesystems",
+            false => "overlay not in /proc/filesystems (maybe a module not loaded yet)",
+            null => "/proc/filesystems unreadable",
+        };
+        string staticFacts = $"{kernel}, {filesystem}";
+        string? staticFix = tooOld ? OldKernelFix : listed == false ? "sudo modprobe overlay" : null;
+
+        if (probe is not null)
+        {
+            string? error = RunProbe(probe);
+            return error is null
+                ? new(Overlay, CheckStatus.Ok, $"mounted one ({staticFacts})", null)
+                : new(Overlay, CheckStatus.Missing, $"mounting one failed: {error} ({staticFacts})",
+                    staticFix ?? "fuse-overlayfs is the fallback (sudo apt-get install fuse-overlayfs)");
+        }
+        if (tooOld)
+            return new(Overlay, CheckStatus.Missing, $"{staticFacts}; not probed", OldKernelFix);
+        if (version is null)
+            return new(Overlay, CheckStatus.Warning, $"{staticFacts}; not probed", "check that uname -r is 5.11 or later; " + OldKernelFix);
+        if (listed != true)
+            return new(Overlay, CheckStatus.Warning, $"{staticFacts}; not probed", "sudo modprobe overlay");
+        return new(Overlay, CheckStatus.Ok, $"{staticFacts}; not probed", null);
+    }
+
+    /// <summary>The leading MAJOR.MINOR[.PATCH] of a kernel release (uname -r), ignoring any suffix: "6.18.44-fc-v595" is 6.18.44.</summary>
+    internal static Version? ParseKernelVersion(string? release)
+    {
+        if (release is null)
+            return null;
+        Match m = KernelVersion().Match(release.Trim());
+        if (!m.Success)
+            return null;
+        int Part(int group) => m.Groups[group].Success ? int.Parse(m.Groups[group].Value, CultureInfo.InvariantCulture) : 0;
+        return new Version(Part(1), Part(2), Part(3));
+    }
+
+    [GeneratedRegex(@"^(\d{1,6})\.(\d{1,6})(?:\.(\d{1,6}))?")]
+    private static partial Regex KernelVersion();
+
+    // ---- cgroups ----
+
+    private const string NotDelegatedFix = "run under a systemd user session with delegation (systemd-run --user --scope -p Delegate=yes sandbox ...), or ask an administrator to delegate a cgroup";
+
+    private static readonly string[] s_limitControllers = ["memory", "pids", "cpu"];
+
+    private static CheckItem CheckCgroups(HostFacts facts)
+    {
+        var memberships = ParseSelfCgroup(ReadText(facts.SelfCgroup));
+        // cgroups(7), "Cgroups version 2": the root of a unified hierarchy has cgroup.controllers;
+        // the v1 layout (and the hybrid one, with cgroup2 at /sys/fs/cgroup/unified) has a tmpfs there.
+        return File.Exists(Path.Combine(facts.CgroupRoot, "cgroup.controllers"))
+            ? CheckCgroupV2(facts, memberships)
+            : CheckCgroupV1(facts, memberships);
+    }
+
+    private static CheckItem CheckCgroupV2(HostFacts facts, IReadOnlyList<CgroupMembership> memberships)
+    {
+        // cgroups(7), /proc/[pid]/cgroup: the v2 entry is "0::PATH".
+        string? path = memberships.FirstOrDefault(m => m.HierarchyId == "0" && m.Controllers.Length == 0)?.Path;
+        if (path is null)
+            return new(Cgroups, CheckStatus.Warning, $"v2, but {facts.SelfCgroup} has no 0:: entry", NotDelegatedFix);
+        string dir = Path.Combine(facts.CgroupRoot, path.TrimStart('/'));
+        string[] controllers = ReadText(Path.Combine(dir, "cgroup.controllers"))?.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries) ?? [];
+        string available = controllers.Length == 0 ? "no controllers" : "controllers " + string.Join(" ", controllers);
+        // Documentation/admin-guide/cgroup-v2.rst, "Delegation": a cgroup is delegated to a user by
+        // giving it write access to the directory, cgroup.procs and cgroup.subtree_control.
+        bool delegated = facts.IsWritable(Path.Combine(dir, "cgroup.procs")) && facts.IsWritable(Path.Combine(dir, "cgroup.subtree_control"));
+        if (!delegated)
+            return new(Cgroups, CheckStatus.Warning, $"v2, {path} not delegated to {facts.UserName} ({available}); no limits can be enforced", NotDelegatedFix);
+        string[] lacking = s_limitControllers.Except(controllers).ToArray();
+        if (lacking.Length > 0)
+            return new(Cgroups, CheckStatus.Warning, $"v2, {path} delegated, but {string.Join(" ", lacking)} not available ({available})",
+                "delegate them to user sessions: sudo mkdir -p /etc/systemd/system/user@.service.d && printf '[Service]\\nDelegate=cpu cpuset io memory pids\\n' | sudo tee /etc/systemd/system/user@.service.d/delegate.conf && sudo systemctl daemon-reload");
+        return new(Cgroups, CheckStatus.Ok, $"v2, {path} delegated ({available})", null);
+    }
+
+    private static CheckItem CheckCgroupV1(HostFacts facts, IReadOnlyList<CgroupMembership> memberships)
+    {
+        var mounts = ParseCgroupMounts(ReadText(facts.MountInfo));
+        CgroupMount? unified = mounts.FirstOrDefault(m => m.Version2);
+        var v1 = mounts.Where(m => !m.Version2).ToList();
+        if (v1.Count == 0 && unified is null)
+            return new(Cgroups, CheckStatus.Warning, $"no cgroup filesystem in {facts.MountInfo}; no limits can be enforced",
+                $"sudo mount -t cgroup2 none {SystemCgroupRoot}");
+
+        var parts = new List<string>();
+        foreach (string controller in s_limitControllers)
+        {
+            CgroupMount? mount = v1.FirstOrDefault(m => m.Options.Contains(controller));
+            if (mount is null)
+            {
+                parts.Add($"{controller} not mounted");
+                continue;
+            }
+            string path = memberships.FirstOrDefault(m => m.Controllers.Contains(controller))?.Path ?? "/";
+            // proc_pid_mountinfo(5): field 4 is the hierarchy's directory mounted there (not "/"
+            // inside a cgroup namespace); the caller's path is relative to the hierarchy's root.
+            string below = mount.Root != "/" && path.StartsWith(mount.Root, StringComparison.Ordinal) ? path[mount.Root.Length..] : path;
+            string dir = Path.Combine(Rebase(facts, mount.MountPoint), below.TrimStart('/'));
+            parts.Add($"{controller} {path} {(facts.IsWritable(dir) ? "writable" : "not writable")}");
+        }
+        string layout = v1.Count == 0 ? $"cgroup2 only at {unified!.MountPoint}"
+            : unified is null ? "v1" : $"hybrid v1 (cgroup2 without controllers at {unified.MountPoint})";
+        // Limits work only through directories an administrator made writable beforehand (DESIGN.md,
+        // "Cgroups": v1 is a fallback), so this is never better than a warning.
+        return new(Cgroups, CheckStatus.Warning, $"{layout}: {string.Join(", ", parts)}",
+            "switch to cgroup v2: add systemd.unified_cgroup_hierarchy=1 to GRUB_CMDLINE_LINUX in /etc/default/grub, then sudo update-grub && sudo reboot; " + NotDelegatedFix);
+    }
+
+    private sealed record CgroupMembership(string HierarchyId, string[] Controllers, string Path);
+
+    /// <summary>cgroups(7), /proc/[pid]/cgroup: "hierarchy-ID:controller-list:cgroup-path" per line.</summary>
+    private static List<CgroupMembership> ParseSelfCgroup(string? text)
+    {
+        var result = new List<CgroupMembership>();
+        foreach (string line in (text ?? "").Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            string[] fields = line.Split(':', 3);
+            if (fields.Length == 3)
+                result.Add(new(fields[0], fields[1].Split(',', StringSplitOptions.RemoveEmptyEntries), fields[2].Trim()));
+        }
+        return result;
+    }
+
+    private sealed record CgroupMount(string Root, string MountPoint, bool Version2, string[] Options);
+
+    /// <summary>
+    /// proc_pid_mountinfo(5): "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS";
+    /// a v1 hierarchy's controllers are among its super options.
+    /// </summary>
+    private static List<CgroupMount> ParseCgroupMounts(string? text)
+    {
+        var result = new List<CgroupMount>();
+        foreach (string line in (text ?? "").Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            string[] fields = line.Split(' ');
+            int separator = Array.IndexOf(fields, "-");
+            if (separator < 5 || separator + 3 >= fields.Length)
+                continue;
+            string type = fields[separator + 1];
+            if (type is "cgroup" or "cgroup2")
+                result.Add(new(fields[3], fields[4], type == "cgroup2", fields[separator + 3].Split(',')));
+        }
+        return result;
+    }
+
+    /// <summary>Mount points are host paths; a fixture's <see cref="HostFacts.CgroupRoot"/> stands for /sys/fs/cgroup.</summary>
+    private static string Rebase(HostFacts facts, string mountPoint)
+    {
+        string relative = Path.GetRelativePath(SystemCgroupRoot, mountPoint);
+        if (relative == ".")
+            return facts.CgroupRoot;
+        return relative.StartsWith("..", StringComparison.Ordinal) || Path.IsPathRooted(relative) ? mountPoint : Path.Combine(facts.CgroupRoot, relative);
+    }
+
+    private const string SystemCgroupRoot = HostFacts.SystemCgroupRoot;
+
+    // ---- native executor ----
+
+    private static CheckItem CheckExecutor(HostFacts facts)
+    {
+        string? error = facts.NativeExecutorLoadError();
+        return error is null
+            ? new(Executor, CheckStatus.Ok, $"lib{NativeExecutor.LibraryName}.so loaded", null)
+            : new(Executor, CheckStatus.Missing, OneLine(error),
+                $"rebuild so that lib{NativeExecutor.LibraryName}.so is compiled and copied next to the program: dotnet build (needs a C compiler: sudo apt-get install gcc)");
+    }
+
+    // ---- helpers ----
+
+    private static string? RunProbe(Func<string?> probe)
+    {
+        try
+        {
+            return probe() is string error ? OneLine(error) : null;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // A probe that throws has failed just the same; the check must still report everything else.
+            return OneLine(e.Message);
+        }
+    }
+
+    private static string OneLine(string text) => string.Join(" ", text.Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+
+    private static string? ReadText(string path)
+    {
+        try
+        {
+            return File.ReadAllText(path);
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+}
