@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Sandbox.Diagnostics;
 
 namespace Sandbox.Cli;
 
@@ -9,8 +10,37 @@ internal sealed class CheckCommand : Command
     {
         SetAction(_ =>
         {
-            Console.Out.WriteLine("sandbox check: not wired yet");
-            return 0;
+            IReadOnlyList<CheckItem> items = HostCheck.Run(HostFacts.Default, ProbeUserNamespace, ProbeOverlay);
+            Console.Out.Write(HostCheck.Render(items));
+            return HostCheck.CanRunSandboxes(items) ? 0 : 1;
         });
+    }
+
+    /// <summary>Really creates a sandbox: the only way to know that nothing (sysctl, LSM, seccomp) stops it.</summary>
+    private static string? ProbeUserNamespace() =>
+        Probe(new SandboxSpec(["/bin/true"]) { UserNamespace = UserNamespaceMode.Single });
+
+    /// <summary>Mounts an overlay inside a sandbox, as an image run does (kernel 5.11+ allows it in a user namespace).</summary>
+    private static string? ProbeOverlay() =>
+        Probe(new SandboxSpec(["/bin/sh", "-c",
+            "mkdir -p /tmp/o/l /tmp/o/u /tmp/o/w /tmp/o/m && mount -t overlay overlay -o lowerdir=/tmp/o/l,upperdir=/tmp/o/u,workdir=/tmp/o/w,userxattr /tmp/o/m"])
+        { UserNamespace = UserNamespaceMode.Single });
+
+    private static string? Probe(SandboxSpec spec)
+    {
+        try
+        {
+            var stderr = new System.Text.StringBuilder();
+            SandboxResult result = SandboxRunner.RunAsync(spec with { Timeout = TimeSpan.FromSeconds(20) }, e =>
+            {
+                if (e is OutputEvent { Stream: OutputStream.Stderr } o)
+                    stderr.Append(System.Text.Encoding.UTF8.GetString(o.Data.Span));
+            }).GetAwaiter().GetResult();
+            return result.ExitCode == 0 ? null : $"{result.Status}: {stderr.ToString().Trim()}";
+        }
+        catch (SandboxException e)
+        {
+            return e.Message;
+        }
     }
 }
