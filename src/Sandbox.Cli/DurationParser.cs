@@ -9,9 +9,25 @@ internal static partial class DurationParser
     [GeneratedRegex(@"\G(?<n>\d+(\.\d+)?)(?<u>ms|s|m|h)")]
     private static partial Regex Part();
 
+    /// <summary>The longest accepted duration: timers (CancelAfter) take at most 2^32-2 ms, about 49 days.</summary>
+    public static readonly TimeSpan Maximum = TimeSpan.FromDays(30);
+
     public static TimeSpan Parse(string text, string option)
     {
-        string t = text.Trim();
+        try
+        {
+            return ParseUnchecked(text.Trim(), text, option);
+        }
+        catch (Exception e) when (e is OverflowException or ArgumentException)
+        {
+            throw Invalid(text, option);
+        }
+    }
+
+    private static TimeSpan ParseUnchecked(string t, string text, string option)
+    {
+        if (t.Length == 0 || !char.IsAsciiDigit(t[0]))
+            throw Invalid(text, option);
         if (double.TryParse(t, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double bare))
             return Check(TimeSpan.FromSeconds(bare), text, option);
         TimeSpan total = TimeSpan.Zero;
@@ -35,8 +51,8 @@ internal static partial class DurationParser
     }
 
     private static TimeSpan Check(TimeSpan value, string text, string option) =>
-        value > TimeSpan.Zero ? value : throw Invalid(text, option);
+        value > TimeSpan.Zero && value <= Maximum ? value : throw Invalid(text, option);
 
     private static SandboxException Invalid(string text, string option) =>
-        new(SandboxErrorCode.InvalidSpec, $"{option} {text}: expected a positive duration such as 30s, 500ms, 5m or 1h30m");
+        new(SandboxErrorCode.InvalidSpec, $"{option} {text}: expected a positive duration up to 30 days, such as 30s, 500ms, 5m or 1h30m");
 }

@@ -14,6 +14,29 @@ public enum SandboxErrorCode
     SpawnFailed = 9,
     CgroupFailed = 10,
     LimitsUnavailable = 11,
+    // Images and the layer store: 20-39.
+    /// <summary>The file is not a docker archive, OCI archive or OCI layout, or its JSON or tar structure is broken.</summary>
+    ImageFormatInvalid = 20,
+    /// <summary>A blob's or layer's sha256 differs from the digest that names it; nothing was stored.</summary>
+    DigestMismatch = 21,
+    /// <summary>A layer entry tries to leave the layer directory (absolute or ../ path, link outside, ...).</summary>
+    HostileArchiveEntry = 22,
+    /// <summary>No image in the store has that name or digest.</summary>
+    ImageNotFound = 23,
+    /// <summary>A blob's size differs from the size its descriptor states; nothing was stored.</summary>
+    BlobSizeMismatch = 24,
+    /// <summary>An entry, a layer or an image is larger than the import limits.</summary>
+    ImageTooLarge = 25,
+    /// <summary>The image offers no manifest for the requested (or the host's) platform.</summary>
+    PlatformNotFound = 26,
+    /// <summary>A name or digest prefix matches more than one image.</summary>
+    ImageAmbiguous = 27,
+    /// <summary>An image name (--name) is not a valid reference.</summary>
+    ImageNameInvalid = 28,
+    /// <summary>This kernel or file system refuses overlay whiteouts (0:0 character devices) to an unprivileged user.</summary>
+    WhiteoutUnsupported = 29,
+    /// <summary>The store could not be read or written (permissions, disk full, damaged records).</summary>
+    StoreFailed = 30,
     Internal = 99,
 }
 

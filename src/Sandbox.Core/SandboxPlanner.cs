@@ -14,6 +14,9 @@ public static class SandboxPlanner
             throw new SandboxException(SandboxErrorCode.InvalidSpec, "no command given: put the command after the options, e.g. sandbox run -- dotnet test");
         if (spec.WorkingDirectory is { } wd && !wd.StartsWith('/'))
             throw new SandboxException(SandboxErrorCode.InvalidSpec, $"the working directory must be an absolute path: {wd}");
+        // CancelAfter takes at most 2^32-2 ms; a longer timeout must fail here, before anything starts.
+        if (spec.Timeout is TimeSpan timeout && (timeout <= TimeSpan.Zero || timeout > TimeSpan.FromDays(30)))
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"the timeout must be between 0 and 30 days, not {timeout}");
         foreach (string tmpfs in spec.TmpfsMounts)
         {
             if (!tmpfs.StartsWith('/'))

@@ -98,9 +98,12 @@ public static class Sizes
             };
             t = t[..^1];
         }
-        if (multiplier == 0 || !double.TryParse(t, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double value) || value <= 0)
-            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"{option} {text}: expected a size such as 512m, 1g or 100k");
-        return checked((long)Math.Round(value * multiplier));
+        var invalid = new SandboxException(SandboxErrorCode.InvalidSpec, $"{option} {text}: expected a size such as 512m, 1g or 100k");
+        if (multiplier == 0 || t.Length == 0 || !char.IsAsciiDigit(t[0]) ||
+            !double.TryParse(t, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double value) || value <= 0)
+            throw invalid;
+        double bytes = Math.Round(value * multiplier);
+        return bytes is >= 1 and < long.MaxValue ? (long)bytes : throw invalid;
     }
 
     public static string Format(long bytes) => bytes switch

@@ -74,7 +74,9 @@ public static class RootfsPlanner
         };
         steps.Add(new MountStep(rootSource, NewRoot, null, MountFlags.Bind | MountFlags.Recursive));
 
-        var binds = spec.Binds.Select(b => ResolveBind(b, spec.Root)).ToList();
+        // Paths that get a fresh tmpfs: what the host has below them is not what the sandbox sees.
+        string[] freshMounts = new[] { "/tmp", home }.Concat(spec.TmpfsMounts.Select(HostPaths.Normalize)).ToArray();
+        var binds = spec.Binds.Select(b => ResolveBind(b, spec.Root, freshMounts)).ToList();
         if (directoryRoot)
         {
             // The root is writable until the next step: create the mount points it lacks (as docker does).
@@ -192,7 +194,10 @@ public static class RootfsPlanner
         }
     }
 
-    private static (string Source, string Target, bool ReadOnly, bool IsFile) ResolveBind(BindMount bind, RootSpec root)
+    private static bool IsUnder(string path, string directory) =>
+        path == directory || path.StartsWith(directory.TrimEnd('/') + "/", StringComparison.Ordinal);
+
+    private static (string Source, string Target, bool ReadOnly, bool IsFile) ResolveBind(BindMount bind, RootSpec root, string[] freshMounts)
     {
         string hostPath = System.IO.Path.GetFullPath(bind.HostPath);
         bool isFile = File.Exists(hostPath);
@@ -202,7 +207,9 @@ public static class RootfsPlanner
         string target = HostPaths.Normalize(bind.SandboxPath);
         // In host mode the sandbox's tree is the host's: resolve symlinks the same way, or an absolute
         // link (/var/run -> /run) would be followed from the wrong root while mounting.
-        if (root is HostRoot)
+        // Not below a fresh tmpfs, though: there the host's files (and symlinks someone planted in the
+        // shared /tmp) are hidden, and the target is created as given.
+        if (root is HostRoot && !freshMounts.Any(m => IsUnder(target, m)))
             target = HostPaths.Resolve(target);
         return (source, target, bind.ReadOnly, isFile);
     }

@@ -1,0 +1,197 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Sandbox.Cgroups;
+
+namespace Sandbox.IntegrationTests;
+
+/// <summary>
+/// Resource limits for real: this machine has cgroup v1 only, so the scenarios run inside the
+/// cgroup2 guest (../shared/cgroup2-vm/run, a User-mode Linux kernel with a delegated subtree), once
+/// with cgroup v2 and once with v1 hierarchies, as the unprivileged user. One guest boot per mode runs
+/// every scenario through the real CLI; the tests then read their sections of the output.
+/// </summary>
+[TestFixture]
+[Parallelizable(ParallelScope.None)]
+public sealed class CgroupTests
+{
+    private static readonly Dictionary<string, Dictionary<string, Section>> s_runs = new();
+
+    private sealed record Section(int ExitCode, string Output);
+
+    [OneTimeSetUp]
+    public void Unprivileged() => Require.Unprivileged();
+
+    private static string? FindVm()
+    {
+        if (Environment.GetEnvironmentVariable("SANDBOX_CGROUP2_VM") is { Length: > 0 } configured)
+            return configured;
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            string candidate = Path.Combine(dir.FullName, "shared", "cgroup2-vm", "run");
+            if (File.Exists(candidate))
+                return candidate;
+        }
+        return null;
+    }
+
+    private static Dictionary<string, Section> Run(string mode)
+    {
+        lock (s_runs)
+        {
+            if (s_runs.TryGetValue(mode, out var done))
+                return done;
+            string? vm = FindVm();
+            Require.That(vm is not null && File.Exists(vm), "the cgroup2 guest (../shared/cgroup2-vm/run) was not found; set SANDBOX_CGROUP2_VM");
+            Require.That(File.Exists("/usr/bin/linux.uml"), "user-mode-linux is not installed (ci/setup-host installs it)");
+            Require.That(File.Exists("/bin/busybox"), "busybox-static is not installed (ci/setup-host installs it)");
+
+            string cli = SandboxCli.Binary;
+            string disk = Path.Combine(Path.GetTempPath(), $"sandbox-cg-disk-{Environment.ProcessId}.img");
+            using (var f = File.Create(disk))
+                f.SetLength(64 << 20);
+            // The guest sees the host's / read-only, but its /tmp is fresh: CG2_RO exposes our directory.
+            string scriptDir = Directory.CreateTempSubdirectory("sandbox-cg-").FullName;
+            string script = Path.Combine(scriptDir, $"scenarios-{mode}.sh");
+            File.WriteAllText(script, $$"""
+                S='{{cli}}'
+                section() { name=$1; shift; echo "=== $name"; "$@" 2>&1; echo "=== rc=$?"; }
+                section oom "$S" run --memory 100m -- sh -c 'head -c 500m /dev/zero | tail'
+                section pids "$S" run --pids-limit 20 -- sh -c 'for i in $(seq 40); do sleep 3 & done; wait'
+                section cpu "$S" run --cpus 0.2 --events json -- sh -c 'timeout 2 sh -c "while :; do :; done"; true'
+                section stats "$S" run --stats -- sh -c 'head -c 30m /dev/zero | tail >/dev/null'
+                section timeout "$S" run --timeout 1s -- sh -c 'sleep 100 & setsid sleep 100 & sleep 100'
+                section leftovers sh -c 'for d in $CG2_DELEGATED; do ls -d "$d"/sandbox-* "$d"/*/sandbox-* 2>/dev/null; done; cat /sys/fs/cgroup/sbx/cgroup.procs /sys/fs/cgroup/sbx/leaf/cgroup.procs 2>/dev/null | wc -l'
+                section iofree "$S" run -v /dev/ubda:/dev/ubda -- dd if=/dev/zero of=/dev/ubda bs=64k count=32 oflag=direct
+                section iolimited "$S" run -v /dev/ubda:/dev/ubda --device-write-bps /dev/ubda:1mb -- dd if=/dev/zero of=/dev/ubda bs=64k count=32 oflag=direct
+                section check "$S" check
+                """);
+            var psi = new ProcessStartInfo(vm!) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+            psi.ArgumentList.Add("sh");
+            psi.ArgumentList.Add(script);
+            psi.Environment["CG2_USER"] = Environment.UserName;
+            psi.Environment["CG2_MODE"] = mode;
+            psi.Environment["CG2_TIMEOUT"] = "300";
+            psi.Environment["CG2_KARGS"] = $"ubd0={disk}";
+            psi.Environment["CG2_ROOT_HOOK"] = "chmod 666 /dev/ubda";
+            psi.Environment["CG2_RO"] = scriptDir;
+            if (mode == "v2")
+                psi.Environment["CG2_LEAF"] = "leaf"; // the job starts in a leaf, as under systemd's Delegate=yes
+            var sw = Stopwatch.StartNew();
+            using var p = Process.Start(psi)!;
+            var stderr = p.StandardError.ReadToEndAsync();
+            string output = p.StandardOutput.ReadToEnd().Replace("\r\n", "\n");
+            p.WaitForExit();
+            File.Delete(disk);
+            Directory.Delete(scriptDir, recursive: true);
+            TestContext.Progress.WriteLine($"cgroup guest ({mode}) ran in {sw.Elapsed.TotalSeconds:0.0} s");
+            Assert.That(p.ExitCode, Is.EqualTo(0), $"the guest failed: {output}\n{stderr.Result}");
+
+            var sections = new Dictionary<string, Section>();
+            foreach (Match m in Regex.Matches(output, @"^=== (?<name>\w+)\n(?<body>.*?)^=== rc=(?<rc>\d+)$", RegexOptions.Multiline | RegexOptions.Singleline))
+                sections[m.Groups["name"].Value] = new Section(int.Parse(m.Groups["rc"].Value), m.Groups["body"].Value);
+            TestContext.Out.WriteLine(output);
+            s_runs[mode] = sections;
+            return sections;
+        }
+    }
+
+    private static Section Get(string mode, string name)
+    {
+        var sections = Run(mode);
+        Assert.That(sections.ContainsKey(name), Is.True, $"no '{name}' section in the guest's output");
+        return sections[name];
+    }
+
+    [TestCase("v2")]
+    [TestCase("v1")]
+    public void MemoryLimitKillsAndReportsOutOfMemory(string mode)
+    {
+        Section s = Get(mode, "oom");
+        Assert.That(s.ExitCode, Is.EqualTo(137), s.Output);
+        Assert.That(s.Output, Does.Match(@"sandbox: killed: out of memory, limit 100 MiB, peak (9\d|10\d) MiB"));
+    }
+
+    [TestCase("v2")]
+    [TestCase("v1")]
+    public void PidsLimitStopsAForkLoopAndIsReported(string mode)
+    {
+        Section s = Get(mode, "pids");
+        Assert.That(s.Output, Does.Match(@"sandbox: \d+ fork\(s\) refused: the pids limit \(20\) was reached"), s.Output);
+        Assert.That(s.ExitCode, Is.Not.EqualTo(0));
+    }
+
+    [TestCase("v2")]
+    [TestCase("v1")]
+    public void CpuLimitHoldsABusyLoopToAFifthOfACpu(string mode)
+    {
+        Section s = Get(mode, "cpu");
+        var exited = s.Output.Split('\n').Where(l => l.StartsWith('{')).Select(l => JsonDocument.Parse(l).RootElement)
+            .Single(e => e.GetProperty("event").GetString() == "exited");
+        double cpuMs = exited.GetProperty("cgroupCpuMs").GetDouble();
+        double wallMs = exited.GetProperty("wallMs").GetDouble();
+        TestContext.Out.WriteLine($"{mode}: cpu {cpuMs} ms over {wallMs} ms");
+        // 2 s of busy loop at 0.2 CPU is 400 ms; unlimited it would be about 2000 ms.
+        Assert.That(cpuMs, Is.InRange(250, 700), s.Output);
+    }
+
+    [TestCase("v2")]
+    [TestCase("v1")]
+    public void StatsReportPeakMemoryAndCpu(string mode)
+    {
+        Section s = Get(mode, "stats");
+        Assert.That(s.ExitCode, Is.EqualTo(0), s.Output);
+        Match m = Regex.Match(s.Output, @"sandbox: stats: wall [\d.]+m?s, cpu [\d.]+m?s, peak memory (?<peak>\d+) MiB, exit code 0");
+        Assert.That(m.Success, Is.True, s.Output);
+        Assert.That(int.Parse(m.Groups["peak"].Value), Is.InRange(25, 80), "tail held the 30 MB stream in memory");
+    }
+
+    [TestCase("v2")]
+    [TestCase("v1")]
+    public void TimeoutLeavesTheCgroupEmptyAndRemoved(string mode)
+    {
+        Section timeout = Get(mode, "timeout");
+        Assert.That(timeout.ExitCode, Is.EqualTo(124), timeout.Output);
+        Section leftovers = Get(mode, "leftovers");
+        string[] lines = leftovers.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.That(lines.Where(l => l.Contains("sandbox-")), Is.Empty, "sandbox cgroups were left behind");
+    }
+
+    [Test]
+    public void DeviceWriteLimitThrottlesWrites()
+    {
+        // cgroup v2's io controller; the v1 guest mounts no blkio hierarchy, so v1 is not exercised here.
+        Section free = Get("v2", "iofree");
+        Section limited = Get("v2", "iolimited");
+        Assert.That(free.ExitCode, Is.EqualTo(0), free.Output);
+        Assert.That(limited.ExitCode, Is.EqualTo(0), limited.Output);
+        double Seconds(string output) => double.Parse(Regex.Match(output, @"copied, ([\d.]+) s").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        Assert.That(Seconds(limited.Output), Is.GreaterThan(1.5), "2 MiB at 1 MB/s takes about 2 s");
+        Assert.That(Seconds(free.Output), Is.LessThan(1.0), "unthrottled, the same write is fast (else the test proves nothing)");
+    }
+
+    [Test]
+    public void CheckReportsTheDelegatedCgroup()
+    {
+        Section s = Get("v2", "check");
+        Assert.That(s.Output, Does.Contain("[ ok ] cgroups"), s.Output);
+    }
+
+    [Test]
+    public void LimitsRequiredWithoutDelegationExit125OnThisHost()
+    {
+        CgroupProbe probe = CgroupManager.Probe(CgroupHost.Current, ["memory"]);
+        CliResult r = SandboxCli.Run("run", "--memory", "100m", "--", "true");
+        if (probe.Usable)
+        {
+            Assert.That(r.ExitCode, Is.EqualTo(0), "this host delegates a cgroup: the limit can be enforced\n" + r);
+            return;
+        }
+        Assert.That(r.ExitCode, Is.EqualTo(125), r.ToString());
+        Assert.That(r.Stderr, Does.Contain("resource limits cannot be enforced here").And.Contain("Fix:"));
+
+        CliResult bestEffort = SandboxCli.Run("run", "--memory", "100m", "--limits", "best-effort", "--", "true");
+        Assert.That(bestEffort.ExitCode, Is.EqualTo(0), bestEffort.ToString());
+        Assert.That(bestEffort.Stderr, Does.Contain("running WITHOUT limits"));
+    }
+}

@@ -1,0 +1,186 @@
+using System.Collections.Immutable;
+using System.CommandLine;
+using Sandbox.Cli;
+using Sandbox.Tests.TestSupport;
+
+namespace Sandbox.Tests.Cli;
+
+public class RunCommandBuildSpecTests
+{
+    /// <summary>As Program.Main does: split, parse our own tokens, build the spec.</summary>
+    private static SandboxSpec Build(params string[] args)
+    {
+        var run = new RunCommand();
+        var root = new RootCommand { run };
+        var (own, command) = run.Split(args);
+        ParseResult parse = root.Parse(["run", .. own]);
+        Assert.That(parse.Errors, Is.Empty, string.Join("; ", parse.Errors.Select(e => e.Message)));
+        return run.BuildSpec(parse, command);
+    }
+
+    [Test]
+    public void Defaults()
+    {
+        var spec = Build("ls", "-l");
+        Assert.That(spec.Command, Is.EqualTo(new[] { "ls", "-l" }));
+        Assert.That(spec.Root, Is.EqualTo(RootSpec.Host));
+        Assert.That(spec.Network, Is.EqualTo(NetworkMode.None));
+        Assert.That(spec.UserNamespace, Is.EqualTo(UserNamespaceMode.Auto));
+        Assert.That(spec.Hostname, Is.EqualTo("sandbox"));
+        Assert.That(spec.Timeout, Is.Null);
+        Assert.That(spec.WorkingDirectory, Is.Null);
+        Assert.That(spec.Binds, Is.Empty);
+        Assert.That(spec.TmpfsMounts, Is.Empty);
+        Assert.That(spec.Environment, Is.Empty);
+    }
+
+    [Test]
+    public void EnvNameValue()
+    {
+        var spec = Build("-e", "A=1", "--env", "B=x=y", "-e", "C=", "true");
+        Assert.That(spec.Environment, Is.EqualTo(new[]
+        {
+            new KeyValuePair<string, string>("A", "1"),
+            new KeyValuePair<string, string>("B", "x=y"),
+            new KeyValuePair<string, string>("C", ""),
+        }));
+    }
+
+    [Test]
+    public void EnvName_PassesTheHostValueOnlyWhenSet()
+    {
+        const string set = "SANDBOX_TEST_PASSTHROUGH";
+        const string unset = "SANDBOX_TEST_UNSET_VARIABLE";
+        Environment.SetEnvironmentVariable(set, "from-host");
+        Environment.SetEnvironmentVariable(unset, null);
+        try
+        {
+            var spec = Build("-e", set, "-e", unset, "true");
+            Assert.That(spec.Environment, Is.EqualTo(new[] { new KeyValuePair<string, string>(set, "from-host") }));
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(set, null);
+        }
+    }
+
+    [Test]
+    public void EnvWithoutName_Throws()
+    {
+        var e = Assert.Throws<SandboxException>(() => Build("-e", "=value", "true"));
+        Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.InvalidSpec));
+        Assert.That(e.Message, Does.Contain("missing the variable's name"));
+    }
+
+    [Test]
+    public void NetworkHost()
+    {
+        Assert.That(Build("--network", "host", "true").Network, Is.EqualTo(NetworkMode.Host));
+        Assert.That(Build("--network=none", "true").Network, Is.EqualTo(NetworkMode.None));
+    }
+
+    [Test]
+    public void NetworkInvalid_ThrowsInvalidSpec()
+    {
+        var e = Assert.Throws<SandboxException>(() => Build("--network", "bridge", "true"));
+        Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.InvalidSpec));
+        Assert.That(e.Message, Is.EqualTo("--network bridge: expected none or host"));
+    }
+
+    [TestCase("single", UserNamespaceMode.Single)]
+    [TestCase("subuid", UserNamespaceMode.Subuid)]
+    [TestCase("auto", UserNamespaceMode.Auto)]
+    public void Userns(string value, UserNamespaceMode mode)
+    {
+        Assert.That(Build("--userns", value, "true").UserNamespace, Is.EqualTo(mode));
+    }
+
+    [Test]
+    public void UsernsInvalid_ThrowsInvalidSpec()
+    {
+        var e = Assert.Throws<SandboxException>(() => Build("--userns", "keep-id", "true"));
+        Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.InvalidSpec));
+        Assert.That(e.Message, Does.Contain("expected auto, single or subuid"));
+    }
+
+    [Test]
+    public void Timeout()
+    {
+        Assert.That(Build("--timeout", "1.5s", "true").Timeout, Is.EqualTo(TimeSpan.FromSeconds(1.5)));
+        Assert.That(Build("--timeout=2m", "true").Timeout, Is.EqualTo(TimeSpan.FromMinutes(2)));
+    }
+
+    [Test]
+    public void TimeoutInvalid_ThrowsInvalidSpec()
+    {
+        var e = Assert.Throws<SandboxException>(() => Build("--timeout", "soon", "true"));
+        Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.InvalidSpec));
+        Assert.That(e.Message, Does.StartWith("--timeout soon:"));
+    }
+
+    [Test]
+    public void VolumesTmpfsWorkdirHostnameInteractive()
+    {
+        var spec = Build(
+            "-v", "/src:/work:ro",
+            "--volume", "/cache:/root/.nuget",
+            "--tmpfs", "/scratch",
+            "--tmpfs", "/var/tmp",
+            "-w", "/work",
+            "--hostname", "ci",
+            "-i",
+            "dotnet", "test");
+        Assert.That(spec.Binds, Is.EqualTo(new[] { new BindMount("/src", "/work", true), new BindMount("/cache", "/root/.nuget") }));
+        Assert.That(spec.TmpfsMounts, Is.EqualTo(new[] { "/scratch", "/var/tmp" }));
+        Assert.That(spec.WorkingDirectory, Is.EqualTo("/work"));
+        Assert.That(spec.Hostname, Is.EqualTo("ci"));
+        Assert.That(spec.ForwardStdin, Is.True);
+        Assert.That(spec.Command, Is.EqualTo(new[] { "dotnet", "test" }));
+    }
+
+    [Test]
+    public void InvalidVolume_ThrowsInvalidSpec()
+    {
+        var e = Assert.Throws<SandboxException>(() => Build("-v", "/src:work", "true"));
+        Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.InvalidSpec));
+    }
+
+    [Test]
+    public void DirectoryRoot_AfterAVolume()
+    {
+        using var dir = new TempDirectory();
+        var spec = Build("-v", "/a:/b", dir.Path, "/bin/sh");
+        Assert.That(spec.Root, Is.EqualTo(RootSpec.Directory(dir.Path)));
+        Assert.That(spec.Binds, Is.EqualTo(new[] { new BindMount("/a", "/b") }));
+        Assert.That(spec.Command, Is.EqualTo(new[] { "/bin/sh" }));
+    }
+
+    [Test]
+    public void HostRoot_Explicit()
+    {
+        var spec = Build("host", "--", "id");
+        Assert.That(spec.Root, Is.EqualTo(RootSpec.Host));
+        Assert.That(spec.Command, Is.EqualTo(new[] { "id" }));
+    }
+
+    [Test]
+    public void EventsFormat()
+    {
+        var run = new RunCommand();
+        var root = new RootCommand { run };
+        Assert.That(run.EventsFormat(root.Parse(["run"])), Is.EqualTo("console"));
+        Assert.That(run.EventsFormat(root.Parse(["run", "--events", "json"])), Is.EqualTo("json"));
+        var e = Assert.Throws<SandboxException>(() => run.EventsFormat(root.Parse(["run", "--events", "xml"])));
+        Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.InvalidSpec));
+    }
+
+    [Test]
+    public void BuiltSpec_PlansWithTheSameCommand()
+    {
+        using var host = new FakeHost();
+        var plan = SandboxPlanner.Plan(Build("--network", "host", "-e", "CI=1", "--", "dotnet", "test"), host.Context);
+        Assert.That(plan.Process.Arguments, Is.EqualTo(ImmutableArray.Create("dotnet", "test")));
+        Assert.That(plan.Process.Environment, Does.Contain("CI=1"));
+        Assert.That(plan.Namespaces.HasFlag(Sandbox.Runtime.NamespaceSet.Network), Is.False);
+    }
+}

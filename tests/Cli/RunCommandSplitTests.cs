@@ -1,0 +1,141 @@
+using Sandbox.Cli;
+using Sandbox.Tests.TestSupport;
+
+namespace Sandbox.Tests.Cli;
+
+public class RunCommandSplitTests
+{
+    private readonly RunCommand _run = new();
+
+    [Test]
+    public void DoubleDash_EndsOurOptions()
+    {
+        var (own, command) = _run.Split(["--", "ls", "-l"]);
+        Assert.That(own, Is.Empty);
+        Assert.That(command, Is.EqualTo(new[] { "ls", "-l" }));
+    }
+
+    [Test]
+    public void OptionValue_IsOurs_CommandStartsAtTheFirstWord()
+    {
+        var (own, command) = _run.Split(["-v", "/a:/b", "ls", "-l"]);
+        Assert.That(own, Is.EqualTo(new[] { "-v", "/a:/b" }));
+        Assert.That(command, Is.EqualTo(new[] { "ls", "-l" }));
+    }
+
+    [Test]
+    public void OptionWithEquals_TakesNoSeparateValue_AndTheCommandKeepsItsFlags()
+    {
+        var (own, command) = _run.Split(["--timeout=1s", "echo", "--timeout"]);
+        Assert.That(own, Is.EqualTo(new[] { "--timeout=1s" }));
+        Assert.That(command, Is.EqualTo(new[] { "echo", "--timeout" }));
+    }
+
+    [Test]
+    public void CommandFlagsLikeOurs_AreNotTakenAfterTheCommand()
+    {
+        var (own, command) = _run.Split(["-e", "A=1", "dotnet", "test", "-e", "B=2", "-v", "x"]);
+        Assert.That(own, Is.EqualTo(new[] { "-e", "A=1" }));
+        Assert.That(command, Is.EqualTo(new[] { "dotnet", "test", "-e", "B=2", "-v", "x" }));
+    }
+
+    [Test]
+    public void BoolOption_TakesNoValue()
+    {
+        var (own, command) = _run.Split(["-i", "cat"]);
+        Assert.That(own, Is.EqualTo(new[] { "-i" }));
+        Assert.That(command, Is.EqualTo(new[] { "cat" }));
+
+        (own, command) = _run.Split(["--interactive", "cat", "-"]);
+        Assert.That(own, Is.EqualTo(new[] { "--interactive" }));
+        Assert.That(command, Is.EqualTo(new[] { "cat", "-" }));
+    }
+
+    [Test]
+    public void LongAliases_TakeValues()
+    {
+        var (own, command) = _run.Split(["--volume", "/a:/b", "--workdir", "/b", "--network", "host", "make"]);
+        Assert.That(own, Is.EqualTo(new[] { "--volume", "/a:/b", "--workdir", "/b", "--network", "host" }));
+        Assert.That(command, Is.EqualTo(new[] { "make" }));
+    }
+
+    [Test]
+    public void HostRoot_ThenDoubleDash()
+    {
+        var (own, command) = _run.Split(["host", "--", "id"]);
+        Assert.That(own, Is.EqualTo(new[] { "host" }));
+        Assert.That(command, Is.EqualTo(new[] { "id" }));
+    }
+
+    [Test]
+    public void HostRoot_WithoutDoubleDash()
+    {
+        var (own, command) = _run.Split(["host", "id", "-u"]);
+        Assert.That(own, Is.EqualTo(new[] { "host" }));
+        Assert.That(command, Is.EqualTo(new[] { "id", "-u" }));
+    }
+
+    [Test]
+    public void OnlyTheFirstWordCanBeARoot()
+    {
+        // The second "host" is the command (a program named host), not a second root.
+        var (own, command) = _run.Split(["host", "host", "example.com"]);
+        Assert.That(own, Is.EqualTo(new[] { "host" }));
+        Assert.That(command, Is.EqualTo(new[] { "host", "example.com" }));
+    }
+
+    [Test]
+    public void ExistingDirectory_IsTheRoot()
+    {
+        using var dir = new TempDirectory();
+        var (own, command) = _run.Split(["-w", "/", dir.Path, "/bin/sh", "-c", "pwd"]);
+        Assert.That(own, Is.EqualTo(new[] { "-w", "/", dir.Path }));
+        Assert.That(command, Is.EqualTo(new[] { "/bin/sh", "-c", "pwd" }));
+    }
+
+    [Test]
+    public void ExistingFile_IsTheCommand()
+    {
+        Assume.That(File.Exists("/bin/sh"), Is.True);
+        var (own, command) = _run.Split(["/bin/sh", "-c", "x"]);
+        Assert.That(own, Is.Empty);
+        Assert.That(command, Is.EqualTo(new[] { "/bin/sh", "-c", "x" }));
+    }
+
+    [Test]
+    public void NoCommand_EmptyCommand()
+    {
+        var (own, command) = _run.Split(["-v", "/a:/b"]);
+        Assert.That(own, Is.EqualTo(new[] { "-v", "/a:/b" }));
+        Assert.That(command, Is.Empty);
+
+        (own, command) = _run.Split([]);
+        Assert.That(own, Is.Empty);
+        Assert.That(command, Is.Empty);
+    }
+
+    [Test]
+    public void OptionMissingItsValueAtTheEnd_IsKeptForTheParserToReport()
+    {
+        var (own, command) = _run.Split(["--timeout"]);
+        Assert.That(own, Is.EqualTo(new[] { "--timeout" }));
+        Assert.That(command, Is.Empty);
+    }
+
+    [Test]
+    public void SingleDash_IsACommandWord()
+    {
+        var (own, command) = _run.Split(["-", "x"]);
+        Assert.That(own, Is.Empty);
+        Assert.That(command, Is.EqualTo(new[] { "-", "x" }));
+    }
+
+    [Test]
+    public void UnknownOption_IsOursAndTakesNoValue()
+    {
+        // Left for the parser to reject; its next word is not swallowed.
+        var (own, command) = _run.Split(["--bogus", "ls"]);
+        Assert.That(own, Is.EqualTo(new[] { "--bogus" }));
+        Assert.That(command, Is.EqualTo(new[] { "ls" }));
+    }
+}

@@ -1,0 +1,314 @@
+using System.Collections.Immutable;
+using Sandbox.Runtime;
+using Sandbox.Tests.TestSupport;
+
+namespace Sandbox.Tests.Planning;
+
+public class HostModePlanTests
+{
+    private FakeHost _host = null!;
+
+    [SetUp]
+    public void SetUp() => _host = new FakeHost();
+
+    [TearDown]
+    public void TearDown() => _host.Dispose();
+
+    private RuntimePlan Plan(SandboxSpec? spec = null) =>
+        SandboxPlanner.Plan(spec ?? new SandboxSpec(["dotnet", "test"]), _host.Context);
+
+    private static int IndexOf(ImmutableArray<SetupStep> steps, SetupStep step)
+    {
+        int i = steps.IndexOf(step);
+        Assert.That(i, Is.GreaterThanOrEqualTo(0), $"missing step: {step}");
+        return i;
+    }
+
+    /// <summary>The steps after the leading process-level ones (groups, cgroup namespace): the mounts.</summary>
+    private static List<SetupStep> MountSequence(ImmutableArray<SetupStep> steps) =>
+        steps.SkipWhile(s => s is ClearGroupsStep or UnshareCgroupNamespaceStep).ToList();
+
+    [Test]
+    public void Steps_StartWithPropagationScratchPivotAndReadOnlyRoot()
+    {
+        var steps = MountSequence(Plan().Steps);
+
+        SetupStep[] expected =
+        {
+            new MountStep(null, "/", null, MountFlags.Recursive | MountFlags.Slave),
+            new MountStep("tmpfs", "/tmp", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755"),
+            new MakeDirectoryStep("/tmp/newroot"),
+            new MakeDirectoryStep("/tmp/oldroot"),
+            new PivotRootStep("/tmp", "oldroot"),
+            new MountStep("/oldroot", "/newroot", null, MountFlags.Bind | MountFlags.Recursive),
+            new SetMountAttributesStep("/newroot", MountAttributes.ReadOnly | MountAttributes.NoSuid, MountAttributes.None, Recursive: true),
+        };
+        Assert.That(steps.Take(expected.Length), Is.EqualTo(expected));
+    }
+
+    [Test]
+    public void PropagationStep_HasSlaveAndRecursiveWithKernelValues()
+    {
+        var first = (MountStep)MountSequence(Plan().Steps)[0];
+        Assert.That((ulong)first.Flags, Is.EqualTo((1UL << 19) | 16384UL));
+        Assert.That(first.Source, Is.Null);
+        Assert.That(first.Target, Is.EqualTo("/"));
+    }
+
+    [Test]
+    public void HostMode_CreatesNoMountPointsInTheReadOnlyRoot()
+    {
+        var steps = Plan().Steps;
+        int readOnly = IndexOf(steps, new SetMountAttributesStep("/newroot", MountAttributes.ReadOnly | MountAttributes.NoSuid, MountAttributes.None, true));
+        var beforeReadOnly = steps.Take(readOnly).OfType<MakeDirectoryStep>().Select(s => s.Target);
+        Assert.That(beforeReadOnly, Is.EqualTo(new[] { "/tmp/newroot", "/tmp/oldroot" }));
+    }
+
+    [Test]
+    public void Proc_IsMountedAfterTheRootIsReadOnly()
+    {
+        var steps = Plan().Steps;
+        int readOnly = IndexOf(steps, new SetMountAttributesStep("/newroot", MountAttributes.ReadOnly | MountAttributes.NoSuid, MountAttributes.None, true));
+        int proc = IndexOf(steps, new MountStep("proc", "/newroot/proc", "proc", MountFlags.NoSuid | MountFlags.NoDev | MountFlags.NoExec));
+        Assert.That(proc, Is.GreaterThan(readOnly));
+    }
+
+    [Test]
+    public void ProcFile_IsMaskedByBindingDevNull_AfterDevNullAndProcExist()
+    {
+        var steps = Plan().Steps;
+        var mask = new MountStep("/newroot/dev/null", "/newroot/proc/kcore", null, MountFlags.Bind) { Optional = true };
+        int maskIndex = IndexOf(steps, mask);
+        int devNull = IndexOf(steps, new MountStep("/oldroot/dev/null", "/newroot/dev/null", null, MountFlags.Bind));
+        int proc = IndexOf(steps, new MountStep("proc", "/newroot/proc", "proc", MountFlags.NoSuid | MountFlags.NoDev | MountFlags.NoExec));
+        Assert.That(maskIndex, Is.GreaterThan(devNull));
+        Assert.That(maskIndex, Is.GreaterThan(proc));
+        Assert.That(steps, Does.Contain(new MountStep("/newroot/dev/null", "/newroot/proc/timer_list", null, MountFlags.Bind) { Optional = true }));
+    }
+
+    [Test]
+    public void ProcDirectory_IsMaskedByReadOnlyEmptyTmpfs()
+    {
+        var steps = Plan().Steps;
+        var expected = new MountStep(
+            "tmpfs",
+            "/newroot/proc/acpi",
+            "tmpfs",
+            MountFlags.ReadOnly | MountFlags.NoSuid | MountFlags.NoDev | MountFlags.NoExec,
+            "size=0,mode=0555") { Optional = true };
+        Assert.That(steps, Does.Contain(expected));
+    }
+
+    [Test]
+    public void ProcPathsMissingOnTheHost_GetNoSteps()
+    {
+        // The fixture's /proc has no asound, keys, bus, fs or irq.
+        var targets = Plan().Steps.Select(Target).ToList();
+        foreach (string name in new[] { "asound", "keys", "interrupts", "bus", "fs", "irq", "scsi" })
+            Assert.That(targets, Does.Not.Contain("/newroot/proc/" + name), name);
+    }
+
+    [Test]
+    public void ProcSys_IsBoundOntoItselfAndMadeReadOnly()
+    {
+        var steps = Plan().Steps;
+        int bind = IndexOf(steps, new MountStep("/newroot/proc/sys", "/newroot/proc/sys", null, MountFlags.Bind | MountFlags.Recursive) { Optional = true });
+        var readOnly = new SetMountAttributesStep(
+            "/newroot/proc/sys",
+            MountAttributes.ReadOnly | MountAttributes.NoSuid | MountAttributes.NoDev | MountAttributes.NoExec,
+            MountAttributes.None,
+            Recursive: true) { Optional = true };
+        Assert.That(steps[bind + 1], Is.EqualTo(readOnly));
+        // A proc file on the read-only list works the same way.
+        Assert.That(steps, Does.Contain(new MountStep("/newroot/proc/sysrq-trigger", "/newroot/proc/sysrq-trigger", null, MountFlags.Bind | MountFlags.Recursive) { Optional = true }));
+    }
+
+    [Test]
+    public void Tmp_AndHome_GetFreshTmpfs()
+    {
+        var steps = Plan().Steps;
+        Assert.That(steps, Does.Contain(new MountStep("tmpfs", "/newroot/tmp", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=1777")));
+        Assert.That(steps, Does.Contain(new MountStep("tmpfs", "/newroot" + _host.Home, "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755")));
+    }
+
+    [Test]
+    public void Dev_IsAMinimalTmpfsWithBoundDevices()
+    {
+        var steps = Plan().Steps;
+        int devTmpfs = IndexOf(steps, new MountStep("tmpfs", "/newroot/dev", "tmpfs", MountFlags.NoSuid | MountFlags.NoExec, "mode=0755"));
+        foreach (string device in new[] { "null", "zero", "full", "random", "urandom", "tty" })
+        {
+            int create = IndexOf(steps, new CreateFileStep("/newroot/dev/" + device, 0b110_110_110));
+            int bind = IndexOf(steps, new MountStep("/oldroot/dev/" + device, "/newroot/dev/" + device, null, MountFlags.Bind));
+            Assert.That(create, Is.GreaterThan(devTmpfs), device);
+            Assert.That(bind, Is.EqualTo(create + 1), device);
+        }
+        Assert.That(steps, Does.Contain(new SymlinkStep("/proc/self/fd", "/newroot/dev/fd")));
+        Assert.That(steps, Does.Contain(new SymlinkStep("pts/ptmx", "/newroot/dev/ptmx")));
+        Assert.That(steps, Does.Contain(new MountStep("devpts", "/newroot/dev/pts", "devpts", MountFlags.NoSuid | MountFlags.NoExec, "newinstance,ptmxmode=0666,mode=0620")));
+        Assert.That(steps.OfType<MountStep>().Select(m => m.Source), Does.Not.Contain("/oldroot/dev/sda"));
+    }
+
+    [Test]
+    public void LastStep_PivotsIntoNewRootAndDetachesTheOldOne()
+    {
+        Assert.That(Plan().Steps[^1], Is.EqualTo(new PivotRootStep("/newroot", null)));
+    }
+
+    [Test]
+    public void NetworkNone_PrivateNetworkWithLoopbackUp()
+    {
+        var plan = Plan(new SandboxSpec(["true"]) { Network = NetworkMode.None });
+        Assert.That(plan.Namespaces, Is.EqualTo(NamespaceSet.All));
+        Assert.That(plan.Namespaces.HasFlag(NamespaceSet.Network), Is.True);
+        Assert.That(plan.Steps.OfType<LoopbackUpStep>().Count(), Is.EqualTo(1));
+    }
+
+    [Test]
+    public void NetworkHost_NoNetworkNamespaceAndNoLoopbackStep()
+    {
+        var plan = Plan(new SandboxSpec(["true"]) { Network = NetworkMode.Host });
+        Assert.That(plan.Namespaces, Is.EqualTo(NamespaceSet.All & ~NamespaceSet.Network));
+        Assert.That(plan.Steps.OfType<LoopbackUpStep>(), Is.Empty);
+    }
+
+    [Test]
+    public void Hostname_IsSetWhenGiven()
+    {
+        Assert.That(Plan().Steps, Does.Contain(new SetHostnameStep("sandbox")));
+        Assert.That(Plan(new SandboxSpec(["true"]) { Hostname = "build-42" }).Steps, Does.Contain(new SetHostnameStep("build-42")));
+        Assert.That(Plan(new SandboxSpec(["true"]) { Hostname = "" }).Steps.OfType<SetHostnameStep>(), Is.Empty);
+    }
+
+    [Test]
+    public void Hostname_AndLoopback_ComeBeforeTheFinalPivot()
+    {
+        var steps = Plan().Steps;
+        int hostname = IndexOf(steps, new SetHostnameStep("sandbox"));
+        int loopback = steps.IndexOf(steps.OfType<LoopbackUpStep>().Single());
+        Assert.That(hostname, Is.LessThan(steps.Length - 1));
+        Assert.That(loopback, Is.EqualTo(steps.Length - 2));
+    }
+
+    [Test]
+    public void NoSubuidRange_SingleIdMapAndNoClearGroups()
+    {
+        var plan = Plan();
+        Assert.That(plan.IdMaps, Is.EqualTo(new IdMapPlan(IdMapKind.SingleId, 1000, 1000)));
+        Assert.That(plan.Steps.OfType<ClearGroupsStep>(), Is.Empty);
+    }
+
+    [Test]
+    public void SubuidRange_ClearsGroupsFirst()
+    {
+        string bin = _host.Dir.CreateDirectory("idbin");
+        _host.Dir.CreateFile("idbin/newuidmap");
+        _host.Dir.CreateFile("idbin/newgidmap");
+        string subuid = _host.Dir.CreateFile("subuid", "alice:100000:65536\n");
+        string subgid = _host.Dir.CreateFile("subgid", "alice:200000:65536\n");
+        var host = _host.Context with { Identity = _host.Identity with { SubUidFile = subuid, SubGidFile = subgid, SearchPath = bin } };
+
+        var plan = SandboxPlanner.Plan(new SandboxSpec(["true"]) { UserNamespace = UserNamespaceMode.Auto }, host);
+
+        Assert.That(plan.IdMaps.Kind, Is.EqualTo(IdMapKind.SubordinateRange));
+        Assert.That(plan.IdMaps.SubordinateUids, Is.EqualTo(new IdRange(100000, 65536)));
+        Assert.That(plan.IdMaps.SubordinateGids, Is.EqualTo(new IdRange(200000, 65536)));
+        Assert.That(plan.Steps[0], Is.EqualTo(new ClearGroupsStep()));
+        Assert.That(plan.Steps.OfType<ClearGroupsStep>().Count(), Is.EqualTo(1));
+        Assert.That(MountSequence(plan.Steps)[0], Is.EqualTo(new MountStep(null, "/", null, MountFlags.Recursive | MountFlags.Slave)));
+    }
+
+    [Test]
+    public void CgroupNamespace_IsUnsharedOnceBeforeAnyMount()
+    {
+        var steps = Plan().Steps;
+        Assert.That(steps.OfType<UnshareCgroupNamespaceStep>().Count(), Is.EqualTo(1));
+        int unshare = steps.IndexOf(new UnshareCgroupNamespaceStep());
+        int firstMount = steps.IndexOf(steps.OfType<MountStep>().First());
+        Assert.That(unshare, Is.LessThan(firstMount));
+        Assert.That(steps[unshare + 1], Is.EqualTo(new MountStep(null, "/", null, MountFlags.Recursive | MountFlags.Slave)));
+    }
+
+    [Test]
+    public void Process_UsesTheCommandHostPathAndRootWorkdir()
+    {
+        var plan = Plan(new SandboxSpec(["dotnet", "test", "--no-build"]));
+        Assert.That(plan.Process.File, Is.EqualTo("dotnet"));
+        Assert.That(plan.Process.Arguments, Is.EqualTo(new[] { "dotnet", "test", "--no-build" }));
+        Assert.That(plan.Process.SearchPath, Is.EqualTo(FakeHost.HostPath));
+        Assert.That(plan.Process.WorkingDirectory, Is.EqualTo("/"));
+        Assert.That(plan.Process.NoNewPrivileges, Is.True);
+        Assert.That(plan.Process.NewSession, Is.True);
+    }
+
+    [Test]
+    public void Process_KeepsAnAbsoluteWorkdir()
+    {
+        var plan = Plan(new SandboxSpec(["true"]) { WorkingDirectory = "/work/src" });
+        Assert.That(plan.Process.WorkingDirectory, Is.EqualTo("/work/src"));
+    }
+
+    [Test]
+    public void ExtraTmpfs_IsMountedWithItsParentsCreated()
+    {
+        var steps = Plan(new SandboxSpec(["true"]) { TmpfsMounts = ["/tmp/a/../cache//x"] }).Steps;
+        int tmp = IndexOf(steps, new MountStep("tmpfs", "/newroot/tmp", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=1777"));
+        int mkdir = IndexOf(steps, new MakeDirectoryStep("/newroot/tmp/cache/x"));
+        int mount = IndexOf(steps, new MountStep("tmpfs", "/newroot/tmp/cache/x", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=1777"));
+        Assert.That(mkdir, Is.GreaterThan(tmp));
+        Assert.That(mount, Is.GreaterThan(mkdir));
+    }
+
+    [Test]
+    public void HomeUnderTmp_IsRecreatedInTheFreshTmpBeforeItsTmpfs()
+    {
+        // The fixture's home is under the system temp directory, hidden by the sandbox's fresh /tmp.
+        Assume.That(_host.Home, Does.StartWith("/tmp/"));
+        var steps = Plan().Steps;
+        int tmp = IndexOf(steps, new MountStep("tmpfs", "/newroot/tmp", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=1777"));
+        int homeTmpfs = IndexOf(steps, new MountStep("tmpfs", "/newroot" + _host.Home, "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755"));
+        int homeDir = IndexOf(steps, new MakeDirectoryStep("/newroot" + _host.Home));
+        int parentDir = IndexOf(steps, new MakeDirectoryStep("/newroot" + System.IO.Path.GetDirectoryName(_host.Home)));
+        Assert.That(parentDir, Is.GreaterThan(tmp));
+        Assert.That(homeDir, Is.EqualTo(homeTmpfs - 1));
+        Assert.That(parentDir, Is.LessThan(homeDir));
+    }
+
+    [Test]
+    public void Home_IsTheResolvedHostHome()
+    {
+        string link = _host.Dir.Combine("home-link");
+        Directory.CreateSymbolicLink(link, _host.Home);
+        var plan = SandboxPlanner.Plan(new SandboxSpec(["true"]), _host.Context with { Home = link });
+        Assert.That(plan.Process.Environment, Does.Contain("HOME=" + _host.Home));
+        Assert.That(plan.Steps, Does.Contain(new MountStep("tmpfs", "/newroot" + _host.Home, "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755")));
+    }
+
+    [TestCase(null)]
+    [TestCase("/")]
+    [TestCase("relative/home")]
+    public void UnusableHome_FallsBackToRoot(string? home)
+    {
+        var plan = SandboxPlanner.Plan(new SandboxSpec(["true"]), _host.Context with { Home = home });
+        Assert.That(plan.Process.Environment, Does.Contain("HOME=/root"));
+        Assert.That(plan.Steps, Does.Contain(new MountStep("tmpfs", "/newroot/root", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755")));
+    }
+
+    [Test]
+    public void MissingHome_FallsBackToRoot()
+    {
+        var host = _host.Context with { Home = _host.Dir.Combine("no-such-home") };
+        var steps = SandboxPlanner.Plan(new SandboxSpec(["true"]), host).Steps;
+        Assert.That(steps, Does.Contain(new MountStep("tmpfs", "/newroot/root", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755")));
+    }
+
+    private static string? Target(SetupStep step) => step switch
+    {
+        MountStep m => m.Target,
+        SetMountAttributesStep a => a.Target,
+        MakeDirectoryStep d => d.Target,
+        CreateFileStep f => f.Target,
+        SymlinkStep s => s.Path,
+        _ => null,
+    };
+}

@@ -1,0 +1,63 @@
+using Sandbox.Tests.TestSupport;
+
+namespace Sandbox.Tests.Planning;
+
+public class PlanValidationTests
+{
+    private FakeHost _host = null!;
+
+    [SetUp]
+    public void SetUp() => _host = new FakeHost();
+
+    [TearDown]
+    public void TearDown() => _host.Dispose();
+
+    private SandboxException Fails(SandboxSpec spec)
+    {
+        var e = Assert.Throws<SandboxException>(() => SandboxPlanner.Plan(spec, _host.Context));
+        Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.InvalidSpec));
+        Assert.That(e.ExitCode, Is.EqualTo(125));
+        return e;
+    }
+
+    [Test]
+    public void EmptyCommand_Throws()
+    {
+        var e = Fails(new SandboxSpec([]));
+        Assert.That(e.Message, Does.Contain("no command given").And.Contain("sandbox run -- dotnet test"));
+    }
+
+    [Test]
+    public void EmptyProgramName_Throws()
+    {
+        var e = Fails(new SandboxSpec(["", "arg"]));
+        Assert.That(e.Message, Does.Contain("no command given"));
+    }
+
+    [Test]
+    public void DefaultCommand_Throws()
+    {
+        var e = Fails(new SandboxSpec(["x"]) { Command = default });
+        Assert.That(e.Message, Does.Contain("no command given"));
+    }
+
+    [Test]
+    public void RelativeWorkingDirectory_Throws()
+    {
+        var e = Fails(new SandboxSpec(["true"]) { WorkingDirectory = "src" });
+        Assert.That(e.Message, Does.Contain("working directory must be an absolute path").And.Contain("src"));
+    }
+
+    [Test]
+    public void RelativeTmpfs_Throws()
+    {
+        var e = Fails(new SandboxSpec(["true"]) { TmpfsMounts = ["/ok", "cache"] });
+        Assert.That(e.Message, Does.Contain("--tmpfs needs an absolute path: cache"));
+    }
+
+    [Test]
+    public void ValidSpec_DoesNotThrow()
+    {
+        Assert.That(() => SandboxPlanner.Plan(new SandboxSpec(["true"]) { WorkingDirectory = "/", TmpfsMounts = ["/cache"] }, _host.Context), Throws.Nothing);
+    }
+}

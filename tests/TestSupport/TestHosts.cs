@@ -1,0 +1,47 @@
+using Sandbox.Identity;
+using Sandbox.Rootfs;
+
+namespace Sandbox.Tests.TestSupport;
+
+/// <summary>A fake host for planning: a home that exists, a fake /proc, and no subuid range.</summary>
+internal sealed class FakeHost : IDisposable
+{
+    public const string HostPath = "/opt/fake/bin:/usr/bin:/bin";
+    public const string Term = "xterm-test";
+
+    private readonly TempDirectory _dir = new();
+
+    public FakeHost()
+    {
+        Home = _dir.CreateDirectory("home", "alice");
+        Proc = _dir.CreateDirectory("proc");
+        _dir.CreateFile("proc/kcore");
+        _dir.CreateFile("proc/timer_list");
+        _dir.CreateDirectory("proc", "acpi");
+        _dir.CreateDirectory("proc", "sys");
+        _dir.CreateFile("proc/sysrq-trigger");
+        EmptyBin = _dir.CreateDirectory("emptybin");
+        Identity = new IdentityEnvironment(
+            1000,
+            1000,
+            "alice",
+            SubUidFile: _dir.Combine("no-such-subuid"),
+            SubGidFile: _dir.Combine("no-such-subgid"),
+            SearchPath: EmptyBin);
+        Context = new HostContext(Home, HostPath, Term, Identity, Proc);
+    }
+
+    public TempDirectory Dir => _dir;
+
+    public string Home { get; }
+
+    public string Proc { get; }
+
+    public string EmptyBin { get; }
+
+    public IdentityEnvironment Identity { get; }
+
+    public HostContext Context { get; }
+
+    public void Dispose() => _dir.Dispose();
+}
