@@ -10,6 +10,22 @@ internal interface IEventRenderer : IDisposable
 
     /// <summary>The sandbox could not run the command.</summary>
     void RenderFailure(SandboxException e);
+
+    /// <summary>A progress note of ours (not the payload's).</summary>
+    void Note(string text);
+
+    /// <summary>The closing line of `sandbox test`.</summary>
+    void RenderSummary(TestSummary summary, TimeSpan duration, SandboxResult? result);
+}
+
+internal static class SummaryText
+{
+    public static string Format(TestSummary s, TimeSpan duration, SandboxResult? result)
+    {
+        string counts = s.Seen ? $"{s.Passed} passed, {s.Failed} failed, {s.Skipped} skipped" : "no test summary seen";
+        string peak = result?.Usage?.PeakMemoryBytes is long p ? $", peak memory {Cgroups.Sizes.Format(p)}" : "";
+        return $"{counts} in {duration.TotalSeconds:0.0}s{peak}";
+    }
 }
 
 /// <summary>The payload's bytes, unchanged, on our stdout and stderr; our own messages on stderr, prefixed.</summary>
@@ -37,6 +53,11 @@ internal sealed class ConsoleRenderer(bool stats = false) : IEventRenderer
     }
 
     public void RenderFailure(SandboxException e) => Message(e.Message);
+
+    public void Note(string text) => Message(text);
+
+    public void RenderSummary(TestSummary summary, TimeSpan duration, SandboxResult? result) =>
+        Message("test: " + SummaryText.Format(summary, duration, result));
 
     private void Message(string text)
     {
@@ -129,6 +150,37 @@ internal sealed class JsonLinesRenderer : IEventRenderer
         _writer.WriteString("code", e.Code.Format());
         _writer.WriteNumber("exitCode", e.ExitCode);
         _writer.WriteString("message", e.Message);
+        _writer.WriteEndObject();
+        _writer.Flush();
+        _stdout.WriteByte((byte)'\n');
+        _stdout.Flush();
+    }
+
+    public void Note(string text)
+    {
+        _writer.Reset();
+        _writer.WriteStartObject();
+        _writer.WriteString("event", "note");
+        _writer.WriteString("message", text);
+        _writer.WriteEndObject();
+        _writer.Flush();
+        _stdout.WriteByte((byte)'\n');
+        _stdout.Flush();
+    }
+
+    public void RenderSummary(TestSummary summary, TimeSpan duration, SandboxResult? result)
+    {
+        _writer.Reset();
+        _writer.WriteStartObject();
+        _writer.WriteString("event", "summary");
+        _writer.WriteBoolean("seen", summary.Seen);
+        _writer.WriteNumber("passed", summary.Passed);
+        _writer.WriteNumber("failed", summary.Failed);
+        _writer.WriteNumber("skipped", summary.Skipped);
+        _writer.WriteNumber("durationMs", Math.Round(duration.TotalMilliseconds));
+        if (result?.Usage?.PeakMemoryBytes is long peak)
+            _writer.WriteNumber("peakMemoryBytes", peak);
+        _writer.WriteString("message", SummaryText.Format(summary, duration, result));
         _writer.WriteEndObject();
         _writer.Flush();
         _stdout.WriteByte((byte)'\n');

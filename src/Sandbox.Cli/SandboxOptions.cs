@@ -1,0 +1,206 @@
+using System.Collections.Immutable;
+using System.CommandLine;
+using Sandbox.Cgroups;
+
+namespace Sandbox.Cli;
+
+/// <summary>The options every sandboxing command shares (run, test), named as docker and podman name them.</summary>
+internal sealed class SandboxOptions
+{
+    private readonly Option<string[]> _volumes = new("--volume", "-v")
+    {
+        Description = "Bind a host path: HOST:CONTAINER[:ro|rw] (repeatable)",
+        HelpName = "HOST:CONTAINER[:ro]",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
+    private readonly Option<string[]> _tmpfs = new("--tmpfs")
+    {
+        Description = "Mount a fresh tmpfs at PATH (repeatable)",
+        HelpName = "PATH",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
+    private readonly Option<string[]> _env = new("--env", "-e")
+    {
+        Description = "Set NAME=VALUE inside, or pass the host's NAME through (repeatable). Nothing else of the host's environment gets in",
+        HelpName = "NAME[=VALUE]",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
+    private readonly Option<string> _hostname = new("--hostname")
+    {
+        Description = "Hostname inside the sandbox",
+        DefaultValueFactory = _ => "sandbox",
+    };
+    private readonly Option<string> _network = new("--network")
+    {
+        Description = "none: a private network with loopback up (default); host: the host's network",
+        DefaultValueFactory = _ => "none",
+    };
+    private readonly Option<string> _userns = new("--userns")
+    {
+        Description = "Id mapping: auto (a subuid range when available), single (0 -> you), subuid",
+        DefaultValueFactory = _ => "auto",
+    };
+    private readonly Option<string?> _timeout = new("--timeout")
+    {
+        Description = "Kill the whole sandbox after DURATION (e.g. 30s, 5m, 1h) and exit 124",
+        HelpName = "DURATION",
+    };
+    private readonly Option<bool> _interactive = new("--interactive", "-i")
+    {
+        Description = "Forward stdin even when it is a terminal (a pipe or file is always forwarded)",
+    };
+    private readonly Option<string> _events = new("--events")
+    {
+        Description = "Output format: console (the payload's bytes, unchanged) or json (JSON lines of events)",
+        DefaultValueFactory = _ => "console",
+    };
+    private readonly Option<string?> _memory = new("--memory", "-m")
+    {
+        Description = "Memory limit, e.g. 512m or 2g (cgroup memory.max); the OOM killer ends what goes over",
+        HelpName = "SIZE",
+    };
+    private readonly Option<string?> _memorySwap = new("--memory-swap")
+    {
+        Description = "Memory plus swap, e.g. 1g; -1 for unlimited swap (default: as much swap as memory)",
+        HelpName = "SIZE",
+    };
+    private readonly Option<long?> _pidsLimit = new("--pids-limit")
+    {
+        Description = "Maximum number of processes and threads (cgroup pids.max)",
+        HelpName = "N",
+    };
+    private readonly Option<double?> _cpus = new("--cpus")
+    {
+        Description = "CPU time, in CPUs, e.g. 1.5 (cgroup cpu.max)",
+        HelpName = "N",
+    };
+    private readonly Option<string[]> _deviceReadBps = new("--device-read-bps")
+    {
+        Description = "Read rate limit for a block device, e.g. /dev/sda:10mb (cgroup io.max)",
+        HelpName = "DEVICE:RATE",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
+    private readonly Option<string[]> _deviceWriteBps = new("--device-write-bps")
+    {
+        Description = "Write rate limit for a block device, e.g. /dev/sda:10mb (cgroup io.max)",
+        HelpName = "DEVICE:RATE",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
+    private readonly Option<string> _limits = new("--limits")
+    {
+        Description = "required (default): exit 125 when limits cannot be enforced; best-effort: run without them, with a warning",
+        DefaultValueFactory = _ => "required",
+    };
+    private readonly Option<bool> _stats = new("--stats")
+    {
+        Description = "Print wall time, CPU time and peak memory on stderr at the end",
+    };
+    public IEnumerable<Option> All =>
+    [
+        _volumes, _tmpfs, _env, _hostname, _network, _userns, _timeout, _interactive, _events,
+        _memory, _memorySwap, _pidsLimit, _cpus, _deviceReadBps, _deviceWriteBps, _limits, _stats,
+    ];
+
+    /// <summary>Applies the parsed options to <paramref name="baseSpec"/>.</summary>
+    public SandboxSpec Apply(ParseResult parse, SandboxSpec baseSpec)
+    {
+        var spec = baseSpec with
+        {
+            Hostname = parse.GetValue(_hostname) ?? "sandbox",
+            Network = parse.GetValue(_network) switch
+            {
+                "none" => NetworkMode.None,
+                "host" => NetworkMode.Host,
+                var other => throw new SandboxException(SandboxErrorCode.InvalidSpec, $"--network {other}: expected none or host"),
+            },
+            UserNamespace = parse.GetValue(_userns) switch
+            {
+                "auto" => UserNamespaceMode.Auto,
+                "single" => UserNamespaceMode.Single,
+                "subuid" => UserNamespaceMode.Subuid,
+                var other => throw new SandboxException(SandboxErrorCode.InvalidSpec, $"--userns {other}: expected auto, single or subuid"),
+            },
+            Timeout = parse.GetValue(_timeout) is string t ? DurationParser.Parse(t, "--timeout") : null,
+            TmpfsMounts = baseSpec.TmpfsMounts.AddRange(parse.GetValue(_tmpfs) ?? []),
+            Binds = baseSpec.Binds.AddRange((parse.GetValue(_volumes) ?? []).Select(BindMount.Parse)),
+            ForwardStdin = parse.GetValue(_interactive) || Console.IsInputRedirected,
+            Limits = new ResourceLimits
+            {
+                MemoryBytes = parse.GetValue(_memory) is string m ? Sizes.Parse(m, "--memory") : null,
+                MemoryAndSwapBytes = parse.GetValue(_memorySwap) switch
+                {
+                    null => null,
+                    "-1" => -1,
+                    string ms => Sizes.Parse(ms, "--memory-swap"),
+                },
+                PidsLimit = parse.GetValue(_pidsLimit),
+                Cpus = parse.GetValue(_cpus),
+                DeviceReadBps = (parse.GetValue(_deviceReadBps) ?? []).Select(v => DeviceRate.Parse(v, "--device-read-bps")).ToImmutableArray(),
+                DeviceWriteBps = (parse.GetValue(_deviceWriteBps) ?? []).Select(v => DeviceRate.Parse(v, "--device-write-bps")).ToImmutableArray(),
+            },
+            LimitsPolicy = parse.GetValue(_limits) switch
+            {
+                "required" => LimitsPolicy.Required,
+                "best-effort" => LimitsPolicy.BestEffort,
+                var other => throw new SandboxException(SandboxErrorCode.InvalidSpec, $"--limits {other}: expected required or best-effort"),
+            },
+        };
+        spec.Limits.Validate();
+        foreach (string e in parse.GetValue(_env) ?? [])
+        {
+            int eq = e.IndexOf('=');
+            if (eq == 0)
+                throw new SandboxException(SandboxErrorCode.InvalidSpec, $"-e {e}: missing the variable's name");
+            if (eq > 0)
+                spec = spec.WithEnvironment(e[..eq], e[(eq + 1)..]);
+            else if (Environment.GetEnvironmentVariable(e) is string value)
+                spec = spec.WithEnvironment(e, value); // docker: -e NAME passes the host's value, if set
+        }
+        return spec;
+    }
+
+    public bool Stats(ParseResult parse) => parse.GetValue(_stats);
+
+    public string EventsFormat(ParseResult parse) => parse.GetValue(_events) switch
+    {
+        "console" => "console",
+        "json" => "json",
+        var other => throw new SandboxException(SandboxErrorCode.InvalidSpec, $"--events {other}: expected console or json"),
+    };
+
+    /// <summary>
+    /// Splits a command's tokens into its own options (and up to <paramref name="maxPositionals"/>
+    /// words for which <paramref name="isOwnPositional"/> holds) and what follows: as with docker,
+    /// option parsing stops at the first other word, or at --, so the payload's own flags are never
+    /// taken for ours.
+    /// </summary>
+    public static (List<string> OwnTokens, ImmutableArray<string> Remainder) Split(Command command, IReadOnlyList<string> tokens, Func<string, bool> isOwnPositional, int maxPositionals)
+    {
+        var own = new List<string>();
+        int positionals = 0;
+        for (int i = 0; i < tokens.Count; i++)
+        {
+            string t = tokens[i];
+            if (t == "--")
+                return (own, tokens.Skip(i + 1).ToImmutableArray());
+            if (t.StartsWith('-') && t.Length > 1)
+            {
+                own.Add(t);
+                string name = t.Split('=', 2)[0];
+                Option? option = command.Options.FirstOrDefault(o => o.Name == name || o.Aliases.Contains(name));
+                bool takesValue = option is not null && option.ValueType != typeof(bool) && !t.Contains('=');
+                if (takesValue && i + 1 < tokens.Count)
+                    own.Add(tokens[++i]);
+                continue;
+            }
+            if (positionals < maxPositionals && isOwnPositional(t))
+            {
+                positionals++;
+                own.Add(t);
+                continue;
+            }
+            return (own, tokens.Skip(i).ToImmutableArray());
+        }
+        return (own, ImmutableArray<string>.Empty);
+    }
+}

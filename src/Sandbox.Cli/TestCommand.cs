@@ -1,0 +1,145 @@
+using System.Collections.Immutable;
+using System.CommandLine;
+using System.Diagnostics;
+
+namespace Sandbox.Cli;
+
+/// <summary>
+/// <c>sandbox test [PATH] [OPTIONS] [-- DOTNET TEST ARGS]</c>: restore in a sandbox that has the
+/// network, then build and test in one that has not; the workspace is bound read-write at its own
+/// path, the NuGet package cache read-only, $HOME and /tmp are fresh.
+/// </summary>
+internal sealed class TestCommand : Command
+{
+    private readonly SandboxOptions _options = new();
+    private readonly Argument<string?> _path = new("PATH")
+    {
+        Description = "A solution, project or directory (default: the current directory)",
+        Arity = ArgumentArity.ZeroOrOne,
+    };
+    private readonly Option<string?> _workspace = new("--workspace")
+    {
+        Description = "The directory bound read-write (default: the git work tree holding PATH, else PATH's directory)",
+        HelpName = "DIR",
+    };
+    private readonly Option<bool> _noRestore = new("--no-restore")
+    {
+        Description = "Skip the restore step (packages must already be in the NuGet cache)",
+    };
+    private readonly Argument<string[]> _testArgs = new("DOTNET_TEST_ARGS")
+    {
+        Description = "Arguments for dotnet test, after -- (e.g. -- --filter Category=Fast --blame-hang-timeout 5m)",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
+
+    public TestCommand() : base("test", "Run `dotnet test` in a sandbox: network off, workspace writable, everything else read-only or fresh")
+    {
+        foreach (Option option in _options.All)
+            Options.Add(option);
+        Options.Add(_workspace);
+        Options.Add(_noRestore);
+        Arguments.Add(_path);
+        Arguments.Add(_testArgs);
+    }
+
+    public (List<string> OwnTokens, ImmutableArray<string> TestArgs) Split(IReadOnlyList<string> tokens) =>
+        SandboxOptions.Split(this, tokens, _ => true, maxPositionals: 1);
+
+    public bool Stats(ParseResult parse) => _options.Stats(parse);
+
+    public string EventsFormat(ParseResult parse) => _options.EventsFormat(parse);
+
+    public int Run(ParseResult parse, ImmutableArray<string> testArgs, IEventRenderer renderer)
+    {
+        var plan = Plan(parse, testArgs, Environment.CurrentDirectory, Environment.GetEnvironmentVariable("HOME"), Environment.GetEnvironmentVariable("NUGET_PACKAGES"));
+        var clock = Stopwatch.StartNew();
+        if (plan.Restore is SandboxSpec restore)
+        {
+            renderer.Note($"restoring {plan.Target} (network on)");
+            int restored = Program.Execute(restore, renderer);
+            if (restored != 0)
+            {
+                renderer.Note($"restore failed (exit {restored})");
+                return restored;
+            }
+        }
+        renderer.Note($"testing {plan.Target} (network {(plan.Test.Network == NetworkMode.None ? "off" : "host")}, workspace {plan.Workspace} writable)");
+        var summary = new TestSummary();
+        var (exitCode, result) = Program.ExecuteForResult(plan.Test, renderer, e =>
+        {
+            if (e is OutputEvent o)
+                summary.Feed(o.Data.Span);
+        });
+        renderer.RenderSummary(summary, clock.Elapsed, result);
+        return exitCode;
+    }
+
+    internal sealed record TestPlan(string Target, string Workspace, SandboxSpec? Restore, SandboxSpec Test);
+
+    /// <summary>Pure: what to run for a `sandbox test` (tested without sandboxes).</summary>
+    internal TestPlan Plan(ParseResult parse, ImmutableArray<string> testArgs, string currentDirectory, string? home, string? nugetPackages)
+    {
+        string target = Path.GetFullPath(parse.GetValue(_path) ?? ".", currentDirectory);
+        if (!File.Exists(target) && !Directory.Exists(target))
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"{target}: no such solution, project or directory");
+        string workspace = parse.GetValue(_workspace) is string w
+            ? Path.GetFullPath(w, currentDirectory)
+            : FindWorkspace(target);
+        if (!target.StartsWith(workspace.TrimEnd('/') + "/", StringComparison.Ordinal) && target != workspace)
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"{target} is outside the workspace {workspace}");
+
+        string packages = nugetPackages is { Length: > 0 } p ? p
+            : home is { Length: > 0 } ? Path.Combine(home, ".nuget", "packages")
+            : throw new SandboxException(SandboxErrorCode.InvalidSpec, "neither NUGET_PACKAGES nor HOME is set: cannot locate the NuGet package cache");
+        Directory.CreateDirectory(packages);
+
+        string workdir = currentDirectory.StartsWith(workspace.TrimEnd('/') + "/", StringComparison.Ordinal) || currentDirectory == workspace
+            ? currentDirectory
+            : workspace;
+        var common = new SandboxSpec(["dotnet"])
+        {
+            WorkingDirectory = workdir,
+            Binds = [new BindMount(workspace, workspace)],
+        }
+        .WithEnvironment("DOTNET_CLI_TELEMETRY_OPTOUT", "1")
+        .WithEnvironment("DOTNET_NOLOGO", "1")
+        .WithEnvironment("DOTNET_SKIP_FIRST_TIME_EXPERIENCE", "1")
+        // The SDK checks workload manifests on first use in a fresh $HOME and warns; nothing to install here.
+        .WithEnvironment("DOTNET_SKIP_WORKLOAD_INTEGRITY_CHECK", "1")
+        .WithEnvironment("NUGET_PACKAGES", packages)
+        // Node reuse would leave MSBuild worker nodes behind, only to be killed with the sandbox.
+        .WithEnvironment("MSBUILDDISABLENODEREUSE", "1");
+        common = _options.Apply(parse, common);
+
+        // The user's NuGet configuration (feeds, credentials for restore) is only needed to restore.
+        string? nugetConfig = home is { Length: > 0 } && Directory.Exists(Path.Combine(home, ".nuget", "NuGet"))
+            ? Path.Combine(home, ".nuget", "NuGet")
+            : null;
+        SandboxSpec? restore = parse.GetValue(_noRestore) ? null : common with
+        {
+            Command = ["dotnet", "restore", target],
+            Network = NetworkMode.Host,
+            Binds = nugetConfig is null
+                ? common.Binds.Add(new BindMount(packages, packages))
+                : common.Binds.Add(new BindMount(packages, packages)).Add(new BindMount(nugetConfig, nugetConfig, ReadOnly: true)),
+        };
+        SandboxSpec test = common with
+        {
+            Command = ["dotnet", "test", target, "--no-restore", .. testArgs],
+            Binds = common.Binds.Add(new BindMount(packages, packages, ReadOnly: true)),
+        };
+        return new TestPlan(target, workspace, restore, test);
+    }
+
+    /// <summary>The git work tree holding <paramref name="target"/> (projects reference their siblings), else its directory.</summary>
+    internal static string FindWorkspace(string target)
+    {
+        string start = Directory.Exists(target) ? target : Path.GetDirectoryName(target)!;
+        for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+        {
+            if (Directory.Exists(Path.Combine(dir.FullName, ".git")) || File.Exists(Path.Combine(dir.FullName, ".git")))
+                return dir.FullName;
+        }
+        return start;
+    }
+}
