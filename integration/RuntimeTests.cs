@@ -356,6 +356,27 @@ public sealed class RuntimeTests
         Assert.That(r.StdoutText, Does.Not.Contain("usr"), "the host's directories are not in the image root");
     }
 
+    [Test]
+    public void SymlinksInADirectoryRootCannotRedirectMountsToTheHost()
+    {
+        Require.Command("/bin/busybox");
+        using var dir = new TempDir();
+        string rootfs = Path.Combine(dir.Path, "rootfs");
+        string victim = Path.Combine(dir.Path, "victim");
+        Directory.CreateDirectory(Path.Combine(rootfs, "bin"));
+        Directory.CreateDirectory(victim);
+        File.Copy("/bin/busybox", Path.Combine(rootfs, "bin", "sh"));
+        // A hostile image: absolute links that would point at the host if resolved outside the root
+        // (the executor keeps the host's tree at /oldroot until it pivots).
+        File.CreateSymbolicLink(Path.Combine(rootfs, "evil"), "/oldroot" + victim);
+        File.CreateSymbolicLink(Path.Combine(rootfs, "tmp"), "/oldroot" + victim);
+        using var source = new TempDir();
+
+        CliResult r = SandboxCli.Run("run", "-v", $"{source.Path}:/evil/planted", "--tmpfs", "/evil/t", rootfs, "/bin/sh", "-c", "true");
+        Assert.That(Directory.EnumerateFileSystemEntries(victim), Is.Empty, "the sandbox created something on the host through a symlink: " + r);
+        Assert.That(r.ExitCode, Is.EqualTo(125), r.ToString());
+    }
+
     private static uint OwnerUid(string path)
     {
         using var stat = Process.Start(new ProcessStartInfo("stat", new[] { "-c", "%u", path }) { RedirectStandardOutput = true })!;

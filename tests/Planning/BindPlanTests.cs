@@ -22,7 +22,7 @@ public class BindPlanTests
     public void DirectoryBind_CreatesTargetAncestryAfterTmpAndBindsFromOldRoot()
     {
         string source = _host.Dir.CreateDirectory("workspace");
-        var steps = SandboxPlanner.Plan(SpecWith(new BindMount(source, "/tmp/ws/src")), _host.Context).Steps;
+        var steps = SandboxPlanner.Plan(SpecWith(new BindMount(source, "/tmp/ws/src")), _host.Context).Steps.Unconfined();
 
         int tmp = steps.IndexOf(new MountStep("tmpfs", "/newroot/tmp", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=1777"));
         int bind = steps.IndexOf(new MountStep("/oldroot" + source, "/newroot/tmp/ws/src", null, MountFlags.Bind | MountFlags.Recursive));
@@ -42,7 +42,7 @@ public class BindPlanTests
     public void ReadOnlyBind_IsFollowedByReadOnlyAttribute()
     {
         string source = _host.Dir.CreateDirectory("workspace");
-        var steps = SandboxPlanner.Plan(SpecWith(new BindMount(source, "/tmp/ws", ReadOnly: true)), _host.Context).Steps;
+        var steps = SandboxPlanner.Plan(SpecWith(new BindMount(source, "/tmp/ws", ReadOnly: true)), _host.Context).Steps.Unconfined();
 
         int bind = steps.IndexOf(new MountStep("/oldroot" + source, "/newroot/tmp/ws", null, MountFlags.Bind | MountFlags.Recursive));
         Assert.That(bind, Is.GreaterThan(0));
@@ -53,8 +53,8 @@ public class BindPlanTests
     public void ParsedBindModes_ControlTheReadOnlyStep()
     {
         string source = _host.Dir.CreateDirectory("workspace");
-        var ro = SandboxPlanner.Plan(SpecWith(BindMount.Parse($"{source}:/tmp/ro:ro")), _host.Context).Steps;
-        var rw = SandboxPlanner.Plan(SpecWith(BindMount.Parse($"{source}:/tmp/rw:rw")), _host.Context).Steps;
+        var ro = SandboxPlanner.Plan(SpecWith(BindMount.Parse($"{source}:/tmp/ro:ro")), _host.Context).Steps.Unconfined();
+        var rw = SandboxPlanner.Plan(SpecWith(BindMount.Parse($"{source}:/tmp/rw:rw")), _host.Context).Steps.Unconfined();
 
         Assert.That(ro.OfType<SetMountAttributesStep>().Count(a => a.Target == "/newroot/tmp/ro" && a.Set == MountAttributes.ReadOnly), Is.EqualTo(1));
         Assert.That(rw.OfType<SetMountAttributesStep>().Count(a => a.Target == "/newroot/tmp/rw"), Is.EqualTo(0));
@@ -64,7 +64,7 @@ public class BindPlanTests
     public void Binds_ComeAfterTheReadOnlyRootAndBeforeTheFinalPivot()
     {
         string source = _host.Dir.CreateDirectory("workspace");
-        var steps = SandboxPlanner.Plan(SpecWith(new BindMount(source, "/tmp/ws")), _host.Context).Steps;
+        var steps = SandboxPlanner.Plan(SpecWith(new BindMount(source, "/tmp/ws")), _host.Context).Steps.Unconfined();
         int bind = steps.IndexOf(new MountStep("/oldroot" + source, "/newroot/tmp/ws", null, MountFlags.Bind | MountFlags.Recursive));
         Assert.That(bind, Is.GreaterThan(steps.IndexOf(s_readOnlyRoot)));
         Assert.That(bind, Is.LessThan(steps.Length - 1));
@@ -74,7 +74,7 @@ public class BindPlanTests
     public void FileBind_CreatesAFileMountPoint()
     {
         string source = _host.Dir.CreateFile("config.json", "{}");
-        var steps = SandboxPlanner.Plan(SpecWith(new BindMount(source, "/tmp/etc/config.json", ReadOnly: true)), _host.Context).Steps;
+        var steps = SandboxPlanner.Plan(SpecWith(new BindMount(source, "/tmp/etc/config.json", ReadOnly: true)), _host.Context).Steps.Unconfined();
 
         int create = steps.IndexOf(new CreateFileStep("/newroot/tmp/etc/config.json"));
         Assert.That(create, Is.GreaterThan(0));
@@ -99,7 +99,7 @@ public class BindPlanTests
         string real = _host.Dir.CreateDirectory("real", "data");
         string link = _host.Dir.Combine("link");
         Directory.CreateSymbolicLink(link, "real");
-        var steps = SandboxPlanner.Plan(SpecWith(new BindMount(link + "/data", "/tmp/data")), _host.Context).Steps;
+        var steps = SandboxPlanner.Plan(SpecWith(new BindMount(link + "/data", "/tmp/data")), _host.Context).Steps.Unconfined();
 
         Assert.That(steps, Does.Contain(new MountStep("/oldroot" + real, "/newroot/tmp/data", null, MountFlags.Bind | MountFlags.Recursive)));
         Assert.That(steps.OfType<MountStep>().Select(m => m.Source), Does.Not.Contain("/oldroot" + link + "/data"));
@@ -111,7 +111,7 @@ public class BindPlanTests
         string real = _host.Dir.CreateDirectory("real");
         string link = _host.Dir.Combine("abs-link");
         Directory.CreateSymbolicLink(link, real);
-        var steps = SandboxPlanner.Plan(SpecWith(new BindMount(link, "/tmp/data")), _host.Context).Steps;
+        var steps = SandboxPlanner.Plan(SpecWith(new BindMount(link, "/tmp/data")), _host.Context).Steps.Unconfined();
 
         Assert.That(steps, Does.Contain(new MountStep("/oldroot" + real, "/newroot/tmp/data", null, MountFlags.Bind | MountFlags.Recursive)));
     }
@@ -125,7 +125,7 @@ public class BindPlanTests
         Directory.CreateSymbolicLink(Path.Combine(_host.Home, ".nuget"), elsewhere);
         string source = _host.Dir.CreateDirectory("packages");
         string target = _host.Home + "/.nuget/packages";
-        var steps = SandboxPlanner.Plan(SpecWith(new BindMount(source, target)), _host.Context).Steps;
+        var steps = SandboxPlanner.Plan(SpecWith(new BindMount(source, target)), _host.Context).Steps.Unconfined();
 
         Assert.That(steps, Does.Contain(new MountStep("/oldroot" + source, "/newroot" + target, null, MountFlags.Bind | MountFlags.Recursive)));
         Assert.That(steps.OfType<MakeDirectoryStep>().Select(d => d.Target), Has.None.Contains(elsewhere));
@@ -139,7 +139,7 @@ public class BindPlanTests
         try
         {
             Environment.CurrentDirectory = _host.Dir.Path;
-            var steps = SandboxPlanner.Plan(SpecWith(new BindMount("rel", "/tmp/rel")), _host.Context).Steps;
+            var steps = SandboxPlanner.Plan(SpecWith(new BindMount("rel", "/tmp/rel")), _host.Context).Steps.Unconfined();
             Assert.That(steps, Does.Contain(new MountStep("/oldroot" + source, "/newroot/tmp/rel", null, MountFlags.Bind | MountFlags.Recursive)));
         }
         finally
@@ -152,7 +152,7 @@ public class BindPlanTests
     public void Target_IsNormalized()
     {
         string source = _host.Dir.CreateDirectory("workspace");
-        var steps = SandboxPlanner.Plan(SpecWith(new BindMount(source, "/tmp//a/./b/../c")), _host.Context).Steps;
+        var steps = SandboxPlanner.Plan(SpecWith(new BindMount(source, "/tmp//a/./b/../c")), _host.Context).Steps.Unconfined();
         Assert.That(steps, Does.Contain(new MountStep("/oldroot" + source, "/newroot/tmp/a/c", null, MountFlags.Bind | MountFlags.Recursive)));
     }
 }

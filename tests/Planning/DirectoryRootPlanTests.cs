@@ -32,7 +32,7 @@ public class DirectoryRootPlanTests
     [Test]
     public void RootDirectory_IsBoundFromTheOldRoot()
     {
-        var steps = Plan().Steps;
+        var steps = Plan().Steps.Unconfined();
         int pivot = steps.IndexOf(new PivotRootStep("/tmp", "oldroot"));
         Assert.That(pivot, Is.GreaterThan(0));
         Assert.That(steps[pivot + 1], Is.EqualTo(new MountStep("/oldroot" + _rootfs, "/newroot", null, MountFlags.Bind | MountFlags.Recursive)));
@@ -42,7 +42,7 @@ public class DirectoryRootPlanTests
     [Test]
     public void MountPoints_AreCreatedBeforeTheRootBecomesReadOnly()
     {
-        var steps = Plan().Steps;
+        var steps = Plan().Steps.Unconfined();
         int readOnly = steps.IndexOf(s_readOnlyRoot);
         int rootBind = steps.IndexOf(new MountStep("/oldroot" + _rootfs, "/newroot", null, MountFlags.Bind | MountFlags.Recursive));
         Assert.That(readOnly, Is.GreaterThan(rootBind));
@@ -66,7 +66,7 @@ public class DirectoryRootPlanTests
         {
             Binds = [new BindMount(source, "/work/src"), new BindMount(file, "/etc/app/settings.ini", ReadOnly: true)],
             TmpfsMounts = ["/var/cache"],
-        }).Steps;
+        }).Steps.Unconfined();
         int readOnly = steps.IndexOf(s_readOnlyRoot);
 
         foreach (SetupStep mountPoint in new SetupStep[]
@@ -116,7 +116,7 @@ public class DirectoryRootPlanTests
     {
         string link = _host.Dir.Combine("rootfs-link");
         Directory.CreateSymbolicLink(link, _rootfs);
-        var steps = SandboxPlanner.Plan(new SandboxSpec(["true"]) { Root = RootSpec.Directory(link) }, _host.Context).Steps;
+        var steps = SandboxPlanner.Plan(new SandboxSpec(["true"]) { Root = RootSpec.Directory(link) }, _host.Context).Steps.Unconfined();
         Assert.That(steps.OfType<MountStep>().Single(m => m.Target == "/newroot"), Is.EqualTo(new MountStep("/oldroot" + _rootfs, "/newroot", null, MountFlags.Bind | MountFlags.Recursive)));
     }
 
@@ -136,7 +136,7 @@ public class DirectoryRootPlanTests
     [Test]
     public void Home_IsATmpfsOnRoot()
     {
-        var steps = Plan().Steps;
+        var steps = Plan().Steps.Unconfined();
         Assert.That(steps, Does.Contain(new MountStep("tmpfs", "/newroot/root", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755")));
         Assert.That(steps.OfType<MountStep>().Select(m => m.Target), Does.Not.Contain("/newroot" + _host.Home));
     }

@@ -31,7 +31,7 @@ public class HostModePlanTests
     [Test]
     public void Steps_StartWithPropagationScratchPivotAndReadOnlyRoot()
     {
-        var steps = MountSequence(Plan().Steps);
+        var steps = MountSequence(Plan().Steps.Unconfined());
 
         SetupStep[] expected =
         {
@@ -49,7 +49,7 @@ public class HostModePlanTests
     [Test]
     public void PropagationStep_HasSlaveAndRecursiveWithKernelValues()
     {
-        var first = (MountStep)MountSequence(Plan().Steps)[0];
+        var first = (MountStep)MountSequence(Plan().Steps.Unconfined())[0];
         Assert.That((ulong)first.Flags, Is.EqualTo((1UL << 19) | 16384UL));
         Assert.That(first.Source, Is.Null);
         Assert.That(first.Target, Is.EqualTo("/"));
@@ -58,7 +58,7 @@ public class HostModePlanTests
     [Test]
     public void HostMode_CreatesNoMountPointsInTheReadOnlyRoot()
     {
-        var steps = Plan().Steps;
+        var steps = Plan().Steps.Unconfined();
         int readOnly = IndexOf(steps, new SetMountAttributesStep("/newroot", MountAttributes.ReadOnly | MountAttributes.NoSuid, MountAttributes.None, true));
         var beforeReadOnly = steps.Take(readOnly).OfType<MakeDirectoryStep>().Select(s => s.Target);
         Assert.That(beforeReadOnly, Is.EqualTo(new[] { "/tmp/newroot", "/tmp/oldroot" }));
@@ -67,7 +67,7 @@ public class HostModePlanTests
     [Test]
     public void Proc_IsMountedAfterTheRootIsReadOnly()
     {
-        var steps = Plan().Steps;
+        var steps = Plan().Steps.Unconfined();
         int readOnly = IndexOf(steps, new SetMountAttributesStep("/newroot", MountAttributes.ReadOnly | MountAttributes.NoSuid, MountAttributes.None, true));
         int proc = IndexOf(steps, new MountStep("proc", "/newroot/proc", "proc", MountFlags.NoSuid | MountFlags.NoDev | MountFlags.NoExec));
         Assert.That(proc, Is.GreaterThan(readOnly));
@@ -76,7 +76,7 @@ public class HostModePlanTests
     [Test]
     public void ProcFile_IsMaskedByBindingDevNull_AfterDevNullAndProcExist()
     {
-        var steps = Plan().Steps;
+        var steps = Plan().Steps.Unconfined();
         var mask = new MountStep("/newroot/dev/null", "/newroot/proc/kcore", null, MountFlags.Bind) { Optional = true };
         int maskIndex = IndexOf(steps, mask);
         int devNull = IndexOf(steps, new MountStep("/oldroot/dev/null", "/newroot/dev/null", null, MountFlags.Bind));
@@ -89,7 +89,7 @@ public class HostModePlanTests
     [Test]
     public void ProcDirectory_IsMaskedByReadOnlyEmptyTmpfs()
     {
-        var steps = Plan().Steps;
+        var steps = Plan().Steps.Unconfined();
         var expected = new MountStep(
             "tmpfs",
             "/newroot/proc/acpi",
@@ -111,7 +111,7 @@ public class HostModePlanTests
     [Test]
     public void ProcSys_IsBoundOntoItselfAndMadeReadOnly()
     {
-        var steps = Plan().Steps;
+        var steps = Plan().Steps.Unconfined();
         int bind = IndexOf(steps, new MountStep("/newroot/proc/sys", "/newroot/proc/sys", null, MountFlags.Bind | MountFlags.Recursive) { Optional = true });
         var readOnly = new SetMountAttributesStep(
             "/newroot/proc/sys",
@@ -126,7 +126,7 @@ public class HostModePlanTests
     [Test]
     public void Tmp_AndHome_GetFreshTmpfs()
     {
-        var steps = Plan().Steps;
+        var steps = Plan().Steps.Unconfined();
         Assert.That(steps, Does.Contain(new MountStep("tmpfs", "/newroot/tmp", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=1777")));
         Assert.That(steps, Does.Contain(new MountStep("tmpfs", "/newroot" + _host.Home, "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755")));
     }
@@ -134,7 +134,7 @@ public class HostModePlanTests
     [Test]
     public void Dev_IsAMinimalTmpfsWithBoundDevices()
     {
-        var steps = Plan().Steps;
+        var steps = Plan().Steps.Unconfined();
         int devTmpfs = IndexOf(steps, new MountStep("tmpfs", "/newroot/dev", "tmpfs", MountFlags.NoSuid | MountFlags.NoExec, "mode=0755"));
         foreach (string device in new[] { "null", "zero", "full", "random", "urandom", "tty" })
         {
@@ -183,7 +183,7 @@ public class HostModePlanTests
     [Test]
     public void Hostname_AndLoopback_ComeBeforeTheFinalPivot()
     {
-        var steps = Plan().Steps;
+        var steps = Plan().Steps.Unconfined();
         int hostname = IndexOf(steps, new SetHostnameStep("sandbox"));
         int loopback = steps.IndexOf(steps.OfType<LoopbackUpStep>().Single());
         Assert.That(hostname, Is.LessThan(steps.Length - 1));
@@ -221,7 +221,7 @@ public class HostModePlanTests
     [Test]
     public void CgroupNamespace_IsUnsharedOnceBeforeAnyMount()
     {
-        var steps = Plan().Steps;
+        var steps = Plan().Steps.Unconfined();
         Assert.That(steps.OfType<UnshareCgroupNamespaceStep>().Count(), Is.EqualTo(1));
         int unshare = steps.IndexOf(new UnshareCgroupNamespaceStep());
         int firstMount = steps.IndexOf(steps.OfType<MountStep>().First());
@@ -251,7 +251,7 @@ public class HostModePlanTests
     [Test]
     public void ExtraTmpfs_IsMountedWithItsParentsCreated()
     {
-        var steps = Plan(new SandboxSpec(["true"]) { TmpfsMounts = ["/tmp/a/../cache//x"] }).Steps;
+        var steps = Plan(new SandboxSpec(["true"]) { TmpfsMounts = ["/tmp/a/../cache//x"] }).Steps.Unconfined();
         int tmp = IndexOf(steps, new MountStep("tmpfs", "/newroot/tmp", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=1777"));
         int mkdir = IndexOf(steps, new MakeDirectoryStep("/newroot/tmp/cache/x"));
         int mount = IndexOf(steps, new MountStep("tmpfs", "/newroot/tmp/cache/x", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=1777"));
@@ -264,7 +264,7 @@ public class HostModePlanTests
     {
         // The fixture's home is under the system temp directory, hidden by the sandbox's fresh /tmp.
         Assume.That(_host.Home, Does.StartWith("/tmp/"));
-        var steps = Plan().Steps;
+        var steps = Plan().Steps.Unconfined();
         int tmp = IndexOf(steps, new MountStep("tmpfs", "/newroot/tmp", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=1777"));
         int homeTmpfs = IndexOf(steps, new MountStep("tmpfs", "/newroot" + _host.Home, "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755"));
         int homeDir = IndexOf(steps, new MakeDirectoryStep("/newroot" + _host.Home));
@@ -281,7 +281,7 @@ public class HostModePlanTests
         Directory.CreateSymbolicLink(link, _host.Home);
         var plan = SandboxPlanner.Plan(new SandboxSpec(["true"]), _host.Context with { Home = link });
         Assert.That(plan.Process.Environment, Does.Contain("HOME=" + _host.Home));
-        Assert.That(plan.Steps, Does.Contain(new MountStep("tmpfs", "/newroot" + _host.Home, "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755")));
+        Assert.That(plan.Steps.Unconfined(), Does.Contain(new MountStep("tmpfs", "/newroot" + _host.Home, "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755")));
     }
 
     [TestCase(null)]
@@ -291,14 +291,14 @@ public class HostModePlanTests
     {
         var plan = SandboxPlanner.Plan(new SandboxSpec(["true"]), _host.Context with { Home = home });
         Assert.That(plan.Process.Environment, Does.Contain("HOME=/root"));
-        Assert.That(plan.Steps, Does.Contain(new MountStep("tmpfs", "/newroot/root", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755")));
+        Assert.That(plan.Steps.Unconfined(), Does.Contain(new MountStep("tmpfs", "/newroot/root", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755")));
     }
 
     [Test]
     public void MissingHome_FallsBackToRoot()
     {
         var host = _host.Context with { Home = _host.Dir.Combine("no-such-home") };
-        var steps = SandboxPlanner.Plan(new SandboxSpec(["true"]), host).Steps;
+        var steps = SandboxPlanner.Plan(new SandboxSpec(["true"]), host).Steps.Unconfined();
         Assert.That(steps, Does.Contain(new MountStep("tmpfs", "/newroot/root", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755")));
     }
 
@@ -311,4 +311,15 @@ public class HostModePlanTests
         SymlinkStep s => s.Path,
         _ => null,
     };
+
+    [Test]
+    public void EveryStepUnderTheNewRoot_IsResolvedInsideIt()
+    {
+        var steps = Plan().Steps;
+        var underNewRoot = steps.Where(s => Target(s) is string t && t.StartsWith("/newroot/", StringComparison.Ordinal)).ToList();
+        Assert.That(underNewRoot, Has.Count.GreaterThan(20));
+        Assert.That(underNewRoot.Select(s => s.ResolveIn), Is.All.EqualTo("/newroot"));
+        // The root bind itself and the steps before it act on the scratch root.
+        Assert.That(steps.Where(s => Target(s) is "/newroot" or "/tmp" or "/").Select(s => s.ResolveIn), Is.All.Null);
+    }
 }

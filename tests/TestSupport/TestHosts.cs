@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using Sandbox.Identity;
 using Sandbox.Rootfs;
 
@@ -44,4 +45,11 @@ internal sealed class FakeHost : IDisposable
     public HostContext Context { get; }
 
     public void Dispose() => _dir.Dispose();
+}
+
+internal static class PlanSteps
+{
+    /// <summary>The steps without their confinement marker, so tests can compare them as written.</summary>
+    public static System.Collections.Immutable.ImmutableArray<Sandbox.Runtime.SetupStep> Unconfined(this System.Collections.Immutable.ImmutableArray<Sandbox.Runtime.SetupStep> steps) =>
+        steps.Select(s => s with { ResolveIn = null }).ToImmutableArray();
 }

@@ -40,6 +40,7 @@ internal unsafe struct NativeStep
     public byte* Target;
     public byte* FsType;
     public byte* Data;
+    public byte* Root;
 }
 
 [Flags]
@@ -94,7 +95,7 @@ internal struct NativeReport
 internal static unsafe partial class NativeExecutor
 {
     public const string LibraryName = "sandbox_exec";
-    private const int ExpectedAbiVersion = 1;
+    private const int ExpectedAbiVersion = 2;
 
     [LibraryImport(LibraryName, EntryPoint = "sbx_abi_version")]
     private static partial int AbiVersion();

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/mount.h>
+#include <linux/openat2.h>
 #include <linux/sched.h>
 #include <net/if.h>
 #include <poll.h>
@@ -39,7 +40,7 @@
 #include <unistd.h>
 
 #define SBX_EXPORT __attribute__((visibility("default")))
-#define SBX_ABI_VERSION 1
+#define SBX_ABI_VERSION 2
 
 // ---- raw system calls: never touch errno (see header comment) -------------------------------
 static inline long raw_syscall6(long n, long a, long b, long c, long d, long e, long f)
@@ -102,6 +103,11 @@ enum sbx_op_option {
     SBX_OPT_RECURSIVE = 2,  // AT_RECURSIVE for mount_setattr
 };
 
+// The old root stays at /oldroot until the final pivot; its procfs gives /proc/self/fd paths, which
+// let mount(2) act on an fd that openat2 resolved safely (as bubblewrap does).
+#define SBX_PROC_FD_PREFIX "/oldroot/proc/self/fd/"
+
+
 struct sbx_op {
     int32_t kind;
     int32_t options;
@@ -111,6 +117,10 @@ struct sbx_op {
     const char *target;
     const char *fstype;
     const char *data;
+    // When set, target is relative and resolved inside this directory with openat2(RESOLVE_IN_ROOT):
+    // a symlink in an image (or anywhere under the new root) can never redirect a mount, a mkdir or
+    // a file creation to the host (CVE-2021-30465 and runc's "securejoin" class of bugs).
+    const char *root;
 };
 
 enum sbx_spawn_flag {
@@ -242,9 +252,116 @@ static int step_pivot_root(const struct sbx_op *op)
     return (int)SYS1(SYS_chdir, "/");
 }
 
-static int run_step(const struct sbx_op *op)
+static long open_in_root(const char *root, const char *relative, long flags)
+{
+    long rootfd = SYS4(SYS_openat, AT_FDCWD, root, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+    if (rootfd < 0)
+        return rootfd;
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = (uint64_t)(flags | O_CLOEXEC);
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    long fd = SYS4(SYS_openat2, rootfd, *relative ? relative : ".", &how, sizeof how);
+    SYS1(SYS_close, rootfd);
+    return fd;
+}
+
+// "/oldroot/proc/self/fd/N" into buf.
+static void fd_path(char *buf, long fd)
+{
+    const char *prefix = SBX_PROC_FD_PREFIX;
+    size_t n = 0;
+    while (prefix[n]) {
+        buf[n] = prefix[n];
+        n++;
+    }
+    char digits[24];
+    int d = 0;
+    do {
+        digits[d++] = (char)('0' + fd % 10);
+        fd /= 10;
+    } while (fd > 0);
+    while (d > 0)
+        buf[n++] = digits[--d];
+    buf[n] = 0;
+}
+
+// Splits op->target into a parent resolved inside op->root (an fd) and the last component, which
+// is copied into buf. Returns the parent fd or -errno.
+static long parent_in_root(const struct sbx_op *op, char *buf, size_t size, const char **name)
+{
+    size_t len = str_len(op->target);
+    if (len + 1 > size)
+        return -ENAMETOOLONG;
+    size_t slash = len;
+    while (slash > 0 && op->target[slash - 1] != '/')
+        slash--;
+    for (size_t i = 0; i <= len; i++)
+        buf[i] = op->target[i];
+    *name = buf + slash;
+    if (slash == 0)
+        return open_in_root(op->root, "", O_PATH | O_DIRECTORY);
+    buf[slash - 1] = 0;
+    long fd = open_in_root(op->root, buf, O_PATH | O_DIRECTORY);
+    return fd;
+}
+
+static int run_step_in_root(const struct sbx_op *op, struct sbx_spawn_args *a)
+{
+    long rc, fd;
+    const char *name;
+    char *buf = a->path_buffer;
+    switch (op->kind) {
+    case SBX_OP_MOUNT:
+        fd = open_in_root(op->root, op->target, O_PATH);
+        if (fd < 0)
+            return (int)fd;
+        fd_path(buf, fd);
+        rc = SYS5(SYS_mount, op->source, buf, op->fstype, op->flags, op->data);
+        SYS1(SYS_close, fd);
+        return (int)rc;
+    case SBX_OP_MOUNT_SETATTR: {
+        fd = open_in_root(op->root, op->target, O_PATH);
+        if (fd < 0)
+            return (int)fd;
+        struct mount_attr attr;
+        memset(&attr, 0, sizeof attr);
+        attr.attr_set = op->flags;
+        attr.attr_clr = op->arg;
+        unsigned int at = AT_EMPTY_PATH | ((op->options & SBX_OPT_RECURSIVE) ? AT_RECURSIVE : 0);
+        rc = SYS5(SYS_mount_setattr, fd, "", at, &attr, sizeof attr);
+        SYS1(SYS_close, fd);
+        return (int)rc;
+    }
+    case SBX_OP_MKDIR:
+    case SBX_OP_CREATE_FILE:
+    case SBX_OP_SYMLINK:
+        fd = parent_in_root(op, buf, a->path_buffer_size, &name);
+        if (fd < 0)
+            return (int)fd;
+        if (op->kind == SBX_OP_MKDIR) {
+            rc = SYS3(SYS_mkdirat, fd, name, op->arg);
+        } else if (op->kind == SBX_OP_SYMLINK) {
+            rc = SYS3(SYS_symlinkat, op->source, fd, name);
+        } else {
+            rc = SYS4(SYS_openat, fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, op->arg);
+            if (rc >= 0) {
+                SYS1(SYS_close, rc);
+                rc = 0;
+            }
+        }
+        SYS1(SYS_close, fd);
+        return rc == -EEXIST ? 0 : (int)rc;
+    default:
+        return -EINVAL;
+    }
+}
+
+static int run_step(const struct sbx_op *op, struct sbx_spawn_args *a)
 {
     long rc;
+    if (op->root)
+        return run_step_in_root(op, a);
     switch (op->kind) {
     case SBX_OP_MOUNT:
         return (int)SYS5(SYS_mount, op->source, op->target, op->fstype, op->flags, op->data);
@@ -257,8 +374,10 @@ static int run_step(const struct sbx_op *op)
         rc = SYS3(SYS_symlinkat, op->source, AT_FDCWD, op->target);
         return rc == -EEXIST ? 0 : (int)rc;
     case SBX_OP_CREATE_FILE:
-        rc = SYS4(SYS_openat, AT_FDCWD, op->target, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, op->arg);
-        if (rc == -EISDIR || rc == -ETXTBSY)
+        // O_EXCL: an existing file is fine (EEXIST), and it is never opened for writing (which a
+        // read-only mount would refuse with EROFS).
+        rc = SYS4(SYS_openat, AT_FDCWD, op->target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, op->arg);
+        if (rc == -EEXIST)
             return 0;
         if (rc < 0)
             return (int)rc;
@@ -403,7 +522,7 @@ static int init_main(void *arg)
 
     for (int i = 0; i < a->op_count; i++) {
         const struct sbx_op *op = &a->ops[i];
-        int rc = run_step(op);
+        int rc = run_step(op, a);
         if (rc == -ENOENT && (op->options & SBX_OPT_OPTIONAL))
             continue;
         if (rc < 0) {

@@ -118,10 +118,27 @@ public static class RootfsPlanner
             steps.Add(new LoopbackUpStep());
 
         steps.Add(new PivotRootStep(NewRoot, null));
-        return steps.ToImmutable();
+        return steps.Select(ConfineToNewRoot).ToImmutableArray();
     }
 
     private static string In(string sandboxPath) => HostPaths.Under(NewRoot, sandboxPath);
+
+    /// <summary>Every step that acts on a path under the new root resolves it inside that root.</summary>
+    private static SetupStep ConfineToNewRoot(SetupStep step)
+    {
+        string? target = step switch
+        {
+            MountStep m => m.Target,
+            SetMountAttributesStep a => a.Target,
+            MakeDirectoryStep d => d.Target,
+            CreateFileStep f => f.Target,
+            SymlinkStep l => l.Path,
+            _ => null,
+        };
+        return target is not null && target.StartsWith(NewRoot + "/", StringComparison.Ordinal)
+            ? step with { ResolveIn = NewRoot }
+            : step;
+    }
 
     private static void AddDirectories(ImmutableArray<SetupStep>.Builder steps, string sandboxPath)
     {

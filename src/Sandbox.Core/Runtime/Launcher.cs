@@ -200,6 +200,23 @@ internal static unsafe class Launcher
             default:
                 throw new ArgumentException($"unknown set-up step {step.GetType().Name}");
         }
+        if (step.ResolveIn is string root)
+        {
+            string target = step switch
+            {
+                MountStep m => m.Target,
+                SetMountAttributesStep a => a.Target,
+                MakeDirectoryStep d => d.Target,
+                CreateFileStep f => f.Target,
+                SymlinkStep l => l.Path,
+                _ => throw new ArgumentException($"{step.Describe()}: cannot be resolved in a root"),
+            };
+            string prefix = root.TrimEnd('/') + "/";
+            if (!target.StartsWith(prefix, StringComparison.Ordinal))
+                throw new ArgumentException($"{step.Describe()}: {target} is not under {root}");
+            n.Root = arena.String(root);
+            n.Target = arena.String(target[prefix.Length..]);
+        }
         return n;
     }
 

@@ -88,6 +88,12 @@ public abstract record SetupStep
     /// <summary>When the path does not exist (ENOENT), skip the step instead of failing.</summary>
     public bool Optional { get; init; }
 
+    /// <summary>
+    /// When set, the target is resolved inside this directory as if it were / (openat2's
+    /// RESOLVE_IN_ROOT): no symlink under the new root can send the step outside it.
+    /// </summary>
+    public string? ResolveIn { get; init; }
+
     public abstract string Describe();
 }
 
