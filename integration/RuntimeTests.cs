@@ -377,6 +377,27 @@ public sealed class RuntimeTests
         Assert.That(r.ExitCode, Is.EqualTo(125), r.ToString());
     }
 
+    [Test]
+    public void Pid1CannotBeTracedOrReadFromInside()
+    {
+        // PID 1 is sandbox-init in an address space of its own, non-dumpable: no ptrace, no
+        // /proc/1/mem, no /proc/1/exe (CVE-2019-5736), though it runs with the payload's ids.
+        string script = "import ctypes, os\n" +
+            "libc = ctypes.CDLL(None, use_errno=True)\n" +
+            "print('attach', libc.ptrace(16, 1, 0, 0), ctypes.get_errno())\n" +
+            "for p in ('/proc/1/mem', '/proc/1/exe', '/proc/1/environ'):\n" +
+            "    try:\n" +
+            "        open(p, 'rb').read(1); print(p, 'readable')\n" +
+            "    except OSError as e:\n" +
+            "        print(p, 'refused', e.errno)\n" +
+            "print('comm', open('/proc/1/comm').read().strip())\n";
+        CliResult r = SandboxCli.Run("run", "--", "/usr/bin/python3", "-c", script);
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(r.StdoutText, Does.Contain("attach -1 1\n"), "ptrace(PTRACE_ATTACH, 1) must fail with EPERM");
+        Assert.That(r.StdoutText, Does.Not.Contain("readable"));
+        Assert.That(r.StdoutText, Does.Contain("comm sandbox-init"));
+    }
+
     private static uint OwnerUid(string path)
     {
         using var stat = Process.Start(new ProcessStartInfo("stat", new[] { "-c", "%u", path }) { RedirectStandardOutput = true })!;

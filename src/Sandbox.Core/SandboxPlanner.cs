@@ -35,7 +35,12 @@ public static class SandboxPlanner
             spec.Command,
             environment,
             searchPath,
-            spec.WorkingDirectory ?? "/");
+            spec.WorkingDirectory ?? "/")
+        {
+            CapabilityBoundingSet = Security.Capabilities.Resolve(spec.CapAdd, spec.CapDrop),
+            LastCapability = Security.Capabilities.LastOnThisKernel(),
+            SeccompProgram = Security.SeccompPlanner.Program(spec.Seccomp, Security.Capabilities.Resolve(spec.CapAdd, spec.CapDrop)),
+        };
         return new RuntimePlan(process, namespaces, idMaps, steps);
     }
 

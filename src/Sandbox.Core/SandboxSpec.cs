@@ -44,6 +44,14 @@ public sealed record BindMount(string HostPath, string SandboxPath, bool ReadOnl
     }
 }
 
+/// <summary>Which seccomp filter the payload runs under.</summary>
+public sealed record SeccompPolicy(string Kind, string? ProfilePath = null)
+{
+    public static SeccompPolicy Default { get; } = new("default");
+    public static SeccompPolicy Unconfined { get; } = new("unconfined");
+    public static SeccompPolicy FromFile(string path) => new("file", path);
+}
+
 public enum NetworkMode
 {
     /// <summary>A new network namespace with only loopback, up (VSTest talks to its test host over loopback).</summary>
@@ -96,6 +104,15 @@ public sealed record SandboxSpec
     public Cgroups.ResourceLimits Limits { get; init; } = Cgroups.ResourceLimits.None;
 
     public Cgroups.LimitsPolicy LimitsPolicy { get; init; } = Cgroups.LimitsPolicy.Required;
+
+    /// <summary>Capabilities added to docker's default set (names as in capabilities(7), or ALL).</summary>
+    public ImmutableArray<string> CapAdd { get; init; } = ImmutableArray<string>.Empty;
+
+    /// <summary>Capabilities removed from docker's default set (or ALL).</summary>
+    public ImmutableArray<string> CapDrop { get; init; } = ImmutableArray<string>.Empty;
+
+    /// <summary>The seccomp filter: the default profile, none (unconfined), or a profile file in Docker's JSON format.</summary>
+    public SeccompPolicy Seccomp { get; init; } = SeccompPolicy.Default;
 
     /// <summary>Give the payload the caller's stdin (otherwise /dev/null).</summary>
     public bool ForwardStdin { get; init; }

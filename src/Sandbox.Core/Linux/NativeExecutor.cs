@@ -71,8 +71,14 @@ internal unsafe struct NativeSpawnArgs
     public ulong StackSize;
     public byte* PathBuffer;
     public ulong PathBufferSize;
-    public int ExecErrno;
-    public int ExecStage;
+    public int InitFd;
+    public int GoFd;
+    public int GoWriteFd;
+    public int StatusFd;
+    public ulong KeepCapabilities;
+    public int LastCapability;
+    public uint SeccompLength;
+    public void* SeccompFilter;
 }
 
 internal enum NativeReportKind
@@ -95,7 +101,7 @@ internal struct NativeReport
 internal static unsafe partial class NativeExecutor
 {
     public const string LibraryName = "sandbox_exec";
-    private const int ExpectedAbiVersion = 2;
+    private const int ExpectedAbiVersion = 4;
 
     [LibraryImport(LibraryName, EntryPoint = "sbx_abi_version")]
     private static partial int AbiVersion();
@@ -115,6 +121,9 @@ internal static unsafe partial class NativeExecutor
     [LibraryImport(LibraryName, EntryPoint = "sbx_pidfd_kill")]
     public static partial int Kill(int pidfd, int signal);
 
+    /// <summary>The static init program every sandbox's PID 1 becomes; it ships next to the executor.</summary>
+    public static string InitPath => Path.Combine(AppContext.BaseDirectory, "sandbox-init");
+
     private static readonly Lazy<string?> s_loadError = new(CheckLoad);
 
     /// <summary>Null when the executor is loaded and matches this build; otherwise why not.</summary>
@@ -128,6 +137,8 @@ internal static unsafe partial class NativeExecutor
                 return $"lib{LibraryName}.so has ABI version {AbiVersion()}, this build needs {ExpectedAbiVersion}: rebuild the project";
             if (StepSize() != sizeof(NativeStep) || ArgsSize() != sizeof(NativeSpawnArgs))
                 return $"lib{LibraryName}.so was built for other structure layouts: rebuild the project";
+            if (!File.Exists(InitPath))
+                return $"{InitPath} is missing: it is built by `dotnet build` (gcc -static) and must sit next to the sandbox binary";
             return null;
         }
         catch (DllNotFoundException e)

@@ -64,6 +64,19 @@ internal static unsafe class Syscalls
         }
     }
 
+    /// <summary>An O_PATH descriptor: enough to execveat(2) the file, nothing to read or write it with.</summary>
+    public static SafeFileHandle OpenPath(string path)
+    {
+        byte[] bytes = NulTerminated(path);
+        fixed (byte* p = bytes)
+        {
+            int fd = open(p, O_PATH | O_CLOEXEC, 0);
+            if (fd < 0)
+                throw new LinuxException("open", path, errno);
+            return new SafeFileHandle((IntPtr)fd, ownsHandle: true);
+        }
+    }
+
     /// <summary>
     /// Writes <paramref name="text"/> to an existing file in one write(2): /proc/PID/uid_map accepts
     /// exactly one write (user_namespaces(7), "Defining user and group ID mappings").

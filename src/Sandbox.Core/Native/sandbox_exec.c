@@ -12,8 +12,9 @@
 //    from (same TLS pointer), so every system call goes through raw_syscall() below, which returns
 //    -errno instead of writing errno.
 //  - The parent keeps the plan's memory alive until the child has exited.
-// The child becomes PID 1 of a new PID namespace: it forks the payload (CLONE_VM|CLONE_VFORK, like
-// posix_spawn), reaps orphans, forwards signals, and reports the payload's wait status on a pipe.
+// The child runs the set-up steps, clones the payload (CLONE_VM; it waits for a go), and execs
+// sandbox-init (sandbox_init.c) to become PID 1 with an address space of its own: PID 1 then
+// releases the payload, reaps orphans, forwards signals and reports the payload's wait status.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +30,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -40,7 +43,7 @@
 #include <unistd.h>
 
 #define SBX_EXPORT __attribute__((visibility("default")))
-#define SBX_ABI_VERSION 2
+#define SBX_ABI_VERSION 4
 
 // ---- raw system calls: never touch errno (see header comment) -------------------------------
 static inline long raw_syscall6(long n, long a, long b, long c, long d, long e, long f)
@@ -146,24 +149,17 @@ struct sbx_spawn_args {
     uint64_t stack_size;
     char *path_buffer;            // scratch for the PATH lookup (payload only)
     uint64_t path_buffer_size;
-    // written by the payload before exec fails; read by PID 1 after the vfork-style clone returns
-    volatile int32_t exec_errno;
-    volatile int32_t exec_stage;
+    int32_t init_fd;              // O_PATH fd of the sandbox-init executable (exec'd as PID 1)
+    int32_t go_fd;                // set in the child: the payload waits here for sandbox-init
+    int32_t go_write_fd;          // set in the child: the payload closes its copy of the write end
+    int32_t status_fd;            // set in the child: the payload's exec status (close-on-exec)
+    uint64_t keep_capabilities;   // bounding set kept for the payload (bit N = capability N)
+    int32_t last_capability;      // /proc/sys/kernel/cap_last_cap; -1 leaves the bounding set alone
+    uint32_t seccomp_length;      // instructions in seccomp_filter; 0 = no filter
+    const void *seccomp_filter;   // struct sock_filter[seccomp_length], built by the C# side
 };
 
-enum sbx_report_kind {
-    SBX_REPORT_SETUP_FAILED = 1,  // step = op index (op_count: the payload clone), error = errno
-    SBX_REPORT_EXEC_FAILED = 2,   // step = stage (1 chdir, 2 exec), error = errno
-    SBX_REPORT_STARTED = 3,       // value = payload pid inside the namespace
-    SBX_REPORT_EXITED = 4,        // value = wait status of the payload
-};
-
-struct sbx_report {
-    int32_t kind;
-    int32_t step;
-    int32_t error;
-    int32_t value;
-};
+#include "sandbox_protocol.h"
 
 SBX_EXPORT int sbx_abi_version(void) { return SBX_ABI_VERSION; }
 SBX_EXPORT int sbx_op_size(void) { return (int)sizeof(struct sbx_op); }
@@ -404,50 +400,87 @@ static int run_step(const struct sbx_op *op, struct sbx_spawn_args *a)
 
 // Moves the fds the child needs to fixed numbers and closes every other one: nothing of the
 // parent's (other sandboxes' pipes, the runtime's own fds) may reach the payload.
-// After this: 0,1,2 the payload's stdio; 3 sync; 4 report; 5 life.
+// After this: 0,1,2 the payload's stdio; 3 sync; 4 report; 5 life; 6 the sandbox-init executable.
 static int arrange_fds(struct sbx_spawn_args *a)
 {
-    int wanted[6] = {a->stdin_fd, a->stdout_fd, a->stderr_fd, a->sync_fd, a->report_fd, a->life_fd};
-    int moved[6];
-    for (int i = 0; i < 6; i++) {
+    int wanted[7] = {a->stdin_fd, a->stdout_fd, a->stderr_fd, a->sync_fd, a->report_fd, a->life_fd, a->init_fd};
+    int moved[7];
+    for (int i = 0; i < 7; i++) {
         // F_DUPFD picks the lowest free fd >= 64, so it never lands on another wanted fd.
         long fd = SYS3(SYS_fcntl, wanted[i], F_DUPFD, 64);
         if (fd < 0)
             return (int)fd;
         moved[i] = (int)fd;
     }
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 7; i++) {
         long rc = SYS3(SYS_dup3, moved[i], i, 0);
         if (rc < 0)
             return (int)rc;
     }
-    long rc = SYS3(SYS_close_range, 6, ~0U, 0);
+    long rc = SYS3(SYS_close_range, 7, ~0U, 0);
     if (rc < 0)
         return (int)rc;
-    for (int fd = 3; fd <= 5; fd++)
-        SYS3(SYS_fcntl, fd, F_SETFD, FD_CLOEXEC);
+    // 3 and 6 close at the exec of sandbox-init; 4 and 5 are inherited by it.
+    SYS3(SYS_fcntl, SBX_FD_SYNC, F_SETFD, FD_CLOEXEC);
+    SYS3(SYS_fcntl, SBX_FD_INIT_EXE, F_SETFD, FD_CLOEXEC);
     return 0;
+}
+
+// Before exec, a failure is reported to sandbox-init as (stage, errno) on the close-on-exec status
+// pipe; EOF on that pipe means the exec succeeded.
+static void payload_fail(struct sbx_spawn_args *a, int32_t stage, long rc)
+{
+    int32_t record[2] = {stage, (int32_t)-rc};
+    SYS3(SYS_write, a->status_fd, record, sizeof record);
+    raw_exit(127);
 }
 
 static int payload_main(void *arg)
 {
     struct sbx_spawn_args *a = arg;
-    // Runs on its own stack in PID 1's address space until execve (CLONE_VM|CLONE_VFORK): it may only
-    // write a->exec_errno/exec_stage, which PID 1 reads once this process has exec'd or exited.
+    // Runs on its own stack, still in the supervisor's address space (CLONE_VM), until execve.
+    // First wait until sandbox-init (PID 1, by then in an address space of its own) says go: from
+    // then on nothing in the sandbox can reach the supervisor's memory through PID 1.
+    SYS1(SYS_close, a->go_write_fd);
+    char go;
+    if (SYS3(SYS_read, a->go_fd, &go, 1) != 1)
+        raw_exit(127);
+    // Nothing of PID 1's may leak in: keep 0-2 and the status pipe (close-on-exec) only.
+    if (a->status_fd > 3)
+        SYS3(SYS_close_range, 3, a->status_fd - 1, 0);
+    SYS3(SYS_close_range, a->status_fd + 1, ~0U, 0);
+
     if (a->flags & SBX_FLAG_SETSID)
         SYS0(SYS_setsid); // no controlling terminal: TIOCSTI into the caller's terminal is refused
     if (a->flags & SBX_FLAG_NO_NEW_PRIVS)
         SYS5(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     if (a->workdir) {
         long rc = SYS1(SYS_chdir, a->workdir);
-        if (rc < 0) {
-            a->exec_stage = 1;
-            a->exec_errno = (int32_t)-rc;
-            raw_exit(127);
+        if (rc < 0)
+            payload_fail(a, 1, rc);
+    }
+    if (a->last_capability >= 0) {
+        // Bound what root in the sandbox's user namespace can hold to docker's default set: the
+        // bounding set survives exec, and an exec'ing root gets exactly it (capabilities(7)).
+        for (int cap = 0; cap <= a->last_capability && cap < 64; cap++) {
+            if (!(a->keep_capabilities & (1ULL << cap))) {
+                long rc = SYS5(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0);
+                if (rc < 0 && rc != -EINVAL)
+                    payload_fail(a, 3, rc);
+            }
         }
+        SYS5(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
     }
     uint64_t empty = 0;
     SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &empty, 0, 8);
+    if (a->seccomp_length) {
+        // Last, so that it filters the payload and nothing of ours: after no_new_privs, which lets an
+        // unprivileged process install a filter (seccomp(2)). execve must be allowed by the filter.
+        struct sock_fprog prog = {(unsigned short)a->seccomp_length, (struct sock_filter *)a->seccomp_filter};
+        long rc = SYS3(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+        if (rc < 0)
+            payload_fail(a, 4, rc);
+    }
 
     long rc;
     int seen_eacces = 0;
@@ -499,18 +532,29 @@ static int payload_main(void *arg)
         if (seen_eacces && (rc == -ENOENT || rc == -ENOTDIR))
             rc = -EACCES;
     }
-    a->exec_stage = 2;
-    a->exec_errno = (int32_t)-rc;
-    raw_exit(127);
+    payload_fail(a, 2, rc);
     return 0;
+}
+
+static void decimal(char *buf, long value)
+{
+    char digits[24];
+    int d = 0;
+    do {
+        digits[d++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value > 0);
+    int n = 0;
+    while (d > 0)
+        buf[n++] = digits[--d];
+    buf[n] = 0;
 }
 
 static int init_main(void *arg)
 {
     struct sbx_spawn_args *a = arg;
-    // Every signal is blocked (the parent blocked them around clone); they stay blocked in PID 1,
-    // which takes them from a signalfd. Blocked signals are queued even for a namespace's init
-    // (kernel/signal.c, sig_ignored()), so SIGTERM from the parent reaches us.
+    // Every signal is blocked (the parent blocked them around clone) and stays blocked through the
+    // exec of sandbox-init, which takes them from a signalfd.
     reset_signal_dispositions();
     if (arrange_fds(a) < 0)
         raw_exit(125);
@@ -526,72 +570,64 @@ static int init_main(void *arg)
         if (rc == -ENOENT && (op->options & SBX_OPT_OPTIONAL))
             continue;
         if (rc < 0) {
-            report(4, SBX_REPORT_SETUP_FAILED, i, -rc, 0);
+            report(SBX_FD_REPORT, SBX_REPORT_SETUP_FAILED, i, -rc, 0);
             raw_exit(125);
         }
     }
 
-    uint64_t forwarded = 0;
-    const int forward[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD, SIGWINCH};
-    for (size_t i = 0; i < sizeof forward / sizeof forward[0]; i++)
-        forwarded |= 1ULL << (forward[i] - 1);
-    long sfd = SYS4(SYS_signalfd4, -1, &forwarded, 8, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (sfd < 0) {
-        report(4, SBX_REPORT_SETUP_FAILED, a->op_count, (int)-sfd, 0);
+    // Two pipes between sandbox-init and the payload: "go" (init -> payload) and the exec status
+    // (payload -> init, close-on-exec in the payload).
+    int go_pipe[2], status_pipe[2];
+    long rc = SYS2(SYS_pipe2, go_pipe, O_CLOEXEC);
+    if (rc == 0)
+        rc = SYS2(SYS_pipe2, status_pipe, O_CLOEXEC);
+    if (rc < 0) {
+        report(SBX_FD_REPORT, SBX_REPORT_SETUP_FAILED, a->op_count, (int)-rc, 0);
+        raw_exit(125);
+    }
+    a->go_fd = go_pipe[0];
+    a->go_write_fd = go_pipe[1];
+    a->status_fd = status_pipe[1];
+    // glibc's clone() switches to the new stack in assembly and calls payload_main there; its child
+    // path touches no thread-local state. (A raw clone syscall would return onto this frame with a
+    // foreign stack pointer.) The payload gets its own copy of the fd table (no CLONE_FILES).
+    char *payload_stack_top = a->stack + 2 * a->stack_size;
+    int payload = clone(payload_main, payload_stack_top, CLONE_VM | SIGCHLD, a);
+    if (payload < 0) {
+        report(SBX_FD_REPORT, SBX_REPORT_SETUP_FAILED, a->op_count, EAGAIN, 0);
         raw_exit(125);
     }
 
-    a->exec_errno = 0;
-    a->exec_stage = 0;
-    // glibc's clone() switches to the new stack in assembly and calls payload_main there; its child
-    // path touches no thread-local state. (A raw clone syscall would return onto this frame with a
-    // foreign stack pointer.) Only a failure writes errno, and then we report and exit anyway.
-    char *payload_stack_top = a->stack + 2 * a->stack_size;
-    int payload = clone(payload_main, payload_stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD, a);
-    if (payload < 0)
-        payload = -EAGAIN;
-    if (payload < 0) {
-        report(4, SBX_REPORT_SETUP_FAILED, a->op_count, (int)-payload, 0);
+    // PID 1 becomes sandbox-init, a small static program in an address space of its own: it must
+    // not share the supervisor's memory, or anything in the sandbox that can ptrace it (or open
+    // /proc/1/mem) could write into the supervisor outside every namespace. sandbox-init makes
+    // itself non-dumpable first thing (ptrace(2), "Ptrace access mode checking"; CVE-2019-5736 for
+    // /proc/1/exe), then releases the payload.
+    // The pipes may sit on 7 and 8 already: park the ends we keep out of the way first.
+    long go_end = SYS3(SYS_fcntl, go_pipe[1], F_DUPFD, 64);
+    long status_end = SYS3(SYS_fcntl, status_pipe[0], F_DUPFD, 64);
+    SYS1(SYS_close, go_pipe[0]);
+    SYS1(SYS_close, go_pipe[1]);
+    SYS1(SYS_close, status_pipe[0]);
+    SYS1(SYS_close, status_pipe[1]);
+    if (go_end < 0 || status_end < 0 ||
+        SYS3(SYS_dup3, go_end, SBX_FD_INIT_GO, 0) < 0 || SYS3(SYS_dup3, status_end, SBX_FD_INIT_STATUS, 0) < 0) {
+        report(SBX_FD_REPORT, SBX_REPORT_SETUP_FAILED, a->op_count, EBADF, 0);
         raw_exit(125);
     }
-    if (a->exec_errno) {
-        int status;
-        SYS4(SYS_wait4, payload, &status, 0, 0);
-        report(4, SBX_REPORT_EXEC_FAILED, a->exec_stage, a->exec_errno, 0);
-        raw_exit(127);
-    }
-    report(4, SBX_REPORT_STARTED, 0, 0, (int32_t)payload);
+    SYS1(SYS_close, go_end);
+    SYS1(SYS_close, status_end);
     // PID 1 holds no stdio: a daemonised grandchild decides when output ends, not us.
     SYS1(SYS_close, 0);
     SYS1(SYS_close, 1);
     SYS1(SYS_close, 2);
-
-    struct pollfd fds[2] = {{(int)sfd, POLLIN, 0}, {5, POLLIN, 0}};
-    for (;;) {
-        long n = SYS5(SYS_ppoll, fds, 2, 0, 0, 8);
-        if (n < 0)
-            continue;
-        if (fds[1].revents) {
-            // The parent is gone (its write end closed): exiting kills every process in the PID
-            // namespace (pid_namespaces(7)), which is our die-with-parent.
-            raw_exit(137);
-        }
-        struct signalfd_siginfo si;
-        while (SYS3(SYS_read, sfd, &si, sizeof si) == (long)sizeof si) {
-            if (si.ssi_signo != SIGCHLD)
-                SYS2(SYS_kill, payload, si.ssi_signo);
-        }
-        for (;;) {
-            int status = 0;
-            long pid = SYS4(SYS_wait4, -1, &status, WNOHANG, 0);
-            if (pid <= 0)
-                break;
-            if (pid == payload) {
-                report(4, SBX_REPORT_EXITED, 0, 0, status);
-                raw_exit(0); // the kernel now kills whatever the payload left behind
-            }
-        }
-    }
+    char pid_text[24];
+    decimal(pid_text, payload);
+    char *init_argv[] = {"sandbox-init", pid_text, 0};
+    char *init_envp[] = {0};
+    rc = SYS5(SYS_execveat, SBX_FD_INIT_EXE, "", init_argv, init_envp, AT_EMPTY_PATH);
+    report(SBX_FD_REPORT, SBX_REPORT_SETUP_FAILED, a->op_count + 1, (int)-rc, 0);
+    raw_exit(125);
     return 0;
 }
 

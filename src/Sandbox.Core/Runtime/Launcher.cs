@@ -33,7 +33,7 @@ internal static unsafe class Launcher
             throw new SandboxException(SandboxErrorCode.NativeExecutorUnavailable, loadError);
 
         var arena = new NativeArena();
-        SafeFileHandle? syncRead = null, syncWrite = null, reportRead = null, reportWrite = null, lifeRead = null, lifeWrite = null;
+        SafeFileHandle? syncRead = null, syncWrite = null, reportRead = null, reportWrite = null, lifeRead = null, lifeWrite = null, init = null;
         int pidfd = -1;
         SandboxProcess? process = null;
         try
@@ -41,6 +41,7 @@ internal static unsafe class Launcher
             (syncRead, syncWrite) = Syscalls.CreatePipe();
             (reportRead, reportWrite) = Syscalls.CreatePipe();
             (lifeRead, lifeWrite) = Syscalls.CreatePipe();
+            init = Syscalls.OpenPath(NativeExecutor.InitPath);
 
             NativeSpawnArgs* args = arena.Array<NativeSpawnArgs>(1);
             Marshal(plan, arena, args);
@@ -50,6 +51,7 @@ internal static unsafe class Launcher
             args->SyncFd = (int)syncRead.DangerousGetHandle();
             args->ReportFd = (int)reportWrite.DangerousGetHandle();
             args->LifeFd = (int)lifeRead.DangerousGetHandle();
+            args->InitFd = (int)init.DangerousGetHandle();
             args->StackSize = StackSize;
             args->Stack = (byte*)arena.Allocate(2 * StackSize, zero: false);
             args->PathBufferSize = PathBufferSize;
@@ -64,6 +66,7 @@ internal static unsafe class Launcher
             syncRead.Dispose();
             reportWrite.Dispose();
             lifeRead.Dispose();
+            init.Dispose();
 
             process = new SandboxProcess(pid, pidfd, arena, reportRead, lifeWrite, plan, started);
             pidfd = -1;
@@ -80,6 +83,7 @@ internal static unsafe class Launcher
             syncWrite?.Dispose();
             reportWrite?.Dispose();
             lifeRead?.Dispose();
+            init?.Dispose();
             if (process is not null)
             {
                 // Owns the arena, the pidfd and our pipe ends: kill, reap, free.
@@ -126,6 +130,16 @@ internal static unsafe class Launcher
         args->Envp = arena.StringArray(p.Environment);
         args->SearchPath = arena.String(p.SearchPath);
         args->WorkingDirectory = arena.String(p.WorkingDirectory);
+        args->LastCapability = p.CapabilityBoundingSet is null ? -1 : p.LastCapability;
+        args->KeepCapabilities = p.CapabilityBoundingSet ?? ~0UL;
+        if (!p.SeccompProgram.IsDefaultOrEmpty)
+        {
+            ulong* program = arena.Array<ulong>(p.SeccompProgram.Length);
+            for (int i = 0; i < p.SeccompProgram.Length; i++)
+                program[i] = p.SeccompProgram[i];
+            args->SeccompFilter = program;
+            args->SeccompLength = (uint)p.SeccompProgram.Length;
+        }
     }
 
     internal static ulong CloneFlags(NamespaceSet ns)

@@ -21,7 +21,17 @@ public sealed record ProcessPlan(
     string? SearchPath,
     string? WorkingDirectory,
     bool NoNewPrivileges = true,
-    bool NewSession = true);
+    bool NewSession = true)
+{
+    /// <summary>The capability bounding set of the payload (bit N = capability N); null leaves it as it is.</summary>
+    public ulong? CapabilityBoundingSet { get; init; }
+
+    /// <summary>The highest capability number of this kernel, for dropping the rest of the bounding set.</summary>
+    public int LastCapability { get; init; } = 40;
+
+    /// <summary>A seccomp BPF program (struct sock_filter, 8 bytes each, packed little-endian); empty for none.</summary>
+    public ImmutableArray<ulong> SeccompProgram { get; init; } = ImmutableArray<ulong>.Empty;
+}
 
 [Flags]
 public enum NamespaceSet

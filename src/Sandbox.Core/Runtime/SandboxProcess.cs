@@ -102,7 +102,9 @@ internal sealed class SandboxProcess : IDisposable
 
     private SandboxException SetupFailure(int stepIndex, int errno)
     {
-        if (stepIndex >= _plan.Steps.Length)
+        if (stepIndex == _plan.Steps.Length + 1)
+            return new SandboxException(SandboxErrorCode.SpawnFailed, $"could not start sandbox-init ({NativeExecutor.InitPath}) as the sandbox's PID 1: {Errno.Describe(errno)}");
+        if (stepIndex < 0 || stepIndex >= _plan.Steps.Length)
             return new SandboxException(SandboxErrorCode.SpawnFailed, $"could not start the command inside the sandbox: {Errno.Describe(errno)}");
         SetupStep step = _plan.Steps[stepIndex];
         return new SandboxException(SandboxErrorCode.SetupFailed,
@@ -115,8 +117,10 @@ internal sealed class SandboxProcess : IDisposable
             ". The kernel refuses a new /proc when the host's /proc is partly hidden by over-mounts (as in some containers); run on a host or a container started with an unmasked /proc",
         (MountStep m, Errno.ENOENT) when (m.Flags & MountFlags.Bind) != 0 =>
             ". The mount point must exist in the root; in host mode a bind target must be an existing path, or lie under /tmp or $HOME",
-        (MakeDirectoryStep, Errno.EROFS or Errno.EACCES) =>
+        (MakeDirectoryStep or CreateFileStep, Errno.EROFS) =>
             ". The root is read-only here: choose a target that exists, or one under /tmp or $HOME",
+        (MakeDirectoryStep or CreateFileStep, Errno.EACCES) =>
+            ". A directory root must either contain every mount point (/proc, /dev, /tmp, targets of -v and --tmpfs) or be writable by you so they can be created",
         _ => "",
     };
 
@@ -126,6 +130,10 @@ internal sealed class SandboxProcess : IDisposable
         if (stage == 1)
             return new SandboxException(SandboxErrorCode.WorkingDirectoryUnavailable,
                 $"cannot change to the working directory {_plan.Process.WorkingDirectory}: {Errno.Describe(errno)}");
+        if (stage == 3)
+            return new SandboxException(SandboxErrorCode.SetupFailed, $"could not bound the payload's capabilities: {Errno.Describe(errno)}");
+        if (stage == 4)
+            return new SandboxException(SandboxErrorCode.SetupFailed, $"could not install the seccomp filter: {Errno.Describe(errno)}");
         return errno switch
         {
             Errno.ENOENT or Errno.ENOTDIR => new SandboxException(SandboxErrorCode.CommandNotFound,

@@ -1,0 +1,73 @@
+namespace Sandbox.Security;
+
+/// <summary>Linux capabilities by name (capabilities(7)), and the set docker grants by default.</summary>
+public static class Capabilities
+{
+    private static readonly string[] s_names =
+    {
+        "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+        "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+        "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+        "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+        "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+        "CHECKPOINT_RESTORE",
+    };
+
+    /// <summary>Docker's default capability set (moby: oci/caps/defaults.go).</summary>
+    public static readonly IReadOnlyList<string> DockerDefault =
+    [
+        "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID", "SETFCAP",
+        "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
+    ];
+
+    public static int Count => s_names.Length;
+
+    /// <summary>CAP_SYS_ADMIN, SYS_ADMIN or sys_admin → 21.</summary>
+    public static int Parse(string name)
+    {
+        string n = name.Trim().ToUpperInvariant();
+        if (n.StartsWith("CAP_", StringComparison.Ordinal))
+            n = n[4..];
+        int index = Array.IndexOf(s_names, n);
+        return index >= 0 ? index : throw new SandboxException(SandboxErrorCode.InvalidSpec, $"unknown capability '{name}' (see capabilities(7), e.g. NET_ADMIN or CAP_SYS_PTRACE)");
+    }
+
+    public static string Name(int capability) => capability < s_names.Length ? "CAP_" + s_names[capability] : $"capability {capability}";
+
+    public static ulong Mask(IEnumerable<string> names) => names.Aggregate(0UL, (mask, n) => mask | (1UL << Parse(n)));
+
+    public static ulong All => (1UL << s_names.Length) - 1;
+
+    /// <summary>docker's --cap-add/--cap-drop over the default set; "ALL" in either means every capability.</summary>
+    public static ulong Resolve(IEnumerable<string> add, IEnumerable<string> drop)
+    {
+        ulong set = Mask(DockerDefault);
+        foreach (string a in add)
+            set |= a.Equals("ALL", StringComparison.OrdinalIgnoreCase) ? All : 1UL << Parse(a);
+        foreach (string d in drop)
+            set &= d.Equals("ALL", StringComparison.OrdinalIgnoreCase) ? 0 : ~(1UL << Parse(d));
+        return set;
+    }
+
+    public static IEnumerable<string> Names(ulong mask)
+    {
+        for (int i = 0; i < s_names.Length; i++)
+        {
+            if ((mask & (1UL << i)) != 0)
+                yield return "CAP_" + s_names[i];
+        }
+    }
+
+    /// <summary>The highest capability this kernel knows (/proc/sys/kernel/cap_last_cap).</summary>
+    public static int LastOnThisKernel(string procSys = "/proc/sys")
+    {
+        try
+        {
+            return int.Parse(File.ReadAllText(Path.Combine(procSys, "kernel", "cap_last_cap")).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        }
+        catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException)
+        {
+            return s_names.Length - 1;
+        }
+    }
+}
