@@ -95,10 +95,33 @@ internal sealed class SandboxOptions
     {
         Description = "Print wall time, CPU time and peak memory on stderr at the end",
     };
+    private readonly Option<string[]> _capAdd = new("--cap-add")
+    {
+        Description = "Add a capability to docker's default set inside the sandbox's user namespace (e.g. NET_ADMIN, or ALL); repeatable",
+        HelpName = "CAP",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
+    private readonly Option<string[]> _capDrop = new("--cap-drop")
+    {
+        Description = "Drop a capability from docker's default set (or ALL); repeatable",
+        HelpName = "CAP",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
+    private readonly Option<string[]> _securityOpt = new("--security-opt")
+    {
+        Description = "seccomp=unconfined turns the default seccomp filter off; seccomp=PROFILE.json uses a profile in Docker's format",
+        HelpName = "OPT",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
+    private readonly Option<bool> _privileged = new("--privileged")
+    {
+        Description = "Every capability (still only inside the sandbox's user namespace) and no seccomp filter: for trusted payloads that need them",
+    };
     public IEnumerable<Option> All =>
     [
         _volumes, _tmpfs, _env, _hostname, _network, _userns, _timeout, _interactive, _events,
         _memory, _memorySwap, _pidsLimit, _cpus, _deviceReadBps, _deviceWriteBps, _limits, _stats,
+        _capAdd, _capDrop, _securityOpt, _privileged,
     ];
 
     /// <summary>Applies the parsed options to <paramref name="baseSpec"/>.</summary>
@@ -146,6 +169,26 @@ internal sealed class SandboxOptions
             },
         };
         spec.Limits.Validate();
+        spec = spec with
+        {
+            CapAdd = spec.CapAdd.AddRange(parse.GetValue(_capAdd) ?? []),
+            CapDrop = spec.CapDrop.AddRange(parse.GetValue(_capDrop) ?? []),
+        };
+        foreach (string opt in parse.GetValue(_securityOpt) ?? [])
+        {
+            spec = opt switch
+            {
+                "seccomp=unconfined" or "seccomp:unconfined" => spec with { Seccomp = SeccompPolicy.Unconfined },
+                "no-new-privileges" or "no-new-privileges=true" or "no-new-privileges:true" => spec, // always on
+                _ when opt.StartsWith("seccomp=", StringComparison.Ordinal) || opt.StartsWith("seccomp:", StringComparison.Ordinal) =>
+                    spec with { Seccomp = SeccompPolicy.FromFile(Path.GetFullPath(opt[8..])) },
+                _ => throw new SandboxException(SandboxErrorCode.InvalidSpec, $"--security-opt {opt}: supported are seccomp=unconfined and seccomp=PROFILE.json"),
+            };
+        }
+        if (parse.GetValue(_privileged))
+            spec = spec with { CapAdd = spec.CapAdd.Add("ALL"), Seccomp = SeccompPolicy.Unconfined };
+        // Fail now on an unknown capability name, with the option's words.
+        Security.Capabilities.Resolve(spec.CapAdd, spec.CapDrop);
         foreach (string e in parse.GetValue(_env) ?? [])
         {
             int eq = e.IndexOf('=');

@@ -38,14 +38,17 @@ public static class Capabilities
 
     public static ulong All => (1UL << s_names.Length) - 1;
 
-    /// <summary>docker's --cap-add/--cap-drop over the default set; "ALL" in either means every capability.</summary>
+    /// <summary>
+    /// docker's --cap-add/--cap-drop over the default set; "ALL" in either means every capability.
+    /// Drops apply first and adds win, so `--cap-drop ALL --cap-add NET_ADMIN` leaves NET_ADMIN.
+    /// </summary>
     public static ulong Resolve(IEnumerable<string> add, IEnumerable<string> drop)
     {
         ulong set = Mask(DockerDefault);
-        foreach (string a in add)
-            set |= a.Equals("ALL", StringComparison.OrdinalIgnoreCase) ? All : 1UL << Parse(a);
         foreach (string d in drop)
             set &= d.Equals("ALL", StringComparison.OrdinalIgnoreCase) ? 0 : ~(1UL << Parse(d));
+        foreach (string a in add)
+            set |= a.Equals("ALL", StringComparison.OrdinalIgnoreCase) ? All : 1UL << Parse(a);
         return set;
     }
 
