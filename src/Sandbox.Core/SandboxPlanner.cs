@@ -18,10 +18,7 @@ public static class SandboxPlanner
         if (spec.Timeout is TimeSpan timeout && (timeout <= TimeSpan.Zero || timeout > TimeSpan.FromDays(30)))
             throw new SandboxException(SandboxErrorCode.InvalidSpec, $"the timeout must be between 0 and 30 days, not {timeout}");
         foreach (string tmpfs in spec.TmpfsMounts)
-        {
-            if (!tmpfs.StartsWith('/'))
-                throw new SandboxException(SandboxErrorCode.InvalidSpec, $"--tmpfs needs an absolute path: {tmpfs}");
-        }
+            Rootfs.TmpfsMount.Parse(tmpfs); // throws with the cause
 
         IdMapPlan idMaps = IdMapResolver.Resolve(spec.UserNamespace, host.Identity);
         NamespaceSet namespaces = NamespaceSet.All;

@@ -40,6 +40,7 @@ public static class RootfsPlanner
         "acpi", "asound", "interrupts", "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "scsi",
     };
     private static readonly string[] s_readOnlyProcPaths = { "bus", "fs", "irq", "sys", "sysrq-trigger" };
+    private static readonly string[] s_maskedSysPaths = { "/sys/firmware", "/sys/devices/virtual/powercap" };
 
     private const MountFlags TmpfsFlags = MountFlags.NoSuid | MountFlags.NoDev;
 
@@ -75,12 +76,13 @@ public static class RootfsPlanner
         steps.Add(new MountStep(rootSource, NewRoot, null, MountFlags.Bind | MountFlags.Recursive));
 
         // Paths that get a fresh tmpfs: what the host has below them is not what the sandbox sees.
-        string[] freshMounts = new[] { "/tmp", home }.Concat(spec.TmpfsMounts.Select(HostPaths.Normalize)).ToArray();
+        var tmpfsMounts = spec.TmpfsMounts.Select(t => TmpfsMount.Parse(t)).ToList();
+        string[] freshMounts = new[] { "/tmp", home }.Concat(tmpfsMounts.Select(t => t.Path)).ToArray();
         var binds = spec.Binds.Select(b => ResolveBind(b, spec.Root, freshMounts)).ToList();
         if (directoryRoot)
         {
             // The root is writable until the next step: create the mount points it lacks (as docker does).
-            foreach (string dir in new[] { "/proc", "/dev", "/tmp", home }.Concat(spec.TmpfsMounts))
+            foreach (string dir in new[] { "/proc", "/dev", "/tmp", home }.Concat(tmpfsMounts.Select(t => t.Path)))
                 AddDirectories(steps, dir);
             foreach (var (source, target, _, isFile) in binds)
                 AddMountPoint(steps, target, isFile);
@@ -95,12 +97,11 @@ public static class RootfsPlanner
         if (!directoryRoot)
             AddDirectories(steps, home);
         steps.Add(new MountStep("tmpfs", In(home), "tmpfs", TmpfsFlags, "mode=0755"));
-        foreach (string path in spec.TmpfsMounts)
+        foreach (TmpfsMount tmpfs in tmpfsMounts)
         {
-            string target = HostPaths.Normalize(path);
             if (!directoryRoot)
-                AddDirectories(steps, target);
-            steps.Add(new MountStep("tmpfs", In(target), "tmpfs", TmpfsFlags, "mode=1777"));
+                AddDirectories(steps, tmpfs.Path);
+            steps.Add(new MountStep("tmpfs", In(tmpfs.Path), "tmpfs", tmpfs.Flags, tmpfs.Data));
         }
 
         foreach (var (source, target, readOnly, isFile) in binds)
@@ -195,6 +196,12 @@ public static class RootfsPlanner
             string target = In("/proc/" + name);
             steps.Add(new MountStep(target, target, null, MountFlags.Bind | MountFlags.Recursive) { Optional = true });
             steps.Add(new SetMountAttributesStep(target, MountAttributes.ReadOnly | MountAttributes.NoSuid | MountAttributes.NoDev | MountAttributes.NoExec, MountAttributes.None, Recursive: true) { Optional = true });
+        }
+        // runc also hides these sysfs directories (firmware tables, power capping controls).
+        foreach (string path in s_maskedSysPaths)
+        {
+            if (Directory.Exists(path))
+                steps.Add(new MountStep("tmpfs", In(path), "tmpfs", MountFlags.ReadOnly | MountFlags.NoSuid | MountFlags.NoDev | MountFlags.NoExec, "size=0,mode=0555") { Optional = true });
         }
         foreach (string name in s_maskedProcPaths)
         {
