@@ -87,6 +87,20 @@ public sealed class EscapeTests
     }
 
     [Test]
+    public void OwnBinariesStayReadOnlyInsideAWritableBind()
+    {
+        // Stopped by: the runtime directory is bound read-only over any writable bind that holds it
+        // (the outcome of CVE-2019-5736: a payload replacing what the host runs next).
+        string runtime = Path.GetDirectoryName(SandboxCli.Binary)!;
+        string workspace = Path.GetDirectoryName(runtime)!;
+        CliResult r = SandboxCli.Run("run", "-v", $"{workspace}:{workspace}", "--", "/bin/sh", "-c",
+            $"if echo x >> '{runtime}/sandbox-init' 2>/dev/null || echo x >> '{runtime}/libsandbox_exec.so' 2>/dev/null || touch '{runtime}/planted' 2>/dev/null; then echo ESCAPED; else echo BLOCKED; fi; touch '{workspace}/.sandbox-escape-probe' && echo workspace-writable");
+        File.Delete(Path.Combine(workspace, ".sandbox-escape-probe"));
+        Assert.That(r.StdoutText, Does.StartWith("BLOCKED"), r.ToString());
+        Assert.That(r.StdoutText, Does.Contain("workspace-writable"), "the rest of the bind stays writable");
+    }
+
+    [Test]
     public void HostLoopbackIsUnreachable()
     {
         // Stopped by: a private network namespace with only its own loopback.

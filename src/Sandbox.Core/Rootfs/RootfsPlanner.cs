@@ -9,13 +9,15 @@ public sealed record HostContext(
     string? Path,
     string? Term,
     Identity.IdentityEnvironment Identity,
-    string HostProc = "/proc")
+    string HostProc = "/proc",
+    string? RuntimeDirectory = null)
 {
     public static HostContext Current() => new(
         System.Environment.GetEnvironmentVariable("HOME"),
         System.Environment.GetEnvironmentVariable("PATH"),
         System.Environment.GetEnvironmentVariable("TERM"),
-        Sandbox.Identity.IdentityEnvironment.Current());
+        Sandbox.Identity.IdentityEnvironment.Current(),
+        RuntimeDirectory: System.IO.Path.TrimEndingDirectorySeparator(AppContext.BaseDirectory));
 }
 
 /// <summary>
@@ -111,6 +113,21 @@ public static class RootfsPlanner
             steps.Add(new MountStep(HostPaths.Under(OldRoot, source), In(target), null, MountFlags.Bind | MountFlags.Recursive));
             if (readOnly)
                 steps.Add(new SetMountAttributesStep(In(target), MountAttributes.ReadOnly, MountAttributes.None, Recursive: true));
+        }
+        // Our own binaries (the CLI, the executor, sandbox-init) must never be writable from inside,
+        // or a payload could replace what the host runs next (the outcome of CVE-2019-5736). When a
+        // writable bind holds them (a CLI built inside the workspace), they are bound read-only on top.
+        if (host.RuntimeDirectory is string runtime && Directory.Exists(runtime))
+        {
+            string resolved = HostPaths.Resolve(runtime);
+            foreach (var (source, target, readOnly, _) in binds)
+            {
+                if (readOnly || !IsUnder(resolved, source))
+                    continue;
+                string inside = HostPaths.Normalize(target + resolved[source.TrimEnd('/').Length..]);
+                steps.Add(new MountStep(HostPaths.Under(OldRoot, resolved), In(inside), null, MountFlags.Bind | MountFlags.Recursive));
+                steps.Add(new SetMountAttributesStep(In(inside), MountAttributes.ReadOnly, MountAttributes.None, Recursive: true));
+            }
         }
 
         if (spec.Hostname is { Length: > 0 } hostname)
