@@ -1,6 +1,10 @@
 namespace Sandbox;
 
-/// <summary>Stable error codes (SBX###): front ends show them, scripts and the MSBuild task match on them.</summary>
+/// <summary>
+/// Stable error codes (SBX###): front ends show them, scripts and the MSBuild task match on them.
+/// SBX100-102, SBX124, SBX137 and SBX138 are the MSBuild task's own (src/Sandbox.MSBuild/README.md):
+/// never use them here.
+/// </summary>
 public enum SandboxErrorCode
 {
     InvalidSpec = 1,
