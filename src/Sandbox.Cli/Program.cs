@@ -15,6 +15,7 @@ internal static class Program
         {
             run,
             test,
+            new ImageCommand(),
             check,
         };
 

@@ -6,15 +6,30 @@ namespace Sandbox.Cli;
 /// <summary><c>sandbox run [OPTIONS] [ROOT] [--] COMMAND [ARG...]</c>, docker-like.</summary>
 internal sealed class RunCommand : Command
 {
+    private static readonly List<IDisposable> s_storeInUse = new();
     private readonly SandboxOptions _options = new();
     private readonly Option<string?> _workdir = new("--workdir", "-w")
     {
         Description = "Working directory inside the sandbox (default /)",
         HelpName = "DIR",
     };
+    private readonly Option<string?> _store = new("--root")
+    {
+        Description = "The image store (default: $SANDBOX_ROOT, else $XDG_DATA_HOME/sandbox, else ~/.local/share/sandbox)",
+        HelpName = "DIR",
+    };
+    private readonly Option<bool> _readOnly = new("--read-only")
+    {
+        Description = "Make an image's root file system read-only (host and directory roots always are)",
+    };
+    private readonly Option<string?> _platform = new("--platform")
+    {
+        Description = "From a multi-platform image archive, use OS/ARCH[/VARIANT] (default: this host's)",
+        HelpName = "OS/ARCH",
+    };
     private readonly Argument<string?> _root = new("ROOT")
     {
-        Description = "host (default) or a directory holding a root filesystem",
+        Description = "host (default); a directory holding a root filesystem; an image name or digest from the store; or an image archive (docker save, OCI archive) or OCI layout directory, imported first",
         Arity = ArgumentArity.ZeroOrOne,
     };
     private readonly Argument<string[]> _command = new("COMMAND")
@@ -28,22 +43,77 @@ internal sealed class RunCommand : Command
         foreach (Option option in _options.All)
             Options.Add(option);
         Options.Add(_workdir);
+        Options.Add(_store);
+        Options.Add(_readOnly);
+        Options.Add(_platform);
         Arguments.Add(_root);
         Arguments.Add(_command);
     }
 
     /// <summary>
     /// Splits <c>run</c>'s tokens into sandbox options, an optional ROOT, and the payload's command.
-    /// A first word that is "host" or an existing directory is the ROOT.
+    /// A first word is the ROOT when it is "host", an existing directory, an image archive, or the
+    /// name or digest of an image in the store.
     /// </summary>
-    public (List<string> OwnTokens, ImmutableArray<string> PayloadCommand) Split(IReadOnlyList<string> tokens) =>
-        SandboxOptions.Split(this, tokens, t => t == "host" || Directory.Exists(t), maxPositionals: 1);
+    public (List<string> OwnTokens, ImmutableArray<string> PayloadCommand) Split(IReadOnlyList<string> tokens)
+    {
+        int at = tokens.ToList().FindIndex(t => t == "--root");
+        string? store = at >= 0 && at + 1 < tokens.Count ? tokens[at + 1] : tokens.FirstOrDefault(t => t.StartsWith("--root=", StringComparison.Ordinal))?[7..];
+        return SandboxOptions.Split(this, tokens, t => t == "host" || Directory.Exists(t) || IsImageArchive(t) || ImageExists(t, store), maxPositionals: 1);
+    }
+
+    /// <summary>docker save, podman save and skopeo write these; anything else that exists is a command.</summary>
+    internal static bool IsImageArchive(string path) =>
+        File.Exists(path) && (path.EndsWith(".tar", StringComparison.Ordinal) || path.EndsWith(".tar.gz", StringComparison.Ordinal) ||
+                              path.EndsWith(".tgz", StringComparison.Ordinal) || path.EndsWith(".tar.zst", StringComparison.Ordinal) ||
+                              path.EndsWith(".oci", StringComparison.Ordinal));
+
+    private static bool ImageExists(string name, string? store)
+    {
+        // A command such as `ls` is looked up too: cheap (the store's records), and only when it is
+        // the first word after the options.
+        if (name.StartsWith('-') || name.StartsWith('/') || name.StartsWith('.'))
+            return false;
+        try
+        {
+            return new Storage.ImageStore(Storage.StoreLocation.Resolve(store)).Find(name) is not null;
+        }
+        catch (SandboxException)
+        {
+            return false;
+        }
+    }
 
     public SandboxSpec BuildSpec(ParseResult parse, ImmutableArray<string> command)
     {
-        string? root = parse.GetValue(_root);
-        RootSpec rootSpec = root is null or "host" ? RootSpec.Host : RootSpec.Directory(root);
+        RootSpec rootSpec = ResolveRoot(parse.GetValue(_root), parse.GetValue(_store), parse.GetValue(_readOnly), parse.GetValue(_platform));
         return _options.Apply(parse, new SandboxSpec(command) { Root = rootSpec, WorkingDirectory = parse.GetValue(_workdir) });
+    }
+
+    internal static RootSpec ResolveRoot(string? root, string? store, bool readOnly, string? platform)
+    {
+        if (root is null or "host")
+            return RootSpec.Host;
+        bool layout = Directory.Exists(root) && File.Exists(Path.Combine(root, "oci-layout"));
+        if (Directory.Exists(root) && !layout)
+            return RootSpec.Directory(root);
+        var images = new Storage.ImageStore(Storage.StoreLocation.Resolve(store));
+        Images.ImageRecord image;
+        if (layout || IsImageArchive(root))
+        {
+            // An archive or layout given as ROOT is imported first (once: its layers are shared).
+            using var progress = new ImportProgressRenderer(interactive: !Console.IsErrorRedirected);
+            image = images.Import(root, name: null, progress, platform);
+        }
+        else
+        {
+            image = images.Find(root)
+                ?? throw new SandboxException(SandboxErrorCode.ImageNotFound, $"{root}: no such image in {images.Root}, directory or image archive (import one with: sandbox image import FILE --name {root})");
+        }
+        // `image prune` must not delete layers while they are mounted: the shared lock is held until
+        // this process exits (flock(2) locks go with the process).
+        s_storeInUse.Add(images.AcquireUse());
+        return new ImageRoot(image, readOnly);
     }
 
     public bool Stats(ParseResult parse) => _options.Stats(parse);

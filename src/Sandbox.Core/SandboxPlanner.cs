@@ -10,8 +10,12 @@ public static class SandboxPlanner
 {
     public static RuntimePlan Plan(SandboxSpec spec, HostContext host)
     {
+        if (spec.Root is ImageRoot image)
+            spec = ApplyImageConfig(spec, image.Image);
         if (spec.Command.IsDefaultOrEmpty || spec.Command[0].Length == 0)
-            throw new SandboxException(SandboxErrorCode.InvalidSpec, "no command given: put the command after the options, e.g. sandbox run -- dotnet test");
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, spec.Root is ImageRoot
+                ? "the image has no Entrypoint or Cmd: give the command after the image, e.g. sandbox run IMAGE -- sh"
+                : "no command given: put the command after the options, e.g. sandbox run -- dotnet test");
         if (spec.WorkingDirectory is { } wd && !wd.StartsWith('/'))
             throw new SandboxException(SandboxErrorCode.InvalidSpec, $"the working directory must be an absolute path: {wd}");
         // CancelAfter takes at most 2^32-2 ms; a longer timeout must fail here, before anything starts.
@@ -39,6 +43,32 @@ public static class SandboxPlanner
             SeccompProgram = Security.SeccompPlanner.Program(spec.Seccomp, Security.Capabilities.Resolve(spec.CapAdd, spec.CapDrop)),
         };
         return new RuntimePlan(process, namespaces, idMaps, steps);
+    }
+
+    /// <summary>
+    /// What <c>docker run IMAGE [COMMAND]</c> takes from the image's config: the command is Entrypoint
+    /// followed by the given command, or by Cmd when none is given; the image's Env comes before the
+    /// user's -e; WorkingDir unless -w.
+    /// </summary>
+    public static SandboxSpec ApplyImageConfig(SandboxSpec spec, Images.ImageRecord image)
+    {
+        Images.ImageConfig config = image.Config;
+        ImmutableArray<string> entrypoint = config.Entrypoint ?? ImmutableArray<string>.Empty;
+        ImmutableArray<string> command = spec.Command.IsDefaultOrEmpty ? config.Cmd ?? ImmutableArray<string>.Empty : spec.Command;
+        var environment = ImmutableArray.CreateBuilder<KeyValuePair<string, string>>();
+        foreach (string entry in config.Env)
+        {
+            int eq = entry.IndexOf('=');
+            if (eq > 0)
+                environment.Add(new(entry[..eq], entry[(eq + 1)..]));
+        }
+        environment.AddRange(spec.Environment);
+        return spec with
+        {
+            Command = entrypoint.AddRange(command),
+            Environment = environment.ToImmutable(),
+            WorkingDirectory = spec.WorkingDirectory ?? (string.IsNullOrEmpty(config.WorkingDir) ? null : config.WorkingDir),
+        };
     }
 
     /// <summary>

@@ -16,6 +16,12 @@ public sealed record HostRoot : RootSpec;
 /// <summary>A directory holding a root filesystem, mounted read-only.</summary>
 public sealed record DirectoryRoot(string Path) : RootSpec;
 
+/// <summary>
+/// An image from the store: its layers as overlayfs lower directories, with a fresh upper directory
+/// that vanishes with the sandbox (docker run's writable container layer), read-only on request.
+/// </summary>
+public sealed record ImageRoot(Images.ImageRecord Image, bool ReadOnly = false) : RootSpec;
+
 public sealed record BindMount(string HostPath, string SandboxPath, bool ReadOnly = false)
 {
     /// <summary>Parses docker's <c>-v HOST:CONTAINER[:ro|rw]</c>.</summary>

@@ -55,7 +55,9 @@ public static class RootfsPlanner
     public static ImmutableArray<SetupStep> Plan(SandboxSpec spec, HostContext host, bool clearGroups)
     {
         var steps = ImmutableArray.CreateBuilder<SetupStep>();
-        bool directoryRoot = spec.Root is DirectoryRoot;
+        // Roots other than the host's are the user's own (or an image's copy on write): missing mount
+        // points are created in them, as docker does.
+        bool directoryRoot = spec.Root is DirectoryRoot or ImageRoot;
         string home = SandboxHome(spec, host);
 
         if (clearGroups)
@@ -69,13 +71,21 @@ public static class RootfsPlanner
         steps.Add(new MakeDirectoryStep(HostPaths.Under(Scratch, OldRoot)));
         steps.Add(new PivotRootStep(Scratch, OldRoot.TrimStart('/')));
 
-        string rootSource = spec.Root switch
+        bool readOnlyRoot = spec.Root is not ImageRoot { ReadOnly: false };
+        if (spec.Root is ImageRoot image)
         {
-            HostRoot => OldRoot,
-            DirectoryRoot d => HostPaths.Under(OldRoot, ResolveExistingDirectory(d.Path, "root directory")),
-            _ => throw new SandboxException(SandboxErrorCode.InvalidSpec, $"this root is not supported yet: {spec.Root}"),
-        };
-        steps.Add(new MountStep(rootSource, NewRoot, null, MountFlags.Bind | MountFlags.Recursive));
+            AddOverlayRoot(steps, image);
+        }
+        else
+        {
+            string rootSource = spec.Root switch
+            {
+                HostRoot => OldRoot,
+                DirectoryRoot d => HostPaths.Under(OldRoot, ResolveExistingDirectory(d.Path, "root directory")),
+                _ => throw new SandboxException(SandboxErrorCode.InvalidSpec, $"this root is not supported: {spec.Root}"),
+            };
+            steps.Add(new MountStep(rootSource, NewRoot, null, MountFlags.Bind | MountFlags.Recursive));
+        }
 
         // Paths that get a fresh tmpfs: what the host has below them is not what the sandbox sees.
         var tmpfsMounts = spec.TmpfsMounts.Select(t => TmpfsMount.Parse(t)).ToList();
@@ -89,7 +99,7 @@ public static class RootfsPlanner
             foreach (var (source, target, _, isFile) in binds)
                 AddMountPoint(steps, target, isFile);
         }
-        steps.Add(new SetMountAttributesStep(NewRoot, MountAttributes.ReadOnly | MountAttributes.NoSuid, MountAttributes.None, Recursive: true));
+        steps.Add(new SetMountAttributesStep(NewRoot, (readOnlyRoot ? MountAttributes.ReadOnly : MountAttributes.None) | MountAttributes.NoSuid, MountAttributes.None, Recursive: true));
 
         AddDev(steps);
         AddProc(steps, host);
@@ -140,6 +150,41 @@ public static class RootfsPlanner
     }
 
     private static string In(string sandboxPath) => HostPaths.Under(NewRoot, sandboxPath);
+
+    /// <summary>
+    /// overlayfs in the user namespace (Linux 5.11+): the image's layers as lower directories,
+    /// highest first, and an upper and work directory on the scratch tmpfs, so that the container's
+    /// writes vanish with its mount namespace and nothing is left to clean up. "userxattr" makes
+    /// overlay keep its own metadata in user.overlay.* xattrs, which an unprivileged user may write
+    /// (Documentation/filesystems/overlayfs.rst, "Non-standard behavior"). The options must fit in one
+    /// page: the layers are named relative to their directory (we chdir there first), as short
+    /// keys, not as absolute paths.
+    /// </summary>
+    private static void AddOverlayRoot(ImmutableArray<SetupStep>.Builder steps, ImageRoot image)
+    {
+        var layers = image.Image.LayerDirectories;
+        if (layers.IsDefaultOrEmpty)
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"image {image.Image.Name ?? image.Image.Digest} has no layers");
+        string store = System.IO.Path.GetDirectoryName(layers[0])!;
+        if (layers.Any(l => System.IO.Path.GetDirectoryName(l) != store))
+            throw new SandboxException(SandboxErrorCode.Internal, "the image's layers are not in one store directory");
+        foreach (string layer in layers)
+        {
+            if (!Directory.Exists(layer))
+                throw new SandboxException(SandboxErrorCode.InvalidSpec, $"layer {layer} of image {image.Image.Name ?? image.Image.Digest} is missing from the store: import the image again");
+        }
+        string lower = string.Join(':', layers.Reverse().Select(l => System.IO.Path.GetFileName(l)));
+        // Also with --read-only: the mount is then made read-only (mount_setattr), which keeps a
+        // one-layer image valid (overlay wants two lower layers when it has no upper).
+        string data = $"lowerdir={lower},upperdir=/upper,workdir=/work,userxattr";
+        if (data.Length > 4000)
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"image {image.Image.Name} has too many layers ({layers.Length}) for one overlay mount");
+        steps.Add(new MakeDirectoryStep("/upper"));
+        steps.Add(new MakeDirectoryStep("/work"));
+        steps.Add(new ChangeDirectoryStep(HostPaths.Under(OldRoot, HostPaths.Resolve(store))));
+        steps.Add(new MountStep("overlay", NewRoot, "overlay", MountFlags.None, data));
+        steps.Add(new ChangeDirectoryStep("/"));
+    }
 
     /// <summary>Every step that acts on a path under the new root resolves it inside that root.</summary>
     private static SetupStep ConfineToNewRoot(SetupStep step)

@@ -207,6 +207,10 @@ internal static unsafe class Launcher
             case ClearGroupsStep:
                 n.Kind = (int)NativeStepKind.ClearGroups;
                 break;
+            case ChangeDirectoryStep c:
+                n.Kind = (int)NativeStepKind.ChangeDirectory;
+                n.Target = arena.String(c.Target);
+                break;
             case UnshareCgroupNamespaceStep:
                 n.Kind = (int)NativeStepKind.Unshare;
                 n.Flags = CLONE_NEWCGROUP;

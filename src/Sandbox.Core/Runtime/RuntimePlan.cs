@@ -160,3 +160,8 @@ public sealed record UnshareCgroupNamespaceStep : SetupStep
 {
     public override string Describe() => "create the cgroup namespace";
 }
+
+public sealed record ChangeDirectoryStep(string Target) : SetupStep
+{
+    public override string Describe() => $"change directory to {Target}";
+}

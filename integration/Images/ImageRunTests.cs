@@ -1,0 +1,83 @@
+namespace Sandbox.IntegrationTests.Images;
+
+/// <summary>
+/// Running images made by real tools (umoci builds a three-layer busybox image with a deleted file
+/// and an opaque directory; skopeo writes it as OCI layout, OCI archive and docker archive, gzip and
+/// zstd: ci/make-test-images): `sandbox run IMAGE` must show exactly the files the image has, on
+/// overlayfs mounted inside the user namespace, with the image's Env, Cmd and WorkingDir.
+/// </summary>
+[TestFixture]
+[Parallelizable(ParallelScope.None)]
+public sealed class ImageRunTests
+{
+    private TempDir _store = null!;
+
+    public static IEnumerable<string> Images =>
+        ["oci-layout", "oci-layout-zstd", "image-oci.tar", "image-oci-zstd.tar", "image-docker.tar", "image-docker.tar.gz"];
+
+    [OneTimeSetUp]
+    public void SetUp()
+    {
+        Require.Unprivileged();
+        _store = new TempDir();
+    }
+
+    [OneTimeTearDown]
+    public void TearDown() => _store?.Dispose();
+
+    private static string ImagePath(string name)
+    {
+        string? dir = Environment.GetEnvironmentVariable("SANDBOX_TEST_IMAGES");
+        Require.That(dir is not null && Directory.Exists(dir), "SANDBOX_TEST_IMAGES is not set (ci/test makes the images with ci/make-test-images)");
+        return Path.Combine(dir!, name);
+    }
+
+    [TestCaseSource(nameof(Images))]
+    public void TheImageRunsItsOwnCommandWithItsConfig(string image)
+    {
+        CliResult r = SandboxCli.Run("run", "--root", _store.Path, ImagePath(image));
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(r.StdoutText, Is.EqualTo("hello from the image\n"));
+    }
+
+    [TestCaseSource(nameof(Images))]
+    public void TheRootShowsExactlyTheImagesFiles(string image)
+    {
+        CliResult r = SandboxCli.Run("run", "--root", _store.Path, ImagePath(image), "sh", "-c",
+            "pwd; echo $GREETING; id -u; ls /opaque | tr '\\n' ' '; echo; cat /added.txt /keep/kept; " +
+            "if [ -e /etc/deleted.conf ]; then echo deleted-visible; else echo deleted-gone; fi; " +
+            "echo changed > /keep/kept && cat /keep/kept; touch /new-in-upper && echo writable");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(r.StdoutText.Split('\n', StringSplitOptions.RemoveEmptyEntries), Is.EqualTo(new[]
+        {
+            "/keep", "hello", "0", "new ", "added in layer 3", "kept", "deleted-gone", "changed", "writable",
+        }));
+    }
+
+    [Test]
+    public void WritesVanishWithTheSandboxAndReadOnlyRootsRefuseThem()
+    {
+        string image = ImagePath("image-oci.tar");
+        CliResult first = SandboxCli.Run("run", "--root", _store.Path, image, "sh", "-c", "echo x > /keep/scratch; cat /keep/scratch");
+        Assert.That(first.StdoutText.Trim(), Is.EqualTo("x"), first.ToString());
+        CliResult second = SandboxCli.Run("run", "--root", _store.Path, image, "sh", "-c", "if [ -e /keep/scratch ]; then echo leaked; else echo fresh; fi");
+        Assert.That(second.StdoutText.Trim(), Is.EqualTo("fresh"), "each run starts from the image, not from the last run's writes");
+
+        CliResult readOnly = SandboxCli.Run("run", "--root", _store.Path, "--read-only", image, "sh", "-c", "if touch /keep/x 2>/dev/null; then echo written; else echo refused; fi");
+        Assert.That(readOnly.StdoutText.Trim(), Is.EqualTo("refused"), readOnly.ToString());
+    }
+
+    [Test]
+    public void AnImportedNameRunsAndBindsAndLimitsWorkTheSame()
+    {
+        string image = ImagePath("image-docker.tar");
+        CliResult import = SandboxCli.Run("image", "import", "--root", _store.Path, image, "--name", "it/busybox:1");
+        Assert.That(import.ExitCode, Is.EqualTo(0), import.ToString());
+        using var data = new TempDir();
+        File.WriteAllText(Path.Combine(data.Path, "in.txt"), "from the host\n");
+        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "-v", $"{data.Path}:/data:ro", "--hostname", "img", "it/busybox:1",
+            "sh", "-c", "cat /data/in.txt; cat /proc/self/status | grep -c NoNewPrivs; ls /proc | grep -c '^[0-9]'; test -c /dev/null && echo dev-ok");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(r.StdoutText, Does.StartWith("from the host\n1\n").And.EndWith("dev-ok\n"));
+    }
+}

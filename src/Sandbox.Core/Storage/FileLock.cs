@@ -1,0 +1,63 @@
+using Microsoft.Win32.SafeHandles;
+using Sandbox.Linux;
+
+namespace Sandbox.Storage;
+
+/// <summary>
+/// An flock(2) on a lock file, held until disposed. flock locks belong to the open file
+/// description, so two instances conflict even inside one process (threads with separate stores
+/// behave like separate processes), and the kernel drops them when a process dies, SIGKILL included.
+/// </summary>
+internal sealed class FileLock : IDisposable
+{
+    private readonly SafeFileHandle _fd;
+
+    private FileLock(SafeFileHandle fd, string path)
+    {
+        _fd = fd;
+        Path = path;
+    }
+
+    public string Path { get; }
+
+    /// <summary>
+    /// Takes the lock, waiting while another holder has a conflicting one. <paramref name="onWait"/>
+    /// is called once if it has to wait. Polls so that <paramref name="ct"/> can stop the wait.
+    /// </summary>
+    public static FileLock Acquire(string path, bool exclusive, CancellationToken ct = default, Action? onWait = null)
+    {
+        SafeFileHandle fd = FileSystemCalls.OpenLockFile(path);
+        try
+        {
+            if (!FileSystemCalls.TryLock(fd, exclusive))
+            {
+                onWait?.Invoke();
+                int delay = 1;
+                while (!FileSystemCalls.TryLock(fd, exclusive))
+                {
+                    ct.ThrowIfCancellationRequested();
+                    Thread.Sleep(delay);
+                    delay = Math.Min(delay * 2, 50);
+                }
+            }
+            return new FileLock(fd, path);
+        }
+        catch
+        {
+            fd.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Takes the lock only if nobody holds a conflicting one; null otherwise.</summary>
+    public static FileLock? TryAcquire(string path, bool exclusive)
+    {
+        SafeFileHandle fd = FileSystemCalls.OpenLockFile(path);
+        if (FileSystemCalls.TryLock(fd, exclusive))
+            return new FileLock(fd, path);
+        fd.Dispose();
+        return null;
+    }
+
+    public void Dispose() => _fd.Dispose();
+}

@@ -1,0 +1,591 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using Sandbox.Images;
+using Sandbox.Linux;
+
+namespace Sandbox.Storage;
+
+/// <summary>
+/// The content-addressed image and layer store, shared safely by concurrent processes.
+/// <code>
+/// ROOT/                   0700
+///   l/KEY/                an unpacked layer, KEY = first 20 hex of sha256(diff id): short, so that
+///                         overlay's lowerdir= (one page) holds many layers
+///   layers/KEY.json       the layer's diff id and unpack statistics (written before l/KEY appears)
+///   images/HEX.json       an image record (HEX of its digest): names, config, layers
+///   blobs/sha256/HEX      manifests and configs, verified (layer blobs are not kept once unpacked)
+///   tmp/NAME, NAME.lock   unpacks in progress, each locked by its process
+///   locks/KEY.lock        per-layer locks: one process unpacks a layer, others wait and reuse it
+///   index.lock            held to change images/
+///   gc.lock               shared by imports (and runs, see <see cref="AcquireUse"/>), exclusive for prune
+/// </code>
+/// A layer is unpacked into tmp/, verified (blob digest and size, diff id), and renamed to l/KEY
+/// only when the whole image verified: a layer directory is complete or absent, and a failed
+/// import stores nothing. Locks are flock(2): the kernel drops them when a process dies.
+/// </summary>
+public sealed class ImageStore
+{
+    internal const string LayersDirectoryName = "l";
+    private const int ProgressStep = 1 << 20;
+    private readonly ImportLimits _limits;
+
+    public ImageStore(string root, ImportLimits? limits = null)
+    {
+        Root = Path.GetFullPath(root);
+        _limits = limits ?? ImportLimits.Default;
+    }
+
+    /// <summary>The store's directory, absolute.</summary>
+    public string Root { get; }
+
+    private string LayerRoot => Path.Combine(Root, LayersDirectoryName);
+    private string ImagesDir => Path.Combine(Root, "images");
+    private string LayerMetaDir => Path.Combine(Root, "layers");
+    private string LocksDir => Path.Combine(Root, "locks");
+    private string BlobsDir => Path.Combine(Root, "blobs");
+    private string IndexLockPath => Path.Combine(Root, "index.lock");
+    private string GcLockPath => Path.Combine(Root, "gc.lock");
+    private TempArea Temp => new(Path.Combine(Root, "tmp"));
+
+    /// <summary>The directory name of a layer under <c>l/</c>: 20 hex digits of sha256 of the diff id.</summary>
+    public static string LayerKey(string diffId) =>
+        Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(diffId)))[..20];
+
+    // ---- import --------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Imports a docker archive (<c>docker save</c>), an OCI archive or an OCI layout directory,
+    /// detected by content. The manifest for <paramref name="platform"/> (<c>os/arch[/variant]</c>;
+    /// default the host's) is chosen from multi-platform indexes. Every blob is verified while it is
+    /// read; layers already in the store (same diff id) are reused. The image gets
+    /// <paramref name="name"/> (normalized, <c>:latest</c> added), or else the names the archive
+    /// gives it; a name moves from any image that had it.
+    /// </summary>
+    public ImageRecord Import(string path, string? name, IProgress<ImportProgress>? progress = null, string? platform = null, CancellationToken ct = default)
+    {
+        string? normalizedName = name is null ? null : ImageName.Normalize(name);
+        Platform? requested = platform is null ? null : Platform.Parse(platform);
+        try
+        {
+            EnsureLayout();
+            progress?.Report(new ImportProgress(ImportStage.Reading, $"reading {path}"));
+            using FileLock gc = FileLock.Acquire(GcLockPath, exclusive: false, ct,
+                () => progress?.Report(new ImportProgress(ImportStage.Waiting, "waiting for a prune of the store to finish")));
+            TempArea temp = Temp;
+            temp.CleanAbandoned();
+            using ImageSource source = ImageSource.Open(path, temp.Create, _limits, ct);
+            ResolvedImage image = new ImageReader(source, _limits).Read(normalizedName, requested);
+            foreach (string warning in image.Warnings)
+                progress?.Report(new ImportProgress(ImportStage.Warning, warning));
+            List<StoredLayer> layers = ImportLayers(source, image, temp, progress, ct);
+
+            WriteBlob(image.ConfigDigest, image.ConfigBytes);
+            if (image.ManifestBytes is not null)
+                WriteBlob(image.Digest, image.ManifestBytes);
+
+            var names = normalizedName is not null ? [normalizedName] : image.Names.ToList();
+            var stored = new StoredImage
+            {
+                Digest = image.Digest.ToString(),
+                ConfigDigest = image.ConfigDigest.ToString(),
+                Names = names,
+                Created = image.Config.Created,
+                Imported = DateTimeOffset.UtcNow,
+                Size = layers.Sum(l => l.Size),
+                Platform = PlatformOf(image.Config),
+                SourceFormat = image.Format,
+                OwnershipFlattened = true,
+                HasManifest = image.ManifestBytes is not null,
+                Layers = layers,
+                Config = StoredConfig.From(image.Config.Config),
+            };
+            ImageRecord record;
+            using (FileLock.Acquire(IndexLockPath, exclusive: true, ct))
+                record = SaveRecord(stored);
+            progress?.Report(new ImportProgress(ImportStage.Done,
+                $"imported {record.Name ?? image.Digest.ToString()} ({image.Digest.Short}, {layers.Count} layers)"));
+            return record;
+        }
+        catch (LinuxException e)
+        {
+            throw new SandboxException(SandboxErrorCode.StoreFailed, $"image store {Root}: {e.Message}", e);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new SandboxException(SandboxErrorCode.StoreFailed, $"image store {Root}: {e.Message}", e);
+        }
+    }
+
+    private List<StoredLayer> ImportLayers(ImageSource source, ResolvedImage image, TempArea temp, IProgress<ImportProgress>? progress, CancellationToken ct)
+    {
+        int count = image.Layers.Count;
+        var keys = image.Layers.Select(l => LayerKey(l.DiffId.ToString())).ToList();
+        var locks = new List<FileLock>();
+        var staged = new List<(string Key, WorkDirectory Dir, StoredLayerMeta Meta)>();
+        try
+        {
+            // Every layer lock, in one global order (no deadlock between imports sharing layers), held to the end.
+            foreach (string key in keys.Distinct().Order(StringComparer.Ordinal))
+            {
+                locks.Add(FileLock.Acquire(Path.Combine(LocksDir, key + ".lock"), exclusive: true, ct,
+                    () => progress?.Report(new ImportProgress(ImportStage.Waiting, $"waiting for another process unpacking layer {key}"))));
+            }
+
+            var sizes = new Dictionary<string, long>(StringComparer.Ordinal);
+            var missing = new HashSet<string>(StringComparer.Ordinal);
+            foreach (string key in keys.Distinct())
+            {
+                if (TryReadLayerMeta(key, image.Layers[keys.IndexOf(key)].DiffId.ToString()) is { } meta)
+                    sizes[key] = meta.Size;
+                else
+                    missing.Add(key);
+            }
+            long total = image.Layers.Where((l, i) => missing.Contains(keys[i])).Sum(l => l.BlobSize);
+            long done = 0;
+            long imageBytes = 0;
+
+            for (int i = 0; i < count; i++)
+            {
+                LayerSource layer = image.Layers[i];
+                string key = keys[i];
+                if (!missing.Contains(key))
+                {
+                    if (!staged.Any(s => s.Key == key))
+                    {
+                        progress?.Report(new ImportProgress(ImportStage.LayerReused, $"layer {i + 1}/{count} {layer.DiffId.Short}: already in the store")
+                        { LayerIndex = i + 1, LayerCount = count, LayerDigest = layer.DiffId.ToString(), BytesDone = done, BytesTotal = total });
+                    }
+                    continue;
+                }
+                WorkDirectory dir = temp.Create();
+                staged.Add((key, dir, null!));
+                StoredLayerMeta unpacked = UnpackLayer(source, layer, dir.Path, i, count, total, ref done, progress, ct);
+                staged[^1] = (key, dir, unpacked);
+                imageBytes += unpacked.Size;
+                if (imageBytes > _limits.MaxImageSize)
+                    throw new SandboxException(SandboxErrorCode.ImageTooLarge, $"{source.Description}: more than {_limits.MaxImageSize} bytes of layers");
+                sizes[key] = unpacked.Size;
+                missing.Remove(key);
+                ReportStats(layer, unpacked, i, count, progress);
+            }
+
+            // Everything verified: move the new layers into place (metadata first: a directory under l/ always has it).
+            foreach (var (key, dir, meta) in staged)
+            {
+                WriteJsonAtomic(Path.Combine(LayerMetaDir, key + ".json"), JsonSerializer.SerializeToUtf8Bytes(meta, StoreJsonContext.Default.StoredLayerMeta));
+                string target = Path.Combine(LayerRoot, key);
+                if (!FileSystemCalls.RenameNoReplace(dir.Path, target))
+                {
+                    // Not ours to find (we hold its lock and saw no valid layer): an invalid leftover. Replace it.
+                    DiscardLayerDirectory(key, temp);
+                    if (!FileSystemCalls.RenameNoReplace(dir.Path, target))
+                        throw new SandboxException(SandboxErrorCode.StoreFailed, $"image store {Root}: cannot move layer {key} into place");
+                }
+            }
+            return image.Layers.Select((l, i) => new StoredLayer { DiffId = l.DiffId.ToString(), Key = keys[i], Size = sizes[keys[i]] }).ToList();
+        }
+        finally
+        {
+            foreach (var s in staged)
+                s.Dir.Dispose(); // removes what was not moved into place
+            foreach (FileLock l in locks)
+                l.Dispose();
+        }
+    }
+
+    private StoredLayerMeta UnpackLayer(ImageSource source, LayerSource layer, string directory, int index, int count, long total,
+        ref long done, IProgress<ImportProgress>? progress, CancellationToken ct)
+    {
+        long start = done;
+        long lastReport = 0;
+        long read = 0;
+        void Report(bool force)
+        {
+            if (progress is null || (!force && read - lastReport < ProgressStep))
+                return;
+            lastReport = read;
+            progress.Report(new ImportProgress(ImportStage.Unpacking, $"layer {index + 1}/{count} {layer.DiffId.Short}")
+            { LayerIndex = index + 1, LayerCount = count, LayerDigest = layer.DiffId.ToString(), BytesDone = start + read, BytesTotal = total });
+        }
+
+        Report(force: true);
+        using var blob = new VerifyingStream(source.Open(layer.Path), layer.BlobDigest, layer.BlobSize, layer.What)
+        {
+            OnRead = n =>
+            {
+                read += n;
+                Report(force: false);
+            },
+        };
+        byte[] head = new byte[6];
+        int got = blob.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
+        LayerCompression sniffed = Compression.Detect(head.AsSpan(0, got), out string? unsupported);
+        if (unsupported is not null)
+            throw new SandboxException(SandboxErrorCode.ImageFormatInvalid, $"{source.Description}: {layer.What} is {unsupported}-compressed, which is not supported (tar, gzip, zstd)");
+        LayerCompression compression = layer.Compression switch
+        {
+            null => sniffed,
+            LayerCompression.None => sniffed, // mislabelled tar: the bytes say what they are
+            var declared when declared == sniffed => sniffed,
+            var declared => throw new SandboxException(SandboxErrorCode.ImageFormatInvalid,
+                $"{source.Description}: {layer.What}: media type says {declared.Value.ToString().ToLowerInvariant()} but the data is not"),
+        };
+
+        using Stream decompressed = Compression.Decompress(new PrefixedStream(head[..got], blob), compression);
+        using var diff = new VerifyingStream(decompressed, layer.DiffId, null, $"{layer.What} (uncompressed: diff id)", _limits.MaxLayerSize);
+        using var unpacker = new LayerUnpacker(directory, _limits);
+        try
+        {
+            unpacker.Unpack(diff, ct);
+            diff.ReadToEndAndVerify();
+            blob.ReadToEndAndVerify();
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // Content that is not what its digest says explains any other failure: report that first.
+            if (e is SandboxException { Code: SandboxErrorCode.DigestMismatch or SandboxErrorCode.BlobSizeMismatch })
+                throw Prefixed((SandboxException)e, source);
+            if (layer.BlobDigest is not null && blob.VerifyRest() is { } blobProblem)
+                throw Prefixed(blobProblem, source);
+            if (layer.BlobDigest is null && compression == LayerCompression.None && diff.VerifyRest() is { } diffProblem)
+                throw Prefixed(diffProblem, source);
+            if (e is SandboxException se)
+                throw new SandboxException(se.Code, $"{source.Description}: {layer.What}: {se.Message}", se);
+            throw new SandboxException(SandboxErrorCode.ImageFormatInvalid, $"{source.Description}: {layer.What}: unreadable ({e.Message})", e);
+        }
+        done = start + read;
+        Report(force: true);
+        LayerStats s = unpacker.Stats;
+        return new StoredLayerMeta
+        {
+            DiffId = layer.DiffId.ToString(),
+            Size = diff.BytesRead,
+            Entries = s.Entries,
+            Whiteouts = s.Whiteouts,
+            OpaqueDirectories = s.OpaqueDirectories,
+            SkippedDevices = s.SkippedDevices,
+            DroppedXattrs = s.DroppedXattrs,
+            SkippedOther = s.SkippedOther,
+            Unpacked = DateTimeOffset.UtcNow,
+        };
+    }
+
+    private static SandboxException Prefixed(SandboxException e, ImageSource source) =>
+        e.Message.StartsWith(source.Description, StringComparison.Ordinal) ? e : new SandboxException(e.Code, $"{source.Description}: {e.Message}", e);
+
+    private static void ReportStats(LayerSource layer, StoredLayerMeta meta, int index, int count, IProgress<ImportProgress>? progress)
+    {
+        if (progress is null)
+            return;
+        var notes = new List<string>();
+        if (meta.SkippedDevices > 0)
+            notes.Add($"skipped {meta.SkippedDevices} device node(s): an unprivileged user cannot create them (the sandbox's /dev provides the usual ones)");
+        if (meta.DroppedXattrs > 0)
+            notes.Add($"dropped {meta.DroppedXattrs} extended attribute(s) outside user.* (e.g. file capabilities): an unprivileged user cannot set them");
+        foreach (string note in notes)
+        {
+            progress.Report(new ImportProgress(ImportStage.Warning, $"layer {index + 1}/{count} {layer.DiffId.Short}: {note}")
+            { LayerIndex = index + 1, LayerCount = count, LayerDigest = layer.DiffId.ToString() });
+        }
+    }
+
+    /// <summary>The layer's metadata when l/KEY is a complete layer of that diff id; otherwise null (and an invalid leftover is set aside).</summary>
+    private StoredLayerMeta? TryReadLayerMeta(string key, string diffId)
+    {
+        string dir = Path.Combine(LayerRoot, key);
+        if (FileSystemCalls.TryLStat(dir) is not { Kind: FileKind.Directory })
+            return null;
+        StoredLayerMeta? meta = null;
+        try
+        {
+            meta = JsonSerializer.Deserialize(File.ReadAllBytes(Path.Combine(LayerMetaDir, key + ".json")), StoreJsonContext.Default.StoredLayerMeta);
+        }
+        catch (Exception e) when (e is IOException or JsonException)
+        {
+        }
+        return meta is not null && meta.DiffId == diffId ? meta : null;
+    }
+
+    /// <summary>Moves l/KEY out of the way (into tmp/, then removes it): never a half-deleted layer under l/.</summary>
+    private long DiscardLayerDirectory(string key, TempArea temp)
+    {
+        string dir = Path.Combine(LayerRoot, key);
+        if (FileSystemCalls.TryLStat(dir) is null)
+            return 0;
+        using WorkDirectory trash = temp.Create();
+        long bytes = TreeRemover.Measure(dir);
+        FileSystemCalls.Rename(dir, Path.Combine(trash.Path, "layer"));
+        return bytes;
+    }
+
+    // ---- queries -------------------------------------------------------------------------------
+
+    /// <summary>Every image in the store, newest import first.</summary>
+    public IReadOnlyList<ImageRecord> List() =>
+        LoadAll().Select(s => s.ToRecord(Root)).OrderByDescending(r => r.Imported).ToList();
+
+    /// <summary>
+    /// The image with this name (<c>busybox</c> finds <c>busybox:latest</c> and
+    /// <c>docker.io/library/busybox:latest</c>), or whose digest or config digest starts with this
+    /// (with or without <c>sha256:</c>, at least 4 hex digits); null when none.
+    /// Throws <see cref="SandboxErrorCode.ImageAmbiguous"/> when several match.
+    /// </summary>
+    public ImageRecord? Find(string nameOrDigestPrefix)
+    {
+        List<StoredImage> all = LoadAll();
+        StoredImage? match = Match(all, nameOrDigestPrefix, out _);
+        return match?.ToRecord(Root);
+    }
+
+    /// <summary>Like <see cref="Find"/>, but a missing image is an <see cref="SandboxErrorCode.ImageNotFound"/> error.</summary>
+    public ImageRecord Get(string nameOrDigest) =>
+        Find(nameOrDigest) ?? throw new SandboxException(SandboxErrorCode.ImageNotFound,
+            $"no image '{nameOrDigest}' in {Root}; import one with `sandbox image import FILE`, list them with `sandbox image ls`");
+
+    private static StoredImage? Match(List<StoredImage> all, string query, out bool byName)
+    {
+        byName = true;
+        var named = all.Where(r => r.Names.Any(n => ImageName.Matches(n, query))).ToList();
+        if (named.Count == 1)
+            return named[0];
+        if (named.Count > 1)
+            throw new SandboxException(SandboxErrorCode.ImageAmbiguous,
+                $"'{query}' names {named.Count} images ({string.Join(", ", named.SelectMany(r => r.Names.Where(n => ImageName.Matches(n, query))))}); use the full name or a digest");
+
+        byName = false;
+        string q = query.Trim().ToLowerInvariant();
+        int colon = q.IndexOf(':');
+        string? algorithm = null;
+        if (colon > 0)
+        {
+            algorithm = q[..colon];
+            q = q[(colon + 1)..];
+        }
+        if (q.Length < 4 || !q.All(char.IsAsciiHexDigit))
+            return null;
+        bool Hit(string digest) =>
+            Digest.TryParse(digest, out Digest d) && (algorithm is null || algorithm == d.Algorithm) && d.Hex.StartsWith(q, StringComparison.Ordinal);
+        var byDigest = all.Where(r => Hit(r.Digest) || Hit(r.ConfigDigest)).ToList();
+        if (byDigest.Count > 1)
+            throw new SandboxException(SandboxErrorCode.ImageAmbiguous,
+                $"'{query}' is the start of {byDigest.Count} images' digests ({string.Join(", ", byDigest.Select(r => r.Digest))}); give more digits");
+        return byDigest.Count == 1 ? byDigest[0] : null;
+    }
+
+    // ---- removal -------------------------------------------------------------------------------
+
+    /// <summary>
+    /// By name: removes that name (and the image with it when it was its last name). By digest
+    /// (prefix): removes the image record. Its layers stay until <see cref="Prune"/>. False when
+    /// nothing matched.
+    /// </summary>
+    public bool Remove(string nameOrDigest, CancellationToken ct = default)
+    {
+        if (!Directory.Exists(ImagesDir))
+            return false;
+        try
+        {
+            using FileLock index = FileLock.Acquire(IndexLockPath, exclusive: true, ct);
+            List<StoredImage> all = LoadAll();
+            StoredImage? match = Match(all, nameOrDigest, out bool byName);
+            if (match is null)
+                return false;
+            if (byName)
+            {
+                match.Names.RemoveAll(n => ImageName.Matches(n, nameOrDigest));
+                if (match.Names.Count > 0)
+                {
+                    WriteRecordFile(match);
+                    return true;
+                }
+            }
+            FileSystemCalls.Unlink(RecordPath(match.Digest), directory: false);
+            return true;
+        }
+        catch (LinuxException e)
+        {
+            throw new SandboxException(SandboxErrorCode.StoreFailed, $"image store {Root}: {e.Message}", e);
+        }
+    }
+
+    /// <summary>
+    /// Deletes layers no image uses, manifests and configs no image refers to, and whatever dead
+    /// imports left in tmp/. Waits for running imports (and holders of <see cref="AcquireUse"/>).
+    /// </summary>
+    public PruneResult Prune(CancellationToken ct = default, Action? onWait = null)
+    {
+        if (!Directory.Exists(Root))
+            return new PruneResult(0, 0, 0, 0);
+        try
+        {
+            EnsureLayout();
+            using FileLock gc = FileLock.Acquire(GcLockPath, exclusive: true, ct, onWait);
+            using FileLock index = FileLock.Acquire(IndexLockPath, exclusive: true, ct);
+            TempArea temp = Temp;
+            int tempRemoved = temp.CleanAbandoned();
+            List<StoredImage> all = LoadAll();
+            var usedLayers = all.SelectMany(r => r.Layers.Select(l => l.Key)).ToHashSet(StringComparer.Ordinal);
+            int layersRemoved = 0;
+            long bytes = 0;
+            foreach (string dir in Directory.EnumerateFileSystemEntries(LayerRoot).ToList())
+            {
+                string key = Path.GetFileName(dir);
+                if (usedLayers.Contains(key))
+                    continue;
+                bytes += DiscardLayerDirectory(key, temp);
+                layersRemoved++;
+            }
+            foreach (string meta in Directory.EnumerateFiles(LayerMetaDir).ToList())
+            {
+                string name = Path.GetFileName(meta);
+                string key = name.EndsWith(".json", StringComparison.Ordinal) ? name[..^5] : name;
+                if (!usedLayers.Contains(key) || name.StartsWith('.'))
+                    File.Delete(meta);
+            }
+            foreach (string lockFile in Directory.EnumerateFiles(LocksDir).ToList())
+            {
+                if (!usedLayers.Contains(Path.GetFileNameWithoutExtension(lockFile)))
+                    File.Delete(lockFile); // no import runs (gc lock): nobody holds or waits for it
+            }
+            foreach (string stale in Directory.EnumerateFiles(ImagesDir, ".*").ToList())
+                File.Delete(stale); // half-written records of dead processes
+
+            var usedBlobs = all.SelectMany(r => r.HasManifest ? new[] { r.Digest, r.ConfigDigest } : [r.ConfigDigest]).ToHashSet(StringComparer.Ordinal);
+            int blobsRemoved = 0;
+            foreach (string algDir in Directory.EnumerateDirectories(BlobsDir).ToList())
+            {
+                foreach (string blob in Directory.EnumerateFiles(algDir).ToList())
+                {
+                    if (!usedBlobs.Contains($"{Path.GetFileName(algDir)}:{Path.GetFileName(blob)}"))
+                    {
+                        File.Delete(blob);
+                        blobsRemoved++;
+                    }
+                }
+            }
+            return new PruneResult(layersRemoved, bytes, blobsRemoved, tempRemoved);
+        }
+        catch (LinuxException e)
+        {
+            throw new SandboxException(SandboxErrorCode.StoreFailed, $"image store {Root}: {e.Message}", e);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new SandboxException(SandboxErrorCode.StoreFailed, $"image store {Root}: {e.Message}", e);
+        }
+    }
+
+    /// <summary>
+    /// A shared hold on the store's layers: while any is held, <see cref="Prune"/> waits. A run
+    /// takes one before it mounts an image's layers and keeps it until the mount is gone.
+    /// </summary>
+    public IDisposable AcquireUse(CancellationToken ct = default)
+    {
+        EnsureLayout();
+        return FileLock.Acquire(GcLockPath, exclusive: false, ct);
+    }
+
+    // ---- records and files ---------------------------------------------------------------------
+
+    private ImageRecord SaveRecord(StoredImage stored)
+    {
+        List<StoredImage> all = LoadAll();
+        // A name belongs to one image: take it from any other (which stays, perhaps unnamed).
+        foreach (StoredImage other in all.Where(o => o.Digest != stored.Digest))
+        {
+            int before = other.Names.Count;
+            other.Names.RemoveAll(n => stored.Names.Any(mine => ImageName.Familiar(mine) == ImageName.Familiar(n)));
+            if (other.Names.Count != before)
+                WriteRecordFile(other);
+        }
+        if (all.FirstOrDefault(o => o.Digest == stored.Digest) is { } existing)
+            stored.Names = stored.Names.Concat(existing.Names).Distinct().ToList();
+        WriteRecordFile(stored);
+        return stored.ToRecord(Root);
+    }
+
+    private string RecordPath(string digest) =>
+        Path.Combine(ImagesDir, Digest.Parse(digest, "record").Hex + ".json");
+
+    private void WriteRecordFile(StoredImage record) =>
+        WriteJsonAtomic(RecordPath(record.Digest), JsonSerializer.SerializeToUtf8Bytes(record, StoreJsonContext.Default.StoredImage));
+
+    private List<StoredImage> LoadAll()
+    {
+        var result = new List<StoredImage>();
+        if (!Directory.Exists(ImagesDir))
+            return result;
+        foreach (string file in Directory.EnumerateFiles(ImagesDir, "*.json"))
+        {
+            if (Path.GetFileName(file).StartsWith('.'))
+                continue;
+            byte[] bytes;
+            try
+            {
+                bytes = File.ReadAllBytes(file);
+            }
+            catch (FileNotFoundException)
+            {
+                continue; // removed meanwhile
+            }
+            try
+            {
+                StoredImage? record = JsonSerializer.Deserialize(bytes, StoreJsonContext.Default.StoredImage);
+                if (record is null || record.SchemaVersion != 1 || !Digest.TryParse(record.Digest, out _))
+                    throw new JsonException("not an image record of this version");
+                result.Add(record);
+            }
+            catch (JsonException e)
+            {
+                throw new SandboxException(SandboxErrorCode.StoreFailed,
+                    $"image store {Root}: {file} is damaged ({e.Message}); remove it (its image is then gone) and run `sandbox image prune`", e);
+            }
+        }
+        return result;
+    }
+
+    private void WriteBlob(Digest digest, byte[] content)
+    {
+        string dir = Path.Combine(BlobsDir, digest.Algorithm);
+        string path = Path.Combine(dir, digest.Hex);
+        if (File.Exists(path))
+            return;
+        Directory.CreateDirectory(dir);
+        WriteJsonAtomic(path, content);
+    }
+
+    /// <summary>Writes a file whole or not at all: a hidden temporary beside it, then rename.</summary>
+    private static void WriteJsonAtomic(string path, byte[] content)
+    {
+        string temp = Path.Combine(Path.GetDirectoryName(path)!, $".{Path.GetFileName(path)}.{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6))}.tmp");
+        try
+        {
+            using (var f = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
+            {
+                f.Write(content);
+                f.Flush(flushToDisk: true);
+            }
+            FileSystemCalls.Rename(temp, path);
+        }
+        catch
+        {
+            File.Delete(temp);
+            throw;
+        }
+    }
+
+    private void EnsureLayout()
+    {
+        bool created = !Directory.Exists(Root);
+        Directory.CreateDirectory(Root);
+        if (created)
+            FileSystemCalls.ChangeModeAt(Root, 0x1C0); // 0700: layers keep setuid bits; nobody else needs to reach them
+        foreach (string dir in new[] { LayerRoot, ImagesDir, LayerMetaDir, LocksDir, BlobsDir, Path.Combine(Root, "tmp") })
+            Directory.CreateDirectory(dir);
+    }
+
+    private static string PlatformOf(OciImageConfig config) =>
+        config.Os is null || config.Architecture is null ? ""
+        : config.Variant is { Length: > 0 } v ? $"{config.Os}/{config.Architecture}/{v}" : $"{config.Os}/{config.Architecture}";
+}

@@ -1,0 +1,532 @@
+using System.Text;
+using System.Text.Json.Nodes;
+using Sandbox.Images;
+using Sandbox.Linux;
+using Sandbox.Storage;
+using Sandbox.Tests.Images;
+using Sandbox.Tests.TestSupport;
+
+namespace Sandbox.Tests.Storage;
+
+public class ImageStoreTests
+{
+    private static ImageBuilder TwoLayerImage(LayerCompression compression = LayerCompression.Gzip)
+    {
+        var image = new ImageBuilder { Compression = compression };
+        image.AddLayer(new LayerBuilder()
+            .Dir("bin").File("bin/tool", "#!/bin/sh\necho tool\n", mode: 0x1ED)
+            .Dir("etc").File("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n")
+            .File("etc/deleted.conf", "gone in layer 2")
+            .Dir("var").Dir("var/cache").File("var/cache/old", "old cache")
+            .Symlink("bin/sh", "tool"));
+        image.AddLayer(new LayerBuilder()
+            .Dir("etc").Whiteout("etc/deleted.conf")
+            .Dir("var").Dir("var/cache").Opaque("var/cache").File("var/cache/new", "new cache")
+            .File("etc/added", "layer 2"));
+        return image;
+    }
+
+    private static string Write(Scratch temp, ImageBuilder image, ArchiveFormat format)
+    {
+        string path = temp.Combine(format switch { ArchiveFormat.OciLayout => "layout", ArchiveFormat.OciArchive => "oci.tar", _ => "docker.tar" });
+        image.Write(format, path);
+        return path;
+    }
+
+    [Test]
+    public void ImportsEveryFormatAndCompression(
+        [Values] ArchiveFormat format,
+        [Values(LayerCompression.None, LayerCompression.Gzip, LayerCompression.Zstd)] LayerCompression compression)
+    {
+        using var temp = new Scratch();
+        ImageBuilder image = TwoLayerImage(compression);
+        string path = Write(temp, image, format);
+        var store = new ImageStore(temp.Combine("store"));
+        var reports = new List<ImportProgress>();
+        ImageRecord record = store.Import(path, format == ArchiveFormat.OciLayout ? "mine" : null, new SyncProgress(reports));
+
+        Assert.That(record.Layers, Has.Length.EqualTo(2));
+        Assert.That(record.LayerDirectories, Has.Length.EqualTo(2));
+        Assert.That(record.Layers.Select(l => l.DiffId), Is.EqualTo(image.Layers.Select(ImageBuilder.Sha256)));
+        Assert.That(record.OwnershipFlattened, Is.True);
+        Assert.That(record.Platform, Is.EqualTo("linux/amd64"));
+        Assert.That(record.Size, Is.EqualTo(image.Layers.Sum(l => (long)l.Length)));
+        Assert.That(record.Created, Is.EqualTo(new DateTimeOffset(2024, 5, 6, 7, 8, 9, TimeSpan.Zero)));
+        if (format == ArchiveFormat.DockerArchive)
+        {
+            Assert.That(record.Names, Is.EqualTo(new[] { "example.com/test/image:1.0" }));
+            Assert.That(record.Digest, Is.EqualTo(record.ConfigDigest));
+            Assert.That(record.SourceFormat, Is.EqualTo("docker-archive"));
+        }
+        else
+        {
+            Assert.That(record.Digest, Is.EqualTo(image.ManifestDigest));
+            Assert.That(record.SourceFormat, Is.EqualTo(format == ArchiveFormat.OciArchive ? "oci-archive" : "oci-layout"));
+        }
+        if (format == ArchiveFormat.OciLayout)
+            Assert.That(record.Names, Is.EqualTo(new[] { "mine:latest" }));
+
+        Assert.That(record.Config.Env, Does.Contain("GREETING=hello"));
+        Assert.That(record.Config.Entrypoint, Is.EqualTo(new[] { "/bin/sh", "-c" }));
+        Assert.That(record.Config.Cmd, Is.EqualTo(new[] { "echo hi" }));
+        Assert.That(record.Config.WorkingDir, Is.EqualTo("/work"));
+        Assert.That(record.Config.User, Is.EqualTo("nobody"));
+        Assert.That(record.Config.Labels["org.example.test"], Is.EqualTo("yes"));
+
+        string lower = record.LayerDirectories[0];
+        string upper = record.LayerDirectories[1];
+        Assert.That(File.ReadAllText(Path.Combine(lower, "bin", "tool")), Does.Contain("echo tool"));
+        Assert.That(new FileInfo(Path.Combine(lower, "bin", "sh")).LinkTarget, Is.EqualTo("tool"));
+        Assert.That(File.ReadAllText(Path.Combine(upper, "etc", "added")), Is.EqualTo("layer 2"));
+
+        // The deleted file is an overlay whiteout; the opaque directory carries the xattr.
+        FileStatus wh = Inspect.LStat(Path.Combine(upper, "etc", "deleted.conf"))!.Value;
+        Assert.That(wh.Kind, Is.EqualTo(FileKind.CharDevice));
+        Assert.That(wh.RawDevice, Is.EqualTo(0UL));
+        Assert.That(Inspect.Xattr(Path.Combine(upper, "var", "cache"), "user.overlay.opaque"), Is.EqualTo("y"));
+        Assert.That(Inspect.Xattr(Path.Combine(lower, "var", "cache"), "user.overlay.opaque"), Is.Null);
+        Assert.That(File.Exists(Path.Combine(upper, "etc", ".wh.deleted.conf")), Is.False);
+        Assert.That(File.Exists(Path.Combine(upper, "var", "cache", ".wh..wh..opq")), Is.False);
+
+        // Short, fixed-length layer paths under l/.
+        Assert.That(Path.GetFileName(lower), Has.Length.EqualTo(20));
+        Assert.That(Path.GetDirectoryName(lower), Is.EqualTo(Path.Combine(store.Root, "l")));
+
+        Assert.That(reports.Select(r => r.Stage), Does.Contain(ImportStage.Unpacking).And.Contain(ImportStage.Done));
+        Assert.That(reports.Where(r => r.Stage == ImportStage.Unpacking).Max(r => r.BytesDone),
+            Is.EqualTo(reports.First(r => r.Stage == ImportStage.Unpacking).BytesTotal));
+        Assert.That(Directory.EnumerateFileSystemEntries(Path.Combine(store.Root, "tmp")), Is.Empty);
+
+        // Found by name, digest prefix, config digest; listed.
+        Assert.That(store.List(), Has.Count.EqualTo(1));
+        Assert.That(store.Find(record.Digest)!.Digest, Is.EqualTo(record.Digest));
+        Assert.That(store.Find(record.Digest[7..19])!.Digest, Is.EqualTo(record.Digest));
+        Assert.That(store.Find(record.ConfigDigest)!.Digest, Is.EqualTo(record.Digest));
+    }
+
+    [Test]
+    public void KeepsModesTimesLinksAndUserXattrs()
+    {
+        using var temp = new Scratch();
+        var mtime = new DateTimeOffset(2001, 2, 3, 4, 5, 6, TimeSpan.Zero).AddTicks(1234500);
+        var image = new ImageBuilder { Compression = LayerCompression.None };
+        image.AddLayer(new LayerBuilder()
+            .Dir("ro", mode: 0x16D, mtime: mtime) // 0555, with content: created writable, made read-only at the end
+            .File("ro/file", "x", mode: 0x124, mtime: mtime) // 0444
+            .File("setuid", "x", mode: 0x9ED, mtime: mtime) // 04755
+            .Dir("sticky", mode: 0x3FF) // 01777
+            .File("attrs", "x", pax: new() { ["SCHILY.xattr.user.mime_type"] = "text/plain" })
+            .Link("ro/hard", "ro/file")
+            .Symlink("link", "ro/file"));
+        string path = temp.Combine("img.tar");
+        image.WriteDockerArchive(path);
+        ImageRecord record = new ImageStore(temp.Combine("store")).Import(path, null);
+        string l = record.LayerDirectories[0];
+
+        Assert.That(Inspect.LStat(Path.Combine(l, "ro"))!.Value.Permissions, Is.EqualTo(0x16Du));
+        Assert.That(Inspect.LStat(Path.Combine(l, "ro", "file"))!.Value.Permissions, Is.EqualTo(0x124u));
+        Assert.That(Inspect.LStat(Path.Combine(l, "setuid"))!.Value.Permissions, Is.EqualTo(0x9EDu));
+        Assert.That(Inspect.LStat(Path.Combine(l, "sticky"))!.Value.Permissions, Is.EqualTo(0x3FFu));
+        Assert.That(File.GetLastWriteTimeUtc(Path.Combine(l, "ro", "file")), Is.EqualTo(mtime.UtcDateTime));
+        Assert.That(File.GetLastWriteTimeUtc(Path.Combine(l, "ro")), Is.EqualTo(mtime.UtcDateTime), "directory mtime set after its content");
+        Assert.That(Inspect.LStat(Path.Combine(l, "ro", "hard"))!.Value.Inode, Is.EqualTo(Inspect.LStat(Path.Combine(l, "ro", "file"))!.Value.Inode));
+        Assert.That(new FileInfo(Path.Combine(l, "link")).LinkTarget, Is.EqualTo("ro/file"));
+        Assert.That(Inspect.Xattr(Path.Combine(l, "attrs"), "user.mime_type"), Is.EqualTo("text/plain"));
+        Assert.That(Inspect.LStat(Path.Combine(l, "attrs"))!.Value.Uid, Is.EqualTo(Syscalls.RealUserId), "ownership flattened to the caller");
+    }
+
+    [TestCase(ArchiveFormat.OciArchive, LayerCompression.Gzip, SandboxErrorCode.DigestMismatch)]
+    [TestCase(ArchiveFormat.OciLayout, LayerCompression.Zstd, SandboxErrorCode.DigestMismatch)]
+    [TestCase(ArchiveFormat.OciArchive, LayerCompression.None, SandboxErrorCode.DigestMismatch)]
+    [TestCase(ArchiveFormat.DockerArchive, LayerCompression.None, SandboxErrorCode.DigestMismatch)]
+    public void CorruptLayerIsRejectedAndNothingIsStored(ArchiveFormat format, LayerCompression compression, SandboxErrorCode expected)
+    {
+        using var temp = new Scratch();
+        ImageBuilder image = TwoLayerImage(compression);
+        image.CorruptLayerByte = (1, -1); // in the middle of the second layer's blob
+        string path = Write(temp, image, format);
+        var store = new ImageStore(temp.Combine("store"));
+        var e = Assert.Throws<SandboxException>(() => store.Import(path, null));
+        Assert.That(e!.Code, Is.EqualTo(expected), e.Message);
+        Assert.That(e.Message, Does.Contain("expected sha256:").And.Contain("actual sha256:"));
+        AssertNothingStored(store);
+    }
+
+    [Test]
+    public void CorruptGzipInDockerArchiveIsRejected()
+    {
+        using var temp = new Scratch();
+        ImageBuilder image = TwoLayerImage(LayerCompression.Gzip);
+        image.CorruptLayerByte = (0, 60);
+        string path = Write(temp, image, ArchiveFormat.DockerArchive);
+        var store = new ImageStore(temp.Combine("store"));
+        var e = Assert.Throws<SandboxException>(() => store.Import(path, null));
+        Assert.That(e!.Code, Is.AnyOf(SandboxErrorCode.DigestMismatch, SandboxErrorCode.ImageFormatInvalid), e.Message);
+        AssertNothingStored(store);
+    }
+
+    [TestCase(1)]
+    [TestCase(-1)]
+    public void WrongBlobSizeIsRejected(int delta)
+    {
+        using var temp = new Scratch();
+        ImageBuilder image = TwoLayerImage();
+        byte[] blob0 = ImageBuilder.Compress(image.Layers[0], LayerCompression.Gzip);
+        image.Layer0SizeOverride = blob0.Length + delta;
+        string path = Write(temp, image, ArchiveFormat.OciArchive);
+        var store = new ImageStore(temp.Combine("store"));
+        var e = Assert.Throws<SandboxException>(() => store.Import(path, null));
+        Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.BlobSizeMismatch), e.Message);
+        AssertNothingStored(store);
+    }
+
+    [Test]
+    public void WrongDiffIdIsRejected()
+    {
+        using var temp = new Scratch();
+        ImageBuilder image = TwoLayerImage();
+        image.DiffIdsOverride = [ImageBuilder.Sha256(image.Layers[0]), ImageBuilder.Sha256("not the layer"u8.ToArray())];
+        string path = Write(temp, image, ArchiveFormat.OciArchive);
+        var store = new ImageStore(temp.Combine("store"));
+        var e = Assert.Throws<SandboxException>(() => store.Import(path, null));
+        Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.DigestMismatch));
+        Assert.That(e.Message, Does.Contain("diff id").And.Contain(ImageBuilder.Sha256("not the layer"u8.ToArray())));
+        AssertNothingStored(store);
+    }
+
+    [Test]
+    public void CorruptConfigIsRejected()
+    {
+        using var temp = new Scratch();
+        ImageBuilder image = TwoLayerImage();
+        var files = image.BuildOciFiles();
+        string configHex = ImageBuilder.Sha256(image.ConfigBytes())[7..];
+        var corrupted = files.Select(f => f.Path.EndsWith(configHex, StringComparison.Ordinal)
+            ? (f.Path, Encoding.UTF8.GetBytes(Encoding.UTF8.GetString(f.Content).Replace("hello", "HELLO")))
+            : f).ToList();
+        string path = temp.Combine("oci.tar");
+        ImageBuilder.WriteTar(path, corrupted);
+        var store = new ImageStore(temp.Combine("store"));
+        var e = Assert.Throws<SandboxException>(() => store.Import(path, null));
+        Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.DigestMismatch));
+        Assert.That(e.Message, Does.Contain("config sha256:" + configHex));
+        AssertNothingStored(store);
+    }
+
+    [Test]
+    public void SharedLayersAreStoredOnceAndNamesMove()
+    {
+        using var temp = new Scratch();
+        var store = new ImageStore(temp.Combine("store"));
+        var baseLayer = new LayerBuilder().File("base", "shared");
+        var a = new ImageBuilder().AddLayer(baseLayer).AddLayer(new LayerBuilder().File("a", "a"));
+        var b = new ImageBuilder().AddLayer(baseLayer).AddLayer(new LayerBuilder().File("b", "b"));
+        a.WriteOciArchive(temp.Combine("a.tar"));
+        b.WriteOciArchive(temp.Combine("b.tar"));
+        ImageRecord ra = store.Import(temp.Combine("a.tar"), "app");
+        var reports = new List<ImportProgress>();
+        ImageRecord rb = store.Import(temp.Combine("b.tar"), "app:latest", new SyncProgress(reports));
+
+        Assert.That(rb.LayerDirectories[0], Is.EqualTo(ra.LayerDirectories[0]));
+        Assert.That(Directory.GetDirectories(Path.Combine(store.Root, "l")), Has.Length.EqualTo(3));
+        Assert.That(reports.Count(r => r.Stage == ImportStage.LayerReused), Is.EqualTo(1));
+        Assert.That(store.Find("app")!.Digest, Is.EqualTo(rb.Digest), "the name moved to the newer image");
+        Assert.That(store.Find(ra.Digest)!.Names, Is.Empty);
+        Assert.That(store.List(), Has.Count.EqualTo(2));
+
+        // Removing b by name drops its record; prune then frees b's own layer but keeps the shared one (a uses it).
+        Assert.That(store.Remove("app"), Is.True);
+        Assert.That(store.Find("app"), Is.Null);
+        Assert.That(store.Remove("app"), Is.False);
+        PruneResult pruned = store.Prune();
+        Assert.That(pruned.LayersRemoved, Is.EqualTo(1));
+        Assert.That(pruned.BlobsRemoved, Is.EqualTo(2), "b's manifest and config");
+        Assert.That(Directory.Exists(ra.LayerDirectories[0]), Is.True);
+        Assert.That(Directory.Exists(ra.LayerDirectories[1]), Is.True);
+        Assert.That(Directory.Exists(rb.LayerDirectories[1]), Is.False);
+
+        Assert.That(store.Remove(ra.Digest[7..20]), Is.True);
+        Assert.That(store.Prune().LayersRemoved, Is.EqualTo(2));
+        Assert.That(Directory.GetFileSystemEntries(Path.Combine(store.Root, "l")), Is.Empty);
+        Assert.That(Directory.GetFileSystemEntries(Path.Combine(store.Root, "layers")), Is.Empty);
+        Assert.That(Directory.GetFileSystemEntries(Path.Combine(store.Root, "blobs", "sha256")), Is.Empty);
+    }
+
+    [Test]
+    public void ReimportingIsIdempotent()
+    {
+        using var temp = new Scratch();
+        string path = Write(temp, TwoLayerImage(), ArchiveFormat.DockerArchive);
+        var store = new ImageStore(temp.Combine("store"));
+        ImageRecord first = store.Import(path, null);
+        ImageRecord second = store.Import(path, "other");
+        Assert.That(second.Digest, Is.EqualTo(first.Digest));
+        Assert.That(second.Names, Is.EquivalentTo(new[] { "other:latest", "example.com/test/image:1.0" }));
+        Assert.That(store.List(), Has.Count.EqualTo(1));
+        Assert.That(store.Remove("other"), Is.True);
+        Assert.That(store.Find(first.Digest)!.Names, Is.EqualTo(new[] { "example.com/test/image:1.0" }));
+    }
+
+    [Test]
+    public void FindsByFamiliarNameAndRejectsAmbiguousPrefixes()
+    {
+        using var temp = new Scratch();
+        var store = new ImageStore(temp.Combine("store"));
+        var image = new ImageBuilder { RepoTags = ["docker.io/library/busybox:latest"] }.AddLayer(new LayerBuilder().File("x", "1"));
+        image.WriteDockerArchive(temp.Combine("bb.tar"));
+        ImageRecord r = store.Import(temp.Combine("bb.tar"), null);
+        Assert.That(store.Find("busybox")!.Digest, Is.EqualTo(r.Digest));
+        Assert.That(store.Find("busybox:latest")!.Digest, Is.EqualTo(r.Digest));
+        Assert.That(store.Find("docker.io/library/busybox")!.Digest, Is.EqualTo(r.Digest));
+        Assert.That(store.Find("busybox:1.0"), Is.Null);
+        Assert.That(store.Find("nothing"), Is.Null);
+        Assert.Throws<SandboxException>(() => store.Get("nothing"));
+
+        // Enough images that two digests share a first hex digit: a 1-digit prefix is too short, a shared one is ambiguous.
+        for (int i = 0; i < 20; i++)
+        {
+            new ImageBuilder { RepoTags = null }.AddLayer(new LayerBuilder().File("x", i.ToString())).WriteDockerArchive(temp.Combine($"{i}.tar"));
+            store.Import(temp.Combine($"{i}.tar"), null);
+        }
+        var digests = store.List().Select(x => x.Digest[7..]).ToList();
+        string shared = digests.GroupBy(d => d[..1]).First(g => g.Count() > 1).Key;
+        Assert.That(store.Find(shared), Is.Null, "1 hex digit is not a prefix lookup");
+        string? twoShared = digests.GroupBy(d => d[..4]).FirstOrDefault(g => g.Count() > 1)?.Key;
+        if (twoShared is not null)
+            Assert.That(Assert.Throws<SandboxException>(() => store.Find(twoShared))!.Code, Is.EqualTo(SandboxErrorCode.ImageAmbiguous));
+    }
+
+    [Test]
+    public void InvalidNamesAreRejected()
+    {
+        using var temp = new Scratch();
+        string path = Write(temp, TwoLayerImage(), ArchiveFormat.DockerArchive);
+        var store = new ImageStore(temp.Combine("store"));
+        foreach (string bad in new[] { "UPPER", "a b", "-x", "x:", new string('a', 64) })
+            Assert.That(Assert.Throws<SandboxException>(() => store.Import(path, bad))!.Code, Is.EqualTo(SandboxErrorCode.ImageNameInvalid), bad);
+        Assert.That(Directory.Exists(store.Root), Is.False, "nothing created for a bad name");
+    }
+
+    [Test]
+    public void PicksTheHostPlatformFromNestedMultiPlatformIndexes()
+    {
+        using var temp = new Scratch();
+        string layout = temp.CreateDirectory("layout");
+        var amd = new ImageBuilder { Architecture = "amd64" }.AddLayer(new LayerBuilder().File("arch", "amd64"));
+        var arm = new ImageBuilder { Architecture = "arm64" }.AddLayer(new LayerBuilder().File("arch", "arm64"));
+        var files = amd.BuildOciFiles().Concat(arm.BuildOciFiles()).Where(f => f.Path is not ("index.json" or "oci-layout")).ToList();
+        JsonObject Descriptor(ImageBuilder b, string arch) => new()
+        {
+            ["mediaType"] = "application/vnd.oci.image.manifest.v1+json",
+            ["digest"] = b.ManifestDigest,
+            ["size"] = files.First(f => f.Path == "blobs/sha256/" + b.ManifestDigest![7..]).Content.Length,
+            ["platform"] = new JsonObject { ["os"] = "linux", ["architecture"] = arch, ["variant"] = arch == "arm64" ? "v8" : null },
+        };
+        var attestation = new JsonObject
+        {
+            ["mediaType"] = "application/vnd.oci.image.manifest.v1+json",
+            ["digest"] = "sha256:" + new string('0', 64),
+            ["size"] = 10,
+            ["platform"] = new JsonObject { ["os"] = "unknown", ["architecture"] = "unknown" },
+        };
+        byte[] nested = Encoding.UTF8.GetBytes(new JsonObject
+        {
+            ["schemaVersion"] = 2,
+            ["mediaType"] = "application/vnd.oci.image.index.v1+json",
+            ["manifests"] = new JsonArray(attestation, Descriptor(arm, "arm64"), Descriptor(amd, "amd64")),
+        }.ToJsonString());
+        string nestedDigest = ImageBuilder.Sha256(nested);
+        files.Add(("blobs/sha256/" + nestedDigest[7..], nested));
+        files.Add(("oci-layout", """{"imageLayoutVersion":"1.0.0"}"""u8.ToArray()));
+        files.Add(("index.json", Encoding.UTF8.GetBytes(new JsonObject
+        {
+            ["schemaVersion"] = 2,
+            ["manifests"] = new JsonArray(new JsonObject
+            {
+                ["mediaType"] = "application/vnd.oci.image.index.v1+json",
+                ["digest"] = nestedDigest,
+                ["size"] = nested.Length,
+                ["annotations"] = new JsonObject { ["io.containerd.image.name"] = "example.com/multi:2" },
+            }),
+        }.ToJsonString())));
+        foreach (var (p, content) in files)
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.Combine(layout, p))!);
+            File.WriteAllBytes(Path.Combine(layout, p), content);
+        }
+
+        var store = new ImageStore(temp.Combine("store"));
+        ImageRecord a = store.Import(layout, null, platform: "linux/amd64");
+        Assert.That(File.ReadAllText(Path.Combine(a.LayerDirectories[0], "arch")), Is.EqualTo("amd64"));
+        Assert.That(a.Names, Is.EqualTo(new[] { "example.com/multi:2" }));
+        ImageRecord b = store.Import(layout, "multi-arm", platform: "linux/arm64");
+        Assert.That(File.ReadAllText(Path.Combine(b.LayerDirectories[0], "arch")), Is.EqualTo("arm64"));
+        Assert.That(b.Platform, Is.EqualTo("linux/arm64"));
+        ImageRecord host = store.Import(layout, null);
+        Assert.That(host.Platform, Is.EqualTo(Platform.Host.ToString()));
+
+        var e = Assert.Throws<SandboxException>(() => store.Import(layout, null, platform: "linux/s390x"));
+        Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.PlatformNotFound));
+        Assert.That(e.Message, Does.Contain("linux/amd64").And.Contain("linux/arm64/v8"));
+    }
+
+    [Test]
+    public void WholeArchiveCompressedAndDockerBlobsLayoutImport()
+    {
+        using var temp = new Scratch();
+        ImageBuilder image = TwoLayerImage(LayerCompression.None);
+        string tar = temp.Combine("docker.tar");
+        image.WriteDockerArchive(tar, blobsLayout: true);
+        File.WriteAllBytes(temp.Combine("docker.tar.gz"), ImageBuilder.Compress(File.ReadAllBytes(tar), LayerCompression.Gzip));
+        File.WriteAllBytes(temp.Combine("docker.tar.zst"), ImageBuilder.Compress(File.ReadAllBytes(tar), LayerCompression.Zstd));
+        var store = new ImageStore(temp.Combine("store"));
+        ImageRecord plain = store.Import(tar, null);
+        ImageRecord gz = store.Import(temp.Combine("docker.tar.gz"), null);
+        ImageRecord zst = store.Import(temp.Combine("docker.tar.zst"), null);
+        Assert.That(gz.Digest, Is.EqualTo(plain.Digest));
+        Assert.That(zst.Digest, Is.EqualTo(plain.Digest));
+        Assert.That(Directory.EnumerateFileSystemEntries(Path.Combine(store.Root, "tmp")), Is.Empty, "the decompressed copy is gone");
+    }
+
+    [Test]
+    public void NotAnImageIsAFormatError()
+    {
+        using var temp = new Scratch();
+        var store = new ImageStore(temp.Combine("store"));
+        ImageBuilder.WriteTar(temp.Combine("x.tar"), [("hello.txt", "hi"u8.ToArray())]);
+        Assert.That(Assert.Throws<SandboxException>(() => store.Import(temp.Combine("x.tar"), null))!.Code, Is.EqualTo(SandboxErrorCode.ImageFormatInvalid));
+        File.WriteAllText(temp.Combine("junk"), "not a tar at all, just some text that is long enough to fill a header block or two" + new string('x', 1200));
+        Assert.That(Assert.Throws<SandboxException>(() => store.Import(temp.Combine("junk"), null))!.Code, Is.EqualTo(SandboxErrorCode.ImageFormatInvalid));
+        Assert.That(Assert.Throws<SandboxException>(() => store.Import(temp.Combine("missing.tar"), null))!.Code, Is.EqualTo(SandboxErrorCode.ImageNotFound));
+        byte[] gz = ImageBuilder.Compress(new byte[100_000].Select((_, i) => (byte)(i * 7919 % 251)).ToArray(), LayerCompression.Gzip);
+        File.WriteAllBytes(temp.Combine("truncated.tar.gz"), gz[..(gz.Length / 2)]);
+        Assert.That(Assert.Throws<SandboxException>(() => store.Import(temp.Combine("truncated.tar.gz"), null))!.Code, Is.EqualTo(SandboxErrorCode.ImageFormatInvalid));
+        Assert.That(Directory.EnumerateFileSystemEntries(Path.Combine(store.Root, "tmp")), Is.Empty);
+    }
+
+    [Test]
+    public void AbandonedWorkIsIgnoredAndCleanedUp()
+    {
+        using var temp = new Scratch();
+        ImageBuilder image = TwoLayerImage();
+        string path = Write(temp, image, ArchiveFormat.OciArchive);
+        var store = new ImageStore(temp.Combine("store"));
+        string key = ImageStore.LayerKey(ImageBuilder.Sha256(image.Layers[0]));
+
+        // What a process killed mid-unpack leaves: a tmp dir with its (unlocked) lock file, a half
+        // layer; and a layer directory that never got its metadata (as if written by a broken tool).
+        string tmp = Path.Combine(store.Root, "tmp");
+        Directory.CreateDirectory(Path.Combine(tmp, "deadbeef", "etc"));
+        File.WriteAllText(Path.Combine(tmp, "deadbeef", "etc", "half"), "half");
+        File.WriteAllText(Path.Combine(tmp, "deadbeef.lock"), "");
+        Directory.CreateDirectory(Path.Combine(tmp, "nolock", "x"));
+        Directory.CreateDirectory(Path.Combine(store.Root, "l", key, "bogus"));
+
+        ImageRecord r = store.Import(path, null);
+        Assert.That(Directory.EnumerateFileSystemEntries(tmp), Is.Empty);
+        Assert.That(Directory.Exists(Path.Combine(r.LayerDirectories[0], "bogus")), Is.False, "the layer without metadata was replaced");
+        Assert.That(File.Exists(Path.Combine(r.LayerDirectories[0], "etc", "passwd")), Is.True);
+    }
+
+    [Test]
+    public void ALiveImportsWorkIsNotCleanedUp()
+    {
+        using var temp = new Scratch();
+        var area = new TempArea(temp.Combine("tmp"));
+        using WorkDirectory live = area.Create();
+        File.WriteAllText(Path.Combine(live.Path, "f"), "x");
+        Assert.That(area.CleanAbandoned(), Is.EqualTo(0));
+        Assert.That(File.Exists(Path.Combine(live.Path, "f")), Is.True);
+    }
+
+    [Test]
+    public void EightConcurrentImportsOfOneTarballAllSucceedWithOneCopy()
+    {
+        using var temp = new Scratch();
+        var image = TwoLayerImage();
+        // Some bulk, so that the imports overlap.
+        var bulk = new LayerBuilder();
+        for (int i = 0; i < 300; i++)
+            bulk.File($"bulk/{i}", new string((char)('a' + i % 26), 4000));
+        image.AddLayer(bulk);
+        string path = Write(temp, image, ArchiveFormat.OciArchive);
+        string root = temp.Combine("store");
+
+        var start = new ManualResetEventSlim();
+        var results = new ImageRecord?[8];
+        var errors = new Exception?[8];
+        var threads = Enumerable.Range(0, 8).Select(i => new Thread(() =>
+        {
+            start.Wait();
+            try
+            {
+                results[i] = new ImageStore(root).Import(path, $"concurrent:{i}");
+            }
+            catch (Exception e)
+            {
+                errors[i] = e;
+            }
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        start.Set();
+        threads.ForEach(t => t.Join());
+
+        Assert.That(errors.Where(e => e is not null), Is.Empty);
+        Assert.That(results.Select(r => r!.Digest).Distinct().Count(), Is.EqualTo(1));
+        Assert.That(Directory.GetDirectories(Path.Combine(root, "l")), Has.Length.EqualTo(3));
+        Assert.That(Directory.GetFiles(Path.Combine(root, "images"), "*.json"), Has.Length.EqualTo(1));
+        Assert.That(Directory.EnumerateFileSystemEntries(Path.Combine(root, "tmp")), Is.Empty);
+        Assert.That(new ImageStore(root).List().Single().Names, Has.Length.EqualTo(8));
+    }
+
+    [Test]
+    public void DuplicateLayersAreListedOnceAtTheirHighestPlace()
+    {
+        using var temp = new Scratch();
+        var empty = new LayerBuilder();
+        var image = new ImageBuilder().AddLayer(empty).AddLayer(new LayerBuilder().File("f", "1")).AddLayer(empty);
+        image.WriteOciArchive(temp.Combine("i.tar"));
+        ImageRecord r = new ImageStore(temp.Combine("store")).Import(temp.Combine("i.tar"), null);
+        Assert.That(r.Layers, Has.Length.EqualTo(3));
+        Assert.That(r.LayerDirectories, Is.EqualTo(new[] { r.Layers[1].Directory, r.Layers[2].Directory }));
+    }
+
+    [Test]
+    public void StoreLocationFollowsTheOverrideThenTheEnvironment()
+    {
+        Dictionary<string, string?> env = new() { ["HOME"] = "/home/u" };
+        string Resolve(string? o) => StoreLocation.Resolve(o, k => env.GetValueOrDefault(k));
+        Assert.That(Resolve(null), Is.EqualTo("/home/u/.local/share/sandbox"));
+        env["XDG_DATA_HOME"] = "relative/ignored";
+        Assert.That(Resolve(null), Is.EqualTo("/home/u/.local/share/sandbox"));
+        env["XDG_DATA_HOME"] = "/data";
+        Assert.That(Resolve(null), Is.EqualTo("/data/sandbox"));
+        env["SANDBOX_ROOT"] = "/srv/sbx";
+        Assert.That(Resolve(null), Is.EqualTo("/srv/sbx"));
+        Assert.That(Resolve("/opt/s"), Is.EqualTo("/opt/s"));
+    }
+
+    [Test]
+    public void StoreRootIsPrivate()
+    {
+        using var temp = new Scratch();
+        var store = new ImageStore(temp.Combine("store"));
+        store.Import(Write(temp, TwoLayerImage(), ArchiveFormat.DockerArchive), null);
+        Assert.That(Inspect.LStat(store.Root)!.Value.Permissions, Is.EqualTo(0x1C0u));
+    }
+
+    private static void AssertNothingStored(ImageStore store)
+    {
+        string[] Entries(string sub) => Directory.Exists(Path.Combine(store.Root, sub)) ? Directory.GetFileSystemEntries(Path.Combine(store.Root, sub)) : [];
+        Assert.That(Entries("l"), Is.Empty, "no layer");
+        Assert.That(Entries("images"), Is.Empty, "no image record");
+        Assert.That(Entries("tmp"), Is.Empty, "no leftovers");
+        Assert.That(Entries("layers"), Is.Empty, "no layer metadata");
+    }
+
+    /// <summary>IProgress that reports on the calling thread (Progress&lt;T&gt; posts to the thread pool).</summary>
+    private sealed class SyncProgress(List<ImportProgress> into) : IProgress<ImportProgress>
+    {
+        public void Report(ImportProgress value) => into.Add(value);
+    }
+}
