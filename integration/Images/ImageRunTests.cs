@@ -80,4 +80,15 @@ public sealed class ImageRunTests
         Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
         Assert.That(r.StdoutText, Does.StartWith("from the host\n1\n").And.EndWith("dev-ok\n"));
     }
+
+    [Test]
+    public void UserNamesResolveThroughTheImagesPasswd()
+    {
+        Require.That(Identity.IdMapResolver.TryResolveSubordinate(Identity.IdentityEnvironment.Current(), out _) is null,
+            "no subordinate id range for this user (ci/setup-host adds one)");
+        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "--userns", "subuid", "-u", "nobody", ImagePath("image-oci.tar"),
+            "sh", "-c", "id -u; id -g; echo $HOME; touch /etc/x 2>/dev/null && echo root-writable || echo not-root");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(r.StdoutText.Split('\n', StringSplitOptions.RemoveEmptyEntries), Is.EqualTo(new[] { "65534", "65534", "/nonexistent", "not-root" }));
+    }
 }

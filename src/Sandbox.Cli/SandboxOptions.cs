@@ -113,6 +113,11 @@ internal sealed class SandboxOptions
         HelpName = "OPT",
         Arity = ArgumentArity.ZeroOrMore,
     };
+    private readonly Option<string?> _user = new("--user", "-u")
+    {
+        Description = "Run as USER[:GROUP] (names or ids) inside; default: the image's user, else root. Ids other than 0 need a subordinate range",
+        HelpName = "USER[:GROUP]",
+    };
     private readonly Option<bool> _privileged = new("--privileged")
     {
         Description = "Every capability (still only inside the sandbox's user namespace) and no seccomp filter: for trusted payloads that need them",
@@ -121,7 +126,7 @@ internal sealed class SandboxOptions
     [
         _volumes, _tmpfs, _env, _hostname, _network, _userns, _timeout, _interactive, _events,
         _memory, _memorySwap, _pidsLimit, _cpus, _deviceReadBps, _deviceWriteBps, _limits, _stats,
-        _capAdd, _capDrop, _securityOpt, _privileged,
+        _capAdd, _capDrop, _securityOpt, _privileged, _user,
     ];
 
     /// <summary>Applies the parsed options to <paramref name="baseSpec"/>.</summary>
@@ -171,6 +176,7 @@ internal sealed class SandboxOptions
         spec.Limits.Validate();
         spec = spec with
         {
+            User = parse.GetValue(_user) ?? spec.User,
             CapAdd = spec.CapAdd.AddRange(parse.GetValue(_capAdd) ?? []),
             CapDrop = spec.CapDrop.AddRange(parse.GetValue(_capDrop) ?? []),
         };

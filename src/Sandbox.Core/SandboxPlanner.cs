@@ -30,7 +30,8 @@ public static class SandboxPlanner
             namespaces &= ~NamespaceSet.Network;
 
         ImmutableArray<SetupStep> steps = RootfsPlanner.Plan(spec, host, clearGroups: idMaps.Kind == IdMapKind.SubordinateRange);
-        ImmutableArray<string> environment = BuildEnvironment(spec, host, out string searchPath);
+        SandboxUser? user = ResolveUser(spec);
+        ImmutableArray<string> environment = BuildEnvironment(spec, host, out string searchPath, user?.Home);
         var process = new ProcessPlan(
             spec.Command[0],
             spec.Command,
@@ -38,11 +39,28 @@ public static class SandboxPlanner
             searchPath,
             spec.WorkingDirectory ?? "/")
         {
+            Uid = user?.Uid,
+            Gid = user?.Gid,
             CapabilityBoundingSet = Security.Capabilities.Resolve(spec.CapAdd, spec.CapDrop),
             LastCapability = Security.Capabilities.LastOnThisKernel(),
             SeccompProgram = Security.SeccompPlanner.Program(spec.Seccomp, Security.Capabilities.Resolve(spec.CapAdd, spec.CapDrop)),
         };
         return new RuntimePlan(process, namespaces, idMaps, steps);
+    }
+
+    /// <summary>The payload's user: --user, else the image's User; names are looked up in the sandbox's root.</summary>
+    private static SandboxUser? ResolveUser(SandboxSpec spec)
+    {
+        string? user = spec.User ?? (spec.Root is ImageRoot image && !string.IsNullOrEmpty(image.Image.Config.User) ? image.Image.Config.User : null);
+        if (user is null)
+            return null;
+        Func<string, string?> reader = spec.Root switch
+        {
+            ImageRoot i => UserResolver.ImageFileReader(i.Image),
+            DirectoryRoot d => UserResolver.DirectoryFileReader(Path.GetFullPath(d.Path)),
+            _ => UserResolver.DirectoryFileReader("/"),
+        };
+        return UserResolver.Resolve(user, reader);
     }
 
     /// <summary>
@@ -75,12 +93,12 @@ public static class SandboxPlanner
     /// A clean environment: PATH, HOME, TERM and what the user passes. Nothing else of the caller's
     /// environment gets in, so a CI runner's secrets stay out.
     /// </summary>
-    public static ImmutableArray<string> BuildEnvironment(SandboxSpec spec, HostContext host, out string searchPath)
+    public static ImmutableArray<string> BuildEnvironment(SandboxSpec spec, HostContext host, out string searchPath, string? userHome = null)
     {
         var vars = new List<KeyValuePair<string, string>>
         {
             new("PATH", spec.Root is HostRoot && !string.IsNullOrEmpty(host.Path) ? host.Path : RootfsPlanner.DefaultPath),
-            new("HOME", RootfsPlanner.SandboxHome(spec, host)),
+            new("HOME", spec.Root is ImageRoot && userHome is not null ? userHome : RootfsPlanner.SandboxHome(spec, host)),
         };
         if (!string.IsNullOrEmpty(host.Term))
             vars.Add(new("TERM", host.Term));

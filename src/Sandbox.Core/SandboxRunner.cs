@@ -6,6 +6,7 @@ using Microsoft.Win32.SafeHandles;
 using Sandbox.Linux;
 using Sandbox.Rootfs;
 using Sandbox.Runtime;
+using Sandbox.Identity;
 
 namespace Sandbox;
 
@@ -81,11 +82,18 @@ public sealed class SandboxExecution : IDisposable
     internal static SandboxExecution Start(SandboxSpec spec, HostContext host, CancellationToken cancellationToken, Action<string>? warn = null)
     {
         RuntimePlan plan = SandboxPlanner.Plan(spec, host);
+        warn ??= m => Console.Error.WriteLine($"sandbox: {m}");
+        if (plan.IdMaps.Kind == IdMapKind.SingleId && (plan.Process.Uid is > 0 || plan.Process.Gid is > 0))
+        {
+            // Only 0 exists in a single-id map: running as root inside beats not running at all.
+            warn($"warning: the payload should run as {plan.Process.Uid}:{plan.Process.Gid}, which a single-id map cannot provide; running as root inside (a subordinate range fixes this: --userns=subuid)");
+            plan = plan with { Process = plan.Process with { Uid = null, Gid = null } };
+        }
         SafeFileHandle? stdin = null, outRead = null, outWrite = null, errRead = null, errWrite = null;
         Cgroups.SandboxCgroup? cgroup = null;
         try
         {
-            cgroup = Cgroups.CgroupManager.Create(spec.Limits, spec.LimitsPolicy, Cgroups.CgroupHost.Current, warn ?? (m => Console.Error.WriteLine($"sandbox: {m}")));
+            cgroup = Cgroups.CgroupManager.Create(spec.Limits, spec.LimitsPolicy, Cgroups.CgroupHost.Current, warn);
             // With no standard input at all (fd 0 closed, as under some CI runners) there is nothing to forward.
             stdin = spec.ForwardStdin && Syscalls.IsOpen(0) ? new SafeFileHandle(0, ownsHandle: false) : Syscalls.OpenReadOnly("/dev/null");
             (outRead, outWrite) = Syscalls.CreatePipe();

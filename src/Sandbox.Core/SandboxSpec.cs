@@ -94,6 +94,9 @@ public sealed record SandboxSpec
 
     public string? WorkingDirectory { get; init; }
 
+    /// <summary>docker's -u USER[:GROUP] (names or ids); null: the image's User, else root.</summary>
+    public string? User { get; init; }
+
     public ImmutableArray<BindMount> Binds { get; init; } = ImmutableArray<BindMount>.Empty;
 
     public ImmutableArray<string> TmpfsMounts { get; init; } = ImmutableArray<string>.Empty;

@@ -71,6 +71,8 @@ internal unsafe struct NativeSpawnArgs
     public ulong StackSize;
     public byte* PathBuffer;
     public ulong PathBufferSize;
+    public int Uid;
+    public int Gid;
     public int InitFd;
     public int GoFd;
     public int GoWriteFd;
@@ -101,7 +103,7 @@ internal struct NativeReport
 internal static unsafe partial class NativeExecutor
 {
     public const string LibraryName = "sandbox_exec";
-    private const int ExpectedAbiVersion = 4;
+    private const int ExpectedAbiVersion = 5;
 
     [LibraryImport(LibraryName, EntryPoint = "sbx_abi_version")]
     private static partial int AbiVersion();

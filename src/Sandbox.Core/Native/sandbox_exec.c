@@ -43,7 +43,7 @@
 #include <unistd.h>
 
 #define SBX_EXPORT __attribute__((visibility("default")))
-#define SBX_ABI_VERSION 4
+#define SBX_ABI_VERSION 5
 
 // ---- raw system calls: never touch errno (see header comment) -------------------------------
 static inline long raw_syscall6(long n, long a, long b, long c, long d, long e, long f)
@@ -149,6 +149,8 @@ struct sbx_spawn_args {
     uint64_t stack_size;
     char *path_buffer;            // scratch for the PATH lookup (payload only)
     uint64_t path_buffer_size;
+    int32_t uid;                  // setresuid before exec; -1 keeps 0 (root in the sandbox)
+    int32_t gid;                  // setresgid (and setgroups(0)) before exec; -1 keeps 0
     int32_t init_fd;              // O_PATH fd of the sandbox-init executable (exec'd as PID 1)
     int32_t go_fd;                // set in the child: the payload waits here for sandbox-init
     int32_t go_write_fd;          // set in the child: the payload closes its copy of the write end
@@ -470,6 +472,21 @@ static int payload_main(void *arg)
             }
         }
         SYS5(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    }
+    // The image's or --user's ids, last: changing to a non-zero uid clears the effective
+    // capabilities the steps above needed (capabilities(7), "Effect of user ID changes").
+    if (a->gid >= 0) {
+        long rc = SYS2(SYS_setgroups, 0, 0);
+        if (rc < 0 && rc != -EPERM) // EPERM: setgroups is denied in a single-id map, and only 0 exists
+            payload_fail(a, 5, rc);
+        rc = SYS3(SYS_setresgid, a->gid, a->gid, a->gid);
+        if (rc < 0)
+            payload_fail(a, 5, rc);
+    }
+    if (a->uid >= 0) {
+        long rc = SYS3(SYS_setresuid, a->uid, a->uid, a->uid);
+        if (rc < 0)
+            payload_fail(a, 5, rc);
     }
     uint64_t empty = 0;
     SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &empty, 0, 8);

@@ -106,9 +106,11 @@ public static class RootfsPlanner
 
         steps.Add(new MountStep("tmpfs", In("/tmp"), "tmpfs", TmpfsFlags, "mode=1777"));
         // $HOME may lie under /tmp (CI runners do that), just hidden by the fresh /tmp: recreate it.
+        // An image's root is a throwaway copy already: its home directories stay as the image has them.
         if (!directoryRoot)
             AddDirectories(steps, home);
-        steps.Add(new MountStep("tmpfs", In(home), "tmpfs", TmpfsFlags, "mode=0755"));
+        if (spec.Root is not ImageRoot)
+            steps.Add(new MountStep("tmpfs", In(home), "tmpfs", TmpfsFlags, "mode=0755"));
         foreach (TmpfsMount tmpfs in tmpfsMounts)
         {
             if (!directoryRoot)

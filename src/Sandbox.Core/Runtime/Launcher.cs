@@ -130,6 +130,8 @@ internal static unsafe class Launcher
         args->Envp = arena.StringArray(p.Environment);
         args->SearchPath = arena.String(p.SearchPath);
         args->WorkingDirectory = arena.String(p.WorkingDirectory);
+        args->Uid = p.Uid ?? -1;
+        args->Gid = p.Gid ?? -1;
         args->LastCapability = p.CapabilityBoundingSet is null ? -1 : p.LastCapability;
         args->KeepCapabilities = p.CapabilityBoundingSet ?? ~0UL;
         if (!p.SeccompProgram.IsDefaultOrEmpty)

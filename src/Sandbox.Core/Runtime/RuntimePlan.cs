@@ -23,6 +23,11 @@ public sealed record ProcessPlan(
     bool NoNewPrivileges = true,
     bool NewSession = true)
 {
+    /// <summary>The payload's uid and gid inside the sandbox; null keeps 0 (root in its user namespace).</summary>
+    public int? Uid { get; init; }
+
+    public int? Gid { get; init; }
+
     /// <summary>The capability bounding set of the payload (bit N = capability N); null leaves it as it is.</summary>
     public ulong? CapabilityBoundingSet { get; init; }
 

@@ -132,6 +132,8 @@ internal sealed class SandboxProcess : IDisposable
                 $"cannot change to the working directory {_plan.Process.WorkingDirectory}: {Errno.Describe(errno)}");
         if (stage == 3)
             return new SandboxException(SandboxErrorCode.SetupFailed, $"could not bound the payload's capabilities: {Errno.Describe(errno)}");
+        if (stage == 5)
+            return new SandboxException(SandboxErrorCode.SetupFailed, $"could not switch to the user {_plan.Process.Uid}:{_plan.Process.Gid}: {Errno.Describe(errno)} (a uid other than 0 needs a subordinate id range: --userns=subuid)");
         if (stage == 4)
             return new SandboxException(SandboxErrorCode.SetupFailed, $"could not install the seccomp filter: {Errno.Describe(errno)}");
         return errno switch
