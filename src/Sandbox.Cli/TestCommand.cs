@@ -22,6 +22,16 @@ internal sealed class TestCommand : Command
         Description = "The directory bound read-write (default: the git work tree holding PATH, else PATH's directory)",
         HelpName = "DIR",
     };
+    private readonly Option<string?> _image = new("--image")
+    {
+        Description = "Run restore, build and test in this image (name, archive or OCI layout) instead of on the host's root: it must hold a .NET SDK",
+        HelpName = "IMAGE",
+    };
+    private readonly Option<string?> _store = new("--root")
+    {
+        Description = "The image store (default: $SANDBOX_ROOT, else $XDG_DATA_HOME/sandbox, else ~/.local/share/sandbox)",
+        HelpName = "DIR",
+    };
     private readonly Option<bool> _noRestore = new("--no-restore")
     {
         Description = "Skip the restore step (packages must already be in the NuGet cache)",
@@ -38,6 +48,8 @@ internal sealed class TestCommand : Command
             Options.Add(option);
         Options.Add(_workspace);
         Options.Add(_noRestore);
+        Options.Add(_image);
+        Options.Add(_store);
         Arguments.Add(_path);
         Arguments.Add(_testArgs);
     }
@@ -96,8 +108,12 @@ internal sealed class TestCommand : Command
         string workdir = currentDirectory.StartsWith(workspace.TrimEnd('/') + "/", StringComparison.Ordinal) || currentDirectory == workspace
             ? currentDirectory
             : workspace;
+        RootSpec root = parse.GetValue(_image) is string image
+            ? RunCommand.ResolveRoot(image, parse.GetValue(_store), readOnly: false, platform: null)
+            : RootSpec.Host;
         var common = new SandboxSpec(["dotnet"])
         {
+            Root = root,
             WorkingDirectory = workdir,
             Binds = [new BindMount(workspace, workspace)],
         }
