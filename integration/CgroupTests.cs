@@ -60,6 +60,7 @@ public sealed class CgroupTests
                 section pids "$S" run --pids-limit 20 -- sh -c 'for i in $(seq 40); do sleep 3 & done; wait'
                 section cpu "$S" run --cpus 0.2 --events json -- sh -c 'timeout 2 sh -c "while :; do :; done"; true'
                 section stats "$S" run --stats -- sh -c 'head -c 30m /dev/zero | tail >/dev/null'
+                section forkbomb "$S" run --pids-limit 50 --timeout 20s -- sh -c 'bomb() { bomb | bomb & }; bomb; sleep 3; echo host-still-fine'
                 section timeout "$S" run --timeout 1s -- sh -c 'sleep 100 & setsid sleep 100 & sleep 100'
                 section leftovers sh -c 'for d in $CG2_DELEGATED; do ls -d "$d"/sandbox-* "$d"/*/sandbox-* 2>/dev/null; done; cat /sys/fs/cgroup/sbx/cgroup.procs /sys/fs/cgroup/sbx/leaf/cgroup.procs 2>/dev/null | wc -l'
                 section iofree "$S" run -v /dev/ubda:/dev/ubda -- dd if=/dev/zero of=/dev/ubda bs=64k count=32 oflag=direct
@@ -155,6 +156,18 @@ public sealed class CgroupTests
         Section leftovers = Get(mode, "leftovers");
         string[] lines = leftovers.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.That(lines.Where(l => l.Contains("sandbox-")), Is.Empty, "sandbox cgroups were left behind");
+    }
+
+    [TestCase("v2")]
+    [TestCase("v1")]
+    public void AForkBombIsContainedByThePidsLimit(string mode)
+    {
+        // The escape suite's fork bomb: stopped by pids.max (the sandbox cannot exhaust the host's
+        // process table), reported, and ended with the sandbox.
+        Section s = Get(mode, "forkbomb");
+        Assert.That(s.Output, Does.Match(@"sandbox: \d+ fork\(s\) refused: the pids limit \(50\) was reached"), s.Output);
+        Section leftovers = Get(mode, "leftovers");
+        Assert.That(leftovers.Output, Does.Not.Contain("sandbox-"));
     }
 
     [Test]

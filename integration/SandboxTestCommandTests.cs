@@ -1,0 +1,79 @@
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+
+namespace Sandbox.IntegrationTests;
+
+/// <summary>
+/// `sandbox test` on the sample solution (examples/HelloSandbox) against `dotnet test` on the host:
+/// the same tests run; inside, the sandbox checks run too (network off, host /tmp invisible,
+/// workspace writable, the rest read-only, secrets out), which the host run skips.
+/// </summary>
+[TestFixture]
+[Parallelizable(ParallelScope.None)]
+public sealed class SandboxTestCommandTests
+{
+    [OneTimeSetUp]
+    public void Unprivileged() => Require.Unprivileged();
+
+    private static string RepositoryRoot()
+    {
+        if (Environment.GetEnvironmentVariable("SANDBOX_REPO_ROOT") is { Length: > 0 } configured)
+            return configured;
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Sandbox.sln")))
+                return dir.FullName;
+        }
+        throw new InvalidOperationException("Sandbox.sln not found above " + AppContext.BaseDirectory);
+    }
+
+    private static void CopyTree(string from, string to)
+    {
+        foreach (string dir in Directory.EnumerateDirectories(from, "*", SearchOption.AllDirectories))
+        {
+            string rel = Path.GetRelativePath(from, dir);
+            if (rel.Split('/').Any(p => p is "bin" or "obj" or "TestResults"))
+                continue;
+            Directory.CreateDirectory(Path.Combine(to, rel));
+        }
+        foreach (string file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories))
+        {
+            string rel = Path.GetRelativePath(from, file);
+            if (rel.Split('/').Any(p => p is "bin" or "obj" or "TestResults"))
+                continue;
+            File.Copy(file, Path.Combine(to, rel));
+        }
+    }
+
+    [Test]
+    public void TheSampleRunsTheSameTestsInsideAsOnTheHostWithTheSandboxChecksPassing()
+    {
+        using var work = new TempDir();
+        string sample = Path.Combine(work.Path, "HelloSandbox");
+        CopyTree(Path.Combine(RepositoryRoot(), "examples", "HelloSandbox"), sample);
+        string sln = Path.Combine(sample, "HelloSandbox.sln");
+
+        var env = new Dictionary<string, string> { ["SANDBOX_DEMO_SECRET"] = "host-only-secret", ["DOTNET_NOLOGO"] = "1" };
+        CliResult inside = SandboxCli.Run(["test", sln, "--workspace", sample, "-e", "SANDBOX_DEMO_INSIDE=1", "--timeout", "10m"],
+            env: env, limit: TimeSpan.FromMinutes(10));
+        Assert.That(inside.ExitCode, Is.EqualTo(0), inside.ToString());
+        Match summary = Regex.Match(inside.Stderr, @"sandbox: test: (\d+) passed, (\d+) failed, (\d+) skipped");
+        Assert.That(summary.Success, Is.True, inside.Stderr);
+        int passedInside = int.Parse(summary.Groups[1].Value);
+        Assert.That((summary.Groups[2].Value, summary.Groups[3].Value), Is.EqualTo(("0", "0")), "every sandbox check ran and passed inside");
+
+        var psi = new ProcessStartInfo("dotnet", ["test", sln, "--no-restore"]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var (k, v) in env)
+            psi.Environment[k] = v;
+        using var host = Process.Start(psi)!;
+        string hostOut = host.StandardOutput.ReadToEnd() + host.StandardError.ReadToEnd();
+        host.WaitForExit();
+        Assert.That(host.ExitCode, Is.EqualTo(0), hostOut);
+        Match vstest = Regex.Match(hostOut, @"Failed:\s+(\d+), Passed:\s+(\d+), Skipped:\s+(\d+), Total:\s+(\d+)");
+        Assert.That(vstest.Success, Is.True, hostOut);
+        int total = int.Parse(vstest.Groups[4].Value);
+        Assert.That(passedInside, Is.EqualTo(total), "the same tests run inside as on the host");
+        Assert.That(int.Parse(vstest.Groups[3].Value), Is.GreaterThan(0), "on the host, the sandbox checks are skipped");
+        TestContext.Out.WriteLine($"host: {vstest.Value}; sandbox: {summary.Value}");
+    }
+}
