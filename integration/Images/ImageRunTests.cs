@@ -91,4 +91,16 @@ public sealed class ImageRunTests
         Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
         Assert.That(r.StdoutText.Split('\n', StringSplitOptions.RemoveEmptyEntries), Is.EqualTo(new[] { "65534", "65534", "/nonexistent", "not-root" }));
     }
+
+    [Test]
+    public void KeepLeavesTheChangesInAnUpperDirectoryAndSaysWhere()
+    {
+        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "--keep", ImagePath("image-oci.tar"), "sh", "-c", "echo changed > /keep/kept; rm /added.txt");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        var match = System.Text.RegularExpressions.Regex.Match(r.Stderr, "the root's changes are kept in (\\S+)");
+        Assert.That(match.Success, Is.True, r.Stderr);
+        string upper = match.Groups[1].Value;
+        Assert.That(File.ReadAllText(Path.Combine(upper, "keep", "kept")), Is.EqualTo("changed\n"));
+        Assert.That(Directory.EnumerateFileSystemEntries(upper).Select(Path.GetFileName), Does.Contain("added.txt"), "the deletion is kept as a whiteout");
+    }
 }

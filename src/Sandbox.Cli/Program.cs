@@ -27,7 +27,14 @@ internal static class Program
             ParseResult parse = root.Parse(["run", .. own]);
             if (parse.Errors.Count > 0)
                 return parse.Invoke();
-            return WithRenderer(run.EventsFormat, run.Stats, parse, renderer => Execute(run.BuildSpec(parse, command), renderer));
+            return WithRenderer(run.EventsFormat, run.Stats, parse, renderer =>
+            {
+                SandboxSpec spec = run.BuildSpec(parse, command);
+                int code = Execute(spec, renderer);
+                if (spec.Root is ImageRoot { KeepDirectory: string kept })
+                    renderer.Note($"the root's changes are kept in {Path.Combine(kept, "upper")}");
+                return code;
+            });
         }
         if (args.Length > 0 && args[0] == "test" && !wantsHelp)
         {

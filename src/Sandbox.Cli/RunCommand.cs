@@ -22,6 +22,10 @@ internal sealed class RunCommand : Command
     {
         Description = "Make an image's root file system read-only (host and directory roots always are)",
     };
+    private readonly Option<bool> _keep = new("--keep")
+    {
+        Description = "Keep an image run's changes to its root (the overlay's upper directory) after the run, and print where",
+    };
     private readonly Option<string?> _platform = new("--platform")
     {
         Description = "From a multi-platform image archive, use OS/ARCH[/VARIANT] (default: this host's)",
@@ -45,6 +49,7 @@ internal sealed class RunCommand : Command
         Options.Add(_workdir);
         Options.Add(_store);
         Options.Add(_readOnly);
+        Options.Add(_keep);
         Options.Add(_platform);
         Arguments.Add(_root);
         Arguments.Add(_command);
@@ -87,6 +92,16 @@ internal sealed class RunCommand : Command
     public SandboxSpec BuildSpec(ParseResult parse, ImmutableArray<string> command)
     {
         RootSpec rootSpec = ResolveRoot(parse.GetValue(_root), parse.GetValue(_store), parse.GetValue(_readOnly), parse.GetValue(_platform));
+        if (parse.GetValue(_keep))
+        {
+            if (rootSpec is not ImageRoot image)
+                throw new SandboxException(SandboxErrorCode.InvalidSpec, "--keep applies to image roots only (a host or directory root is never written)");
+            string runs = Path.Combine(Storage.StoreLocation.Resolve(parse.GetValue(_store)), "runs");
+            string kept = Path.Combine(runs, $"{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..8]}");
+            Directory.CreateDirectory(Path.Combine(kept, "upper"));
+            Directory.CreateDirectory(Path.Combine(kept, "work"));
+            rootSpec = image with { KeepDirectory = kept };
+        }
         return _options.Apply(parse, new SandboxSpec(command) { Root = rootSpec, WorkingDirectory = parse.GetValue(_workdir) });
     }
 

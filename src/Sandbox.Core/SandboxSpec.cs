@@ -20,7 +20,10 @@ public sealed record DirectoryRoot(string Path) : RootSpec;
 /// An image from the store: its layers as overlayfs lower directories, with a fresh upper directory
 /// that vanishes with the sandbox (docker run's writable container layer), read-only on request.
 /// </summary>
-public sealed record ImageRoot(Images.ImageRecord Image, bool ReadOnly = false) : RootSpec;
+/// <param name="KeepDirectory">When set, the writable layer lives in KeepDirectory/upper on the host
+/// (with KeepDirectory/work beside it) and outlives the sandbox (--keep); otherwise on a tmpfs that
+/// vanishes with it.</param>
+public sealed record ImageRoot(Images.ImageRecord Image, bool ReadOnly = false, string? KeepDirectory = null) : RootSpec;
 
 public sealed record BindMount(string HostPath, string SandboxPath, bool ReadOnly = false)
 {

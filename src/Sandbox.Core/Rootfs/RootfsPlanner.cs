@@ -178,11 +178,20 @@ public static class RootfsPlanner
         string lower = string.Join(':', layers.Reverse().Select(l => System.IO.Path.GetFileName(l)));
         // Also with --read-only: the mount is then made read-only (mount_setattr), which keeps a
         // one-layer image valid (overlay wants two lower layers when it has no upper).
-        string data = $"lowerdir={lower},upperdir=/upper,workdir=/work,userxattr";
+        string upper = "/upper", work = "/work";
+        if (image.KeepDirectory is string keep)
+        {
+            string kept = HostPaths.Under(OldRoot, HostPaths.Resolve(System.IO.Path.GetFullPath(keep)));
+            (upper, work) = (kept + "/upper", kept + "/work");
+        }
+        string data = $"lowerdir={lower},upperdir={upper},workdir={work},userxattr";
         if (data.Length > 4000)
             throw new SandboxException(SandboxErrorCode.InvalidSpec, $"image {image.Image.Name} has too many layers ({layers.Length}) for one overlay mount");
-        steps.Add(new MakeDirectoryStep("/upper"));
-        steps.Add(new MakeDirectoryStep("/work"));
+        if (image.KeepDirectory is null)
+        {
+            steps.Add(new MakeDirectoryStep("/upper"));
+            steps.Add(new MakeDirectoryStep("/work"));
+        }
         steps.Add(new ChangeDirectoryStep(HostPaths.Under(OldRoot, HostPaths.Resolve(store))));
         steps.Add(new MountStep("overlay", NewRoot, "overlay", MountFlags.None, data));
         steps.Add(new ChangeDirectoryStep("/"));
