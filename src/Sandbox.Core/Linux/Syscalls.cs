@@ -43,6 +43,10 @@ internal static unsafe class Syscalls
 
     public static bool KillProcess(int pid, int signal) => kill(pid, signal) == 0;
 
+    /// <summary>F_SETPIPE_SZ (fcntl(2)); a refusal (above fs.pipe-max-size) keeps the default size.</summary>
+    public static bool TryGrowPipe(SafeFileHandle pipe, int bytes) =>
+        fcntl((int)pipe.DangerousGetHandle(), 1031 /* F_SETPIPE_SZ */, bytes) >= 0;
+
     /// <summary>A close-on-exec pipe: nothing created here can leak into an unrelated child.</summary>
     public static (SafeFileHandle Read, SafeFileHandle Write) CreatePipe()
     {
