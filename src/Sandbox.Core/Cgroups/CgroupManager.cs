@@ -51,8 +51,15 @@ public static class CgroupManager
             {
                 // No internal processes (cgroup-v2.rst): a cgroup that enables controllers for its
                 // children may hold no processes itself, so the supervisor moves to a leaf first.
-                Directory.CreateDirectory(leaf);
-                Linux.Syscalls.WriteFileOnce(Path.Combine(leaf, "cgroup.procs"), host.Pid.ToString(CultureInfo.InvariantCulture));
+                try
+                {
+                    Directory.CreateDirectory(leaf);
+                    Linux.Syscalls.WriteFileOnce(Path.Combine(leaf, "cgroup.procs"), host.Pid.ToString(CultureInfo.InvariantCulture));
+                }
+                catch (Exception e) when (e is Linux.LinuxException or IOException or UnauthorizedAccessException)
+                {
+                    throw new SandboxException(SandboxErrorCode.CgroupFailed, $"cgroup: cannot move this process into {leaf}: {e.Message}", e);
+                }
             }
             EnableControllers(parent, limits);
             return CgroupV2.Create(parent, host.Pid, limits);
@@ -76,6 +83,9 @@ public static class CgroupManager
             return new CgroupProbe("v2", false, "this process has no cgroup v2 path in " + host.ProcSelfCgroup, NotDelegatedFix);
         string root = host.CgroupRoot.TrimEnd('/');
         string candidate = root + own.TrimEnd('/');
+        // Already moved into our leaf by an earlier sandbox of this process: its parent is the one.
+        if (Path.GetFileName(candidate) == SupervisorLeaf)
+            candidate = Path.GetDirectoryName(candidate)!;
         string ownDir = candidate;
         string reason = $"{ownDir} is not delegated to this user (cgroup.procs and cgroup.subtree_control are not writable)";
         while (candidate.Length > root.Length)
@@ -152,7 +162,8 @@ public static class CgroupManager
             var h = hierarchies.FirstOrDefault(x => x.Controllers.Contains(controller));
             if (h.MountPoint is null || !ownPaths.TryGetValue(controller, out string? own))
                 continue;
-            string relative = own.StartsWith(h.Root, StringComparison.Ordinal) ? own[h.Root.Length..] : own;
+            bool underRoot = h.Root == "/" || own == h.Root || own.StartsWith(h.Root.TrimEnd('/') + "/", StringComparison.Ordinal);
+            string relative = underRoot && h.Root != "/" ? own[h.Root.Length..] : own;
             string dir = h.MountPoint.TrimEnd('/') + "/" + relative.Trim('/');
             dir = dir.TrimEnd('/');
             if (host.Writable(dir))
@@ -161,12 +172,19 @@ public static class CgroupManager
                 notWritable.Add(dir);
         }
         var v1Needed = needed.Select(c => c == "io" ? "blkio" : c).ToList();
+        var unmounted = v1Needed.Where(c => !hierarchies.Any(h => h.Controllers.Contains(c))).ToList();
+        if (unmounted.Count > 0)
+        {
+            return new CgroupProbe("v1", false, $"cgroup v1: no {string.Join(", ", unmounted)} hierarchy is mounted",
+                $"mount it (mount -t cgroup -o {unmounted[0]} cgroup /sys/fs/cgroup/{unmounted[0]}), or use a cgroup v2 host");
+        }
         var missing = v1Needed.Where(c => !parents.ContainsKey(c)).ToList();
         if (parents.Count == 0 || missing.Count > 0)
         {
             string what = missing.Count > 0 ? string.Join(", ", missing) : "any controller";
+            var shown = missing.Count > 0 ? notWritable.Where(d => missing.Any(m => d.Contains(m, StringComparison.Ordinal))).ToList() : notWritable;
             return new CgroupProbe("v1", false,
-                $"cgroup v1: no writable cgroup directory for {what} ({string.Join(", ", notWritable.Take(4))} not writable by this user)",
+                $"cgroup v1: no writable cgroup directory for {what} ({string.Join(", ", (shown.Count > 0 ? shown : notWritable).Take(4))} not writable by this user)",
                 "ask an administrator to create a cgroup directory per controller for this user and chown it (e.g. mkdir /sys/fs/cgroup/memory/ci && chown -R USER /sys/fs/cgroup/memory/ci), then start jobs in it; or use a cgroup v2 host");
         }
         return new CgroupProbe("v1", true, $"cgroup v1 directories {string.Join(", ", parents.Select(p => $"{p.Key}={p.Value}"))}", null,
@@ -178,7 +196,8 @@ public static class CgroupManager
         var available = ReadWords(Path.Combine(parent, "cgroup.controllers"));
         var enabled = ReadWords(Path.Combine(parent, "cgroup.subtree_control"));
         var required = limits.RequiredControllers().ToHashSet();
-        // memory and cpu are also enabled when not limited, for the usage report (memory.peak, cpu.stat).
+        // memory and pids are also enabled when not limited, for the usage report (memory.peak,
+        // memory.events, pids.events); cpu.stat's usage_usec exists without the cpu controller.
         foreach (string c in s_v2Controllers.Where(c => available.Contains(c) && !enabled.Contains(c) && (required.Contains(c) || c is "memory" or "pids")))
         {
             try

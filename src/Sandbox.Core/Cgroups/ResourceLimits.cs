@@ -82,7 +82,7 @@ public static class Sizes
     public static long Parse(string text, string option)
     {
         string t = text.Trim().ToLowerInvariant();
-        if (t.EndsWith('b') && t.Length > 1 && !char.IsDigit(t[^2]))
+        if (t.EndsWith('b') && t.Length > 1 && t[^2] is 'k' or 'm' or 'g' or 't')
             t = t[..^1]; // "512mb" -> "512m"
         long multiplier = 1;
         if (t.Length > 0 && char.IsLetter(t[^1]))
