@@ -102,7 +102,9 @@ internal struct NativeReport
 
 internal static unsafe partial class NativeExecutor
 {
-    public const string LibraryName = "sandbox_exec";
+    // The file name itself: the runtime then looks next to the app first, instead of trying
+    // "sandbox_exec.so" through the whole system search path before it (dlopen(3)).
+    public const string LibraryName = "libsandbox_exec.so";
     private const int ExpectedAbiVersion = 5;
 
     [LibraryImport(LibraryName, EntryPoint = "sbx_abi_version")]
@@ -136,20 +138,20 @@ internal static unsafe partial class NativeExecutor
         try
         {
             if (AbiVersion() != ExpectedAbiVersion)
-                return $"lib{LibraryName}.so has ABI version {AbiVersion()}, this build needs {ExpectedAbiVersion}: rebuild the project";
+                return $"{LibraryName} has ABI version {AbiVersion()}, this build needs {ExpectedAbiVersion}: rebuild the project";
             if (StepSize() != sizeof(NativeStep) || ArgsSize() != sizeof(NativeSpawnArgs))
-                return $"lib{LibraryName}.so was built for other structure layouts: rebuild the project";
+                return $"{LibraryName} was built for other structure layouts: rebuild the project";
             if (!File.Exists(InitPath))
                 return $"{InitPath} is missing: it is built by `dotnet build` (gcc -static) and must sit next to the sandbox binary";
             return null;
         }
         catch (DllNotFoundException e)
         {
-            return $"the native executor lib{LibraryName}.so could not be loaded ({e.Message}); it is built by `dotnet build` with the system C compiler and must sit next to the sandbox binary";
+            return $"the native executor {LibraryName} could not be loaded ({e.Message}); it is built by `dotnet build` with the system C compiler and must sit next to the sandbox binary";
         }
         catch (EntryPointNotFoundException e)
         {
-            return $"lib{LibraryName}.so is from another version ({e.Message}): rebuild the project";
+            return $"{LibraryName} is from another version ({e.Message}): rebuild the project";
         }
     }
 }
