@@ -198,21 +198,10 @@ public static class RootfsPlanner
     }
 
     /// <summary>Every step that acts on a path under the new root resolves it inside that root.</summary>
-    private static SetupStep ConfineToNewRoot(SetupStep step)
-    {
-        string? target = step switch
-        {
-            MountStep m => m.Target,
-            SetMountAttributesStep a => a.Target,
-            MakeDirectoryStep d => d.Target,
-            CreateFileStep f => f.Target,
-            SymlinkStep l => l.Path,
-            _ => null,
-        };
-        return target is not null && target.StartsWith(NewRoot + "/", StringComparison.Ordinal)
+    private static SetupStep ConfineToNewRoot(SetupStep step) =>
+        step.TargetPath is string target && target.StartsWith(NewRoot + "/", StringComparison.Ordinal)
             ? step with { ResolveIn = NewRoot }
             : step;
-    }
 
     private static void AddDirectories(ImmutableArray<SetupStep>.Builder steps, string sandboxPath)
     {

@@ -222,15 +222,7 @@ internal static unsafe class Launcher
         }
         if (step.ResolveIn is string root)
         {
-            string target = step switch
-            {
-                MountStep m => m.Target,
-                SetMountAttributesStep a => a.Target,
-                MakeDirectoryStep d => d.Target,
-                CreateFileStep f => f.Target,
-                SymlinkStep l => l.Path,
-                _ => throw new ArgumentException($"{step.Describe()}: cannot be resolved in a root"),
-            };
+            string target = step.TargetPath ?? throw new ArgumentException($"{step.Describe()}: cannot be resolved in a root");
             string prefix = root.TrimEnd('/') + "/";
             if (!target.StartsWith(prefix, StringComparison.Ordinal))
                 throw new ArgumentException($"{step.Describe()}: {target} is not under {root}");

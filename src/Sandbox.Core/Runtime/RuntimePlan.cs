@@ -110,10 +110,15 @@ public abstract record SetupStep
     public string? ResolveIn { get; init; }
 
     public abstract string Describe();
+
+    /// <summary>The path the step acts on, when it acts on one (what <see cref="ResolveIn"/> confines).</summary>
+    public virtual string? TargetPath => null;
 }
 
 public sealed record MountStep(string? Source, string Target, string? FileSystemType, MountFlags Flags, string? Data = null) : SetupStep
 {
+    public override string? TargetPath => Target;
+
     public override string Describe() => (Flags & MountFlags.Bind) != 0
         ? $"bind-mount {Source} on {Target}"
         : Source is null ? $"change propagation of {Target}" : $"mount {FileSystemType ?? Source} on {Target}";
@@ -121,21 +126,29 @@ public sealed record MountStep(string? Source, string Target, string? FileSystem
 
 public sealed record SetMountAttributesStep(string Target, MountAttributes Set, MountAttributes Clear, bool Recursive) : SetupStep
 {
+    public override string? TargetPath => Target;
+
     public override string Describe() => $"set mount attributes ({Set}) on {Target}{(Recursive ? " and below" : "")}";
 }
 
 public sealed record MakeDirectoryStep(string Target, int Mode = 0b111_101_101) : SetupStep
 {
+    public override string? TargetPath => Target;
+
     public override string Describe() => $"create directory {Target}";
 }
 
 public sealed record SymlinkStep(string LinkTarget, string Path) : SetupStep
 {
+    public override string? TargetPath => Path;
+
     public override string Describe() => $"create symlink {Path} -> {LinkTarget}";
 }
 
 public sealed record CreateFileStep(string Target, int Mode = 0b110_100_100) : SetupStep
 {
+    public override string? TargetPath => Target;
+
     public override string Describe() => $"create file {Target}";
 }
 
