@@ -154,7 +154,8 @@ public sealed class RuntimeTests
     {
         string marker = "87654" + Random.Shared.Next(1000, 9999);
         using var p = Process.Start(SandboxCli.StartInfo(["run", "--", "/bin/sh", "-c", $"setsid sleep {marker} & sleep {marker}.5"]))!;
-        Assert.That(HostProcesses.WaitUntil(() => HostProcesses.WithMarker(marker).Count == 2, TimeSpan.FromSeconds(10)), Is.True, "the payload did not start");
+        Assert.That(HostProcesses.WaitUntil(() => HostProcesses.WithMarker(marker, "sleep ").Count == 2, TimeSpan.FromSeconds(10)), Is.True,
+            "the payload did not start: " + string.Join(",", HostProcesses.WithMarker(marker)));
         p.Kill(); // SIGKILL: no handler of ours runs
         p.WaitForExit();
         Assert.That(HostProcesses.WaitUntil(() => HostProcesses.WithMarker(marker).Count == 0, TimeSpan.FromSeconds(5)), Is.True,

@@ -91,8 +91,11 @@ internal static class SandboxCli
 
 internal static class HostProcesses
 {
-    /// <summary>Host pids whose command line contains <paramref name="marker"/>.</summary>
-    public static List<int> WithMarker(string marker)
+    /// <summary>
+    /// Host pids whose command line contains <paramref name="marker"/> (and, when given, starts with
+    /// <paramref name="commandPrefix"/>: the CLI's own command line holds the marker too).
+    /// </summary>
+    public static List<int> WithMarker(string marker, string? commandPrefix = null)
     {
         var found = new List<int>();
         foreach (string dir in Directory.EnumerateDirectories("/proc"))
@@ -102,7 +105,7 @@ internal static class HostProcesses
             try
             {
                 string cmdline = File.ReadAllText(Path.Combine(dir, "cmdline")).Replace('\0', ' ');
-                if (cmdline.Contains(marker))
+                if (cmdline.Contains(marker) && (commandPrefix is null || cmdline.StartsWith(commandPrefix, StringComparison.Ordinal)))
                     found.Add(pid);
             }
             catch (IOException)
