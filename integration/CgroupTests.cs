@@ -61,7 +61,7 @@ public sealed class CgroupTests
                 section cpu "$S" run --cpus 0.2 --events json -- sh -c 'timeout 2 sh -c "while :; do :; done"; true'
                 section stats "$S" run --stats -- sh -c 'head -c 30m /dev/zero | tail >/dev/null'
                 section forkbomb "$S" run --pids-limit 50 --timeout 20s -- sh -c 'bomb() { bomb | bomb & }; bomb; sleep 3; echo host-still-fine'
-                section timeout "$S" run --timeout 1s -- sh -c 'sleep 100 & setsid sleep 100 & sleep 100'
+                section timeout "$S" run --stats --timeout 1s -- sh -c 'sleep 100 & setsid sleep 100 & sleep 100'
                 section leftovers sh -c 'for d in $CG2_DELEGATED; do ls -d "$d"/sandbox-* "$d"/*/sandbox-* 2>/dev/null; done; cat /sys/fs/cgroup/sbx/cgroup.procs /sys/fs/cgroup/sbx/leaf/cgroup.procs 2>/dev/null | wc -l'
                 section iofree "$S" run -v /dev/ubda:/dev/ubda -- dd if=/dev/zero of=/dev/ubda bs=64k count=32 oflag=direct
                 section iolimited "$S" run -v /dev/ubda:/dev/ubda --device-write-bps /dev/ubda:1mb -- dd if=/dev/zero of=/dev/ubda bs=64k count=32 oflag=direct

@@ -14,12 +14,7 @@ namespace Sandbox.Cli;
 /// </summary>
 internal sealed class ImageCommand : Command
 {
-    private readonly Option<string?> _root = new("--root")
-    {
-        Description = "The image store's directory (default: $SANDBOX_ROOT, else $XDG_DATA_HOME/sandbox, else ~/.local/share/sandbox)",
-        HelpName = "DIR",
-        Recursive = true,
-    };
+    private readonly Option<string?> _root = StoreOption.Create(recursive: true);
 
     public ImageCommand() : base("image", "Manage images: import docker and OCI archives, list, inspect, remove, prune")
     {

@@ -70,6 +70,14 @@ internal static class Program
                 renderer.RenderFailure(e);
                 return e.ExitCode;
             }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // A file the run needed (the image store, a --keep directory, a bind source) could not
+                // be used: say which, with exit 125 as for any sandbox failure, not a stack trace.
+                var failure = new SandboxException(SandboxErrorCode.SetupFailed, $"{e.Message} (check the path and its permissions)", e);
+                renderer.RenderFailure(failure);
+                return failure.ExitCode;
+            }
         }
     }
 

@@ -13,11 +13,7 @@ internal sealed class RunCommand : Command
         Description = "Working directory inside the sandbox (default /)",
         HelpName = "DIR",
     };
-    private readonly Option<string?> _store = new("--root")
-    {
-        Description = "The image store (default: $SANDBOX_ROOT, else $XDG_DATA_HOME/sandbox, else ~/.local/share/sandbox)",
-        HelpName = "DIR",
-    };
+    private readonly Option<string?> _store = StoreOption.Create();
     private readonly Option<bool> _readOnly = new("--read-only")
     {
         Description = "Make an image's root file system read-only (host and directory roots always are)",

@@ -174,6 +174,8 @@ internal sealed class SandboxOptions
             },
         };
         spec.Limits.Validate();
+        // Usage is measured when someone will read it: --stats, or the JSON events (the MSBuild task).
+        spec = spec with { CollectUsage = parse.GetValue(_stats) || parse.GetValue(_events) == "json" };
         spec = spec with
         {
             User = parse.GetValue(_user) ?? spec.User,
@@ -252,4 +254,15 @@ internal sealed class SandboxOptions
         }
         return (own, ImmutableArray<string>.Empty);
     }
+}
+
+/// <summary>The image store option, the same for run, test and image.</summary>
+internal static class StoreOption
+{
+    public static Option<string?> Create(bool recursive = false) => new("--root")
+    {
+        Description = "The image store (default: $SANDBOX_ROOT, else $XDG_DATA_HOME/sandbox, else ~/.local/share/sandbox)",
+        HelpName = "DIR",
+        Recursive = recursive,
+    };
 }

@@ -27,11 +27,7 @@ internal sealed class TestCommand : Command
         Description = "Run restore, build and test in this image (name, archive or OCI layout) instead of on the host's root: it must hold a .NET SDK",
         HelpName = "IMAGE",
     };
-    private readonly Option<string?> _store = new("--root")
-    {
-        Description = "The image store (default: $SANDBOX_ROOT, else $XDG_DATA_HOME/sandbox, else ~/.local/share/sandbox)",
-        HelpName = "DIR",
-    };
+    private readonly Option<string?> _store = StoreOption.Create();
     private readonly Option<bool> _noRestore = new("--no-restore")
     {
         Description = "Skip the restore step (packages must already be in the NuGet cache)",
@@ -141,6 +137,7 @@ internal sealed class TestCommand : Command
         };
         SandboxSpec test = common with
         {
+            CollectUsage = true, // the closing summary line gives the peak memory
             Command = ["dotnet", "test", target, "--no-restore", .. testArgs],
             Binds = common.Binds.Add(new BindMount(packages, packages, ReadOnly: true)),
         };

@@ -32,6 +32,7 @@ public static class SandboxPlanner
         ImmutableArray<SetupStep> steps = RootfsPlanner.Plan(spec, host, clearGroups: idMaps.Kind == IdMapKind.SubordinateRange);
         SandboxUser? user = ResolveUser(spec);
         ImmutableArray<string> environment = BuildEnvironment(spec, host, out string searchPath, user?.Home);
+        ulong capabilities = Security.Capabilities.Resolve(spec.CapAdd, spec.CapDrop);
         var process = new ProcessPlan(
             spec.Command[0],
             spec.Command,
@@ -41,9 +42,9 @@ public static class SandboxPlanner
         {
             Uid = user?.Uid,
             Gid = user?.Gid,
-            CapabilityBoundingSet = Security.Capabilities.Resolve(spec.CapAdd, spec.CapDrop),
+            CapabilityBoundingSet = capabilities,
             LastCapability = Security.Capabilities.LastOnThisKernel(),
-            SeccompProgram = Security.SeccompPlanner.Program(spec.Seccomp, Security.Capabilities.Resolve(spec.CapAdd, spec.CapDrop)),
+            SeccompProgram = Security.SeccompPlanner.Program(spec.Seccomp, capabilities),
         };
         return new RuntimePlan(process, namespaces, idMaps, steps);
     }

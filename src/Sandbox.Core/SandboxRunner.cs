@@ -94,7 +94,8 @@ public sealed class SandboxExecution : IDisposable
         Cgroups.SandboxCgroup? cgroup = null;
         try
         {
-            cgroup = Cgroups.CgroupManager.Create(spec.Limits, spec.LimitsPolicy, Cgroups.CgroupHost.Current, warn);
+            if (!spec.Limits.IsEmpty || spec.CollectUsage)
+                cgroup = Cgroups.CgroupManager.Create(spec.Limits, spec.LimitsPolicy, Cgroups.CgroupHost.Current, warn);
             // With no standard input at all (fd 0 closed, as under some CI runners) there is nothing to forward.
             stdin = spec.ForwardStdin && Syscalls.IsOpen(0) ? new SafeFileHandle(0, ownsHandle: false) : Syscalls.OpenReadOnly("/dev/null");
             (outRead, outWrite) = Syscalls.CreatePipe();

@@ -117,6 +117,12 @@ public sealed record SandboxSpec
 
     public Cgroups.LimitsPolicy LimitsPolicy { get; init; } = Cgroups.LimitsPolicy.Required;
 
+    /// <summary>
+    /// Measure peak memory and CPU in a cgroup of its own even without limits (--stats, JSON events).
+    /// Off, a run without limits skips the cgroup probe and set-up: less work on every start.
+    /// </summary>
+    public bool CollectUsage { get; init; }
+
     /// <summary>Capabilities added to docker's default set (names as in capabilities(7), or ALL).</summary>
     public ImmutableArray<string> CapAdd { get; init; } = ImmutableArray<string>.Empty;
 

@@ -150,7 +150,8 @@ public class HostileArchiveTests
         }
         catch (ArgumentException e)
         {
-            Assert.Ignore($"the BCL tar writer refuses this entry itself: {e.Message}");
+            // The fixture must be buildable, or the case tests nothing.
+            Assert.Fail($"the BCL tar writer refuses this case's entry, so the case cannot be built: {e.Message}");
             return;
         }
         Exception? error = null;

@@ -1,3 +1,4 @@
+using Sandbox.Tests.TestSupport;
 using System.Collections.Immutable;
 using Sandbox.Security.Seccomp;
 
@@ -204,7 +205,7 @@ public class DockerProfileParserTests
     public void ParseWithoutCapabilitiesUsesDockersDefaultSet()
     {
         if (SeccompArchitecture.TryCurrent is null)
-            Assert.Ignore("no syscall table for this architecture");
+            Skip.Because("no syscall table for this architecture");
         SeccompProfile profile = DockerProfileParser.Parse(DockerProfileFixtures.DockerDefault);
         Assert.That(profile.Rules.Any(r => r.Names.Contains("chroot")), Is.True, "CAP_SYS_CHROOT is in Docker's default set");
         Assert.That(profile.Rules.Any(r => r.Names.Contains("mount")), Is.False);

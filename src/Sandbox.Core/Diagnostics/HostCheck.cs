@@ -1,3 +1,4 @@
+using Sandbox.Cgroups;
 using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
@@ -262,121 +263,19 @@ public static partial class HostCheck
 
     // ---- cgroups ----
 
-    private const string NotDelegatedFix = "run under a systemd user session with delegation (systemd-run --user --scope -p Delegate=yes sandbox ...), or ask an administrator to delegate a cgroup";
-
     private static readonly string[] s_limitControllers = ["memory", "pids", "cpu"];
 
+    /// <summary>
+    /// The probe the runtime itself uses to place sandboxes (<see cref="CgroupManager.Probe"/>), so
+    /// that `sandbox check` and `sandbox run --memory` can never disagree about this host.
+    /// </summary>
     private static CheckItem CheckCgroups(HostFacts facts)
     {
-        var memberships = ParseSelfCgroup(ReadText(facts.SelfCgroup));
-        // cgroups(7), "Cgroups version 2": the root of a unified hierarchy has cgroup.controllers;
-        // the v1 layout (and the hybrid one, with cgroup2 at /sys/fs/cgroup/unified) has a tmpfs there.
-        return File.Exists(Path.Combine(facts.CgroupRoot, "cgroup.controllers"))
-            ? CheckCgroupV2(facts, memberships)
-            : CheckCgroupV1(facts, memberships);
+        CgroupProbe probe = CgroupManager.Probe(new CgroupHost(facts.SelfCgroup, facts.MountInfo, facts.CgroupRoot, facts.IsWritable), s_limitControllers);
+        return probe.Usable
+            ? new(Cgroups, CheckStatus.Ok, $"{probe.Version}, {probe.Detail}: memory, pids and cpu limits can be enforced", null)
+            : new(Cgroups, CheckStatus.Warning, $"{probe.Version}, {probe.Detail}; limits need --limits=best-effort here", probe.Fix);
     }
-
-    private static CheckItem CheckCgroupV2(HostFacts facts, IReadOnlyList<CgroupMembership> memberships)
-    {
-        // cgroups(7), /proc/[pid]/cgroup: the v2 entry is "0::PATH".
-        string? path = memberships.FirstOrDefault(m => m.HierarchyId == "0" && m.Controllers.Length == 0)?.Path;
-        if (path is null)
-            return new(Cgroups, CheckStatus.Warning, $"v2, but {facts.SelfCgroup} has no 0:: entry", NotDelegatedFix);
-        string dir = Path.Combine(facts.CgroupRoot, path.TrimStart('/'));
-        string[] controllers = ReadText(Path.Combine(dir, "cgroup.controllers"))?.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries) ?? [];
-        string available = controllers.Length == 0 ? "no controllers" : "controllers " + string.Join(" ", controllers);
-        // Documentation/admin-guide/cgroup-v2.rst, "Delegation": a cgroup is delegated to a user by
-        // giving it write access to the directory, cgroup.procs and cgroup.subtree_control.
-        bool delegated = facts.IsWritable(Path.Combine(dir, "cgroup.procs")) && facts.IsWritable(Path.Combine(dir, "cgroup.subtree_control"));
-        if (!delegated)
-            return new(Cgroups, CheckStatus.Warning, $"v2, {path} not delegated to {facts.UserName} ({available}); no limits can be enforced", NotDelegatedFix);
-        string[] lacking = s_limitControllers.Except(controllers).ToArray();
-        if (lacking.Length > 0)
-            return new(Cgroups, CheckStatus.Warning, $"v2, {path} delegated, but {string.Join(" ", lacking)} not available ({available})",
-                "delegate them to user sessions: sudo mkdir -p /etc/systemd/system/user@.service.d && printf '[Service]\\nDelegate=cpu cpuset io memory pids\\n' | sudo tee /etc/systemd/system/user@.service.d/delegate.conf && sudo systemctl daemon-reload");
-        return new(Cgroups, CheckStatus.Ok, $"v2, {path} delegated ({available})", null);
-    }
-
-    private static CheckItem CheckCgroupV1(HostFacts facts, IReadOnlyList<CgroupMembership> memberships)
-    {
-        var mounts = ParseCgroupMounts(ReadText(facts.MountInfo));
-        CgroupMount? unified = mounts.FirstOrDefault(m => m.Version2);
-        var v1 = mounts.Where(m => !m.Version2).ToList();
-        if (v1.Count == 0 && unified is null)
-            return new(Cgroups, CheckStatus.Warning, $"no cgroup filesystem in {facts.MountInfo}; no limits can be enforced",
-                $"sudo mount -t cgroup2 none {SystemCgroupRoot}");
-
-        var parts = new List<string>();
-        foreach (string controller in s_limitControllers)
-        {
-            CgroupMount? mount = v1.FirstOrDefault(m => m.Options.Contains(controller));
-            if (mount is null)
-            {
-                parts.Add($"{controller} not mounted");
-                continue;
-            }
-            string path = memberships.FirstOrDefault(m => m.Controllers.Contains(controller))?.Path ?? "/";
-            // proc_pid_mountinfo(5): field 4 is the hierarchy's directory mounted there (not "/"
-            // inside a cgroup namespace); the caller's path is relative to the hierarchy's root.
-            string below = mount.Root != "/" && path.StartsWith(mount.Root, StringComparison.Ordinal) ? path[mount.Root.Length..] : path;
-            string dir = Path.Combine(Rebase(facts, mount.MountPoint), below.TrimStart('/'));
-            parts.Add($"{controller} {path} {(facts.IsWritable(dir) ? "writable" : "not writable")}");
-        }
-        string layout = v1.Count == 0 ? $"cgroup2 only at {unified!.MountPoint}"
-            : unified is null ? "v1" : $"hybrid v1 (cgroup2 without controllers at {unified.MountPoint})";
-        // Limits work only through directories an administrator made writable beforehand (DESIGN.md,
-        // "Cgroups": v1 is a fallback), so this is never better than a warning.
-        return new(Cgroups, CheckStatus.Warning, $"{layout}: {string.Join(", ", parts)}",
-            "switch to cgroup v2: add systemd.unified_cgroup_hierarchy=1 to GRUB_CMDLINE_LINUX in /etc/default/grub, then sudo update-grub && sudo reboot; " + NotDelegatedFix);
-    }
-
-    private sealed record CgroupMembership(string HierarchyId, string[] Controllers, string Path);
-
-    /// <summary>cgroups(7), /proc/[pid]/cgroup: "hierarchy-ID:controller-list:cgroup-path" per line.</summary>
-    private static List<CgroupMembership> ParseSelfCgroup(string? text)
-    {
-        var result = new List<CgroupMembership>();
-        foreach (string line in (text ?? "").Split('\n', StringSplitOptions.RemoveEmptyEntries))
-        {
-            string[] fields = line.Split(':', 3);
-            if (fields.Length == 3)
-                result.Add(new(fields[0], fields[1].Split(',', StringSplitOptions.RemoveEmptyEntries), fields[2].Trim()));
-        }
-        return result;
-    }
-
-    private sealed record CgroupMount(string Root, string MountPoint, bool Version2, string[] Options);
-
-    /// <summary>
-    /// proc_pid_mountinfo(5): "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS";
-    /// a v1 hierarchy's controllers are among its super options.
-    /// </summary>
-    private static List<CgroupMount> ParseCgroupMounts(string? text)
-    {
-        var result = new List<CgroupMount>();
-        foreach (string line in (text ?? "").Split('\n', StringSplitOptions.RemoveEmptyEntries))
-        {
-            string[] fields = line.Split(' ');
-            int separator = Array.IndexOf(fields, "-");
-            if (separator < 5 || separator + 3 >= fields.Length)
-                continue;
-            string type = fields[separator + 1];
-            if (type is "cgroup" or "cgroup2")
-                result.Add(new(fields[3], fields[4], type == "cgroup2", fields[separator + 3].Split(',')));
-        }
-        return result;
-    }
-
-    /// <summary>Mount points are host paths; a fixture's <see cref="HostFacts.CgroupRoot"/> stands for /sys/fs/cgroup.</summary>
-    private static string Rebase(HostFacts facts, string mountPoint)
-    {
-        string relative = Path.GetRelativePath(SystemCgroupRoot, mountPoint);
-        if (relative == ".")
-            return facts.CgroupRoot;
-        return relative.StartsWith("..", StringComparison.Ordinal) || Path.IsPathRooted(relative) ? mountPoint : Path.Combine(facts.CgroupRoot, relative);
-    }
-
-    private const string SystemCgroupRoot = HostFacts.SystemCgroupRoot;
 
     // ---- native executor ----
 
