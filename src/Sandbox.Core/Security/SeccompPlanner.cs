@@ -7,7 +7,8 @@ namespace Sandbox.Security;
 public static class SeccompPlanner
 {
     private static readonly Lazy<ImmutableArray<ulong>> s_default = new(() =>
-        BpfProgram.ToUInt64Array(SeccompCompiler.Compile(SeccompProfiles.Default, SeccompArchitecture.Current)));
+        PrecompiledPrograms.DefaultForCurrentArchitecture()
+        ?? BpfProgram.ToUInt64Array(SeccompCompiler.Compile(SeccompProfiles.Default, SeccompArchitecture.Current)));
 
     public static ImmutableArray<ulong> Program(SeccompPolicy policy, ulong capabilities) => policy.Kind switch
     {
