@@ -16,6 +16,9 @@ internal interface IEventRenderer : IDisposable
 
     /// <summary>The closing line of `sandbox test`.</summary>
     void RenderSummary(TestSummary summary, TimeSpan duration, SandboxResult? result);
+
+    /// <summary>Where the payload's output may go directly instead of as output events; null: as events.</summary>
+    DirectOutput? DirectOutput => null;
 }
 
 internal static class SummaryText
@@ -33,6 +36,9 @@ internal sealed class ConsoleRenderer(bool stats = false) : IEventRenderer
 {
     private readonly Stream _stdout = Console.OpenStandardOutput();
     private readonly Stream _stderr = Console.OpenStandardError();
+
+    // Our own stdout and stderr, when open: the payload's bytes are spliced there unchanged.
+    public DirectOutput? DirectOutput { get; } = DirectOutput.StandardStreams();
 
     public void Render(SandboxEvent e)
     {

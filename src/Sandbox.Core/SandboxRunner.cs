@@ -1,7 +1,4 @@
-using System.Buffers;
 using System.Diagnostics;
-using System.IO.Pipelines;
-using System.Threading.Channels;
 using Microsoft.Win32.SafeHandles;
 using Sandbox.Linux;
 using Sandbox.Rootfs;
@@ -17,6 +14,13 @@ public static class SandboxRunner
     /// <exception cref="SandboxException">The spec is invalid or the host cannot create sandboxes.</exception>
     public static SandboxExecution Start(SandboxSpec spec, CancellationToken cancellationToken = default) =>
         SandboxExecution.Start(spec, HostContext.Current(), cancellationToken);
+
+    /// <summary>
+    /// Starts the sandbox with the payload's output going straight to <paramref name="output"/>'s
+    /// descriptors (spliced, never through our memory) instead of arriving as output events.
+    /// </summary>
+    public static SandboxExecution Start(SandboxSpec spec, DirectOutput output, CancellationToken cancellationToken = default) =>
+        SandboxExecution.Start(spec, HostContext.Current(), cancellationToken, output: output);
 
     /// <summary>Runs to the end, passing each event to <paramref name="onEvent"/>.</summary>
     /// <exception cref="SandboxException">The sandbox could not be set up or the command could not be started.</exception>
@@ -34,42 +38,56 @@ public static class SandboxRunner
     }
 }
 
+/// <summary>
+/// Where the payload's stdout and stderr go when not as <see cref="OutputEvent"/>s: a descriptor each
+/// (null: that stream still arrives as events). The payload still writes into a pipe of ours, never
+/// into these descriptors: a terminal given to the sandbox could be driven from inside (TIOCSTI,
+/// CVE-2017-5226); bytes moved by splice(2) cannot.
+/// </summary>
+public sealed record DirectOutput(SafeFileHandle? Stdout, SafeFileHandle? Stderr)
+{
+    /// <summary>This process's own stdout and stderr (borrowed, not closed); null when either is closed.</summary>
+    public static DirectOutput? StandardStreams() => Syscalls.IsOpen(1) && Syscalls.IsOpen(2)
+        ? new DirectOutput(new SafeFileHandle(1, ownsHandle: false), new SafeFileHandle(2, ownsHandle: false))
+        : null;
+}
+
 /// <summary>One running sandbox: an event stream, and signals and kill while it runs.</summary>
 public sealed class SandboxExecution : IDisposable
 {
-    private const int ReadChunk = 128 * 1024;
+    private const int ReadChunk = 256 * 1024;
     private const int EventChunk = 64 * 1024;
+    private const int SpliceChunk = 1 << 20;
 
     private readonly SandboxProcess _process;
     private readonly SandboxSpec _spec;
-    private readonly Channel<SandboxEvent> _events;
-    private readonly CancellationTokenSource _timeout;
     private readonly CancellationTokenRegistration _cancelRegistration;
-    private readonly CancellationTokenRegistration _timeoutRegistration;
     private readonly CancellationTokenSource _disposed = new();
-    // Output events wait for the started event, so a consumer always sees it first.
-    private readonly TaskCompletionSource _startedWritten = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly EventQueue _events;
     private readonly Thread _supervisor;
+    private long _deadline;
     private int _reason = (int)TerminationReason.Exited;
 
     private readonly Cgroups.SandboxCgroup? _cgroup;
 
-    private SandboxExecution(SandboxProcess process, Cgroups.SandboxCgroup? cgroup, SandboxSpec spec, SafeFileHandle stdout, SafeFileHandle stderr, CancellationToken cancellationToken)
+    private SandboxExecution(SandboxProcess process, Cgroups.SandboxCgroup? cgroup, SandboxSpec spec, OutputPump stdout, OutputPump stderr, CancellationToken cancellationToken)
     {
         _process = process;
         _cgroup = cgroup;
+        _events = new EventQueue(64, _disposed.Token);
         _spec = spec;
-        // Bounded: a slow consumer slows the payload down (the pipe fills) instead of filling memory.
-        _events = Channel.CreateBounded<SandboxEvent>(new BoundedChannelOptions(64) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
-        _timeout = new CancellationTokenSource();
+        // The timeout is the supervisor's poll(2) timeout: no timer thread.
+        _deadline = spec.Timeout is TimeSpan t ? process.StartTimestamp + (long)(t.TotalSeconds * Stopwatch.Frequency) : long.MaxValue;
         _cancelRegistration = cancellationToken.Register(() => Terminate(TerminationReason.Cancelled));
-        _timeoutRegistration = _timeout.Token.Register(() => Terminate(TerminationReason.TimedOut));
         _supervisor = new Thread(() => Supervise(stdout, stderr)) { IsBackground = true, Name = $"sandbox {process.Pid}" };
         _supervisor.Start();
     }
 
     /// <summary>Started, output chunks, exited; throws <see cref="SandboxException"/> when the set-up or the exec failed.</summary>
-    public IAsyncEnumerable<SandboxEvent> Events => _events.Reader.ReadAllAsync();
+    public IAsyncEnumerable<SandboxEvent> Events => _events.ReadAllAsync();
+
+    /// <summary>The same events as <see cref="Events"/>, read blocking on the caller's thread.</summary>
+    public IEnumerable<SandboxEvent> ReadEvents() => _events.ReadAll();
 
     /// <summary>PID 1's pid in the caller's PID namespace.</summary>
     public int ProcessId => _process.Pid;
@@ -80,7 +98,7 @@ public sealed class SandboxExecution : IDisposable
     /// <summary>Kills every process of the sandbox.</summary>
     public void Kill() => Terminate(TerminationReason.Cancelled);
 
-    internal static SandboxExecution Start(SandboxSpec spec, HostContext host, CancellationToken cancellationToken, Action<string>? warn = null)
+    internal static SandboxExecution Start(SandboxSpec spec, HostContext host, CancellationToken cancellationToken, Action<string>? warn = null, DirectOutput? output = null)
     {
         RuntimePlan plan = SandboxPlanner.Plan(spec, host);
         warn ??= m => Console.Error.WriteLine($"sandbox: {m}");
@@ -106,9 +124,8 @@ public sealed class SandboxExecution : IDisposable
             Syscalls.TryGrowPipe(errWrite, 1 << 20);
             // PID 1 joins the cgroup before it is released: nothing of the payload ever runs unlimited.
             SandboxProcess process = Launcher.Start(plan, new StdioPlan(stdin, outWrite, errWrite), cgroup is null ? null : cgroup.AddProcess);
-            var execution = new SandboxExecution(process, cgroup, spec, outRead, errRead, cancellationToken);
-            if (spec.Timeout is TimeSpan timeout)
-                execution._timeout.CancelAfter(timeout);
+            var execution = new SandboxExecution(process, cgroup, spec,
+                new OutputPump(outRead, OutputStream.Stdout, output?.Stdout), new OutputPump(errRead, OutputStream.Stderr, output?.Stderr), cancellationToken);
             return execution;
         }
         catch (LinuxException e)
@@ -141,30 +158,64 @@ public sealed class SandboxExecution : IDisposable
         _process.Kill();
     }
 
-    // Runs on a dedicated thread: blocking reads of the report pipe; the output pumps get their own.
-    private void Supervise(SafeFileHandle stdout, SafeFileHandle stderr)
+    /// <summary>
+    /// The supervisor: one thread, one poll(2) loop over the report pipe and both output pipes, with
+    /// the timeout as poll's timeout. No thread or task per stream and no timer: a warm start pays for
+    /// one thread, and a gigabyte of output crosses two context switches per megabyte, not per chunk.
+    /// </summary>
+    private void Supervise(OutputPump stdout, OutputPump stderr)
     {
-        Task pumps = Task.CompletedTask;
         try
         {
-            InitReport? report = null;
-            Task outPump = Pump(stdout, OutputStream.Stdout);
-            Task errPump = Pump(stderr, OutputStream.Stderr);
-            pumps = Task.WhenAll(outPump, errPump);
-            report = _process.ReadReports(onStarted: _ =>
+            bool reportsOpen = true, started = false;
+            Span<PollEntry> entries = stackalloc PollEntry[3];
+            while (reportsOpen || stdout.Open || stderr.Open)
             {
-                Write(new StartedEvent(_process.Pid, DateTimeOffset.UtcNow));
-                _startedWritten.TrySetResult();
-            });
-            _startedWritten.TrySetResult();
-            var (status, user, system) = _process.WaitForExit();
-            pumps.GetAwaiter().GetResult();
-            TimeSpan wall = Stopwatch.GetElapsedTime(_process.StartTimestamp);
+                // Output waits for the started event, so a consumer always sees that first; PID 1 reports
+                // it right after the payload's exec, so at most a pipeful of output waits.
+                bool takeOutput = started || !reportsOpen;
+                int count = 0;
+                if (reportsOpen)
+                    entries[count++] = new PollEntry(_process.ReportsFd, PollEntry.In);
+                if (takeOutput && stdout.Open)
+                    entries[count++] = new PollEntry(stdout.Fd, PollEntry.In);
+                if (takeOutput && stderr.Open)
+                    entries[count++] = new PollEntry(stderr.Fd, PollEntry.In);
+                if (StreamCalls.Poll(entries[..count], PollTimeout()) == 0)
+                {
+                    if (Stopwatch.GetTimestamp() >= _deadline)
+                    {
+                        _deadline = long.MaxValue;
+                        Terminate(TerminationReason.TimedOut);
+                    }
+                    continue;
+                }
+                foreach (PollEntry entry in entries[..count])
+                {
+                    if (!entry.Ready)
+                        continue;
+                    if (entry.Fd == _process.ReportsFd)
+                    {
+                        reportsOpen = _process.PumpReports(_ =>
+                        {
+                            Write(new StartedEvent(_process.Pid, DateTimeOffset.UtcNow));
+                            started = true;
+                        });
+                    }
+                    else
+                    {
+                        (entry.Fd == stdout.Fd ? stdout : stderr).Transfer(this);
+                    }
+                }
+            }
 
+            var (status, user, system) = _process.WaitForExit();
+            TimeSpan wall = Stopwatch.GetElapsedTime(_process.StartTimestamp);
+            InitReport report = _process.Report;
             var reason = (TerminationReason)Volatile.Read(ref _reason);
             if (report.Failure is SandboxException failure && reason == TerminationReason.Exited)
             {
-                _events.Writer.TryComplete(failure);
+                _events.Complete(failure);
                 return;
             }
             ExitStatus exit = report.PayloadWaitStatus is int ws ? ExitStatus.FromWaitStatus(ws) : ExitStatus.FromWaitStatus(status);
@@ -175,87 +226,115 @@ public sealed class SandboxExecution : IDisposable
             }
             Cgroups.ResourceUsage? usage = _cgroup?.ReadUsage();
             Write(new ExitedEvent(new SandboxResult(exit, reason, wall, user, system, _spec.Timeout, usage, _spec.Limits)));
-            _events.Writer.TryComplete();
+            _events.Complete();
         }
         catch (Exception e)
         {
             _process.Kill();
-            _startedWritten.TrySetResult();
-            _events.Writer.TryComplete(e is SandboxException ? e : new SandboxException(SandboxErrorCode.Internal, $"supervising the sandbox failed: {e.Message}", e));
+            _events.Complete(e is SandboxException ? e : new SandboxException(SandboxErrorCode.Internal, $"supervising the sandbox failed: {e.Message}", e));
         }
         finally
         {
             stdout.Dispose();
             stderr.Dispose();
             _cgroup?.Dispose();
-            _timeoutRegistration.Dispose();
             _cancelRegistration.Dispose();
         }
     }
 
-    private void Write(SandboxEvent e)
+    private int PollTimeout()
     {
-        // Blocking is fine here (dedicated threads); the bound is the back-pressure.
-        if (!_events.Writer.TryWrite(e))
-            _events.Writer.WriteAsync(e, _disposed.Token).AsTask().GetAwaiter().GetResult();
+        if (_deadline == long.MaxValue)
+            return -1;
+        long left = _deadline - Stopwatch.GetTimestamp();
+        // Round up: waking a little late is fine, spinning on a 0 ms timeout is not.
+        return left <= 0 ? 0 : (int)Math.Min(int.MaxValue, (left * 1000 + Stopwatch.Frequency - 1) / Stopwatch.Frequency);
     }
 
-    /// <summary>
-    /// One output stream: a dedicated thread read(2)s the pipe into a System.IO.Pipelines pipe; the
-    /// reader side turns what arrives into output events, as large as the payload's writes allow.
-    /// </summary>
-    private Task Pump(SafeFileHandle handle, OutputStream stream)
-    {
-        var pipe = new Pipe(new PipeOptions(pauseWriterThreshold: 4 * ReadChunk, resumeWriterThreshold: 2 * ReadChunk, minimumSegmentSize: ReadChunk, useSynchronizationContext: false));
-        var reader = new Thread(() =>
-        {
-            Exception? error = null;
-            try
-            {
-                while (true)
-                {
-                    Memory<byte> memory = pipe.Writer.GetMemory(ReadChunk);
-                    int n = Syscalls.Read(handle, memory.Span);
-                    if (n == 0)
-                        break;
-                    pipe.Writer.Advance(n);
-                    FlushResult flush = pipe.Writer.FlushAsync().AsTask().GetAwaiter().GetResult();
-                    if (flush.IsCompleted)
-                        break;
-                }
-            }
-            catch (Exception e)
-            {
-                error = e;
-            }
-            pipe.Writer.Complete(error);
-        }) { IsBackground = true, Name = $"sandbox {_process.Pid} {stream}" };
-        reader.Start();
+    private void Write(SandboxEvent e) => _events.Write(e);
 
-        return Task.Run(async () =>
+    /// <summary>One output pipe: its chunks become output events, or are spliced to a descriptor of the caller's.</summary>
+    private sealed class OutputPump(SafeFileHandle pipe, OutputStream stream, SafeFileHandle? target) : IDisposable
+    {
+        private byte[]? _buffer;
+        private bool _spliceRefused;
+
+        public bool Open { get; private set; } = true;
+
+        public int Fd => (int)pipe.DangerousGetHandle();
+
+        /// <summary>Moves what the pipe holds (poll(2) said it is readable); closes it at its end.</summary>
+        public void Transfer(SandboxExecution owner)
         {
-            await _startedWritten.Task.ConfigureAwait(false);
-            while (true)
+            if (target is null)
+                ToEvents(owner);
+            else
+                ToTarget((int)target.DangerousGetHandle());
+        }
+
+        private void ToEvents(SandboxExecution owner)
+        {
+            _buffer ??= new byte[ReadChunk];
+            int n = StreamCalls.Read(Fd, _buffer);
+            if (n == 0)
             {
-                ReadResult result = await pipe.Reader.ReadAsync().ConfigureAwait(false);
-                ReadOnlySequence<byte> buffer = result.Buffer;
-                // Events of at most 64 KiB: below the large object heap's 85,000 bytes, so a stream of
-                // output makes only short-lived gen0 garbage, never gen2 collections.
-                while (!buffer.IsEmpty)
-                {
-                    ReadOnlySequence<byte> slice = buffer.Slice(0, Math.Min(buffer.Length, EventChunk));
-                    var output = new OutputEvent(stream, slice.ToArray());
-                    if (!_events.Writer.TryWrite(output))
-                        await _events.Writer.WriteAsync(output, _disposed.Token).ConfigureAwait(false);
-                    buffer = buffer.Slice(slice.End);
-                }
-                buffer = result.Buffer;
-                pipe.Reader.AdvanceTo(buffer.End);
-                if (result.IsCompleted)
-                    break;
+                Close();
+                return;
             }
-            await pipe.Reader.CompleteAsync().ConfigureAwait(false);
-        });
+            // Events of at most 64 KiB: below the large object heap's 85,000 bytes, so a stream of
+            // output makes only short-lived gen0 garbage, never gen2 collections.
+            for (int offset = 0; offset < n; offset += EventChunk)
+            {
+                byte[] chunk = _buffer.AsSpan(offset, Math.Min(EventChunk, n - offset)).ToArray();
+                if (!owner._events.Write(new OutputEvent(stream, chunk)))
+                {
+                    Close();
+                    return;
+                }
+            }
+        }
+
+        private void ToTarget(int fd)
+        {
+            while (!_spliceRefused)
+            {
+                long moved = StreamCalls.Splice(Fd, fd, SpliceChunk);
+                if (moved > 0)
+                    return;
+                if (moved == 0)
+                {
+                    Close();
+                    return;
+                }
+                if (moved == -Errno.EAGAIN)
+                {
+                    StreamCalls.WaitWritable(fd);
+                    continue;
+                }
+                if (moved == -Errno.EINVAL)
+                {
+                    // Not every target takes a splice (a file opened O_APPEND, some terminals): copy instead.
+                    _spliceRefused = true;
+                    break;
+                }
+                // EPIPE and the like: nobody reads our end any more. Closing the pipe hands that on to
+                // the payload (EPIPE or SIGPIPE on its next write), as in a shell pipeline.
+                Close();
+                return;
+            }
+            _buffer ??= new byte[ReadChunk];
+            int n = StreamCalls.Read(Fd, _buffer);
+            if (n == 0 || StreamCalls.WriteAll(fd, _buffer.AsSpan(0, n)) < 0)
+                Close();
+        }
+
+        private void Close()
+        {
+            Open = false;
+            pipe.Dispose();
+        }
+
+        public void Dispose() => pipe.Dispose();
     }
 
     /// <summary>Kills the sandbox if it still runs, waits for its processes to be reaped and frees what it held.</summary>
@@ -267,6 +346,5 @@ public sealed class SandboxExecution : IDisposable
         _disposed.Cancel();
         _supervisor.Join();
         _process.Dispose();
-        _timeout.Dispose();
     }
 }

@@ -44,6 +44,7 @@ internal static class Errno
     public const int ETXTBSY = 26;
     public const int ENOSPC = 28;
     public const int EROFS = 30;
+    public const int EPIPE = 32;
     public const int ELOOP = 40;
     public const int ENAMETOOLONG = 36;
     public const int ENOSYS = 38;
@@ -70,6 +71,7 @@ internal static class Errno
         [ETXTBSY] = ("ETXTBSY", "Text file busy"),
         [ENOSPC] = ("ENOSPC", "No space left on device"),
         [EROFS] = ("EROFS", "Read-only file system"),
+        [EPIPE] = ("EPIPE", "Broken pipe"),
         [ELOOP] = ("ELOOP", "Too many levels of symbolic links"),
         [ENAMETOOLONG] = ("ENAMETOOLONG", "File name too long"),
         [ENOSYS] = ("ENOSYS", "Function not implemented"),

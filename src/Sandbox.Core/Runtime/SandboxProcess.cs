@@ -51,40 +51,58 @@ internal sealed class SandboxProcess : IDisposable
 
     public void Kill() => Signal(9);
 
-    /// <summary>Reads PID 1's reports until the pipe closes (PID 1 exited). Blocking: run it on its own thread.</summary>
+    // Reports arrive as fixed-size records (sandbox_protocol.h); a read may end inside one.
+    private readonly byte[] _reportBytes = new byte[Marshal.SizeOf<NativeReport>()];
+    private int _reportFill;
+    private int? _payloadPid, _payloadWaitStatus;
+    private SandboxException? _failure;
+
+    /// <summary>The report pipe's descriptor, for poll(2).</summary>
+    public int ReportsFd => (int)_reports.DangerousGetHandle();
+
+    /// <summary>What PID 1 has reported so far (all of it once <see cref="PumpReports"/> returned false).</summary>
+    public InitReport Report => new(_payloadPid, _payloadWaitStatus, _failure);
+
+    /// <summary>Reads PID 1's reports until the pipe closes (PID 1 exited). Blocking.</summary>
     public InitReport ReadReports(Action<int>? onStarted = null)
     {
-        int? payloadPid = null, waitStatus = null;
-        SandboxException? failure = null;
-        Span<byte> buffer = stackalloc byte[Marshal.SizeOf<NativeReport>()];
-        while (true)
+        while (PumpReports(onStarted))
         {
-            int got = 0;
-            while (got < buffer.Length)
-            {
-                int n = Syscalls.Read(_reports, buffer[got..]);
-                if (n == 0)
-                    return new InitReport(payloadPid, waitStatus, failure);
-                got += n;
-            }
-            NativeReport report = MemoryMarshal.Read<NativeReport>(buffer);
-            switch ((NativeReportKind)report.Kind)
-            {
-                case NativeReportKind.Started:
-                    payloadPid = report.Value;
-                    onStarted?.Invoke(report.Value);
-                    break;
-                case NativeReportKind.Exited:
-                    waitStatus = report.Value;
-                    break;
-                case NativeReportKind.SetupFailed:
-                    failure = SetupFailure(report.Step, report.Error);
-                    break;
-                case NativeReportKind.ExecFailed:
-                    failure = ExecFailure(report.Step, report.Error);
-                    break;
-            }
         }
+        return Report;
+    }
+
+    /// <summary>
+    /// One read(2) of the report pipe (blocking unless poll(2) said it is ready), decoding every
+    /// complete record; false once the pipe is at its end (PID 1 exited).
+    /// </summary>
+    public bool PumpReports(Action<int>? onStarted = null)
+    {
+        int n = Syscalls.Read(_reports, _reportBytes.AsSpan(_reportFill));
+        if (n == 0)
+            return false;
+        _reportFill += n;
+        if (_reportFill < _reportBytes.Length)
+            return true;
+        _reportFill = 0;
+        NativeReport report = MemoryMarshal.Read<NativeReport>(_reportBytes);
+        switch ((NativeReportKind)report.Kind)
+        {
+            case NativeReportKind.Started:
+                _payloadPid = report.Value;
+                onStarted?.Invoke(report.Value);
+                break;
+            case NativeReportKind.Exited:
+                _payloadWaitStatus = report.Value;
+                break;
+            case NativeReportKind.SetupFailed:
+                _failure = SetupFailure(report.Step, report.Error);
+                break;
+            case NativeReportKind.ExecFailed:
+                _failure = ExecFailure(report.Step, report.Error);
+                break;
+        }
+        return true;
     }
 
     /// <summary>Reaps PID 1 (blocking) and returns its wait status and CPU times, which include every process it reaped.</summary>
