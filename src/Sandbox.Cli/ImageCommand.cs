@@ -34,13 +34,19 @@ internal sealed class ImageCommand : Command
         var name = new Option<string?>("--name") { Description = "Name the image (REPO[:TAG]); default: the names the archive gives", HelpName = "NAME" };
         var platform = new Option<string?>("--platform") { Description = "From a multi-platform image, import OS/ARCH[/VARIANT] (default: this host's)", HelpName = "OS/ARCH" };
         var quiet = new Option<bool>("--quiet", "-q") { Description = "Print only the image digest" };
-        var command = new Command("import", "Import an image from a docker archive, an OCI archive or an OCI layout directory") { file, name, platform, quiet };
+        var userns = new Option<string>("--userns")
+        {
+            Description = "File owners: auto (kept under your subuid range when you have one, else yours), subuid (kept; fail without a range), single (every file yours)",
+            DefaultValueFactory = _ => "auto",
+        };
+        var command = new Command("import", "Import an image from a docker archive, an OCI archive or an OCI layout directory") { file, name, platform, quiet, userns };
         command.SetAction(parse => Guarded(() =>
         {
             ImageStore store = Store(parse);
             bool q = parse.GetValue(quiet);
             using var renderer = new ImportProgressRenderer(interactive: !q && !Console.IsErrorRedirected);
-            ImageRecord record = store.Import(parse.GetValue(file)!, parse.GetValue(name), renderer, parse.GetValue(platform));
+            ImportOwnership ownership = ImportOwnership.Resolve(SandboxOptions.ParseUserNamespace(parse.GetValue(userns)), Identity.IdentityEnvironment.Current());
+            ImageRecord record = store.Import(parse.GetValue(file)!, parse.GetValue(name), renderer, parse.GetValue(platform), ownership);
             renderer.Finish();
             if (q)
             {
@@ -176,6 +182,8 @@ internal sealed class ImageCommand : Command
         w.WriteString("platform", r.Platform);
         w.WriteString("sourceFormat", r.SourceFormat);
         w.WriteBoolean("ownershipFlattened", r.OwnershipFlattened);
+        if (r.IdMap is Identity.IdMapping map)
+            WriteIdMap(w, "idMap", map);
         w.WriteStartArray("layers");
         foreach (LayerInfo l in r.Layers)
         {
@@ -183,6 +191,13 @@ internal sealed class ImageCommand : Command
             w.WriteString("diffId", l.DiffId);
             w.WriteString("directory", l.Directory);
             w.WriteNumber("size", l.Size);
+            w.WriteStartObject("owners");
+            w.WriteString("kind", l.Ownership.Kind == LayerOwnershipKind.Mapped ? "mapped" : "flattened");
+            if (l.Ownership.NonRootEntries is long nonRoot)
+                w.WriteNumber("nonRootEntries", nonRoot);
+            if (l.Ownership.Map is Identity.IdMapping layerMap)
+                WriteIdMap(w, "idMap", layerMap);
+            w.WriteEndObject();
             w.WriteEndObject();
         }
         w.WriteEndArray();
@@ -204,6 +219,18 @@ internal sealed class ImageCommand : Command
             w.WriteString(k, v);
         w.WriteEndObject();
         w.WriteEndObject();
+        w.WriteEndObject();
+    }
+
+    private static void WriteIdMap(Utf8JsonWriter w, string name, Identity.IdMapping map)
+    {
+        w.WriteStartObject(name);
+        w.WriteNumber("hostUid", map.HostUid);
+        w.WriteNumber("hostGid", map.HostGid);
+        w.WriteNumber("uidStart", map.Uids.Start);
+        w.WriteNumber("uidCount", map.Uids.Count);
+        w.WriteNumber("gidStart", map.Gids.Start);
+        w.WriteNumber("gidCount", map.Gids.Count);
         w.WriteEndObject();
     }
 

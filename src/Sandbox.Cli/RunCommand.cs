@@ -87,7 +87,7 @@ internal sealed class RunCommand : Command
 
     public SandboxSpec BuildSpec(ParseResult parse, ImmutableArray<string> command)
     {
-        RootSpec rootSpec = ResolveRoot(parse.GetValue(_root), parse.GetValue(_store), parse.GetValue(_readOnly), parse.GetValue(_platform));
+        RootSpec rootSpec = ResolveRoot(parse.GetValue(_root), parse.GetValue(_store), parse.GetValue(_readOnly), parse.GetValue(_platform), _options.UserNamespace(parse));
         if (parse.GetValue(_keep))
         {
             if (rootSpec is not ImageRoot image)
@@ -101,7 +101,7 @@ internal sealed class RunCommand : Command
         return _options.Apply(parse, new SandboxSpec(command) { Root = rootSpec, WorkingDirectory = parse.GetValue(_workdir) });
     }
 
-    internal static RootSpec ResolveRoot(string? root, string? store, bool readOnly, string? platform)
+    internal static RootSpec ResolveRoot(string? root, string? store, bool readOnly, string? platform, UserNamespaceMode userNamespace = UserNamespaceMode.Auto)
     {
         if (root is null or "host")
             return RootSpec.Host;
@@ -114,7 +114,8 @@ internal sealed class RunCommand : Command
         {
             // An archive or layout given as ROOT is imported first (once: its layers are shared).
             using var progress = new ImportProgressRenderer(interactive: !Console.IsErrorRedirected);
-            image = images.Import(root, name: null, progress, platform);
+            // Owned as the run will see them: kept under the subordinate range it maps, or flattened.
+            image = images.Import(root, name: null, progress, platform, Storage.ImportOwnership.Resolve(userNamespace, Identity.IdentityEnvironment.Current()));
         }
         else
         {

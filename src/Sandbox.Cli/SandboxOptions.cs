@@ -129,6 +129,17 @@ internal sealed class SandboxOptions
         _capAdd, _capDrop, _securityOpt, _privileged, _user,
     ];
 
+    /// <summary>--userns: also how an image imported for the run owns its files.</summary>
+    public UserNamespaceMode UserNamespace(ParseResult parse) => ParseUserNamespace(parse.GetValue(_userns));
+
+    internal static UserNamespaceMode ParseUserNamespace(string? value) => value switch
+    {
+        null or "auto" => UserNamespaceMode.Auto,
+        "single" => UserNamespaceMode.Single,
+        "subuid" => UserNamespaceMode.Subuid,
+        var other => throw new SandboxException(SandboxErrorCode.InvalidSpec, $"--userns {other}: expected auto, single or subuid"),
+    };
+
     /// <summary>Applies the parsed options to <paramref name="baseSpec"/>.</summary>
     public SandboxSpec Apply(ParseResult parse, SandboxSpec baseSpec)
     {
@@ -141,13 +152,7 @@ internal sealed class SandboxOptions
                 "host" => NetworkMode.Host,
                 var other => throw new SandboxException(SandboxErrorCode.InvalidSpec, $"--network {other}: expected none or host"),
             },
-            UserNamespace = parse.GetValue(_userns) switch
-            {
-                "auto" => UserNamespaceMode.Auto,
-                "single" => UserNamespaceMode.Single,
-                "subuid" => UserNamespaceMode.Subuid,
-                var other => throw new SandboxException(SandboxErrorCode.InvalidSpec, $"--userns {other}: expected auto, single or subuid"),
-            },
+            UserNamespace = UserNamespace(parse),
             Timeout = parse.GetValue(_timeout) is string t ? DurationParser.Parse(t, "--timeout") : null,
             TmpfsMounts = baseSpec.TmpfsMounts.AddRange(parse.GetValue(_tmpfs) ?? []),
             Binds = baseSpec.Binds.AddRange((parse.GetValue(_volumes) ?? []).Select(BindMount.Parse)),

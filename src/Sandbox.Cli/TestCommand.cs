@@ -105,7 +105,7 @@ internal sealed class TestCommand : Command
             ? currentDirectory
             : workspace;
         RootSpec root = parse.GetValue(_image) is string image
-            ? RunCommand.ResolveRoot(image, parse.GetValue(_store), readOnly: false, platform: null)
+            ? RunCommand.ResolveRoot(image, parse.GetValue(_store), readOnly: false, platform: null, _options.UserNamespace(parse))
             : RootSpec.Host;
         var common = new SandboxSpec(["dotnet"])
         {

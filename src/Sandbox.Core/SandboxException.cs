@@ -41,6 +41,10 @@ public enum SandboxErrorCode
     WhiteoutUnsupported = 29,
     /// <summary>The store could not be read or written (permissions, disk full, damaged records).</summary>
     StoreFailed = 30,
+    /// <summary>A layer entry's owner is outside the ids the caller's subordinate range maps (podman: "potentially insufficient UIDs or GIDs"); nothing was stored.</summary>
+    OwnerOutsideIdMap = 31,
+    /// <summary>An image's layers keep their owners for another subordinate range than this run's (/etc/subuid changed): re-import it.</summary>
+    LayerIdMapMismatch = 32,
     Internal = 99,
 }
 

@@ -25,6 +25,8 @@ public static class SandboxPlanner
             Rootfs.TmpfsMount.Parse(tmpfs); // throws with the cause
 
         IdMapPlan idMaps = IdMapResolver.Resolve(spec.UserNamespace, host.Identity);
+        if (spec.Root is ImageRoot imageRoot)
+            CheckImageOwners(imageRoot.Image, idMaps); // throws when the layers were written for another range
         NamespaceSet namespaces = NamespaceSet.All;
         if (spec.Network == NetworkMode.Host)
             namespaces &= ~NamespaceSet.Network;
@@ -47,6 +49,47 @@ public static class SandboxPlanner
             SeccompProgram = Security.SeccompPlanner.Program(spec.Seccomp, capabilities),
         };
         return new RuntimePlan(process, namespaces, idMaps, steps);
+    }
+
+    /// <summary>
+    /// Whether the image's files show their owners in a sandbox with <paramref name="idMaps"/>. Layers
+    /// that keep owners other than root were written for one subordinate-range map:
+    /// <list type="bullet">
+    /// <item>the same map: the image's owners, exactly (null);</item>
+    /// <item>a single-id map: it runs, and those files show as nobody (65534) inside, with only
+    /// their "other" permission bits, as podman's do with a map that lacks their owners; a warning
+    /// says so (returned);</item>
+    /// <item>another subordinate range (/etc/subuid changed since the import): the files would show
+    /// wrong owners or none, so the run fails (<see cref="SandboxErrorCode.LayerIdMapMismatch"/>)
+    /// and says how to re-import.</item>
+    /// </list>
+    /// Flattened layers are the caller's files: root's inside under every map.
+    /// </summary>
+    public static string? CheckImageOwners(Images.ImageRecord image, IdMapPlan idMaps)
+    {
+        IdMapping? written = image.IdMap;
+        if (written is null)
+            return null;
+        string name = image.Name ?? image.Digest;
+        IdMapping? run = IdMapping.Of(idMaps);
+        if (run is null)
+        {
+            return $"warning: {name} keeps its files' owners for your subordinate range ({written.Describe()}); this run has a single-id map " +
+                "(--userns single, or no range or newuidmap now), so files of owners other than root show as nobody (65534) and only their 'other' permissions apply. " +
+                "Run with --userns subuid to see the image's owners";
+        }
+        foreach (Images.LayerInfo layer in image.Layers)
+        {
+            if (layer.Ownership.Map is IdMapping map && map != run)
+            {
+                throw new SandboxException(SandboxErrorCode.LayerIdMapMismatch,
+                    $"{name}: its layers keep their owners for the subordinate range {map.Describe()}, but this run maps {run.Describe()} " +
+                    "(/etc/subuid or /etc/subgid changed): its files would show wrong owners. Import the image again (sandbox image import FILE), " +
+                    "or run it with --userns single (owners other than root then show as nobody); `sandbox image rm` and `prune` cannot remove files of ids " +
+                    "outside your current range: remove the old layers as root");
+            }
+        }
+        return null;
     }
 
     /// <summary>The payload's user: --user, else the image's User; names are looked up in the sandbox's root.</summary>

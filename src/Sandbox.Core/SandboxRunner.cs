@@ -102,6 +102,8 @@ public sealed class SandboxExecution : IDisposable
     {
         RuntimePlan plan = SandboxPlanner.Plan(spec, host);
         warn ??= m => Console.Error.WriteLine($"sandbox: {m}");
+        if (spec.Root is ImageRoot image && SandboxPlanner.CheckImageOwners(image.Image, plan.IdMaps) is string ownersWarning)
+            warn(ownersWarning);
         if (plan.IdMaps.Kind == IdMapKind.SingleId && (plan.Process.Uid is > 0 || plan.Process.Gid is > 0))
         {
             // Only 0 exists in a single-id map: running as root inside beats not running at all.

@@ -1,4 +1,5 @@
 using System.Collections.Immutable;
+using Sandbox.Identity;
 
 namespace Sandbox.Images;
 
@@ -32,6 +33,38 @@ public sealed record LayerInfo
 
     /// <summary>Bytes of the uncompressed layer stream.</summary>
     public long Size { get; init; }
+
+    /// <summary>Who owns the unpacked files on disk.</summary>
+    public LayerOwnership Ownership { get; init; } = LayerOwnership.Legacy;
+}
+
+public enum LayerOwnershipKind
+{
+    /// <summary>Every file belongs to the user who imported the layer (0 inside any sandbox).</summary>
+    Flattened,
+    /// <summary>Files keep the tar's owners, written as the host ids of <see cref="LayerOwnership.Map"/>.</summary>
+    Mapped,
+}
+
+/// <summary>How a layer's files are owned on disk: flattened to the caller, or the image's owners under a subordinate-range map.</summary>
+public sealed record LayerOwnership
+{
+    /// <summary>A layer stored before owners were recorded: flattened, with unknown owners in its tar.</summary>
+    public static LayerOwnership Legacy { get; } = new() { Kind = LayerOwnershipKind.Flattened };
+
+    public LayerOwnershipKind Kind { get; init; }
+
+    /// <summary>The map the owners were written for (<see cref="LayerOwnershipKind.Mapped"/> only).</summary>
+    public IdMapping? Map { get; init; }
+
+    /// <summary>
+    /// Entries whose owner in the tar is not 0:0: kept (Mapped) or made the caller's (Flattened).
+    /// Null when unknown. A layer with none is the same on disk under every map.
+    /// </summary>
+    public long? NonRootEntries { get; init; }
+
+    /// <summary>True when the layer's owners were lost (or may have been): flattened with entries of other owners.</summary>
+    public bool LostOwners => Kind == LayerOwnershipKind.Flattened && NonRootEntries is not 0;
 }
 
 /// <summary>An image in the store.</summary>
@@ -95,11 +128,15 @@ public sealed record ImageRecord
     public ImageConfig Config { get; init; } = ImageConfig.Empty;
 
     /// <summary>
-    /// True: the files belong to the user who imported the image, whatever owners the layers
-    /// recorded (an unprivileged user cannot chown). Inside a single-uid user namespace they
-    /// appear as root's.
+    /// True: some layer's files belong to the user who imported the image although its tar gave them
+    /// other owners (the import had no subordinate range, or ran with <c>--userns single</c>); they
+    /// appear as root's inside. False: every file has the owner the image gives it (under
+    /// <see cref="IdMap"/> for layers with owners other than root).
     /// </summary>
-    public bool OwnershipFlattened { get; init; } = true;
+    public bool OwnershipFlattened => Layers.Any(l => l.Ownership.LostOwners);
+
+    /// <summary>The subordinate-range map the layers with owners other than root were unpacked for; null when none has such owners on disk.</summary>
+    public IdMapping? IdMap => Layers.Select(l => l.Ownership).FirstOrDefault(o => o.Kind == LayerOwnershipKind.Mapped)?.Map;
 }
 
 /// <summary>What <c>prune</c> removed.</summary>

@@ -21,6 +21,9 @@ public sealed record LayerStats
     public int SkippedOther { get; set; }
 }
 
+/// <summary>An entry whose tar owner is not 0:0: its path from the layer root (every component a real directory), its ids, and its type and mode (st_mode).</summary>
+internal readonly record struct EntryOwner(string Path, uint Uid, uint Gid, uint Mode);
+
 /// <summary>
 /// Applies one layer's tar stream to an empty directory, treating every entry as hostile:
 /// <list type="bullet">
@@ -36,7 +39,10 @@ public sealed record LayerStats
 /// <item>sizes and entry counts are bounded by <see cref="ImportLimits"/>.</item>
 /// </list>
 /// Modes (with setuid/setgid/sticky), mtimes, symlinks, hard links and <c>user.*</c> xattrs are
-/// kept. Files are owned by the caller: an unprivileged user cannot chown (ownership flattened).
+/// kept. Files are created by the caller (an unprivileged user cannot chown); the owners the tar
+/// gives are recorded (<see cref="Owners"/>) for the store to apply inside a user namespace that maps
+/// them, or to drop (ownership flattened). The layer root keeps the caller as its owner (it is
+/// renamed into the store, and overlay shows the upper directory's owner for <c>/</c> anyway).
 /// OCI whiteouts become overlayfs ones: <c>.wh.NAME</c> a 0:0 character device NAME,
 /// <c>.wh..wh..opq</c> the xattr <c>user.overlay.opaque=y</c> on its directory (overlay mounted
 /// with <c>userxattr</c> in a user namespace reads <c>user.overlay.*</c>).
@@ -50,12 +56,14 @@ internal sealed class LayerUnpacker : IDisposable
     private const uint DefaultDirectoryMode = 0x1ED; // 0755
     private const uint WorkingDirectoryMode = 0x1C0; // 0700: directories stay writable until the end
     private const uint WorkingFileMode = 0x180; // 0600
+    private const uint S_IFIFO = 0x1000, S_IFDIR = 0x4000, S_IFREG = 0x8000, S_IFLNK = 0xA000;
 
     private readonly string _root;
     private readonly SafeFileHandle _rootFd;
     private readonly ImportLimits _limits;
     private readonly Dictionary<string, DirectoryMeta> _directories = new(StringComparer.Ordinal);
     private readonly HashSet<string> _skippedDevices = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, EntryOwner> _owners = new(StringComparer.Ordinal);
     private readonly byte[] _buffer = new byte[256 * 1024];
     private string? _cachedKey;
     private ResolvedDirectory? _cached;
@@ -70,6 +78,15 @@ internal sealed class LayerUnpacker : IDisposable
     }
 
     public LayerStats Stats { get; } = new();
+
+    /// <summary>
+    /// The entries on disk whose tar owner is not 0:0, after the whole layer (entries replaced or
+    /// removed by later ones are gone), grouped by directory. Hard links appear under each name.
+    /// </summary>
+    public IReadOnlyList<EntryOwner> Owners =>
+        [.. _owners.Values.OrderBy(o => DirectoryOf(o.Path), StringComparer.Ordinal).ThenBy(o => o.Path, StringComparer.Ordinal)];
+
+    private static string DirectoryOf(string path) => path.LastIndexOf('/') is int slash and >= 0 ? path[..slash] : "";
 
     /// <summary>Applies every entry of <paramref name="tar"/>, then the directories' modes and mtimes.</summary>
     public LayerStats Unpack(Stream tar, CancellationToken ct = default)
@@ -145,6 +162,7 @@ internal sealed class LayerUnpacker : IDisposable
                 ReplaceExisting(parent, name, isDirectory: false);
                 FileSystemCalls.MakeFifoAt(parent.Fd, name, (uint)entry.Mode);
                 FileSystemCalls.SetTimesAt(parent.Fd, name, entry.ModificationTime);
+                RecordOwner(Join(parent.RealPath, name), entry, S_IFIFO);
                 break;
             }
             case TarEntryType.CharacterDevice or TarEntryType.BlockDevice:
@@ -172,6 +190,7 @@ internal sealed class LayerUnpacker : IDisposable
         if (wasWhiteout)
             MarkOpaque(fd); // this layer deleted the lower directory, then made a new one: hide the lower one's content
         _directories[Join(parent.RealPath, name)] = new DirectoryMeta((uint)entry.Mode, entry.ModificationTime);
+        RecordOwner(Join(parent.RealPath, name), entry, S_IFDIR);
     }
 
     private void CreateFile(List<string> parentPath, string name, TarEntry entry, CancellationToken ct)
@@ -204,6 +223,7 @@ internal sealed class LayerUnpacker : IDisposable
         ApplyXattrs(fd, entry, isSymlink: false);
         FileSystemCalls.ChangeMode(fd, (uint)entry.Mode);
         FileSystemCalls.SetTimes(fd, entry.ModificationTime);
+        RecordOwner(Join(parent.RealPath, name), entry, S_IFREG);
     }
 
     private void CreateSymlink(List<string> parentPath, string name, TarEntry entry)
@@ -219,6 +239,7 @@ internal sealed class LayerUnpacker : IDisposable
         FileSystemCalls.SymlinkAt(target, parent.Fd, name);
         FileSystemCalls.SetTimesAt(parent.Fd, name, entry.ModificationTime);
         ApplyXattrs(null, entry, isSymlink: true);
+        RecordOwner(Join(parent.RealPath, name), entry, S_IFLNK);
     }
 
     private void CreateHardLink(List<string> path, List<string> parentPath, string name, TarEntry entry)
@@ -250,6 +271,11 @@ internal sealed class LayerUnpacker : IDisposable
         if (FileSystemCalls.StatAt(targetParent.Fd, targetName) is null)
             throw new SandboxException(SandboxErrorCode.ImageFormatInvalid, $"layer entry '{_entryName}': hard link target '{entry.LinkName}' was replaced by this entry");
         FileSystemCalls.HardLinkAt(targetParent.Fd, targetName, parent.Fd, name);
+        // One inode: the link has the target's owner, whatever its own header says (tar does not
+        // chown links either). Listed under the new name too, so that the inode still gets its
+        // owner when a later entry replaces the target's name.
+        if (_owners.TryGetValue(Join(targetParent.RealPath, targetName), out EntryOwner owner))
+            _owners[Join(parent.RealPath, name)] = owner with { Path = Join(parent.RealPath, name) };
     }
 
     private void ApplyWhiteout(List<string> parentPath, string name)
@@ -322,6 +348,7 @@ internal sealed class LayerUnpacker : IDisposable
         if (isDirectory && st.Kind == FileKind.Directory)
             return existing;
         string key = Join(parent.RealPath, name);
+        _owners.Remove(key);
         if (st.Kind == FileKind.Directory)
         {
             InvalidateCache();
@@ -329,6 +356,8 @@ internal sealed class LayerUnpacker : IDisposable
             _directories.Remove(key);
             foreach (string stale in _directories.Keys.Where(k => k.StartsWith(key + "/", StringComparison.Ordinal)).ToList())
                 _directories.Remove(stale);
+            foreach (string stale in _owners.Keys.Where(k => k.StartsWith(key + "/", StringComparison.Ordinal)).ToList())
+                _owners.Remove(stale);
         }
         else
         {
@@ -337,6 +366,19 @@ internal sealed class LayerUnpacker : IDisposable
             FileSystemCalls.UnlinkAt(parent.Fd, name, directory: false);
         }
         return existing;
+    }
+
+    /// <summary>Remembers the tar's owner of the entry now at <paramref name="key"/> (only owners other than 0:0, which is the caller already).</summary>
+    private void RecordOwner(string key, TarEntry entry, uint type)
+    {
+        if (entry.Uid < 0 || entry.Gid < 0)
+            throw new SandboxException(SandboxErrorCode.ImageFormatInvalid, $"layer entry '{_entryName}': negative owner {entry.Uid}:{entry.Gid}");
+        if (entry.Uid == 0 && entry.Gid == 0)
+        {
+            _owners.Remove(key);
+            return;
+        }
+        _owners[key] = new EntryOwner(key, (uint)entry.Uid, (uint)entry.Gid, type | ((uint)entry.Mode & 0xFFF));
     }
 
     private void ApplyXattrs(SafeFileHandle? fd, TarEntry entry, bool isSymlink)

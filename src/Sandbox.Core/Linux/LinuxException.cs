@@ -38,6 +38,7 @@ internal static class Errno
     public const int EACCES = 13;
     public const int EBUSY = 16;
     public const int EEXIST = 17;
+    public const int EXDEV = 18;
     public const int ENOTDIR = 20;
     public const int EISDIR = 21;
     public const int EINVAL = 22;
@@ -48,7 +49,9 @@ internal static class Errno
     public const int ELOOP = 40;
     public const int ENAMETOOLONG = 36;
     public const int ENOSYS = 38;
+    public const int ENOTEMPTY = 39;
     public const int EUSERS = 87;
+    public const int ESTALE = 116;
 
     private static readonly Dictionary<int, (string Name, string Text)> s_known = new()
     {
@@ -65,6 +68,7 @@ internal static class Errno
         [EACCES] = ("EACCES", "Permission denied"),
         [EBUSY] = ("EBUSY", "Device or resource busy"),
         [EEXIST] = ("EEXIST", "File exists"),
+        [EXDEV] = ("EXDEV", "Invalid cross-device link"),
         [ENOTDIR] = ("ENOTDIR", "Not a directory"),
         [EISDIR] = ("EISDIR", "Is a directory"),
         [EINVAL] = ("EINVAL", "Invalid argument"),
@@ -75,7 +79,9 @@ internal static class Errno
         [ELOOP] = ("ELOOP", "Too many levels of symbolic links"),
         [ENAMETOOLONG] = ("ENAMETOOLONG", "File name too long"),
         [ENOSYS] = ("ENOSYS", "Function not implemented"),
+        [ENOTEMPTY] = ("ENOTEMPTY", "Directory not empty"),
         [EUSERS] = ("EUSERS", "Too many users"),
+        [ESTALE] = ("ESTALE", "Stale file handle"),
     };
 
     public static string Name(int errno) => s_known.TryGetValue(errno, out var e) ? e.Name : $"errno {errno}";

@@ -100,12 +100,49 @@ internal struct NativeReport
     public int Value;
 }
 
+internal enum NativeFileOpKind
+{
+    Chown = 1,
+    RemoveTree = 2,
+}
+
+/// <summary>struct sbx_file_op: one operation of the user-namespace file child (sandbox_exec.c).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct NativeFileOp
+{
+    public int Kind;
+    public uint Mode;
+    public uint Uid;
+    public uint Gid;
+    public byte* Path;
+}
+
+/// <summary>struct sbx_file_args.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct NativeFileArgs
+{
+    public ulong CloneFlags;
+    public byte* Root;
+    public NativeFileOp* Ops;
+    public long OpCount;
+    public int SyncFd;
+    public int Reserved;
+    public byte* Stack;
+    public ulong StackSize;
+    public byte* Buffer;
+    public ulong BufferSize;
+    public long FailedOp;
+    public int Error;
+    public int Reserved2;
+    public long RemovedBytes;
+}
+
 internal static unsafe partial class NativeExecutor
 {
     // The file name itself: the runtime then looks next to the app first, instead of trying
     // "sandbox_exec.so" through the whole system search path before it (dlopen(3)).
     public const string LibraryName = "libsandbox_exec.so";
-    private const int ExpectedAbiVersion = 5;
+    private const int ExpectedAbiVersion = 6;
 
     [LibraryImport(LibraryName, EntryPoint = "sbx_abi_version")]
     private static partial int AbiVersion();
@@ -115,6 +152,15 @@ internal static unsafe partial class NativeExecutor
 
     [LibraryImport(LibraryName, EntryPoint = "sbx_args_size")]
     private static partial int ArgsSize();
+
+    [LibraryImport(LibraryName, EntryPoint = "sbx_file_op_size")]
+    private static partial int FileOpSize();
+
+    [LibraryImport(LibraryName, EntryPoint = "sbx_file_args_size")]
+    private static partial int FileArgsSize();
+
+    [LibraryImport(LibraryName, EntryPoint = "sbx_file_spawn")]
+    public static partial int FileSpawn(NativeFileArgs* args, out int pidfd);
 
     [LibraryImport(LibraryName, EntryPoint = "sbx_spawn")]
     public static partial int Spawn(NativeSpawnArgs* args, out int pidfd);
@@ -139,7 +185,8 @@ internal static unsafe partial class NativeExecutor
         {
             if (AbiVersion() != ExpectedAbiVersion)
                 return $"{LibraryName} has ABI version {AbiVersion()}, this build needs {ExpectedAbiVersion}: rebuild the project";
-            if (StepSize() != sizeof(NativeStep) || ArgsSize() != sizeof(NativeSpawnArgs))
+            if (StepSize() != sizeof(NativeStep) || ArgsSize() != sizeof(NativeSpawnArgs) ||
+                FileOpSize() != sizeof(NativeFileOp) || FileArgsSize() != sizeof(NativeFileArgs))
                 return $"{LibraryName} was built for other structure layouts: rebuild the project";
             if (!File.Exists(InitPath))
                 return $"{InitPath} is missing: it is built by `dotnet build` (gcc -static) and must sit next to the sandbox binary";

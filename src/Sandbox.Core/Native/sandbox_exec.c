@@ -40,10 +40,11 @@
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <dirent.h>
 #include <unistd.h>
 
 #define SBX_EXPORT __attribute__((visibility("default")))
-#define SBX_ABI_VERSION 5
+#define SBX_ABI_VERSION 6
 
 // ---- raw system calls: never touch errno (see header comment) -------------------------------
 static inline long raw_syscall6(long n, long a, long b, long c, long d, long e, long f)
@@ -689,4 +690,313 @@ SBX_EXPORT int sbx_wait(int pidfd, int *status_out, int64_t *user_usec, int64_t 
 SBX_EXPORT int sbx_pidfd_kill(int pidfd, int sig)
 {
     return (int)SYS4(SYS_pidfd_send_signal, pidfd, sig, 0, 0);
+}
+
+// ---- file operations inside a user namespace (the layer store's owners) ----------------------
+//
+// An unprivileged user cannot chown a file to one of its subordinate ids, nor remove what such an
+// id owns in a 0700 directory. Root of a user namespace whose map holds those ids can (the
+// kernel's capable_wrt_inode_uidgid(): CAP_CHOWN, CAP_DAC_OVERRIDE and CAP_FOWNER count for inodes
+// whose owner and group are mapped). So the store clones a child into a new user namespace, the
+// parent writes the map with newuidmap/newgidmap (as for a sandbox), and the child runs a list of
+// operations with raw system calls only: the same rules as the sandbox's child (CLONE_VM, no errno,
+// no allocation, every signal blocked and reset to its default).
+//
+// Paths are relative to `root` and resolved with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+// RESOLVE_NO_XDEV): a symlink in a layer can never send a chown or an unlink elsewhere; the last
+// component is never followed (AT_SYMLINK_NOFOLLOW, O_NOFOLLOW).
+
+enum sbx_file_op_kind {
+    SBX_FILE_CHOWN = 1,        // lchown(path, uid, gid), then chmod(mode & 07777) unless a symlink
+    SBX_FILE_REMOVE_TREE = 2,  // rm -rf path: never follows a symlink, never crosses a mount
+};
+
+struct sbx_file_op {
+    int32_t kind;
+    uint32_t mode;             // SBX_FILE_CHOWN: the st_mode the entry has (type checked) and keeps
+    uint32_t uid;              // SBX_FILE_CHOWN: ids inside the namespace
+    uint32_t gid;
+    const char *path;          // relative to root: no leading '/'; the last component is not "." or ".."
+};
+
+struct sbx_file_args {
+    uint64_t clone_flags;      // CLONE_NEWUSER; CLONE_VM, CLONE_PIDFD and SIGCHLD are added here
+    const char *root;          // an absolute directory every path is beneath
+    const struct sbx_file_op *ops;
+    int64_t op_count;
+    int32_t sync_fd;           // read end: one byte once the parent has written the maps (EOF: give up)
+    int32_t reserved;
+    char *stack;
+    uint64_t stack_size;
+    char *buffer;              // scratch: two paths of SBX_PATH_MAX, then getdents64 records
+    uint64_t buffer_size;
+    // Written by the child (CLONE_VM: the same memory), read by the parent once it reaped the child.
+    int64_t failed_op;         // -1 when every operation succeeded
+    int32_t error;             // the errno of the failed operation
+    int32_t reserved2;
+    int64_t removed_bytes;     // st_size of the regular files removed (per name)
+};
+
+#define SBX_PATH_MAX 4096
+
+SBX_EXPORT int sbx_file_op_size(void) { return (int)sizeof(struct sbx_file_op); }
+SBX_EXPORT int sbx_file_args_size(void) { return (int)sizeof(struct sbx_file_args); }
+
+static long open_beneath(long rootfd, const char *relative, long flags)
+{
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = (uint64_t)(flags | O_CLOEXEC);
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+    return SYS4(SYS_openat2, rootfd, *relative ? relative : ".", &how, sizeof how);
+}
+
+static int str_eq(const char *a, const char *b)
+{
+    while (*a && *a == *b) {
+        a++;
+        b++;
+    }
+    return *a == *b;
+}
+
+// Copies path into buf and cuts it into its parent (buf, "" for the root) and last component
+// (*name, inside buf). -EINVAL for names no operation may act on.
+static int split_path(const char *path, char *buf, const char **name)
+{
+    size_t len = str_len(path);
+    if (len == 0 || len >= SBX_PATH_MAX || path[0] == '/')
+        return -EINVAL;
+    for (size_t i = 0; i <= len; i++)
+        buf[i] = path[i];
+    size_t slash = len;
+    while (slash > 0 && buf[slash - 1] != '/')
+        slash--;
+    *name = buf + slash;
+    if (**name == 0 || str_eq(*name, ".") || str_eq(*name, ".."))
+        return -EINVAL;
+    if (slash == 0)
+        buf[0] = 0, *name = path; // no parent: the name is the whole (unchanged) path
+    else
+        buf[slash - 1] = 0;
+    return 0;
+}
+
+struct parent_cache {
+    long fd;                   // the open parent directory, or -1
+    char *path;                // its path (SBX_PATH_MAX bytes of the scratch buffer)
+};
+
+// The parent directory of the current operation: consecutive operations in one directory (the
+// usual order) share one openat2.
+static long cached_parent(long rootfd, struct parent_cache *cache, const char *parent)
+{
+    if (cache->fd >= 0 && str_eq(cache->path, parent))
+        return cache->fd;
+    if (cache->fd >= 0)
+        SYS1(SYS_close, cache->fd);
+    cache->fd = -1;
+    long fd = open_beneath(rootfd, parent, O_PATH | O_DIRECTORY);
+    if (fd < 0)
+        return fd;
+    size_t n = str_len(parent);
+    for (size_t i = 0; i <= n; i++)
+        cache->path[i] = parent[i];
+    cache->fd = fd;
+    return fd;
+}
+
+static int file_chown(long parent, const char *name, const struct sbx_file_op *op)
+{
+    struct stat st;
+    long rc = SYS4(SYS_newfstatat, parent, name, &st, AT_SYMLINK_NOFOLLOW);
+    if (rc < 0)
+        return (int)rc;
+    // The store made this entry and holds the layer's lock: a different type means the list and
+    // the tree disagree, and nothing is changed.
+    if ((st.st_mode & S_IFMT) != (op->mode & S_IFMT))
+        return -ESTALE;
+    rc = SYS5(SYS_fchownat, parent, name, op->uid, op->gid, AT_SYMLINK_NOFOLLOW);
+    if (rc < 0)
+        return (int)rc;
+    if (S_ISLNK(st.st_mode))
+        return 0;
+    // chown(2) clears setuid, and setgid on group-executable files, of non-directories (even for
+    // root; LTP chown05): the entry's own mode goes back on. Not a symlink (checked above), so
+    // fchmodat, which follows one, acts on the entry itself.
+    return (int)SYS3(SYS_fchmodat, parent, name, op->mode & 07777);
+}
+
+struct linux_dirent64_head {
+    uint64_t d_ino;
+    int64_t d_off;
+    unsigned short d_reclen;
+    unsigned char d_type;
+    char d_name[];
+};
+
+// rm -rf of parent/name with one directory fd open at a time: a directory is listed from its start
+// again after each descent (entries removed meanwhile are gone), so depth costs no fds and no
+// memory; ".." leads back up, never above the tree's top (depth counts).
+static int remove_tree(long parent, const char *name, char *dents, size_t dents_size, int64_t *bytes)
+{
+    struct stat st;
+    long rc = SYS4(SYS_newfstatat, parent, name, &st, AT_SYMLINK_NOFOLLOW);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc < 0)
+        return (int)rc;
+    if (!S_ISDIR(st.st_mode)) {
+        rc = SYS3(SYS_unlinkat, parent, name, 0);
+        if (rc == 0 && S_ISREG(st.st_mode))
+            *bytes += st.st_size;
+        return rc == -ENOENT ? 0 : (int)rc;
+    }
+    uint64_t device = st.st_dev;
+    long fd = SYS4(SYS_openat, parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+    if (fd < 0)
+        return (int)fd;
+    long depth = 0;
+    for (;;) {
+        int seen = 0, descended = 0;
+        SYS3(SYS_lseek, fd, 0, SEEK_SET);
+        for (;;) {
+            long n = SYS3(SYS_getdents64, fd, dents, dents_size);
+            if (n < 0) {
+                SYS1(SYS_close, fd);
+                return (int)n;
+            }
+            if (n == 0)
+                break;
+            for (long off = 0; off < n && !descended;) {
+                struct linux_dirent64_head *d = (struct linux_dirent64_head *)(dents + off);
+                off += d->d_reclen;
+                const char *entry = d->d_name;
+                if (str_eq(entry, ".") || str_eq(entry, ".."))
+                    continue;
+                seen = 1;
+                rc = SYS4(SYS_newfstatat, fd, entry, &st, AT_SYMLINK_NOFOLLOW);
+                if (rc == -ENOENT)
+                    continue;
+                if (rc < 0) {
+                    SYS1(SYS_close, fd);
+                    return (int)rc;
+                }
+                if (!S_ISDIR(st.st_mode)) {
+                    rc = SYS3(SYS_unlinkat, fd, entry, 0);
+                    if (rc == 0 && S_ISREG(st.st_mode))
+                        *bytes += st.st_size;
+                    if (rc < 0 && rc != -ENOENT) {
+                        SYS1(SYS_close, fd);
+                        return (int)rc;
+                    }
+                    continue;
+                }
+                rc = SYS3(SYS_unlinkat, fd, entry, AT_REMOVEDIR);
+                if (rc == 0 || rc == -ENOENT)
+                    continue;
+                if (rc != -ENOTEMPTY && rc != -EEXIST) {
+                    SYS1(SYS_close, fd);
+                    return (int)rc;
+                }
+                if (st.st_dev != device) {
+                    SYS1(SYS_close, fd);
+                    return -EXDEV; // a mount point inside: not ours to empty
+                }
+                long child = SYS4(SYS_openat, fd, entry, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+                if (child < 0) {
+                    SYS1(SYS_close, fd);
+                    return (int)child;
+                }
+                SYS1(SYS_close, fd);
+                fd = child;
+                depth++;
+                descended = 1;
+            }
+            if (descended)
+                break;
+        }
+        if (descended || seen)
+            continue; // list the (new) current directory again from its start
+        // Empty: go up; the parent's next listing removes it.
+        if (depth == 0) {
+            SYS1(SYS_close, fd);
+            rc = SYS3(SYS_unlinkat, parent, name, AT_REMOVEDIR);
+            return rc == -ENOENT ? 0 : (int)rc;
+        }
+        long up = SYS4(SYS_openat, fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        SYS1(SYS_close, fd);
+        if (up < 0)
+            return (int)up;
+        fd = up;
+        depth--;
+    }
+}
+
+static int file_ops_main(void *arg)
+{
+    struct sbx_file_args *a = arg;
+    // Every signal is blocked (the parent blocked them around clone) and stays blocked: .NET's
+    // handlers must never run on this stack (DESIGN.md). SIGKILL still ends us.
+    reset_signal_dispositions();
+    SYS5(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    char go;
+    if (SYS3(SYS_read, a->sync_fd, &go, 1) != 1)
+        raw_exit(125); // the parent could not write the maps and gave up
+    long rootfd = SYS4(SYS_openat, AT_FDCWD, a->root, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+    if (rootfd < 0) {
+        a->failed_op = 0;
+        a->error = (int32_t)-rootfd;
+        raw_exit(1);
+    }
+    char *split = a->buffer;
+    struct parent_cache cache = {-1, a->buffer + SBX_PATH_MAX};
+    cache.path[0] = 0;
+    char *dents = a->buffer + 2 * SBX_PATH_MAX;
+    size_t dents_size = a->buffer_size - 2 * SBX_PATH_MAX;
+    for (int64_t i = 0; i < a->op_count; i++) {
+        const struct sbx_file_op *op = &a->ops[i];
+        const char *name;
+        int rc = split_path(op->path, split, &name);
+        if (rc == 0) {
+            long parent = cached_parent(rootfd, &cache, split);
+            if (parent < 0)
+                rc = (int)parent;
+            else if (op->kind == SBX_FILE_CHOWN)
+                rc = file_chown(parent, name, op);
+            else if (op->kind == SBX_FILE_REMOVE_TREE)
+                rc = remove_tree(parent, name, dents, dents_size, &a->removed_bytes);
+            else
+                rc = -EINVAL;
+        }
+        if (rc < 0) {
+            a->failed_op = i;
+            a->error = -rc;
+            raw_exit(1);
+        }
+    }
+    raw_exit(0);
+    return 0;
+}
+
+// Clones the child of sbx_file_args in its new user namespace. Returns its pid, or -errno. The
+// caller writes the maps, writes one byte to the sync pipe, and reaps the child with sbx_wait.
+SBX_EXPORT int sbx_file_spawn(struct sbx_file_args *args, int *pidfd_out)
+{
+    if (args->buffer_size < 2 * SBX_PATH_MAX + 32768)
+        return -EINVAL;
+    uint64_t all = ~0ULL, old = 0;
+    int pidfd = -1;
+    args->failed_op = -1;
+    args->error = 0;
+    args->removed_bytes = 0;
+    SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, 8);
+    int flags = (int)args->clone_flags | CLONE_VM | CLONE_PIDFD | SIGCHLD;
+    int pid = clone(file_ops_main, args->stack + args->stack_size, flags, args, &pidfd);
+    int err = errno;
+    SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &old, 0, 8);
+    if (pid < 0)
+        return -err;
+    *pidfd_out = pidfd;
+    return pid;
 }

@@ -1,8 +1,10 @@
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using Sandbox.Identity;
 using Sandbox.Images;
 using Sandbox.Linux;
+using Sandbox.Runtime;
 
 namespace Sandbox.Storage;
 
@@ -11,8 +13,11 @@ namespace Sandbox.Storage;
 /// <code>
 /// ROOT/                   0700
 ///   l/KEY/                an unpacked layer, KEY = first 20 hex of sha256(diff id): short, so that
-///                         overlay's lowerdir= (one page) holds many layers
-///   layers/KEY.json       the layer's diff id and unpack statistics (written before l/KEY appears)
+///                         overlay's lowerdir= (one page) holds many layers. A layer whose files
+///                         keep owners other than root under a subordinate-range map has
+///                         KEY = sha256(diff id + the map): another map is another directory
+///   layers/KEY.json       the layer's diff id, owners (flattened or the map) and unpack statistics
+///                         (written before l/KEY appears)
 ///   images/HEX.json       an image record (HEX of its digest): names, config, layers
 ///   blobs/sha256/HEX      manifests and configs, verified (layer blobs are not kept once unpacked)
 ///   tmp/NAME, NAME.lock   unpacks in progress, each locked by its process
@@ -23,6 +28,11 @@ namespace Sandbox.Storage;
 /// A layer is unpacked into tmp/, verified (blob digest and size, diff id), and renamed to l/KEY
 /// only when the whole image verified: a layer directory is complete or absent, and a failed
 /// import stores nothing. Locks are flock(2): the kernel drops them when a process dies.
+/// <para>Owners (<see cref="ImportOwnership"/>): with a subordinate range the tar's owners are
+/// applied in one pass inside a user namespace with the run's map, after the layer verified and
+/// before it is renamed into place; a layer whose entries are all 0:0 is the same under every map
+/// and is stored once, flattened. Directories such owners make unreadable to the caller (0700 of
+/// uid 1000) are removed inside such a namespace too (<see cref="TreeRemover"/>).</para>
 /// </summary>
 public sealed class ImageStore
 {
@@ -52,6 +62,9 @@ public sealed class ImageStore
     public static string LayerKey(string diffId) =>
         Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(diffId)))[..20];
 
+    /// <summary>The directory name of a layer unpacked with owners for <paramref name="map"/>.</summary>
+    public static string LayerKey(string diffId, IdMapping map) => LayerKey(diffId + "\n" + map.Key);
+
     // ---- import --------------------------------------------------------------------------------
 
     /// <summary>
@@ -62,8 +75,15 @@ public sealed class ImageStore
     /// <paramref name="name"/> (normalized, <c>:latest</c> added), or else the names the archive
     /// gives it; a name moves from any image that had it.
     /// </summary>
-    public ImageRecord Import(string path, string? name, IProgress<ImportProgress>? progress = null, string? platform = null, CancellationToken ct = default)
+    /// <remarks>
+    /// <paramref name="ownership"/> (default: flattened) says whether files keep the tar's owners
+    /// under a subordinate-range map; an owner outside that map fails the import
+    /// (<see cref="SandboxErrorCode.OwnerOutsideIdMap"/>) and stores nothing.
+    /// </remarks>
+    public ImageRecord Import(string path, string? name, IProgress<ImportProgress>? progress = null, string? platform = null,
+        ImportOwnership? ownership = null, CancellationToken ct = default)
     {
+        ownership ??= ImportOwnership.Flatten("flattened by the caller");
         string? normalizedName = name is null ? null : ImageName.Normalize(name);
         Platform? requested = platform is null ? null : Platform.Parse(platform);
         try
@@ -78,7 +98,7 @@ public sealed class ImageStore
             ResolvedImage image = new ImageReader(source, _limits).Read(normalizedName, requested);
             foreach (string warning in image.Warnings)
                 progress?.Report(new ImportProgress(ImportStage.Warning, warning));
-            List<StoredLayer> layers = ImportLayers(source, image, temp, progress, ct);
+            List<StoredLayer> layers = ImportLayers(source, image, temp, ownership, progress, ct);
 
             WriteBlob(image.ConfigDigest, image.ConfigBytes);
             if (image.ManifestBytes is not null)
@@ -95,7 +115,7 @@ public sealed class ImageStore
                 Size = layers.Sum(l => l.Size),
                 Platform = PlatformOf(image.Config),
                 SourceFormat = image.Format,
-                OwnershipFlattened = true,
+                OwnershipFlattened = layers.Any(l => (l.Owners ?? StoredOwners.Flattened(null)).ToOwnership().LostOwners),
                 HasManifest = image.ManifestBytes is not null,
                 Layers = layers,
                 Config = StoredConfig.From(image.Config.Config),
@@ -117,60 +137,87 @@ public sealed class ImageStore
         }
     }
 
-    private List<StoredLayer> ImportLayers(ImageSource source, ResolvedImage image, TempArea temp, IProgress<ImportProgress>? progress, CancellationToken ct)
+    private List<StoredLayer> ImportLayers(ImageSource source, ResolvedImage image, TempArea temp, ImportOwnership ownership,
+        IProgress<ImportProgress>? progress, CancellationToken ct)
     {
         int count = image.Layers.Count;
-        var keys = image.Layers.Select(l => LayerKey(l.DiffId.ToString())).ToList();
+        IdMapping? map = ownership.Mapping;
+        var diffIds = image.Layers.Select(l => l.DiffId.ToString()).ToList();
+        // Where a layer may be: flattened (also what an all-root layer is under any map), and with owners for this map.
+        var flatKeys = diffIds.Distinct().ToDictionary(d => d, d => LayerKey(d), StringComparer.Ordinal);
+        var mapKeys = map is null ? null : diffIds.Distinct().ToDictionary(d => d, d => LayerKey(d, map), StringComparer.Ordinal);
         var locks = new List<FileLock>();
         var staged = new List<(string Key, WorkDirectory Dir, StoredLayerMeta Meta)>();
+        var chosen = new Dictionary<string, (string Key, StoredLayerMeta Meta)>(StringComparer.Ordinal);
         try
         {
             // Every layer lock, in one global order (no deadlock between imports sharing layers), held to the end.
-            foreach (string key in keys.Distinct().Order(StringComparer.Ordinal))
+            foreach (string key in flatKeys.Values.Concat(mapKeys?.Values ?? Enumerable.Empty<string>()).Distinct().Order(StringComparer.Ordinal))
             {
                 locks.Add(FileLock.Acquire(Path.Combine(LocksDir, key + ".lock"), exclusive: true, ct,
                     () => progress?.Report(new ImportProgress(ImportStage.Waiting, $"waiting for another process unpacking layer {key}"))));
             }
 
-            var sizes = new Dictionary<string, long>(StringComparer.Ordinal);
-            var missing = new HashSet<string>(StringComparer.Ordinal);
-            foreach (string key in keys.Distinct())
+            foreach (string diffId in flatKeys.Keys)
             {
-                if (TryReadLayerMeta(key, image.Layers[keys.IndexOf(key)].DiffId.ToString()) is { } meta)
-                    sizes[key] = meta.Size;
-                else
-                    missing.Add(key);
+                if (FindStoredLayer(diffId, flatKeys[diffId], mapKeys?[diffId], map) is { } found)
+                    chosen[diffId] = found;
             }
-            long total = image.Layers.Where((l, i) => missing.Contains(keys[i])).Sum(l => l.BlobSize);
+            long total = image.Layers.Where(l => !chosen.ContainsKey(l.DiffId.ToString())).Sum(l => l.BlobSize);
             long done = 0;
             long imageBytes = 0;
+            long flattenedEntries = 0;
+            var metaUpdates = new List<(string Key, StoredLayerMeta Meta)>();
 
             for (int i = 0; i < count; i++)
             {
                 LayerSource layer = image.Layers[i];
-                string key = keys[i];
-                if (!missing.Contains(key))
+                string diffId = diffIds[i];
+                if (chosen.ContainsKey(diffId))
                 {
-                    if (!staged.Any(s => s.Key == key))
+                    if (diffIds.IndexOf(diffId) == i)
                     {
                         progress?.Report(new ImportProgress(ImportStage.LayerReused, $"layer {i + 1}/{count} {layer.DiffId.Short}: already in the store")
-                        { LayerIndex = i + 1, LayerCount = count, LayerDigest = layer.DiffId.ToString(), BytesDone = done, BytesTotal = total });
+                        { LayerIndex = i + 1, LayerCount = count, LayerDigest = diffId, BytesDone = done, BytesTotal = total });
                     }
                     continue;
                 }
                 WorkDirectory dir = temp.Create();
-                staged.Add((key, dir, null!));
-                StoredLayerMeta unpacked = UnpackLayer(source, layer, dir.Path, i, count, total, ref done, progress, ct);
-                staged[^1] = (key, dir, unpacked);
+                staged.Add((flatKeys[diffId], dir, new StoredLayerMeta { DiffId = diffId }));
+                StoredLayerMeta unpacked = UnpackLayer(source, layer, dir.Path, i, count, total, ref done, ownership.Map, progress, ct);
                 imageBytes += unpacked.Size;
                 if (imageBytes > _limits.MaxImageSize)
                     throw new SandboxException(SandboxErrorCode.ImageTooLarge, $"{source.Description}: more than {_limits.MaxImageSize} bytes of layers");
-                sizes[key] = unpacked.Size;
-                missing.Remove(key);
+                long nonRoot = unpacked.Owners!.NonRootEntries ?? 0;
+                if (map is null)
+                    flattenedEntries += nonRoot;
+                string key = map is not null && nonRoot > 0 ? mapKeys![diffId] : flatKeys[diffId];
+                if (key == flatKeys[diffId] && TryReadLayerMeta(key, diffId) is { } legacy)
+                {
+                    // All-root content, and l/KEY holds this diff id flattened from before owners
+                    // were recorded: the same files. Keep that one and record what is now known.
+                    legacy.Owners = StoredOwners.Flattened(0);
+                    metaUpdates.Add((key, legacy));
+                    staged.RemoveAt(staged.Count - 1);
+                    dir.Dispose();
+                    chosen[diffId] = (key, legacy);
+                }
+                else
+                {
+                    staged[^1] = (key, dir, unpacked);
+                    chosen[diffId] = (key, unpacked);
+                }
                 ReportStats(layer, unpacked, i, count, progress);
+            }
+            if (flattenedEntries > 0)
+            {
+                progress?.Report(new ImportProgress(ImportStage.Warning,
+                    $"owners flattened to you ({flattenedEntries} file(s) belong to other users in the image, to you here): {ownership.FlattenedBecause}"));
             }
 
             // Everything verified: move the new layers into place (metadata first: a directory under l/ always has it).
+            foreach (var (key, meta) in metaUpdates)
+                WriteJsonAtomic(Path.Combine(LayerMetaDir, key + ".json"), JsonSerializer.SerializeToUtf8Bytes(meta, StoreJsonContext.Default.StoredLayerMeta));
             foreach (var (key, dir, meta) in staged)
             {
                 WriteJsonAtomic(Path.Combine(LayerMetaDir, key + ".json"), JsonSerializer.SerializeToUtf8Bytes(meta, StoreJsonContext.Default.StoredLayerMeta));
@@ -183,7 +230,13 @@ public sealed class ImageStore
                         throw new SandboxException(SandboxErrorCode.StoreFailed, $"image store {Root}: cannot move layer {key} into place");
                 }
             }
-            return image.Layers.Select((l, i) => new StoredLayer { DiffId = l.DiffId.ToString(), Key = keys[i], Size = sizes[keys[i]] }).ToList();
+            return diffIds.Select(d => new StoredLayer
+            {
+                DiffId = d,
+                Key = chosen[d].Key,
+                Size = chosen[d].Meta.Size,
+                Owners = chosen[d].Meta.Owners ?? StoredOwners.Flattened(null),
+            }).ToList();
         }
         finally
         {
@@ -194,9 +247,30 @@ public sealed class ImageStore
         }
     }
 
-    private StoredLayerMeta UnpackLayer(ImageSource source, LayerSource layer, string directory, int index, int count, long total,
-        ref long done, IProgress<ImportProgress>? progress, CancellationToken ct)
+    /// <summary>
+    /// A complete layer of <paramref name="diffId"/> this import may use: with a map, the one
+    /// unpacked for that map, else a flattened one that has no owners other than root (the same
+    /// files under every map); without a map, the flattened one.
+    /// </summary>
+    private (string Key, StoredLayerMeta Meta)? FindStoredLayer(string diffId, string flatKey, string? mapKey, IdMapping? map)
     {
+        if (map is not null)
+        {
+            if (TryReadLayerMeta(mapKey!, diffId) is { } mapped && mapped.Owners?.Map == map)
+                return (mapKey!, mapped);
+            if (TryReadLayerMeta(flatKey, diffId) is { Owners: { Kind: StoredOwners.FlattenedKind, NonRootEntries: 0 } } rootOnly)
+                return (flatKey, rootOnly);
+            return null;
+        }
+        if (TryReadLayerMeta(flatKey, diffId) is { } flat && (flat.Owners is null || flat.Owners.Kind == StoredOwners.FlattenedKind))
+            return (flatKey, flat);
+        return null;
+    }
+
+    private StoredLayerMeta UnpackLayer(ImageSource source, LayerSource layer, string directory, int index, int count, long total,
+        ref long done, IdMapPlan? plan, IProgress<ImportProgress>? progress, CancellationToken ct)
+    {
+        IdMapping? map = plan is null ? null : IdMapping.Of(plan);
         long start = done;
         long lastReport = 0;
         long read = 0;
@@ -255,6 +329,9 @@ public sealed class ImageStore
             throw new SandboxException(SandboxErrorCode.ImageFormatInvalid, $"{source.Description}: {layer.What}: unreadable ({e.Message})", e);
         }
         done = start + read;
+        IReadOnlyList<EntryOwner> owners = unpacker.Owners;
+        if (map is not null && owners.Count > 0)
+            ApplyOwners(directory, owners, plan!, map, source, layer, ct);
         Report(force: true);
         LayerStats s = unpacker.Stats;
         return new StoredLayerMeta
@@ -268,7 +345,41 @@ public sealed class ImageStore
             DroppedXattrs = s.DroppedXattrs,
             SkippedOther = s.SkippedOther,
             Unpacked = DateTimeOffset.UtcNow,
+            Owners = map is not null && owners.Count > 0 ? StoredOwners.Mapped(map, owners.Count) : StoredOwners.Flattened(owners.Count),
         };
+    }
+
+    /// <summary>
+    /// Gives the verified layer in <paramref name="directory"/> its tar's owners: one pass inside a
+    /// user namespace whose map is the run's (<paramref name="map"/>), where lchown to an image id
+    /// lands on the host id that map gives it. Owners outside the map fail the import, as podman's
+    /// "potentially insufficient UIDs or GIDs available in user namespace" does: a file the sandbox
+    /// would show as nobody (65534) is not the image's file.
+    /// </summary>
+    private static void ApplyOwners(string directory, IReadOnlyList<EntryOwner> owners, IdMapPlan plan, IdMapping map, ImageSource source, LayerSource layer, CancellationToken ct)
+    {
+        foreach (EntryOwner o in owners)
+        {
+            if (!map.Covers(o.Uid, o.Gid))
+            {
+                throw new SandboxException(SandboxErrorCode.OwnerOutsideIdMap,
+                    $"{source.Description}: {layer.What}: '{o.Path}' is owned by {o.Uid}:{o.Gid}, outside the ids your subordinate range gives a sandbox " +
+                    $"(0-{map.MaxUid} for users, 0-{map.MaxGid} for groups: {map.Describe()}). Give your user a range of at least {Math.Max(o.Uid, o.Gid)} ids " +
+                    $"in /etc/subuid and /etc/subgid (sudo usermod --add-subuids START-END --add-subgids START-END USER), or import with --userns single to make every file yours");
+            }
+        }
+        ct.ThrowIfCancellationRequested();
+        var ops = owners.Select(o => (UserNamespaceFileOp)new ChownOp(o.Path, o.Uid, o.Gid, o.Mode)).ToList();
+        UserNamespaceFileResult result = IdMappedFiles.Run(directory, ops, plan);
+        if (!result.Succeeded)
+        {
+            string what = result.FailedOp >= 0 && result.FailedOp < ops.Count
+                ? $"lchown '{ops[(int)result.FailedOp].Path}' to {owners[(int)result.FailedOp].Uid}:{owners[(int)result.FailedOp].Gid}: {Errno.Describe(result.Error)}"
+                : $"the user namespace's child ended with wait status {result.WaitStatus}";
+            throw new SandboxException(SandboxErrorCode.StoreFailed,
+                $"{source.Description}: {layer.What}: giving files their owners inside a user namespace ({map.Describe()}) failed: {what}. " +
+                "The store's file system must let root of a user namespace chown (a local file system, not NFS); or import with --userns single to make every file yours");
+        }
     }
 
     private static SandboxException Prefixed(SandboxException e, ImageSource source) =>
@@ -314,9 +425,10 @@ public sealed class ImageStore
         if (FileSystemCalls.TryLStat(dir) is null)
             return 0;
         using WorkDirectory trash = temp.Create();
-        long bytes = TreeRemover.Measure(dir);
         FileSystemCalls.Rename(dir, Path.Combine(trash.Path, "layer"));
-        return bytes;
+        // Removed here rather than by the trash's disposal, which keeps quiet about failures: a layer
+        // that cannot be removed (files of ids outside the current subordinate range) is reported.
+        return TreeRemover.Remove(Path.Combine(trash.Path, "layer"));
     }
 
     // ---- queries -------------------------------------------------------------------------------

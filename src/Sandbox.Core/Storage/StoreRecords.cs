@@ -1,6 +1,8 @@
 using System.Collections.Immutable;
 using System.Text.Json.Serialization;
+using Sandbox.Identity;
 using Sandbox.Images;
+using Sandbox.Runtime;
 
 namespace Sandbox.Storage;
 
@@ -18,6 +20,7 @@ internal sealed class StoredImage
     public long Size { get; set; }
     public string Platform { get; set; } = "";
     public string SourceFormat { get; set; } = "";
+    /// <summary>Written for readers of the file; the record's value is computed from the layers' owners.</summary>
     public bool OwnershipFlattened { get; set; } = true;
     public bool HasManifest { get; set; }
     public List<StoredLayer> Layers { get; set; } = [];
@@ -33,8 +36,13 @@ internal sealed class StoredImage
         Size = Size,
         Platform = Platform,
         SourceFormat = SourceFormat,
-        OwnershipFlattened = OwnershipFlattened,
-        Layers = Layers.Select(l => new LayerInfo { DiffId = l.DiffId, Directory = Path.Combine(root, ImageStore.LayersDirectoryName, l.Key), Size = l.Size }).ToImmutableArray(),
+        Layers = Layers.Select(l => new LayerInfo
+        {
+            DiffId = l.DiffId,
+            Directory = Path.Combine(root, ImageStore.LayersDirectoryName, l.Key),
+            Size = l.Size,
+            Ownership = l.Owners?.ToOwnership() ?? LayerOwnership.Legacy,
+        }).ToImmutableArray(),
         Config = Config.ToConfig(),
     };
 }
@@ -44,6 +52,53 @@ internal sealed class StoredLayer
     public string DiffId { get; set; } = "";
     public string Key { get; set; } = "";
     public long Size { get; set; }
+    /// <summary>Null in records written before owners were kept: flattened.</summary>
+    public StoredOwners? Owners { get; set; }
+}
+
+/// <summary>
+/// How a layer directory's files are owned (in layers/KEY.json and in each image record that uses
+/// it): <c>flattened</c> (the caller's), or <c>mapped</c> with the exact map the owners were written
+/// for (0 → hostUid/hostGid, 1..count → start..start+count-1), and how many entries have owners other than 0:0.
+/// </summary>
+internal sealed class StoredOwners
+{
+    public const string FlattenedKind = "flattened";
+    public const string MappedKind = "mapped";
+
+    public string Kind { get; set; } = FlattenedKind;
+    public uint? HostUid { get; set; }
+    public uint? HostGid { get; set; }
+    public long? UidStart { get; set; }
+    public long? UidCount { get; set; }
+    public long? GidStart { get; set; }
+    public long? GidCount { get; set; }
+    public long? NonRootEntries { get; set; }
+
+    public static StoredOwners Flattened(long? nonRootEntries) => new() { Kind = FlattenedKind, NonRootEntries = nonRootEntries };
+
+    public static StoredOwners Mapped(IdMapping map, long nonRootEntries) => new()
+    {
+        Kind = MappedKind,
+        HostUid = map.HostUid,
+        HostGid = map.HostGid,
+        UidStart = map.Uids.Start,
+        UidCount = map.Uids.Count,
+        GidStart = map.Gids.Start,
+        GidCount = map.Gids.Count,
+        NonRootEntries = nonRootEntries,
+    };
+
+    /// <summary>The map of a mapped record; null when flattened or incomplete.</summary>
+    [JsonIgnore]
+    public IdMapping? Map =>
+        Kind == MappedKind && HostUid is uint u && HostGid is uint g && UidStart is long us && UidCount is long uc && GidStart is long gs && GidCount is long gc
+            ? new IdMapping(u, g, new IdRange(us, uc), new IdRange(gs, gc))
+            : null;
+
+    public LayerOwnership ToOwnership() => Map is IdMapping map
+        ? new LayerOwnership { Kind = LayerOwnershipKind.Mapped, Map = map, NonRootEntries = NonRootEntries }
+        : new LayerOwnership { Kind = LayerOwnershipKind.Flattened, NonRootEntries = NonRootEntries };
 }
 
 internal sealed class StoredConfig
@@ -91,6 +146,8 @@ internal sealed class StoredLayerMeta
     public int DroppedXattrs { get; set; }
     public int SkippedOther { get; set; }
     public DateTimeOffset Unpacked { get; set; }
+    /// <summary>Null in metadata written before owners were kept: flattened, owners in the tar unknown.</summary>
+    public StoredOwners? Owners { get; set; }
 }
 
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,

@@ -74,9 +74,10 @@ internal sealed class TempArea
                     removed++;
                 }
             }
-            catch (LinuxException)
+            catch (Exception e) when (e is LinuxException or SandboxException or IOException or UnauthorizedAccessException)
             {
-                // Best effort: another cleaner got there first, or the entry is not ours to remove.
+                // Best effort: another cleaner got there first, or the entry is not ours to remove
+                // (files of ids outside the current subordinate range: prune reports those).
             }
         }
         return removed;
@@ -109,7 +110,7 @@ internal sealed class WorkDirectory : IDisposable
             TreeRemover.Remove(Path);
             FileSystemCalls.Unlink(_lockPath, directory: false);
         }
-        catch (LinuxException)
+        catch (Exception e) when (e is LinuxException or SandboxException or IOException or UnauthorizedAccessException)
         {
             // Left for the next cleaner: the lock goes with the fd below.
         }

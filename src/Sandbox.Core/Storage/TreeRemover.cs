@@ -1,4 +1,6 @@
+using Sandbox.Identity;
 using Sandbox.Linux;
+using Sandbox.Runtime;
 
 namespace Sandbox.Storage;
 
@@ -7,21 +9,44 @@ namespace Sandbox.Storage;
 /// symlink (each entry is lstat'ed, links are unlinked), and makes read-only directories writable
 /// first (layers keep their images' modes, e.g. 0555). Entries already gone are fine: two cleaners
 /// may race.
+/// <para>Layers that keep their image's owners hold files of subordinate ids, often in directories
+/// the caller may not enter or change (0700 of uid 1000, as <c>/home/user</c> or
+/// <c>/var/lib/postgresql</c> are). What the caller cannot remove is then removed by root of a user
+/// namespace with the caller's subordinate range (<see cref="IdMappedFiles"/>), as
+/// <c>podman unshare rm -rf</c> would.</para>
 /// </summary>
 internal static class TreeRemover
 {
     /// <summary>Bytes (st_size of regular files) that were removed.</summary>
-    public static long Remove(string path)
+    public static long Remove(string path) => Remove(path, () => IdentityEnvironment.Current());
+
+    internal static long Remove(string path, Func<IdentityEnvironment> identity)
+    {
+        long bytes = 0;
+        try
+        {
+            return RemoveAsCaller(path, ref bytes);
+        }
+        catch (Exception e) when (IsPermissionProblem(e))
+        {
+            return bytes + RemoveInUserNamespace(path, identity(), e);
+        }
+    }
+
+    private static bool IsPermissionProblem(Exception e) =>
+        e is UnauthorizedAccessException || e is LinuxException l && FileSystemCalls.IsPermissionError(l);
+
+    private static long RemoveAsCaller(string path, ref long bytes)
     {
         FileStatus? st = FileSystemCalls.TryLStat(path);
         if (st is null)
-            return 0;
+            return bytes;
         if (st.Value.Kind != FileKind.Directory)
         {
-            FileSystemCalls.Unlink(path, directory: false);
-            return st.Value.Kind == FileKind.Regular ? st.Value.Size : 0;
+            if (FileSystemCalls.Unlink(path, directory: false) && st.Value.Kind == FileKind.Regular)
+                bytes += st.Value.Size;
+            return bytes;
         }
-        long bytes = 0;
         if ((st.Value.Mode & 0x1C0) != 0x1C0)
             FileSystemCalls.ChangeModeAt(path, st.Value.Permissions | 0x1C0);
         IEnumerable<string> children;
@@ -31,34 +56,37 @@ internal static class TreeRemover
         }
         catch (DirectoryNotFoundException)
         {
-            return 0;
+            return bytes;
         }
         foreach (string child in children)
-            bytes += Remove(child);
+            RemoveAsCaller(child, ref bytes);
         FileSystemCalls.Unlink(path, directory: true);
         return bytes;
     }
 
-    /// <summary>Bytes of regular files under <paramref name="path"/> (hard links counted once per name).</summary>
-    public static long Measure(string path)
+    private static long RemoveInUserNamespace(string path, IdentityEnvironment identity, Exception cause)
     {
-        FileStatus? st = FileSystemCalls.TryLStat(path);
-        if (st is null)
-            return 0;
-        if (st.Value.Kind != FileKind.Directory)
-            return st.Value.Kind == FileKind.Regular ? st.Value.Size : 0;
-        long bytes = 0;
-        try
+        string full = Path.GetFullPath(path).TrimEnd('/');
+        string? parent = Path.GetDirectoryName(full);
+        string name = Path.GetFileName(full);
+        if (parent is null || name.Length == 0)
+            throw new SandboxException(SandboxErrorCode.StoreFailed, $"cannot remove {path}: {cause.Message}", cause);
+        string? why = IdMapResolver.TryResolveSubordinate(identity, out IdMapPlan? plan);
+        if (plan is null)
         {
-            foreach (string child in Directory.EnumerateFileSystemEntries(path))
-                bytes += Measure(child);
+            throw new SandboxException(SandboxErrorCode.StoreFailed,
+                $"cannot remove {full}: {cause.Message}. It holds files of other owners (a layer that kept its image's owners), " +
+                $"which only root of a user namespace with your subordinate range may remove, and there is none now: {why}. Restore the range, or remove it as root: sudo rm -rf {full}", cause);
         }
-        catch (UnauthorizedAccessException)
+        UserNamespaceFileResult result = IdMappedFiles.Run(parent, [new RemoveTreeOp(name)], plan);
+        if (!result.Succeeded)
         {
+            string what = result.FailedOp >= 0 ? Errno.Describe(result.Error) : $"wait status {result.WaitStatus}";
+            IdMapping map = IdMapping.Of(plan)!;
+            throw new SandboxException(SandboxErrorCode.StoreFailed,
+                $"cannot remove {full}, even as root of a user namespace with your subordinate range ({map.Describe()}): {what}. " +
+                $"Files of ids outside that range (it changed since they were written) can only be removed by root: sudo rm -rf {full}", cause);
         }
-        catch (DirectoryNotFoundException)
-        {
-        }
-        return bytes;
+        return result.RemovedBytes;
     }
 }
