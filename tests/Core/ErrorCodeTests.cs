@@ -40,6 +40,8 @@ public class ErrorCodeTests
         Assert.That((int)SandboxErrorCode.SpawnFailed, Is.EqualTo(9));
         Assert.That((int)SandboxErrorCode.CgroupFailed, Is.EqualTo(10));
         Assert.That((int)SandboxErrorCode.LimitsUnavailable, Is.EqualTo(11));
+        Assert.That((int)SandboxErrorCode.OwnerOutsideIdMap, Is.EqualTo(31));
+        Assert.That((int)SandboxErrorCode.LayerIdMapMismatch, Is.EqualTo(32));
         Assert.That((int)SandboxErrorCode.Internal, Is.EqualTo(99));
     }
 

@@ -74,6 +74,14 @@ public sealed class LayerBuilder
 
     public LayerBuilder Opaque(string dir) => File(dir.TrimEnd('/') + "/.wh..wh..opq");
 
+    /// <summary>Gives the entry added last the owner <paramref name="uid"/>:<paramref name="gid"/> (every entry is 0:0 otherwise).</summary>
+    public LayerBuilder Owner(int uid, int gid)
+    {
+        _entries[^1].Uid = uid;
+        _entries[^1].Gid = gid;
+        return this;
+    }
+
     public byte[] Build()
     {
         if (_entries.Count == 0)

@@ -48,7 +48,8 @@ public class ImageStoreTests
         Assert.That(record.Layers, Has.Length.EqualTo(2));
         Assert.That(record.LayerDirectories, Has.Length.EqualTo(2));
         Assert.That(record.Layers.Select(l => l.DiffId), Is.EqualTo(image.Layers.Select(ImageBuilder.Sha256)));
-        Assert.That(record.OwnershipFlattened, Is.True);
+        Assert.That(record.OwnershipFlattened, Is.False, "every entry is 0:0: nothing to flatten");
+        Assert.That(record.Layers.Select(l => l.Ownership.Kind), Is.All.EqualTo(LayerOwnershipKind.Flattened));
         Assert.That(record.Platform, Is.EqualTo("linux/amd64"));
         Assert.That(record.Size, Is.EqualTo(image.Layers.Sum(l => (long)l.Length)));
         Assert.That(record.Created, Is.EqualTo(new DateTimeOffset(2024, 5, 6, 7, 8, 9, TimeSpan.Zero)));
