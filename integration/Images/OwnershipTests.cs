@@ -191,6 +191,41 @@ public sealed class OwnershipTests
     }
 
     [Test]
+    public void DeepTreesOfOtherOwnersAreRemovedAndWithoutARangeTheErrorSaysHow()
+    {
+        using var scratch = new Scratch();
+        string store = Path.Combine(scratch.Path, "store");
+        // 1000 nested 0700 directories of 1000:1000 (a 2000-byte name): the native removal keeps one
+        // directory open at a time, whatever the depth.
+        var deep = new LayerTar();
+        string path = "";
+        for (int i = 0; i < 1000; i++)
+        {
+            path = path.Length == 0 ? "d" : path + "/d";
+            deep.Dir(path, 0x1C0, 1000, 1000);
+        }
+        deep.File(path + "/bottom", "x", 0x180, 1000, 1000);
+        string image = WriteImage(scratch.Path, "example.com/owned:deep", deep.Build());
+        CliResult import = SandboxCli.Run("image", "import", "--root", store, image);
+        Assert.That(import.ExitCode, Is.EqualTo(0), import.ToString());
+        CliResult bottom = SandboxCli.Run("run", "--root", store, "--userns", "subuid", "example.com/owned:deep", "stat", "-c", "%u:%g %a", "/" + path + "/bottom");
+        Assert.That(bottom.StdoutText, Is.EqualTo("1000:1000 600\n"), bottom.ToString());
+
+        string layer = new ImageStore(store).Get("example.com/owned:deep").LayerDirectories[2];
+        string victim = Path.Combine(scratch.Path, "victim");
+        FileSystemCalls.Rename(layer, victim); // (the store's record is of no further interest here)
+        var noRange = new IdentityEnvironment(Caller, Syscalls.RealGroupId, Environment.UserName,
+            Path.Combine(scratch.Path, "no-subuid"), Path.Combine(scratch.Path, "no-subgid"));
+        var e = Assert.Throws<SandboxException>(() => TreeRemover.Remove(victim, () => noRange))!;
+        Assert.That(e.Message, Does.Contain("there is none now").And.Contain("sudo rm -rf " + victim));
+        Assert.That(Directory.Exists(Path.Combine(victim, "d")), Is.True, "nothing of 1000's was removed");
+
+        long bytes = TreeRemover.Remove(victim);
+        Assert.That(Directory.Exists(victim), Is.False);
+        Assert.That(bytes, Is.EqualTo(1), "the one byte of the bottom file, counted by the native removal");
+    }
+
+    [Test]
     public void AKilledImportLeavesNothingALaterRunUsesAndTheNextImportCleansIt()
     {
         using var scratch = new Scratch();

@@ -540,13 +540,22 @@ public sealed class ImageStore
             var usedLayers = all.SelectMany(r => r.Layers.Select(l => l.Key)).ToHashSet(StringComparer.Ordinal);
             int layersRemoved = 0;
             long bytes = 0;
+            var failures = new List<string>();
             foreach (string dir in Directory.EnumerateFileSystemEntries(LayerRoot).ToList())
             {
                 string key = Path.GetFileName(dir);
                 if (usedLayers.Contains(key))
                     continue;
-                bytes += DiscardLayerDirectory(key, temp);
-                layersRemoved++;
+                try
+                {
+                    bytes += DiscardLayerDirectory(key, temp);
+                    layersRemoved++;
+                }
+                catch (SandboxException e)
+                {
+                    // Out of l/ already (nothing uses it); the rest of the prune goes on.
+                    failures.Add(e.Message);
+                }
             }
             foreach (string meta in Directory.EnumerateFiles(LayerMetaDir).ToList())
             {
@@ -575,6 +584,11 @@ public sealed class ImageStore
                         blobsRemoved++;
                     }
                 }
+            }
+            if (failures.Count > 0)
+            {
+                throw new SandboxException(SandboxErrorCode.StoreFailed,
+                    $"image store {Root}: removed {layersRemoved} unused layer(s) and {blobsRemoved} blob(s), but {failures.Count} layer(s) could not be removed: {string.Join("; ", failures)}");
             }
             return new PruneResult(layersRemoved, bytes, blobsRemoved, tempRemoved);
         }
