@@ -64,6 +64,7 @@ public sealed class OwnershipTests
         .Symlink("usr/bin/tool-sym", "tool", 1000, 1000)
         .Dir("srv", 0x5FD, 33, 33)                                      // 02775
         .File("srv/www", "www\n", 0x1A0, 33, 33)                        // 0640
+        .FileWithXattr("srv/pub", "pub\n", 0x1A4, 33, 33, "user.note", "kept through the chown")
         .Dir("etc")
         .File("etc/shadow", "root:*:1::::::\n", 0x1A0, 0, 42)           // 0640 root:shadow
         .Dir("run")
@@ -124,12 +125,14 @@ public sealed class OwnershipTests
         Assert.That(tool.Permissions, Is.EqualTo(0xDEDu), "setuid and setgid put back after the chown");
         Assert.That(FileSystemCalls.TryLStat(Path.Combine(layer, "usr", "bin", "su"))!.Value.Uid, Is.EqualTo(Caller));
         Assert.That((long)FileSystemCalls.TryLStat(Path.Combine(layer, "srv"))!.Value.Uid, Is.EqualTo(Host(33)));
+        Assert.That((long)FileSystemCalls.TryLStat(Path.Combine(layer, "srv", "pub"))!.Value.Uid, Is.EqualTo(Host(33)));
+        Assert.That(FileSystemCalls.GetXattr(Path.Combine(layer, "srv", "pub"), "user.note"), Is.EqualTo("kept through the chown"u8.ToArray()));
         Assert.Throws<LinuxException>(() => FileSystemCalls.TryLStat(Path.Combine(layer, "home", "user", "secret")),
             "the caller itself cannot even look into 1000's 0700 directory");
         Assert.That(record.OwnershipFlattened, Is.False);
         Assert.That(record.IdMap, Is.EqualTo(_map));
         Assert.That(record.Layers[0].Ownership.Kind, Is.EqualTo(LayerOwnershipKind.Flattened), "busybox has only root's files: stored once for every map");
-        Assert.That(record.Layers[1].Ownership.NonRootEntries, Is.EqualTo(9), "the link counts under both names");
+        Assert.That(record.Layers[1].Ownership.NonRootEntries, Is.EqualTo(10), "the link counts under both names");
 
         CliResult inspect = SandboxCli.Run("image", "inspect", "--root", store, "example.com/owned:1");
         JsonNode owners = JsonNode.Parse(inspect.StdoutText)!["layers"]![1]!["owners"]!;
@@ -160,7 +163,7 @@ public sealed class OwnershipTests
         string store = Path.Combine(scratch.Path, "store");
         CliResult import = SandboxCli.Run("image", "import", "--root", store, "--userns", "single", WriteImage(scratch.Path));
         Assert.That(import.ExitCode, Is.EqualTo(0), import.ToString());
-        Assert.That(import.Stderr, Does.Contain("owners flattened to you (9 file(s) belong to other users").And.Contain("--userns single"));
+        Assert.That(import.Stderr, Does.Contain("owners flattened to you (10 file(s) belong to other users").And.Contain("--userns single"));
         CliResult r = SandboxCli.Run("run", "--root", store, "--userns", "subuid", "example.com/owned:1", "stat", "-c", "%u:%g %a %n", "/home/user", "/usr/bin/tool");
         Assert.That(Lines(r), Is.EqualTo(new[] { "0:0 700 /home/user", "0:0 6755 /usr/bin/tool" }), r.ToString());
         Assert.That(JsonNode.Parse(SandboxCli.Run("image", "inspect", "--root", store, "example.com/owned:1").StdoutText)!["ownershipFlattened"]!.GetValue<bool>(), Is.True);
@@ -323,9 +326,9 @@ internal sealed class LayerTar
     private static readonly DateTimeOffset Time = new(2024, 1, 2, 3, 4, 5, TimeSpan.Zero);
     private readonly List<PaxTarEntry> _entries = [];
 
-    private LayerTar Add(TarEntryType type, string name, int mode, int uid, int gid, Action<PaxTarEntry>? more = null)
+    private LayerTar Add(TarEntryType type, string name, int mode, int uid, int gid, Action<PaxTarEntry>? more = null, Dictionary<string, string>? pax = null)
     {
-        var e = new PaxTarEntry(type, name) { Mode = (UnixFileMode)mode, Uid = uid, Gid = gid, ModificationTime = Time };
+        var e = new PaxTarEntry(type, name, pax ?? []) { Mode = (UnixFileMode)mode, Uid = uid, Gid = gid, ModificationTime = Time };
         more?.Invoke(e);
         _entries.Add(e);
         return this;
@@ -338,6 +341,11 @@ internal sealed class LayerTar
 
     public LayerTar File(string name, byte[] content, int mode = 0x1A4, int uid = 0, int gid = 0) =>
         Add(TarEntryType.RegularFile, name, mode, uid, gid, e => e.DataStream = new MemoryStream(content));
+
+    /// <summary>A file with a <c>user.*</c> extended attribute (a PAX SCHILY.xattr record, as GNU tar writes it).</summary>
+    public LayerTar FileWithXattr(string name, string content, int mode, int uid, int gid, string xattr, string value) =>
+        Add(TarEntryType.RegularFile, name, mode, uid, gid, e => e.DataStream = new MemoryStream(Encoding.UTF8.GetBytes(content)),
+            new Dictionary<string, string> { ["SCHILY.xattr." + xattr] = value });
 
     public LayerTar Symlink(string name, string target, int uid = 0, int gid = 0) =>
         Add(TarEntryType.SymbolicLink, name, 0x1FF, uid, gid, e => e.LinkName = target);
