@@ -144,6 +144,28 @@ public sealed class OwnershipTests
     }
 
     [Test]
+    public void EightProcessesImportingAnOwnedImageEndWithOneCopyOfEachLayer()
+    {
+        using var scratch = new Scratch();
+        string store = Path.Combine(scratch.Path, "store");
+        string image = WriteImage(scratch.Path);
+        var processes = Enumerable.Range(0, 8).Select(i =>
+        {
+            var p = Process.Start(SandboxCli.StartInfo(["image", "import", image, "--root", store, "--name", $"owned:{i}"]))!;
+            return (Process: p, Stdout: p.StandardOutput.ReadToEndAsync(), Stderr: p.StandardError.ReadToEndAsync());
+        }).ToList();
+        foreach (var (p, stdout, stderr) in processes)
+        {
+            Assert.That(p.WaitForExit(TimeSpan.FromSeconds(120)), Is.True, "import finished");
+            Assert.That(p.ExitCode, Is.EqualTo(0), $"{stdout.Result}\n{stderr.Result}");
+        }
+        Assert.That(Directory.GetDirectories(Path.Combine(store, "l")), Has.Length.EqualTo(2), "busybox flattened once, the owned layer once for this map");
+        Assert.That(Directory.EnumerateFileSystemEntries(Path.Combine(store, "tmp")), Is.Empty);
+        CliResult r = SandboxCli.Run(["run", "--root", store, "--userns", "subuid", "owned:5", .. StatArgs]);
+        Assert.That(Lines(r), Is.EqualTo(Expected), r.ToString());
+    }
+
+    [Test]
     public void ASingleIdRunShowsOtherOwnersAsNobodyAndSaysSo()
     {
         using var scratch = new Scratch();

@@ -167,7 +167,7 @@ public sealed class HostCheckTests
 
         Assert.That(item.Status, Is.EqualTo(CheckStatus.Ok));
         Assert.That(item.Detail, Does.Contain("uids 100000-165535").And.Contain(Path.Combine(_root, "bin", "newuidmap")));
-        Assert.That(item.Detail, Does.EndWith("--userns=auto picks subuid"));
+        Assert.That(item.Detail, Does.EndWith("--userns=auto picks subuid (image file owners kept)"));
     }
 
     [Test]
@@ -191,7 +191,7 @@ public sealed class HostCheckTests
 
         Assert.That(item.Status, Is.EqualTo(CheckStatus.Warning));
         Assert.That(item.Detail, Does.Contain($"no range for {User} in {Path.Combine(_root, "etc/subuid")}"));
-        Assert.That(item.Detail, Does.EndWith("--userns=auto picks single"));
+        Assert.That(item.Detail, Does.EndWith("--userns=auto picks single (image file owners flattened to you)"));
         Assert.That(item.Fix, Is.EqualTo($"sudo usermod --add-subuids 100000-165535 {User}"));
     }
 
@@ -216,7 +216,7 @@ public sealed class HostCheckTests
 
         Assert.That(item.Status, Is.EqualTo(CheckStatus.Warning));
         Assert.That(item.Detail, Does.Contain("newuidmap not found on PATH").And.Not.Contain("newgidmap not found"));
-        Assert.That(item.Detail, Does.EndWith("--userns=auto picks single"));
+        Assert.That(item.Detail, Does.EndWith("--userns=auto picks single (image file owners flattened to you)"));
         Assert.That(item.Fix, Is.EqualTo("sudo apt-get install uidmap"));
     }
 
@@ -230,7 +230,7 @@ public sealed class HostCheckTests
         string newgidmap = Path.Combine(_root, "bin", "newgidmap");
         Assert.That(item.Status, Is.EqualTo(CheckStatus.Warning));
         Assert.That(item.Detail, Does.Contain($"{newgidmap} not setuid: may lack privileges"));
-        Assert.That(item.Detail, Does.EndWith("--userns=auto picks subuid"));
+        Assert.That(item.Detail, Does.EndWith("--userns=auto picks subuid (image file owners kept)"));
         Assert.That(item.Fix, Is.EqualTo($"sudo chmod u+s {newgidmap}"));
     }
 

@@ -159,7 +159,8 @@ public static partial class HostCheck
             : "no subordinate range";
         string detail = $"single-UID always; {ranges}"
             + (problems.Count == 0 ? "" : $" ({string.Join("; ", problems)})")
-            + $"; --userns=auto picks {(autoPicksRange ? "subuid" : "single")}";
+            + $"; --userns=auto picks {(autoPicksRange ? "subuid" : "single")}"
+            + (autoPicksRange ? " (image file owners kept)" : " (image file owners flattened to you)");
         return new(IdMapping, problems.Count == 0 ? CheckStatus.Ok : CheckStatus.Warning, detail,
             fixes.Count == 0 ? null : string.Join("; ", fixes));
 

@@ -83,7 +83,7 @@ public sealed class ImageStore
     public ImageRecord Import(string path, string? name, IProgress<ImportProgress>? progress = null, string? platform = null,
         ImportOwnership? ownership = null, CancellationToken ct = default)
     {
-        ownership ??= ImportOwnership.Flatten("flattened by the caller");
+        ownership ??= ImportOwnership.Flatten("the import was given no id map");
         string? normalizedName = name is null ? null : ImageName.Normalize(name);
         Platform? requested = platform is null ? null : Platform.Parse(platform);
         try
