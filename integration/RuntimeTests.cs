@@ -406,4 +406,43 @@ public sealed class RuntimeTests
         stat.WaitForExit();
         return uint.Parse(text.Trim());
     }
+
+    [Test]
+    public void OutputGoesStraightToAFileOpenedForAppendAndToAPipeWhoseReaderLeaves()
+    {
+        // The CLI splices the payload's pipes to its own stdout; a file opened O_APPEND refuses
+        // splice(2) (EINVAL), so that case falls back to copying, and must lose nothing.
+        using var dir = new TempDir();
+        string file = Path.Combine(dir.Path, "log");
+        File.WriteAllText(file, "before\n");
+        string sandbox = SandboxCli.Binary;
+        var psi = new ProcessStartInfo("/bin/sh", ["-c",
+            $"'{sandbox}' run -- sh -c 'seq 1 20000; echo to-stderr >&2' >> '{file}' 2>&1; echo \"append=$?\"; " +
+            // A reader that leaves after one line: the payload must get EPIPE/SIGPIPE, not run forever.
+            $"'{sandbox}' run -- yes | head -n 1; echo pipe-done"])
+        { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.Environment["HOME"] = Environment.GetEnvironmentVariable("HOME") ?? "/tmp";
+        using var process = Process.Start(psi)!;
+        string stdout = process.StandardOutput.ReadToEnd();
+        Assert.That(process.WaitForExit(TimeSpan.FromSeconds(30)), Is.True, "the run whose reader left did not end: " + stdout);
+        Assert.That(stdout, Does.Contain("append=0").And.Contain("y\npipe-done"), stdout + process.StandardError.ReadToEnd());
+        string[] lines = File.ReadAllLines(file);
+        Assert.That(lines[0], Is.EqualTo("before"));
+        Assert.That(lines.Skip(1).Where(l => l != "to-stderr"), Is.EqualTo(Enumerable.Range(1, 20000).Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture))));
+        Assert.That(lines, Does.Contain("to-stderr"));
+    }
+
+    [Test]
+    public void TheStartedEventComesBeforeAnyOutputEvenWhenThePayloadWritesAtOnce()
+    {
+        for (int i = 0; i < 20; i++)
+        {
+            CliResult r = SandboxCli.Run("run", "--events", "json", "--", "sh", "-c", "head -c 300000 /dev/zero | tr '\\0' q; echo");
+            string[] events = r.StdoutText.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            Assert.That(events[0], Does.Contain("\"event\":\"started\""), r.StdoutText[..Math.Min(300, r.StdoutText.Length)]);
+            Assert.That(events[^1], Does.Contain("\"event\":\"exited\""));
+            int text = events.Where(e => e.Contains("\"output\"")).Sum(e => e.Count(c => c == 'q'));
+            Assert.That(text, Is.EqualTo(300000));
+        }
+    }
 }

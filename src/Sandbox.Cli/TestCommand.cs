@@ -118,6 +118,12 @@ internal sealed class TestCommand : Command
         .WithEnvironment("DOTNET_SKIP_FIRST_TIME_EXPERIENCE", "1")
         // The SDK checks workload manifests on first use in a fresh $HOME and warns; nothing to install here.
         .WithEnvironment("DOTNET_SKIP_WORKLOAD_INTEGRITY_CHECK", "1")
+        // A fresh $HOME is a first run to the SDK: without these it would create and trust an ASP.NET
+        // HTTPS development certificate (an RSA key generated on every run), set up the global tools
+        // path and look for workload updates, each time (`find $HOME` after a run showed the sentinels).
+        .WithEnvironment("DOTNET_GENERATE_ASPNET_CERTIFICATE", "false")
+        .WithEnvironment("DOTNET_ADD_GLOBAL_TOOLS_TO_PATH", "false")
+        .WithEnvironment("DOTNET_CLI_WORKLOAD_UPDATE_NOTIFY_DISABLE", "1")
         .WithEnvironment("NUGET_PACKAGES", packages)
         // Node reuse would leave MSBuild worker nodes behind, only to be killed with the sandbox.
         .WithEnvironment("MSBUILDDISABLENODEREUSE", "1");

@@ -142,7 +142,7 @@ internal static unsafe partial class NativeExecutor
     // The file name itself: the runtime then looks next to the app first, instead of trying
     // "sandbox_exec.so" through the whole system search path before it (dlopen(3)).
     public const string LibraryName = "libsandbox_exec.so";
-    private const int ExpectedAbiVersion = 6;
+    private const int ExpectedAbiVersion = 7;
 
     [LibraryImport(LibraryName, EntryPoint = "sbx_abi_version")]
     private static partial int AbiVersion();
@@ -170,6 +170,39 @@ internal static unsafe partial class NativeExecutor
 
     [LibraryImport(LibraryName, EntryPoint = "sbx_pidfd_kill")]
     public static partial int Kill(int pidfd, int signal);
+
+    [LibraryImport(LibraryName, EntryPoint = "sbx_run_helpers")]
+    private static partial void RunHelpersNative(int count, byte** files, byte*** argvs, int* statuses, byte* errors, int errorSize);
+
+    /// <summary>
+    /// Runs helper programs side by side (posix_spawnp, PATH search for bare names) and waits for all:
+    /// per helper, its wait status (or -errno when it could not start) and the start of its stderr.
+    /// </summary>
+    public static (int Status, string Stderr)[] RunHelpers(IReadOnlyList<(string File, IReadOnlyList<string> Arguments)> helpers)
+    {
+        const int ErrorSize = 1024;
+        using var arena = new NativeArena();
+        int n = helpers.Count;
+        byte** files = (byte**)arena.Array<nint>(n);
+        byte*** argvs = (byte***)arena.Array<nint>(n);
+        for (int i = 0; i < n; i++)
+        {
+            files[i] = arena.String(helpers[i].File);
+            byte** argv = (byte**)arena.Array<nint>(helpers[i].Arguments.Count + 2);
+            argv[0] = arena.String(Path.GetFileName(helpers[i].File));
+            for (int j = 0; j < helpers[i].Arguments.Count; j++)
+                argv[j + 1] = arena.String(helpers[i].Arguments[j]);
+            argv[helpers[i].Arguments.Count + 1] = null;
+            argvs[i] = argv;
+        }
+        int* statuses = arena.Array<int>(n);
+        byte* errors = (byte*)arena.Allocate(n * ErrorSize, zero: true);
+        RunHelpersNative(n, files, argvs, statuses, errors, ErrorSize);
+        var results = new (int, string)[n];
+        for (int i = 0; i < n; i++)
+            results[i] = (statuses[i], System.Runtime.InteropServices.Marshal.PtrToStringUTF8((nint)(errors + i * ErrorSize)) ?? "");
+        return results;
+    }
 
     /// <summary>The static init program every sandbox's PID 1 becomes; it ships next to the executor.</summary>
     public static string InitPath => Path.Combine(AppContext.BaseDirectory, "sandbox-init");

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using Sandbox.Linux;
 
@@ -21,13 +20,15 @@ internal static class IdMapWriter
                     Syscalls.WriteFileOnce($"/proc/{pid}/gid_map", $"0 {plan.HostGid} 1\n");
                     break;
                 case IdMapKind.SubordinateRange:
-                    // The two helpers are independent: run them side by side (~1.7 ms saved per start).
-                    using (Process uids = StartHelper(plan.NewUidMapPath ?? "newuidmap", pid, plan.HostUid, plan.SubordinateUids!))
-                    using (Process gids = StartHelper(plan.NewGidMapPath ?? "newgidmap", pid, plan.HostGid, plan.SubordinateGids!))
-                    {
-                        Finish(uids, plan.NewUidMapPath ?? "newuidmap");
-                        Finish(gids, plan.NewGidMapPath ?? "newgidmap");
-                    }
+                    // The two helpers are independent: run them side by side.
+                    string uidHelper = plan.NewUidMapPath ?? "newuidmap", gidHelper = plan.NewGidMapPath ?? "newgidmap";
+                    var results = NativeExecutor.RunHelpers(
+                    [
+                        (uidHelper, HelperArguments(pid, plan.HostUid, plan.SubordinateUids!)),
+                        (gidHelper, HelperArguments(pid, plan.HostGid, plan.SubordinateGids!)),
+                    ]);
+                    Check(uidHelper, results[0]);
+                    Check(gidHelper, results[1]);
                     break;
             }
         }
@@ -37,29 +38,26 @@ internal static class IdMapWriter
         }
     }
 
-    private static Process StartHelper(string helper, int pid, uint hostId, IdRange range)
-    {
-        // newuidmap PID 0 HOSTID 1  1 START COUNT: 0 is the caller, 1..COUNT the subordinate range.
-        var psi = new ProcessStartInfo(helper)
-        {
-            RedirectStandardError = true,
-            RedirectStandardOutput = true,
-            UseShellExecute = false,
-        };
-        foreach (string arg in new[] { pid.ToString(CultureInfo.InvariantCulture), "0", hostId.ToString(CultureInfo.InvariantCulture), "1", "1", range.Start.ToString(CultureInfo.InvariantCulture), range.Count.ToString(CultureInfo.InvariantCulture) })
-            psi.ArgumentList.Add(arg);
-        return Process.Start(psi)
-            ?? throw new SandboxException(SandboxErrorCode.IdMappingFailed, $"could not start {helper}");
-    }
+    // newuidmap PID 0 HOSTID 1  1 START COUNT: 0 is the caller, 1..COUNT the subordinate range.
+    private static string[] HelperArguments(int pid, uint hostId, IdRange range) =>
+    [
+        pid.ToString(CultureInfo.InvariantCulture), "0", hostId.ToString(CultureInfo.InvariantCulture), "1",
+        "1", range.Start.ToString(CultureInfo.InvariantCulture), range.Count.ToString(CultureInfo.InvariantCulture),
+    ];
 
-    private static void Finish(Process process, string helper)
+    private static void Check(string helper, (int Status, string Stderr) result)
     {
-        string stderr = process.StandardError.ReadToEnd();
-        process.WaitForExit();
-        if (process.ExitCode != 0)
+        const string Fix = "Check that {0} is setuid root (package uidmap) and that /etc/subuid and /etc/subgid give your user a range, or use --userns=single.";
+        if (result.Status < 0)
         {
             throw new SandboxException(SandboxErrorCode.IdMappingFailed,
-                $"{helper} failed (exit {process.ExitCode}): {stderr.Trim()}. Check that {helper} is setuid root (package uidmap) and that /etc/subuid and /etc/subgid give your user a range, or use --userns=single.");
+                $"could not start {helper}: {Errno.Describe(-result.Status)}. " + string.Format(CultureInfo.InvariantCulture, Fix, helper));
+        }
+        var exit = ExitStatus.FromWaitStatus(result.Status);
+        if (exit.Code != 0)
+        {
+            throw new SandboxException(SandboxErrorCode.IdMappingFailed,
+                $"{helper} failed ({exit}): {result.Stderr.Trim()}. " + string.Format(CultureInfo.InvariantCulture, Fix, helper));
         }
     }
 }
