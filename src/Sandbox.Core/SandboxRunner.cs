@@ -103,7 +103,7 @@ public sealed class SandboxExecution : IDisposable
         try
         {
             RuntimePlan plan = SandboxPlanner.Plan(spec, host);
-            root?.Materialize();
+            root?.Materialize(plan.IdMaps);
             return Start(spec, plan, root, cancellationToken, warn);
         }
         catch

@@ -1,7 +1,6 @@
 using System.Collections.Immutable;
 using System.Globalization;
 using System.Text;
-using Microsoft.Win32.SafeHandles;
 using Sandbox.Identity;
 using Sandbox.Linux;
 using Sandbox.Rootfs;
@@ -117,29 +116,19 @@ public sealed class StorageProbe : IStorageDriverHost
         return steps;
     }
 
-    /// <summary>Runs the steps in a throwaway sandbox; null when they all worked, else the failure in a few words.</summary>
+    /// <summary>Runs the steps in a throwaway sandbox with a single-id map; null when they all worked, else the failure in a few words.</summary>
     private static string? Run(ImmutableArray<SetupStep> steps)
     {
+        IdMapPlan maps;
         try
         {
-            IdMapPlan maps = IdMapResolver.Resolve(UserNamespaceMode.Single, IdentityEnvironment.Current());
-            string truePath = File.Exists("/bin/true") ? "/bin/true" : "/usr/bin/true";
-            var plan = new RuntimePlan(new ProcessPlan(truePath, ["true"], [], null, "/"),
-                NamespaceSet.User | NamespaceSet.Mount | NamespaceSet.Pid, maps, steps);
-            using SafeFileHandle devNull = Syscalls.OpenReadOnly("/dev/null");
-            using SandboxProcess process = Launcher.Start(plan, new StdioPlan(devNull, devNull, devNull));
-            InitReport report = process.ReadReports();
-            process.WaitForExit();
-            return report.Failure is SandboxException failure ? Reason(failure.Message) : null;
+            maps = IdMapResolver.Resolve(UserNamespaceMode.Single, IdentityEnvironment.Current());
         }
         catch (SandboxException e)
         {
-            return Reason(e.Message);
-        }
-        catch (LinuxException e)
-        {
             return e.Message;
         }
+        return HelperSandbox.Run(maps, steps, HelperSandbox.TrueProgram, ["true"]) is string failure ? Reason(failure) : null;
     }
 
     /// <summary>"setting up the sandbox failed at step 9 (mount overlay on /tmp/m): X" becomes "mount overlay: X".</summary>

@@ -11,6 +11,7 @@ namespace Sandbox.Rootfs;
 internal sealed class ImageRootPreparer : IDisposable
 {
     private WorkDirectory? _work;
+    private Runtime.IdMapPlan? _maps;
 
     private ImageRootPreparer(ImageRoot root, WorkDirectory? work)
     {
@@ -50,8 +51,10 @@ internal sealed class ImageRootPreparer : IDisposable
     }
 
     /// <summary>Copies the layers, for the copy driver (once the plan is known to be valid); otherwise nothing.</summary>
-    public void Materialize()
+    /// <param name="maps">The run's id map: removing the copy may need it (see <see cref="Dispose"/>).</param>
+    public void Materialize(Runtime.IdMapPlan maps)
     {
+        _maps = maps;
         if (Root is not { Driver: StorageDriver.Copy, CopiedRoot: string target })
             return;
         var layers = RootfsPlanner.CheckLayers(Root);
@@ -65,10 +68,30 @@ internal sealed class ImageRootPreparer : IDisposable
         }
     }
 
-    /// <summary>Removes the per-run copy (a kept one stays).</summary>
+    /// <summary>
+    /// Removes the per-run copy (a kept one stays). Under a subordinate id map the payload may have
+    /// left directories owned by ids other than ours, which we cannot empty from outside: those are
+    /// removed by root of a user namespace with the same map (CAP_DAC_OVERRIDE over every mapped
+    /// id), as `podman unshare rm` would.
+    /// </summary>
     public void Dispose()
     {
         WorkDirectory? work = Interlocked.Exchange(ref _work, null);
-        work?.Dispose();
+        if (work is null)
+            return;
+        string root = Root.CopiedRoot!;
+        try
+        {
+            TreeRemover.Remove(root);
+        }
+        catch (Linux.LinuxException e) when (Linux.FileSystemCalls.IsPermissionError(e) && _maps is { Kind: Runtime.IdMapKind.SubordinateRange } maps)
+        {
+            Runtime.HelperSandbox.Run(maps, [], "/bin/rm", ["rm", "-rf", "--", root]);
+        }
+        catch (Linux.LinuxException)
+        {
+            // Left for the next import or prune (the lock goes with the work directory below).
+        }
+        work.Dispose();
     }
 }
