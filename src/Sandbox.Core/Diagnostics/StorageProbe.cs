@@ -37,11 +37,12 @@ public sealed class StorageProbe : IStorageDriverHost
 
     public Version? KernelVersion { get; }
 
-    /// <summary>The cache file for a store: under $XDG_RUNTIME_DIR (per boot, per user) when there is one, else in the store.</summary>
+    /// <summary>The cache file for a store: under $XDG_RUNTIME_DIR (per boot, per user) when there is one of ours, else in the store.</summary>
     public static string CacheFileFor(string storeRoot)
     {
         string? runtime = Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR");
-        return runtime is { Length: > 0 } && runtime.StartsWith('/') && Directory.Exists(runtime)
+        // Ours only: su and runuser may pass on root's /run/user/0.
+        return runtime is { Length: > 0 } && runtime.StartsWith('/') && SafeLStat(runtime) is { Kind: FileKind.Directory } dir && dir.Uid == Syscalls.RealUserId
             ? Path.Combine(runtime, "sandbox", "storage-probe")
             : Path.Combine(storeRoot, "storage-probe");
     }
