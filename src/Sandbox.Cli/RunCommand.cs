@@ -116,8 +116,7 @@ internal sealed class RunCommand : Command
         if (layout || IsImageArchive(root))
         {
             // An archive or layout given as ROOT is imported first (once: its layers are shared).
-            using var progress = new ImportProgressRenderer(interactive: !Console.IsErrorRedirected);
-            image = images.Import(root, name: null, progress, platform);
+            image = ImportProgressView.Run(!Console.IsErrorRedirected, progress => images.Import(root, name: null, progress, platform));
         }
         else
         {
