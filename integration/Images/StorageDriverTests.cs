@@ -113,6 +113,40 @@ public sealed class StorageDriverTests
         Assert.That(File.ReadAllLines(cache), Does.Contain("overlay\tok"));
     }
 
+    /// <summary>
+    /// Auto's fallback, end to end: the per-boot cache is seeded with a failed kernel overlay probe
+    /// (what a kernel older than 5.11 answers), so auto must probe fuse-overlayfs for real, use it,
+    /// say so in one warning line, and store that answer too.
+    /// </summary>
+    [Test]
+    public void AutoFallsBackToFuseOverlayfsWhenKernelOverlayIsRefused()
+    {
+        RequireDriver("fuse-overlayfs");
+        using var store = new TempDir();
+        var env = new Dictionary<string, string> { ["XDG_RUNTIME_DIR"] = "" }; // the cache in the store, not the user's runtime directory
+        string image = ImagePath("image-oci.tar");
+        CliResult first = SandboxCli.Run(["run", "--root", store.Path, image, "true"], env: env);
+        Assert.That(first.ExitCode, Is.EqualTo(0), first.ToString());
+        string cache = Path.Combine(store.Path, "storage-probe");
+        string[] lines = File.ReadAllLines(cache);
+        Assert.That(lines, Does.Contain("overlay\tok"));
+        File.WriteAllLines(cache, lines.Select(l => l == "overlay\tok" ? "overlay\tfail\tmount overlay: Operation not permitted (EPERM)" : l));
+
+        CliResult r = SandboxCli.Run(["run", "--root", store.Path, image, "sh", "-c", Script], env: env);
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(Lines(r), Is.EqualTo(new[] { "fuse.fuse-overlayfs", "new ", "added in layer 3", "kept", "deleted-gone", "changed", "writable" }), r.ToString());
+        Assert.That(r.Stderr, Is.EqualTo(
+            "sandbox: warning: kernel overlayfs cannot be mounted in a user namespace here (mount overlay: Operation not permitted (EPERM)); " +
+            "using fuse-overlayfs, which is slower. For kernel overlay: Linux 5.11 or later.\n"));
+        Assert.That(File.ReadAllLines(cache).Where(l => l.StartsWith("fuse ", StringComparison.Ordinal)).Single(), Does.EndWith("\tok"));
+
+        // With CAP_SYS_PTRACE the fallback is the copy, also in one line.
+        CliResult ptrace = SandboxCli.Run(["run", "--root", store.Path, "--cap-add", "SYS_PTRACE", image, "cat", "/added.txt"], env: env);
+        Assert.That(ptrace.ExitCode, Is.EqualTo(0), ptrace.ToString());
+        Assert.That(ptrace.Stderr.TrimEnd('\n').Split('\n'), Has.Length.EqualTo(1));
+        Assert.That(ptrace.Stderr, Does.Contain("fuse-overlayfs is not used because a payload with CAP_SYS_PTRACE"));
+    }
+
     [Test]
     public void TheEnvironmentVariableChoosesTheDriverAndTheOptionWins()
     {

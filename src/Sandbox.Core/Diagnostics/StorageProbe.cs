@@ -54,7 +54,7 @@ public sealed class StorageProbe : IStorageDriverHost
         // The key changes when what decides the answer changes: another program, /dev/fuse's mode.
         FileStatus? dev = SafeLStat(DevFuse);
         string key = string.Create(CultureInfo.InvariantCulture,
-            $"fuse {program} {SafeMTime(program)} {(dev is { } d ? $"{d.Permissions:o}:{d.Uid}" : "none")}");
+            $"fuse {program} {SafeMTime(program)} {(dev is { } d ? Convert.ToString(d.Permissions, 8) + ":" + d.Uid.ToString(CultureInfo.InvariantCulture) : "none")}");
         return Cached(key, () => ProbeFuseOverlayfs(program));
     }
 
