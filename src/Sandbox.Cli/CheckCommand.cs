@@ -10,7 +10,10 @@ internal sealed class CheckCommand : Command
     {
         SetAction(_ =>
         {
-            IReadOnlyList<CheckItem> items = HostCheck.Run(HostFacts.Default, ProbeUserNamespace, ProbeOverlay);
+            // Probed afresh, and the answers stored for `sandbox run`'s --storage-driver auto.
+            var storage = new StorageProbe(StorageProbe.CacheFileFor(Storage.StoreLocation.Resolve(null)), refresh: true);
+            IReadOnlyList<CheckItem> items = HostCheck.Run(HostFacts.Default, ProbeUserNamespace, storage.KernelOverlayProblem,
+                () => Rootfs.StorageDriverSelector.Choose(StorageDriver.Auto, storage));
             Console.Out.Write(HostCheck.Render(items));
             return HostCheck.CanRunSandboxes(items) ? 0 : 1;
         });
@@ -19,12 +22,6 @@ internal sealed class CheckCommand : Command
     /// <summary>Really creates a sandbox: the only way to know that nothing (sysctl, LSM, seccomp) stops it.</summary>
     private static string? ProbeUserNamespace() =>
         Probe(new SandboxSpec(["/bin/true"]) { UserNamespace = UserNamespaceMode.Single });
-
-    /// <summary>Mounts an overlay inside a sandbox, as an image run does (kernel 5.11+ allows it in a user namespace).</summary>
-    private static string? ProbeOverlay() =>
-        Probe(new SandboxSpec(["/bin/sh", "-c",
-            "mkdir -p /tmp/o/l /tmp/o/u /tmp/o/w /tmp/o/m && mount -t overlay overlay -o lowerdir=/tmp/o/l,upperdir=/tmp/o/u,workdir=/tmp/o/w,userxattr /tmp/o/m"])
-        { UserNamespace = UserNamespaceMode.Single });
 
     private static string? Probe(SandboxSpec spec)
     {

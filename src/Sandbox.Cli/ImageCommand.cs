@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using Sandbox.Images;
 using Sandbox.Storage;
+using Spectre.Console;
 
 namespace Sandbox.Cli;
 
@@ -44,10 +45,9 @@ internal sealed class ImageCommand : Command
         {
             ImageStore store = Store(parse);
             bool q = parse.GetValue(quiet);
-            using var renderer = new ImportProgressRenderer(interactive: !q && !Console.IsErrorRedirected);
             ImportOwnership ownership = ImportOwnership.Resolve(SandboxOptions.ParseUserNamespace(parse.GetValue(userns)), Identity.IdentityEnvironment.Current());
-            ImageRecord record = store.Import(parse.GetValue(file)!, parse.GetValue(name), renderer, parse.GetValue(platform), ownership);
-            renderer.Finish();
+            ImageRecord record = ImportProgressView.Run(!q && !Console.IsErrorRedirected,
+                progress => store.Import(parse.GetValue(file)!, parse.GetValue(name), progress, parse.GetValue(platform), ownership));
             if (q)
             {
                 Console.Out.WriteLine(record.Digest);
@@ -273,76 +273,72 @@ internal sealed class ImageCommand : Command
 }
 
 /// <summary>
-/// The import's progress on a terminal: one line on stderr, redrawn in place (a bar of the layer
-/// bytes read), warnings above it. Quiet when stderr is not a terminal, except for warnings.
+/// The import's progress: on a terminal, a Spectre.Console progress display on stderr (what is
+/// being read, a bar, the percentage, bytes of layer blobs read of the total, and the speed), cleared
+/// at the end; warnings are printed above it. When stderr is not a terminal (CI logs, pipes, --quiet)
+/// nothing but the warnings.
 /// </summary>
-internal sealed class ImportProgressRenderer(bool interactive) : IProgress<ImportProgress>, IDisposable
+internal static class ImportProgressView
 {
-    private const int BarWidth = 30;
-    private readonly Lock _lock = new();
-    private long _lastDraw;
-    private bool _lineOpen;
-
-    public void Report(ImportProgress p)
+    /// <summary>Runs <paramref name="import"/>, showing its progress as described above.</summary>
+    /// <param name="console">The terminal to draw on (tests give a TestConsole); default: stderr.</param>
+    /// <param name="warnings">Where warnings go when not interactive; default: stderr.</param>
+    public static T Run<T>(bool interactive, Func<IProgress<ImportProgress>, T> import, IAnsiConsole? console = null, TextWriter? warnings = null)
     {
-        lock (_lock)
+        if (!interactive)
+            return import(new WarningsOnly(warnings ?? Console.Error));
+        console ??= AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Out = new AnsiConsoleOutput(Console.Error),
+            Interactive = InteractionSupport.Yes,
+        });
+        T result = default!;
+        console.Progress()
+            .AutoClear(true)
+            .Columns(
+                new TaskDescriptionColumn { Alignment = Justify.Left },
+                new ProgressBarColumn(),
+                new PercentageColumn(),
+                new DownloadedColumn(),
+                new TransferSpeedColumn())
+            .Start(context =>
+            {
+                ProgressTask task = context.AddTask("importing", autoStart: true, maxValue: 1);
+                task.IsIndeterminate = true;
+                result = import(new Bar(task, console));
+                task.Value = task.MaxValue;
+                task.StopTask();
+            });
+        return result;
+    }
+
+    /// <summary>One task for the whole import: its bytes are those of all the image's layer blobs.</summary>
+    private sealed class Bar(ProgressTask task, IAnsiConsole console) : IProgress<ImportProgress>
+    {
+        public void Report(ImportProgress p)
         {
             if (p.Stage == ImportStage.Warning)
             {
-                ClearLine();
-                Console.Error.WriteLine($"sandbox: warning: {p.Message}");
+                console.WriteLine($"sandbox: warning: {p.Message}");
                 return;
             }
-            if (!interactive)
-                return;
-            long now = Environment.TickCount64;
-            if (p.Stage == ImportStage.Unpacking && now - _lastDraw < 100 && p.BytesDone < p.BytesTotal)
-                return;
-            _lastDraw = now;
-            string text = p.Stage switch
+            // Descriptions are markup: an image's or a path's brackets must stay text.
+            task.Description = Markup.Escape(p.Message);
+            if (p.BytesTotal > 0 && p.Stage is ImportStage.Unpacking or ImportStage.LayerReused)
             {
-                ImportStage.Unpacking or ImportStage.LayerReused when p.BytesTotal > 0 => $"{Bar(p.BytesDone, p.BytesTotal)} {ImageCommand.Size(p.BytesDone)}/{ImageCommand.Size(p.BytesTotal)}  {p.Message}",
-                _ => p.Message,
-            };
-            int width = Console.IsErrorRedirected ? 100 : Math.Max(20, SafeWidth() - 1);
-            if (text.Length > width)
-                text = text[..width];
-            Console.Error.Write("\r" + text.PadRight(width));
-            _lineOpen = true;
+                task.IsIndeterminate = false;
+                task.MaxValue = p.BytesTotal;
+                task.Value = Math.Min(p.BytesDone, p.BytesTotal);
+            }
         }
     }
 
-    public void Finish()
+    private sealed class WarningsOnly(TextWriter warnings) : IProgress<ImportProgress>
     {
-        lock (_lock)
-            ClearLine();
-    }
-
-    public void Dispose() => Finish();
-
-    private void ClearLine()
-    {
-        if (!_lineOpen)
-            return;
-        Console.Error.Write("\r" + new string(' ', Math.Max(20, SafeWidth() - 1)) + "\r");
-        _lineOpen = false;
-    }
-
-    private static string Bar(long done, long total)
-    {
-        int filled = total <= 0 ? BarWidth : (int)Math.Clamp(done * BarWidth / total, 0, BarWidth);
-        return "[" + new string('#', filled) + new string('.', BarWidth - filled) + "]";
-    }
-
-    private static int SafeWidth()
-    {
-        try
+        public void Report(ImportProgress p)
         {
-            return Console.WindowWidth > 0 ? Console.WindowWidth : 80;
-        }
-        catch (IOException)
-        {
-            return 80;
+            if (p.Stage == ImportStage.Warning)
+                warnings.WriteLine($"sandbox: warning: {p.Message}");
         }
     }
 }

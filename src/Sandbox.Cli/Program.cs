@@ -23,9 +23,10 @@ internal static class Program
             return WithRenderer(run.EventsFormat, run.Stats, parse, renderer =>
             {
                 SandboxSpec spec = run.BuildSpec(parse, command);
-                int code = Execute(spec, renderer);
-                if (spec.Root is ImageRoot { KeepDirectory: string kept })
-                    renderer.Note($"the root's changes are kept in {Path.Combine(kept, "upper")}");
+                string? kept = null;
+                int code = ExecuteForResult(spec, renderer, started: e => kept = (e.Root as ImageRoot)?.KeptChanges).ExitCode;
+                if (kept is not null)
+                    renderer.Note($"the root's changes are kept in {kept}");
                 return code;
             });
         }
@@ -96,12 +97,14 @@ internal static class Program
     public static int Execute(SandboxSpec spec, IEventRenderer renderer, Action<SandboxEvent>? observe = null) =>
         ExecuteForResult(spec, renderer, observe).ExitCode;
 
-    public static (int ExitCode, SandboxResult? Result) ExecuteForResult(SandboxSpec spec, IEventRenderer renderer, Action<SandboxEvent>? observe = null)
+    public static (int ExitCode, SandboxResult? Result) ExecuteForResult(SandboxSpec spec, IEventRenderer renderer, Action<SandboxEvent>? observe = null,
+        Action<SandboxExecution>? started = null)
     {
         // The console shows the payload's bytes as they are: they go straight from its pipes to ours.
         using SandboxExecution execution = observe is null && renderer.DirectOutput is DirectOutput direct
             ? SandboxRunner.Start(spec, direct)
             : SandboxRunner.Start(spec);
+        started?.Invoke(execution);
         // Signals to us go to the payload (docker's --sig-proxy): it decides how to end.
         var registrations = new List<PosixSignalRegistration>();
         foreach (int signal in new[] { 1, 2, 3, 10, 12, 15 })

@@ -20,8 +20,9 @@ internal sealed class RunCommand : Command
     };
     private readonly Option<bool> _keep = new("--keep")
     {
-        Description = "Keep an image run's changes to its root (the overlay's upper directory) after the run, and print where",
+        Description = "Keep an image run's changes to its root (the overlay's upper directory; the whole root with --storage-driver copy) after the run, and print where",
     };
+    private readonly Option<string?> _storageDriver = StorageDriverOption.Create();
     private readonly Option<string?> _platform = new("--platform")
     {
         Description = "From a multi-platform image archive, use OS/ARCH[/VARIANT] (default: this host's)",
@@ -46,6 +47,7 @@ internal sealed class RunCommand : Command
         Options.Add(_store);
         Options.Add(_readOnly);
         Options.Add(_keep);
+        Options.Add(_storageDriver);
         Options.Add(_platform);
         Arguments.Add(_root);
         Arguments.Add(_command);
@@ -87,21 +89,23 @@ internal sealed class RunCommand : Command
 
     public SandboxSpec BuildSpec(ParseResult parse, ImmutableArray<string> command)
     {
-        RootSpec rootSpec = ResolveRoot(parse.GetValue(_root), parse.GetValue(_store), parse.GetValue(_readOnly), parse.GetValue(_platform), _options.UserNamespace(parse));
+        StorageDriver driver = StorageDriverOption.Resolve(parse.GetValue(_storageDriver));
+        RootSpec rootSpec = ResolveRoot(parse.GetValue(_root), parse.GetValue(_store), parse.GetValue(_readOnly), parse.GetValue(_platform), _options.UserNamespace(parse), driver);
         if (parse.GetValue(_keep))
         {
             if (rootSpec is not ImageRoot image)
                 throw new SandboxException(SandboxErrorCode.InvalidSpec, "--keep applies to image roots only (a host or directory root is never written)");
             string runs = Path.Combine(Storage.StoreLocation.Resolve(parse.GetValue(_store)), "runs");
             string kept = Path.Combine(runs, $"{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..8]}");
-            Directory.CreateDirectory(Path.Combine(kept, "upper"));
-            Directory.CreateDirectory(Path.Combine(kept, "work"));
+            // Its upper and work directories, or the copy's root, are made once the driver is known.
+            Directory.CreateDirectory(kept);
             rootSpec = image with { KeepDirectory = kept };
         }
         return _options.Apply(parse, new SandboxSpec(command) { Root = rootSpec, WorkingDirectory = parse.GetValue(_workdir) });
     }
 
-    internal static RootSpec ResolveRoot(string? root, string? store, bool readOnly, string? platform, UserNamespaceMode userNamespace = UserNamespaceMode.Auto)
+    internal static RootSpec ResolveRoot(string? root, string? store, bool readOnly, string? platform,
+        UserNamespaceMode userNamespace = UserNamespaceMode.Auto, StorageDriver driver = StorageDriver.Auto)
     {
         if (root is null or "host")
             return RootSpec.Host;
@@ -113,9 +117,9 @@ internal sealed class RunCommand : Command
         if (layout || IsImageArchive(root))
         {
             // An archive or layout given as ROOT is imported first (once: its layers are shared).
-            using var progress = new ImportProgressRenderer(interactive: !Console.IsErrorRedirected);
             // Owned as the run will see them: kept under the subordinate range it maps, or flattened.
-            image = images.Import(root, name: null, progress, platform, Storage.ImportOwnership.Resolve(userNamespace, Identity.IdentityEnvironment.Current()));
+            var ownership = Storage.ImportOwnership.Resolve(userNamespace, Identity.IdentityEnvironment.Current());
+            image = ImportProgressView.Run(!Console.IsErrorRedirected, progress => images.Import(root, name: null, progress, platform, ownership));
         }
         else
         {
@@ -125,7 +129,7 @@ internal sealed class RunCommand : Command
         // `image prune` must not delete layers while they are mounted: the shared lock is held until
         // this process exits (flock(2) locks go with the process).
         s_storeInUse.Add(images.AcquireUse());
-        return new ImageRoot(image, readOnly);
+        return new ImageRoot(image, readOnly, Driver: driver);
     }
 
     public bool Stats(ParseResult parse) => _options.Stats(parse);

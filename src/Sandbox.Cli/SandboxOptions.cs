@@ -271,3 +271,19 @@ internal static class StoreOption
         Recursive = recursive,
     };
 }
+
+/// <summary><c>--storage-driver</c> (podman's name), for image roots; SANDBOX_STORAGE_DRIVER sets the default.</summary>
+internal static class StorageDriverOption
+{
+    public const string EnvironmentVariable = "SANDBOX_STORAGE_DRIVER";
+
+    public static Option<string?> Create() => new("--storage-driver")
+    {
+        Description = "How an image's layers become its root: overlay (kernel overlayfs in the user namespace), fuse-overlayfs, copy (slow), " +
+            "or auto: overlay when it works here, else fuse-overlayfs, else copy, with a warning (default: $SANDBOX_STORAGE_DRIVER, else auto)",
+        HelpName = "DRIVER",
+    };
+
+    public static StorageDriver Resolve(string? value) =>
+        StorageDriverNames.Parse(value ?? Environment.GetEnvironmentVariable(EnvironmentVariable) ?? "auto");
+}

@@ -28,6 +28,7 @@ internal sealed class TestCommand : Command
         HelpName = "IMAGE",
     };
     private readonly Option<string?> _store = StoreOption.Create();
+    private readonly Option<string?> _storageDriver = StorageDriverOption.Create();
     private readonly Option<bool> _noRestore = new("--no-restore")
     {
         Description = "Skip the restore step (packages must already be in the NuGet cache)",
@@ -46,6 +47,7 @@ internal sealed class TestCommand : Command
         Options.Add(_noRestore);
         Options.Add(_image);
         Options.Add(_store);
+        Options.Add(_storageDriver);
         Arguments.Add(_path);
         Arguments.Add(_testArgs);
     }
@@ -105,7 +107,7 @@ internal sealed class TestCommand : Command
             ? currentDirectory
             : workspace;
         RootSpec root = parse.GetValue(_image) is string image
-            ? RunCommand.ResolveRoot(image, parse.GetValue(_store), readOnly: false, platform: null, _options.UserNamespace(parse))
+            ? RunCommand.ResolveRoot(image, parse.GetValue(_store), readOnly: false, platform: null, _options.UserNamespace(parse), StorageDriverOption.Resolve(parse.GetValue(_storageDriver)))
             : RootSpec.Host;
         var common = new SandboxSpec(["dotnet"])
         {

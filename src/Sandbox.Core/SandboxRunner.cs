@@ -70,9 +70,14 @@ public sealed class SandboxExecution : IDisposable
 
     private readonly Cgroups.SandboxCgroup? _cgroup;
 
-    private SandboxExecution(SandboxProcess process, Cgroups.SandboxCgroup? cgroup, SandboxSpec spec, OutputPump stdout, OutputPump stderr, CancellationToken cancellationToken)
+    /// <summary>The copy driver's per-run root, removed once PID 1 (and so every process that could use it) is gone.</summary>
+    private readonly ImageRootPreparer? _root;
+
+    private SandboxExecution(SandboxProcess process, Cgroups.SandboxCgroup? cgroup, SandboxSpec spec, OutputPump stdout, OutputPump stderr, CancellationToken cancellationToken,
+        ImageRootPreparer? root)
     {
         _process = process;
+        _root = root;
         _cgroup = cgroup;
         _events = new EventQueue(64, _disposed.Token);
         _spec = spec;
@@ -92,18 +97,44 @@ public sealed class SandboxExecution : IDisposable
     /// <summary>PID 1's pid in the caller's PID namespace.</summary>
     public int ProcessId => _process.Pid;
 
+    /// <summary>The root as it was set up: for an image, with its storage driver resolved (never Auto).</summary>
+    public RootSpec Root => _spec.Root;
+
     /// <summary>Forwards a signal to the payload (through PID 1).</summary>
     public bool Signal(int signal) => _process.Signal(signal);
 
     /// <summary>Kills every process of the sandbox.</summary>
     public void Kill() => Terminate(TerminationReason.Cancelled);
 
-    internal static SandboxExecution Start(SandboxSpec spec, HostContext host, CancellationToken cancellationToken, Action<string>? warn = null, DirectOutput? output = null)
+    internal static SandboxExecution Start(SandboxSpec spec, HostContext host, CancellationToken cancellationToken, Action<string>? warn = null,
+        DirectOutput? output = null, IStorageDriverHost? storage = null)
     {
-        RuntimePlan plan = SandboxPlanner.Plan(spec, host);
         warn ??= m => Console.Error.WriteLine($"sandbox: {m}");
-        if (spec.Root is ImageRoot image && SandboxPlanner.CheckImageOwners(image.Image, plan.IdMaps) is string ownersWarning)
-            warn(ownersWarning);
+        ImageRootPreparer? root = null;
+        if (spec.Root is ImageRoot image)
+        {
+            // Auto becomes overlay, fuse-overlayfs or copy here (a probe, cached per boot), before planning.
+            bool mayPtrace = (Security.Capabilities.Resolve(spec.CapAdd, spec.CapDrop) & (1UL << Security.Capabilities.Parse("SYS_PTRACE"))) != 0;
+            root = ImageRootPreparer.Choose(image, storage ?? new Diagnostics.StorageProbe(Diagnostics.StorageProbe.CacheFileFor(ImageRootPreparer.StoreOf(image))), warn, mayPtrace);
+            spec = spec with { Root = root.Root };
+        }
+        try
+        {
+            RuntimePlan plan = SandboxPlanner.Plan(spec, host);
+            if (root is not null && SandboxPlanner.CheckImageOwners(root.Root.Image, plan.IdMaps) is string ownersWarning)
+                warn(ownersWarning);
+            root?.Materialize(plan.IdMaps);
+            return Start(spec, plan, root, output, cancellationToken, warn);
+        }
+        catch
+        {
+            root?.Dispose();
+            throw;
+        }
+    }
+
+    private static SandboxExecution Start(SandboxSpec spec, RuntimePlan plan, ImageRootPreparer? root, DirectOutput? output, CancellationToken cancellationToken, Action<string> warn)
+    {
         if (plan.IdMaps.Kind == IdMapKind.SingleId && (plan.Process.Uid is > 0 || plan.Process.Gid is > 0))
         {
             // Only 0 exists in a single-id map: running as root inside beats not running at all.
@@ -127,7 +158,7 @@ public sealed class SandboxExecution : IDisposable
             // PID 1 joins the cgroup before it is released: nothing of the payload ever runs unlimited.
             SandboxProcess process = Launcher.Start(plan, new StdioPlan(stdin, outWrite, errWrite), cgroup is null ? null : cgroup.AddProcess);
             var execution = new SandboxExecution(process, cgroup, spec,
-                new OutputPump(outRead, OutputStream.Stdout, output?.Stdout), new OutputPump(errRead, OutputStream.Stderr, output?.Stderr), cancellationToken);
+                new OutputPump(outRead, OutputStream.Stdout, output?.Stdout), new OutputPump(errRead, OutputStream.Stderr, output?.Stderr), cancellationToken, root);
             return execution;
         }
         catch (LinuxException e)
@@ -240,6 +271,7 @@ public sealed class SandboxExecution : IDisposable
             stdout.Dispose();
             stderr.Dispose();
             _cgroup?.Dispose();
+            _root?.Dispose();
             _cancelRegistration.Dispose();
         }
     }

@@ -21,9 +21,56 @@ public sealed record DirectoryRoot(string Path) : RootSpec;
 /// that vanishes with the sandbox (docker run's writable container layer), read-only on request.
 /// </summary>
 /// <param name="KeepDirectory">When set, the writable layer lives in KeepDirectory/upper on the host
-/// (with KeepDirectory/work beside it) and outlives the sandbox (--keep); otherwise on a tmpfs that
-/// vanishes with it.</param>
-public sealed record ImageRoot(Images.ImageRecord Image, bool ReadOnly = false, string? KeepDirectory = null) : RootSpec;
+/// (with KeepDirectory/work beside it; with the copy driver the whole root is KeepDirectory/root)
+/// and outlives the sandbox (--keep); otherwise on a tmpfs that vanishes with it.</param>
+/// <param name="Driver">How the layers become the root; <see cref="StorageDriver.Auto"/> is resolved
+/// when the sandbox starts (a real probe of this host, cached per boot).</param>
+public sealed record ImageRoot(Images.ImageRecord Image, bool ReadOnly = false, string? KeepDirectory = null, StorageDriver Driver = StorageDriver.Auto) : RootSpec
+{
+    /// <summary>The fuse-overlayfs program on the host (set when the driver is resolved to <see cref="StorageDriver.FuseOverlayfs"/>).</summary>
+    public string? FuseOverlayfsProgram { get; init; }
+
+    /// <summary>The host directory the layers were copied into (set when the driver is <see cref="StorageDriver.Copy"/>).</summary>
+    public string? CopiedRoot { get; init; }
+
+    /// <summary>Where a kept run's changes are, on the host: the upper directory, or the whole copied root.</summary>
+    public string? KeptChanges => KeepDirectory is null ? null
+        : System.IO.Path.Combine(KeepDirectory, Driver == StorageDriver.Copy ? "root" : "upper");
+}
+
+/// <summary>How an image's layers become a sandbox's root (podman's --storage-driver).</summary>
+public enum StorageDriver
+{
+    /// <summary>Kernel overlay when it works in a user namespace here, else fuse-overlayfs, else copy (with a warning).</summary>
+    Auto,
+    /// <summary>Kernel overlayfs mounted inside the user namespace (Linux 5.11+): no copy, no daemon.</summary>
+    Overlay,
+    /// <summary>fuse-overlayfs started inside the sandbox's namespaces (needs the program and a usable /dev/fuse).</summary>
+    FuseOverlayfs,
+    /// <summary>The layers copied into a per-run directory (whiteouts and opaque directories applied): slow, works anywhere.</summary>
+    Copy,
+}
+
+public static class StorageDriverNames
+{
+    public static string Name(this StorageDriver driver) => driver switch
+    {
+        StorageDriver.Overlay => "overlay",
+        StorageDriver.FuseOverlayfs => "fuse-overlayfs",
+        StorageDriver.Copy => "copy",
+        _ => "auto",
+    };
+
+    /// <summary>podman's names: overlay, fuse-overlayfs (also vfs's role: copy), auto.</summary>
+    public static StorageDriver Parse(string value) => value.Trim().ToLowerInvariant() switch
+    {
+        "auto" or "" => StorageDriver.Auto,
+        "overlay" or "overlayfs" => StorageDriver.Overlay,
+        "fuse-overlayfs" or "fuse" => StorageDriver.FuseOverlayfs,
+        "copy" => StorageDriver.Copy,
+        _ => throw new SandboxException(SandboxErrorCode.InvalidSpec, $"unknown storage driver '{value}': use overlay, fuse-overlayfs, copy or auto"),
+    };
+}
 
 public sealed record BindMount(string HostPath, string SandboxPath, bool ReadOnly = false)
 {

@@ -306,6 +306,27 @@ public sealed class HostCheckTests
         Assert.That(failed.Fix, Is.EqualTo("fuse-overlayfs is the fallback (sudo apt-get install fuse-overlayfs)"));
     }
 
+    // ---- storage driver: what --storage-driver auto picks, when the caller asks ----
+
+    [Test]
+    public void StorageDriverIsReportedAfterOverlayOnlyWhenAsked()
+    {
+        var picked = HostCheck.Run(Facts, chooseStorage: () => new Sandbox.Rootfs.StorageDriverChoice(StorageDriver.Overlay, null, null));
+        Assert.That(picked.Select(i => i.Name), Is.EqualTo(new[]
+        {
+            HostCheck.UserNamespaces, HostCheck.IdMapping, HostCheck.Overlay, HostCheck.Storage, HostCheck.Cgroups, HostCheck.Executor,
+        }));
+        CheckItem ok = picked.Single(i => i.Name == HostCheck.Storage);
+        Assert.That(ok.Status, Is.EqualTo(CheckStatus.Ok));
+        Assert.That(ok.Detail, Does.StartWith("--storage-driver auto picks overlay"));
+
+        CheckItem fallback = HostCheck.Run(Facts, chooseStorage: () => new Sandbox.Rootfs.StorageDriverChoice(StorageDriver.Copy, null, "kernel overlayfs cannot be mounted (x); copying"))
+            .Single(i => i.Name == HostCheck.Storage);
+        Assert.That(fallback.Status, Is.EqualTo(CheckStatus.Warning));
+        Assert.That(fallback.Detail, Is.EqualTo("--storage-driver auto picks copy"));
+        Assert.That(fallback.Fix, Is.EqualTo("kernel overlayfs cannot be mounted (x); copying"));
+    }
+
     // ---- cgroups: the runtime's own probe (tests/Cgroups covers it in depth); here, how it is reported ----
 
     [Test]

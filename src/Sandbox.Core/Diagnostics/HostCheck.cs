@@ -23,6 +23,7 @@ public static partial class HostCheck
     public const string UserNamespaces = "user namespaces";
     public const string IdMapping = "id mapping";
     public const string Overlay = "overlayfs in a user namespace";
+    public const string Storage = "image storage driver";
     public const string Cgroups = "cgroups";
     public const string Executor = "native executor";
 
@@ -30,17 +31,41 @@ public static partial class HostCheck
     /// Runs every check, in a fixed order. A probe returns null on success or the error text; without
     /// one, the item is judged from the host's static facts alone.
     /// </summary>
-    public static IReadOnlyList<CheckItem> Run(HostFacts facts, Func<string?>? probeUserNamespace = null, Func<string?>? probeOverlay = null)
+    /// <param name="chooseStorage">When given, what --storage-driver auto picks here (an item of its own, after the overlay one).</param>
+    public static IReadOnlyList<CheckItem> Run(HostFacts facts, Func<string?>? probeUserNamespace = null, Func<string?>? probeOverlay = null,
+        Func<Rootfs.StorageDriverChoice>? chooseStorage = null)
     {
         ArgumentNullException.ThrowIfNull(facts);
-        return
-        [
+        var items = new List<CheckItem>
+        {
             CheckUserNamespaces(facts, probeUserNamespace),
             CheckIdMapping(facts),
             CheckOverlay(facts, probeOverlay),
-            CheckCgroups(facts),
-            CheckExecutor(facts),
-        ];
+        };
+        if (chooseStorage is not null)
+            items.Add(CheckStorage(chooseStorage));
+        items.Add(CheckCgroups(facts));
+        items.Add(CheckExecutor(facts));
+        return items;
+    }
+
+    // ---- storage driver ----
+
+    private static CheckItem CheckStorage(Func<Rootfs.StorageDriverChoice> choose)
+    {
+        Rootfs.StorageDriverChoice choice;
+        try
+        {
+            choice = choose();
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return new(Storage, CheckStatus.Warning, $"could not be decided: {OneLine(e.Message)}", null);
+        }
+        string picks = $"--storage-driver auto picks {choice.Driver.Name()}";
+        return choice.Warning is null
+            ? new(Storage, CheckStatus.Ok, $"{picks}: image layers are mounted, not copied", null)
+            : new(Storage, CheckStatus.Warning, picks, OneLine(choice.Warning));
     }
 
     /// <summary>True when the two things no sandbox can do without are there; the rest only degrade it.</summary>
@@ -284,9 +309,9 @@ public static partial class HostCheck
     {
         string? error = facts.NativeExecutorLoadError();
         return error is null
-            ? new(Executor, CheckStatus.Ok, $"lib{NativeExecutor.LibraryName}.so loaded", null)
+            ? new(Executor, CheckStatus.Ok, $"{NativeExecutor.LibraryName} loaded", null)
             : new(Executor, CheckStatus.Missing, OneLine(error),
-                $"rebuild so that lib{NativeExecutor.LibraryName}.so is compiled and copied next to the program: dotnet build (needs a C compiler: sudo apt-get install gcc)");
+                $"rebuild so that {NativeExecutor.LibraryName} is compiled and copied next to the program: dotnet build (needs a C compiler: sudo apt-get install gcc)");
     }
 
     // ---- helpers ----

@@ -19,6 +19,7 @@ internal enum NativeStepKind
     ClearGroups = 10,
     ChangeDirectory = 11,
     Unshare = 12,
+    Run = 13,
 }
 
 [Flags]
@@ -41,6 +42,9 @@ internal unsafe struct NativeStep
     public byte* FsType;
     public byte* Data;
     public byte* Root;
+    public byte** Argv;
+    public byte** Envp;
+    public byte* Output;
 }
 
 [Flags]
@@ -142,7 +146,7 @@ internal static unsafe partial class NativeExecutor
     // The file name itself: the runtime then looks next to the app first, instead of trying
     // "sandbox_exec.so" through the whole system search path before it (dlopen(3)).
     public const string LibraryName = "libsandbox_exec.so";
-    private const int ExpectedAbiVersion = 7;
+    private const int ExpectedAbiVersion = 8;
 
     [LibraryImport(LibraryName, EntryPoint = "sbx_abi_version")]
     private static partial int AbiVersion();

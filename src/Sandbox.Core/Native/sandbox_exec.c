@@ -45,7 +45,7 @@
 #include <unistd.h>
 
 #define SBX_EXPORT __attribute__((visibility("default")))
-#define SBX_ABI_VERSION 7
+#define SBX_ABI_VERSION 8
 
 // ---- raw system calls: never touch errno (see header comment) -------------------------------
 static inline long raw_syscall6(long n, long a, long b, long c, long d, long e, long f)
@@ -101,6 +101,7 @@ enum sbx_op_kind {
     SBX_OP_CLEAR_GROUPS = 10,// setgroups(0, NULL): only allowed when setgroups is not denied
     SBX_OP_CHDIR = 11,       // chdir(target)
     SBX_OP_UNSHARE = 12,     // unshare(flags)
+    SBX_OP_RUN = 13,         // run source (argv, envp) to its exit; its stderr (head) into output; fail unless it exits 0
 };
 
 enum sbx_op_option {
@@ -126,6 +127,11 @@ struct sbx_op {
     // a symlink in an image (or anywhere under the new root) can never redirect a mount, a mkdir or
     // a file creation to the host (CVE-2021-30465 and runc's "securejoin" class of bugs).
     const char *root;
+    // SBX_OP_RUN only: the program's argv and envp (NULL-terminated), and a buffer of arg bytes that
+    // receives the head of its stderr, NUL-terminated (the parent reads it: we share its memory).
+    char *const *argv;
+    char *const *envp;
+    char *output;
 };
 
 enum sbx_spawn_flag {
@@ -357,6 +363,89 @@ static int run_step_in_root(const struct sbx_op *op, struct sbx_spawn_args *a)
     }
 }
 
+// ---- SBX_OP_RUN: a helper program (fuse-overlayfs) run to its exit during the set-up -----------
+// It is started by a CLONE_VM|CLONE_VFORK clone on the payload's stack, unused until the payload is
+// cloned: we stay suspended until it has exec'd, so nothing else runs on that stack meanwhile.
+struct run_child {
+    const struct sbx_op *op;
+    int null_fd;
+    int err_fd;
+};
+
+static int run_child_main(void *arg)
+{
+    struct run_child *c = arg;
+    // stdin and stdout /dev/null, stderr our capture pipe, nothing else of ours (report and life
+    // pipes, the sandbox-init fd): a daemon it leaves behind must not hold them.
+    if (SYS3(SYS_dup3, c->null_fd, 0, 0) < 0 || SYS3(SYS_dup3, c->null_fd, 1, 0) < 0 || SYS3(SYS_dup3, c->err_fd, 2, 0) < 0)
+        raw_exit(127);
+    SYS3(SYS_close_range, 3, ~0U, 0);
+    uint64_t empty = 0;
+    SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &empty, 0, 8); // we blocked everything; a program expects nothing blocked
+    SYS3(SYS_execve, c->op->source, c->op->argv, c->op->envp);
+    raw_exit(127);
+    return 0;
+}
+
+// Returns 0 and the program's wait status in *status, or -errno when it could not be run.
+static int step_run(const struct sbx_op *op, struct sbx_spawn_args *a, int *status)
+{
+    int err_pipe[2];
+    long rc = SYS2(SYS_pipe2, err_pipe, O_CLOEXEC);
+    if (rc < 0)
+        return (int)rc;
+    long null_fd = SYS4(SYS_openat, AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC, 0);
+    if (null_fd < 0) {
+        SYS1(SYS_close, err_pipe[0]);
+        SYS1(SYS_close, err_pipe[1]);
+        return (int)null_fd;
+    }
+    struct run_child c = {op, (int)null_fd, err_pipe[1]};
+    int pidfd = -1;
+    int pid = clone(run_child_main, a->stack + 2 * a->stack_size, CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &c, &pidfd);
+    SYS1(SYS_close, err_pipe[1]);
+    SYS1(SYS_close, null_fd);
+    if (pid < 0) {
+        SYS1(SYS_close, err_pipe[0]);
+        return -EAGAIN; // glibc's clone sets errno, which we may not read (see the header comment)
+    }
+    // Read its stderr until it exits: a program that writes more than a pipe holds must not block.
+    // A daemon it forks may keep the pipe open, so the end is the exit, not EOF.
+    SYS3(SYS_fcntl, err_pipe[0], F_SETFL, O_NONBLOCK);
+    size_t used = 0, room = op->output && op->arg > 0 ? (size_t)op->arg - 1 : 0;
+    char discard[256];
+    struct pollfd fds[2] = {{err_pipe[0], POLLIN, 0}, {pidfd, POLLIN, 0}};
+    for (;;) {
+        SYS5(SYS_ppoll, fds, 2, 0, 0, 8); // no timeout; poll(2) has no syscall of its own on aarch64
+        for (;;) {
+            char *into = used < room ? op->output + used : discard;
+            size_t want = used < room ? room - used : sizeof discard;
+            long n = SYS3(SYS_read, err_pipe[0], into, want);
+            if (n <= 0)
+                break;
+            if (into != discard)
+                used += (size_t)n;
+        }
+        if (fds[1].revents)
+            break;
+        if (fds[0].revents & POLLHUP)
+            fds[0].fd = -1; // every writer is gone: poll ignores a negative fd; wait for the exit alone
+    }
+    if (op->output && op->arg > 0)
+        op->output[used] = 0;
+    SYS1(SYS_close, err_pipe[0]);
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    do
+        rc = SYS5(SYS_waitid, P_PIDFD, pidfd, &info, WEXITED, 0);
+    while (rc == -EINTR);
+    SYS1(SYS_close, pidfd);
+    if (rc < 0)
+        return (int)rc;
+    *status = info.si_code == CLD_EXITED ? (info.si_status & 0xff) << 8 : (info.si_status & 0x7f);
+    return 0;
+}
+
 static int run_step(const struct sbx_op *op, struct sbx_spawn_args *a)
 {
     long rc;
@@ -585,7 +674,18 @@ static int init_main(void *arg)
 
     for (int i = 0; i < a->op_count; i++) {
         const struct sbx_op *op = &a->ops[i];
-        int rc = run_step(op, a);
+        int rc;
+        if (op->kind == SBX_OP_RUN) {
+            int status = 0;
+            rc = step_run(op, a, &status);
+            if (rc == 0 && status != 0) {
+                // error 0: the program ran and failed; value: its wait status.
+                report(SBX_FD_REPORT, SBX_REPORT_SETUP_FAILED, i, 0, status);
+                raw_exit(125);
+            }
+        } else {
+            rc = run_step(op, a);
+        }
         if (rc == -ENOENT && (op->options & SBX_OPT_OPTIONAL))
             continue;
         if (rc < 0) {

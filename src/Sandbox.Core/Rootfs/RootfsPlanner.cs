@@ -74,7 +74,20 @@ public static class RootfsPlanner
         bool readOnlyRoot = spec.Root is not ImageRoot { ReadOnly: false };
         if (spec.Root is ImageRoot image)
         {
-            AddOverlayRoot(steps, image);
+            switch (image.Driver)
+            {
+                case StorageDriver.FuseOverlayfs:
+                    AddFuseOverlayRoot(steps, image);
+                    break;
+                case StorageDriver.Copy:
+                    AddCopiedRoot(steps, image);
+                    break;
+                default:
+                    // Auto is resolved by the runner before planning (StorageDriverSelector); a plan
+                    // made without it takes the default, kernel overlay.
+                    AddOverlayRoot(steps, image);
+                    break;
+            }
         }
         else
         {
@@ -164,17 +177,10 @@ public static class RootfsPlanner
     /// </summary>
     private static void AddOverlayRoot(ImmutableArray<SetupStep>.Builder steps, ImageRoot image)
     {
-        var layers = image.Image.LayerDirectories;
-        if (layers.IsDefaultOrEmpty)
-            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"image {image.Image.Name ?? image.Image.Digest} has no layers");
+        var layers = CheckLayers(image);
         string store = System.IO.Path.GetDirectoryName(layers[0])!;
         if (layers.Any(l => System.IO.Path.GetDirectoryName(l) != store))
             throw new SandboxException(SandboxErrorCode.Internal, "the image's layers are not in one store directory");
-        foreach (string layer in layers)
-        {
-            if (!Directory.Exists(layer))
-                throw new SandboxException(SandboxErrorCode.InvalidSpec, $"layer {layer} of image {image.Image.Name ?? image.Image.Digest} is missing from the store: import the image again");
-        }
         string lower = string.Join(':', layers.Reverse().Select(l => System.IO.Path.GetFileName(l)));
         // Also with --read-only: the mount is then made read-only (mount_setattr), which keeps a
         // one-layer image valid (overlay wants two lower layers when it has no upper).
@@ -195,6 +201,114 @@ public static class RootfsPlanner
         steps.Add(new ChangeDirectoryStep(HostPaths.Under(OldRoot, HostPaths.Resolve(store))));
         steps.Add(new MountStep("overlay", NewRoot, "overlay", MountFlags.None, data));
         steps.Add(new ChangeDirectoryStep("/"));
+    }
+
+    /// <summary>The image's layer directories (lowest first), each checked to exist.</summary>
+    internal static ImmutableArray<string> CheckLayers(ImageRoot image)
+    {
+        var layers = image.Image.LayerDirectories;
+        if (layers.IsDefaultOrEmpty)
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"image {image.Image.Name ?? image.Image.Digest} has no layers");
+        foreach (string layer in layers)
+        {
+            if (!Directory.Exists(layer))
+                throw new SandboxException(SandboxErrorCode.InvalidSpec, $"layer {layer} of image {image.Image.Name ?? image.Image.Digest} is missing from the store: import the image again");
+        }
+        return layers;
+    }
+
+    /// <summary>
+    /// fuse-overlayfs, as rootless podman runs it (containers/storage's mount_program), but started
+    /// by the executor inside the sandbox's user and mount namespaces, on the scratch root, before
+    /// the new root is used: it mounts at /newroot and daemonizes once the mount is in place (so the
+    /// step waits for its first process to exit 0). The daemon stays in the sandbox's PID namespace
+    /// and is killed with it when PID 1 exits: nothing outlives the sandbox.
+    /// The program is the host's, run from the scratch root: its ELF interpreter, its libraries and
+    /// /dev/fuse are looked up there, so the host's /usr (and /lib*, /etc for ld.so.cache) are bound in.
+    /// The scratch root, and these binds with it, are detached by the final pivot_root.
+    /// </summary>
+    private static void AddFuseOverlayRoot(ImmutableArray<SetupStep>.Builder steps, ImageRoot image)
+    {
+        var layers = CheckLayers(image);
+        string program = image.FuseOverlayfsProgram
+            ?? throw new SandboxException(SandboxErrorCode.Internal, "the fuse-overlayfs driver was chosen without a program");
+        AddHostProgramRuntime(steps);
+        string upper = "/upper", work = "/work";
+        if (image.KeepDirectory is string keep)
+        {
+            string kept = HostPaths.Under(OldRoot, HostPaths.Resolve(System.IO.Path.GetFullPath(keep)));
+            (upper, work) = (kept + "/upper", kept + "/work");
+        }
+        else
+        {
+            steps.Add(new MakeDirectoryStep("/upper"));
+            steps.Add(new MakeDirectoryStep("/work"));
+        }
+        var lowers = layers.Reverse().Select(l => HostPaths.Under(OldRoot, HostPaths.Resolve(l))).ToList();
+        steps.Add(FuseOverlayfsStep(HostPaths.Under(OldRoot, HostPaths.Resolve(program)), lowers, upper, work, NewRoot));
+    }
+
+    /// <summary>
+    /// The step that mounts fuse-overlayfs (highest layer first in <paramref name="lowers"/>). Its
+    /// option syntax has no escapes: ',' and ':' cannot appear in a path.
+    /// </summary>
+    internal static RunProgramStep FuseOverlayfsStep(string program, IReadOnlyList<string> lowers, string upper, string work, string target)
+    {
+        foreach (string path in lowers.Append(upper).Append(work))
+        {
+            if (path.Contains(',') || path.Contains(':'))
+                throw new SandboxException(SandboxErrorCode.InvalidSpec,
+                    $"fuse-overlayfs cannot use {path}: its options cannot carry a path with ',' or ':' (choose another store with --root, or --storage-driver copy)");
+        }
+        string options = $"lowerdir={string.Join(':', lowers)},upperdir={upper},workdir={work}";
+        return new RunProgramStep(program, ["fuse-overlayfs", "-o", options, target], ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]);
+    }
+
+    /// <summary>
+    /// The top-level directories a dynamically linked host program needs (merged /usr or not), and
+    /// /proc: fuse-overlayfs reads the id maps and /proc/sys/kernel/overflowuid to know which ids it
+    /// may give files.
+    /// </summary>
+    private static readonly string[] s_programRuntime = { "usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "proc" };
+
+    /// <summary>
+    /// The host's program directories on the scratch root (symlinks as symlinks: /lib -> usr/lib on
+    /// a merged-/usr system), and /dev/null and /dev/fuse, so that a host program can run there
+    /// before the new root exists.
+    /// </summary>
+    private static void AddHostProgramRuntime(ImmutableArray<SetupStep>.Builder steps)
+    {
+        foreach (string name in s_programRuntime)
+        {
+            string host = "/" + name;
+            var info = new DirectoryInfo(host);
+            if (info.LinkTarget is string link)
+            {
+                steps.Add(new SymlinkStep(link, host));
+            }
+            else if (info.Exists)
+            {
+                steps.Add(new MakeDirectoryStep(host));
+                steps.Add(new MountStep(HostPaths.Under(OldRoot, host), host, null, MountFlags.Bind | MountFlags.Recursive));
+            }
+        }
+        // The program itself is run through /oldroot (it may live in ~/bin or /opt); its interpreter
+        // and libraries are found through the binds above.
+        steps.Add(new MakeDirectoryStep("/dev"));
+        foreach (string device in new[] { "null", "fuse" })
+        {
+            steps.Add(new CreateFileStep("/dev/" + device, 0b110_110_110));
+            steps.Add(new MountStep(HostPaths.Under(OldRoot, "/dev/" + device), "/dev/" + device, null, MountFlags.Bind));
+        }
+    }
+
+    /// <summary>The copy driver: the runner copied the layers into a host directory; it is bound as the root.</summary>
+    private static void AddCopiedRoot(ImmutableArray<SetupStep>.Builder steps, ImageRoot image)
+    {
+        CheckLayers(image);
+        string copied = image.CopiedRoot
+            ?? throw new SandboxException(SandboxErrorCode.Internal, "the copy driver was chosen without a copied root");
+        steps.Add(new MountStep(HostPaths.Under(OldRoot, HostPaths.Resolve(copied)), NewRoot, null, MountFlags.Bind | MountFlags.Recursive));
     }
 
     /// <summary>Every step that acts on a path under the new root resolves it inside that root.</summary>

@@ -18,6 +18,8 @@ internal static unsafe class Launcher
 {
     private const long StackSize = 256 * 1024;
     private const int PathBufferSize = 4096;
+    /// <summary>How much of a set-up program's stderr is kept for the error message.</summary>
+    internal const int ProgramOutputSize = 2048;
 
     private const ulong CLONE_NEWNS = 0x00020000;
     private const ulong CLONE_NEWCGROUP = 0x02000000;
@@ -44,7 +46,8 @@ internal static unsafe class Launcher
             init = Syscalls.OpenPath(NativeExecutor.InitPath);
 
             NativeSpawnArgs* args = arena.Array<NativeSpawnArgs>(1);
-            Marshal(plan, arena, args);
+            var outputs = new Dictionary<int, IntPtr>();
+            Marshal(plan, arena, args, outputs);
             args->StdinFd = (int)stdio.Stdin.DangerousGetHandle();
             args->StdoutFd = (int)stdio.Stdout.DangerousGetHandle();
             args->StderrFd = (int)stdio.Stderr.DangerousGetHandle();
@@ -68,7 +71,7 @@ internal static unsafe class Launcher
             lifeRead.Dispose();
             init.Dispose();
 
-            process = new SandboxProcess(pid, pidfd, arena, reportRead, lifeWrite, plan, started);
+            process = new SandboxProcess(pid, pidfd, arena, reportRead, lifeWrite, plan, started, outputs);
             pidfd = -1;
             IdMapWriter.Write(pid, plan.IdMaps);
             beforeRelease?.Invoke(pid);
@@ -108,13 +111,17 @@ internal static unsafe class Launcher
     }
 
     // Once a SandboxProcess exists it owns the arena and frees it after reaping PID 1.
-    private static void Marshal(RuntimePlan plan, NativeArena arena, NativeSpawnArgs* args)
+    private static void Marshal(RuntimePlan plan, NativeArena arena, NativeSpawnArgs* args, Dictionary<int, IntPtr> outputs)
     {
         args->CloneFlags = CloneFlags(plan.Namespaces);
         ImmutableArray<SetupStep> steps = plan.Steps;
         NativeStep* native = arena.Array<NativeStep>(steps.Length);
         for (int i = 0; i < steps.Length; i++)
+        {
             native[i] = ToNative(steps[i], arena);
+            if (native[i].Output is not null)
+                outputs[i] = (IntPtr)native[i].Output;
+        }
         args->Steps = native;
         args->StepCount = steps.Length;
 
@@ -216,6 +223,14 @@ internal static unsafe class Launcher
             case UnshareCgroupNamespaceStep:
                 n.Kind = (int)NativeStepKind.Unshare;
                 n.Flags = CLONE_NEWCGROUP;
+                break;
+            case RunProgramStep r:
+                n.Kind = (int)NativeStepKind.Run;
+                n.Source = arena.String(r.Program);
+                n.Argv = arena.StringArray(r.Arguments);
+                n.Envp = arena.StringArray(r.Environment);
+                n.Output = (byte*)arena.Allocate(ProgramOutputSize, zero: true);
+                n.Arg = ProgramOutputSize;
                 break;
             default:
                 throw new ArgumentException($"unknown set-up step {step.GetType().Name}");

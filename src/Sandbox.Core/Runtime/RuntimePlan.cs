@@ -183,3 +183,15 @@ public sealed record ChangeDirectoryStep(string Target) : SetupStep
 {
     public override string Describe() => $"change directory to {Target}";
 }
+
+/// <summary>
+/// Runs a host program inside the new namespaces, at this point of the set-up, and waits for it:
+/// the step fails unless it exits 0. Its stdin and stdout are /dev/null (which must exist at that
+/// point), its stderr is captured for the error message, and its environment is exactly
+/// <paramref name="Environment"/>. A daemon it leaves behind lives in the sandbox's PID namespace
+/// and dies with it (fuse-overlayfs, which daemonizes once its mount is in place).
+/// </summary>
+public sealed record RunProgramStep(string Program, ImmutableArray<string> Arguments, ImmutableArray<string> Environment) : SetupStep
+{
+    public override string Describe() => $"run {System.IO.Path.GetFileName(Program)}";
+}

@@ -22,12 +22,15 @@ internal sealed class SandboxProcess : IDisposable
     private readonly SafeFileHandle _reports;
     private readonly SafeFileHandle _life;
     private readonly RuntimePlan _plan;
+    private readonly IReadOnlyDictionary<int, IntPtr> _stepOutputs;
     private int _pidfd;
     private int _reaped;
     private (int Status, TimeSpan User, TimeSpan System)? _exit;
 
-    internal SandboxProcess(int pid, int pidfd, NativeArena arena, SafeFileHandle reports, SafeFileHandle life, RuntimePlan plan, long startTimestamp)
+    internal SandboxProcess(int pid, int pidfd, NativeArena arena, SafeFileHandle reports, SafeFileHandle life, RuntimePlan plan, long startTimestamp,
+        IReadOnlyDictionary<int, IntPtr>? stepOutputs = null)
     {
+        _stepOutputs = stepOutputs ?? new Dictionary<int, IntPtr>();
         Pid = pid;
         _pidfd = pidfd;
         _arena = arena;
@@ -96,7 +99,7 @@ internal sealed class SandboxProcess : IDisposable
                 _payloadWaitStatus = report.Value;
                 break;
             case NativeReportKind.SetupFailed:
-                _failure = SetupFailure(report.Step, report.Error);
+                _failure = SetupFailure(report.Step, report.Error, report.Value);
                 break;
             case NativeReportKind.ExecFailed:
                 _failure = ExecFailure(report.Step, report.Error);
@@ -118,8 +121,10 @@ internal sealed class SandboxProcess : IDisposable
         return _exit.Value;
     }
 
-    private SandboxException SetupFailure(int stepIndex, int errno)
+    private SandboxException SetupFailure(int stepIndex, int errno, int value)
     {
+        if (errno == 0 && stepIndex >= 0 && stepIndex < _plan.Steps.Length && _plan.Steps[stepIndex] is RunProgramStep program)
+            return ProgramFailure(stepIndex, program, ExitStatus.FromWaitStatus(value));
         if (stepIndex == _plan.Steps.Length + 1)
             return new SandboxException(SandboxErrorCode.SpawnFailed, $"could not start sandbox-init ({NativeExecutor.InitPath}) as the sandbox's PID 1: {Errno.Describe(errno)}");
         if (stepIndex < 0 || stepIndex >= _plan.Steps.Length)
@@ -127,6 +132,23 @@ internal sealed class SandboxProcess : IDisposable
         SetupStep step = _plan.Steps[stepIndex];
         return new SandboxException(SandboxErrorCode.SetupFailed,
             $"setting up the sandbox failed at step {stepIndex + 1} ({step.Describe()}): {Errno.Describe(errno)}{SetupHint(step, errno)}");
+    }
+
+    /// <summary>A set-up program (fuse-overlayfs) that ran and failed: its status and what it said on stderr.</summary>
+    private unsafe SandboxException ProgramFailure(int stepIndex, RunProgramStep program, ExitStatus status)
+    {
+        string said = "";
+        if (_stepOutputs.TryGetValue(stepIndex, out IntPtr output))
+        {
+            // Written by PID 1 before its report (it shares our memory); NUL-terminated within the buffer.
+            var bytes = new ReadOnlySpan<byte>((void*)output, Launcher.ProgramOutputSize);
+            int end = bytes.IndexOf((byte)0);
+            said = System.Text.Encoding.UTF8.GetString(end < 0 ? bytes : bytes[..end]).Trim();
+        }
+        string outcome = status.Signal is int signal ? $"was killed by signal {signal}" : $"exited with status {status.Code}";
+        return new SandboxException(SandboxErrorCode.SetupFailed,
+            $"setting up the sandbox failed at step {stepIndex + 1} ({program.Describe()}): {program.Program} {outcome}" +
+            (said.Length == 0 ? "" : $": {string.Join(" ", said.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))}"));
     }
 
     private static string SetupHint(SetupStep step, int errno) => (step, errno) switch

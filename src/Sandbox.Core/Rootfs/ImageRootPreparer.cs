@@ -1,0 +1,97 @@
+using Sandbox.Storage;
+
+namespace Sandbox.Rootfs;
+
+/// <summary>
+/// Turns an image root with <see cref="StorageDriver.Auto"/> into one with a concrete driver before
+/// it is planned, and, for the copy driver, the directory the layers are copied into: a locked
+/// working directory under the store's tmp/ (removed after the run; if the CLI is killed, the next
+/// import or prune removes it) or, with --keep, KeepDirectory/root.
+/// </summary>
+internal sealed class ImageRootPreparer : IDisposable
+{
+    private WorkDirectory? _work;
+    private Runtime.IdMapPlan? _maps;
+
+    private ImageRootPreparer(ImageRoot root, WorkDirectory? work)
+    {
+        Root = root;
+        _work = work;
+    }
+
+    public ImageRoot Root { get; }
+
+    /// <summary>The store an image's layers live in: STORE/l/KEY.</summary>
+    public static string StoreOf(ImageRoot image)
+    {
+        var layers = RootfsPlanner.CheckLayers(image);
+        return Path.GetDirectoryName(Path.GetDirectoryName(layers[0])!)!;
+    }
+
+    /// <summary>Chooses the driver (warning when it falls back) and makes the copy driver's empty directory.</summary>
+    public static ImageRootPreparer Choose(ImageRoot image, IStorageDriverHost host, Action<string> warn, bool payloadMayPtrace)
+    {
+        StorageDriverChoice choice = StorageDriverSelector.Choose(image.Driver, host, payloadMayPtrace);
+        if (choice.Warning is string warning)
+            warn("warning: " + warning);
+        image = image with { Driver = choice.Driver, FuseOverlayfsProgram = choice.FuseOverlayfsProgram };
+        if (choice.Driver != StorageDriver.Copy)
+        {
+            if (image.KeepDirectory is string keep)
+            {
+                Directory.CreateDirectory(Path.Combine(keep, "upper"));
+                Directory.CreateDirectory(Path.Combine(keep, "work"));
+            }
+            return new ImageRootPreparer(image, null);
+        }
+        if (image.KeepDirectory is not null)
+            return new ImageRootPreparer(image with { CopiedRoot = image.KeptChanges }, null);
+        WorkDirectory work = new TempArea(Path.Combine(StoreOf(image), "tmp")).Create();
+        return new ImageRootPreparer(image with { CopiedRoot = Path.Combine(work.Path, "root") }, work);
+    }
+
+    /// <summary>Copies the layers, for the copy driver (once the plan is known to be valid); otherwise nothing.</summary>
+    /// <param name="maps">The run's id map: removing the copy may need it (see <see cref="Dispose"/>).</param>
+    public void Materialize(Runtime.IdMapPlan maps)
+    {
+        _maps = maps;
+        if (Root is not { Driver: StorageDriver.Copy, CopiedRoot: string target })
+            return;
+        var layers = RootfsPlanner.CheckLayers(Root);
+        try
+        {
+            LayerCopier.Copy(layers, target);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or Linux.LinuxException)
+        {
+            throw new SandboxException(SandboxErrorCode.SetupFailed, $"copying the image's layers into {target} failed: {e.Message}", e);
+        }
+    }
+
+    /// <summary>
+    /// Removes the per-run copy (a kept one stays). Under a subordinate id map the payload may have
+    /// left directories owned by ids other than ours, which we cannot empty from outside: those are
+    /// removed by root of a user namespace with the same map (CAP_DAC_OVERRIDE over every mapped
+    /// id), as `podman unshare rm` would.
+    /// </summary>
+    public void Dispose()
+    {
+        WorkDirectory? work = Interlocked.Exchange(ref _work, null);
+        if (work is null)
+            return;
+        string root = Root.CopiedRoot!;
+        try
+        {
+            TreeRemover.Remove(root);
+        }
+        catch (Linux.LinuxException e) when (Linux.FileSystemCalls.IsPermissionError(e) && _maps is { Kind: Runtime.IdMapKind.SubordinateRange } maps)
+        {
+            Runtime.HelperSandbox.Run(maps, [], "/bin/rm", ["rm", "-rf", "--", root]);
+        }
+        catch (Linux.LinuxException)
+        {
+            // Left for the next import or prune (the lock goes with the work directory below).
+        }
+        work.Dispose();
+    }
+}

@@ -1,0 +1,120 @@
+using System.Collections.Immutable;
+using Sandbox.Images;
+using Sandbox.Rootfs;
+using Sandbox.Runtime;
+using Sandbox.Tests.TestSupport;
+
+namespace Sandbox.Tests.Planning;
+
+/// <summary>How each storage driver turns an image's layers into /newroot.</summary>
+public class ImageRootPlanTests
+{
+    private FakeHost _host = null!;
+    private ImageRecord _image = null!;
+    private string _store = null!;
+
+    [SetUp]
+    public void SetUp()
+    {
+        _host = new FakeHost();
+        _store = _host.Dir.CreateDirectory("store");
+        string lower = _host.Dir.CreateDirectory("store", "l", "aaaa");
+        string upper = _host.Dir.CreateDirectory("store", "l", "bbbb");
+        _image = new ImageRecord
+        {
+            Digest = "sha256:" + new string('1', 64),
+            ConfigDigest = "sha256:" + new string('2', 64),
+            Layers = [new LayerInfo { DiffId = "sha256:a", Directory = lower }, new LayerInfo { DiffId = "sha256:b", Directory = upper }],
+        };
+    }
+
+    [TearDown]
+    public void TearDown() => _host.Dispose();
+
+    private ImmutableArray<SetupStep> Plan(ImageRoot root) =>
+        SandboxPlanner.Plan(new SandboxSpec(["/bin/true"]) { Root = root }, _host.Context).Steps.Unconfined();
+
+    private static int PivotIntoScratch(ImmutableArray<SetupStep> steps) => steps.IndexOf(new PivotRootStep("/tmp", "oldroot"));
+
+    [Test]
+    public void AutoAndOverlayMountKernelOverlayWithRelativeLayerKeys()
+    {
+        foreach (StorageDriver driver in new[] { StorageDriver.Auto, StorageDriver.Overlay })
+        {
+            var steps = Plan(new ImageRoot(_image, Driver: driver));
+            MountStep overlay = steps.OfType<MountStep>().Single(m => m.FileSystemType == "overlay");
+            Assert.That(overlay.Target, Is.EqualTo("/newroot"));
+            Assert.That(overlay.Data, Is.EqualTo("lowerdir=bbbb:aaaa,upperdir=/upper,workdir=/work,userxattr"));
+            Assert.That(steps.OfType<RunProgramStep>(), Is.Empty);
+        }
+    }
+
+    [Test]
+    public void FuseOverlayfsRunsTheHostProgramOnTheScratchRootBeforeTheRootIsUsed()
+    {
+        var steps = Plan(new ImageRoot(_image, Driver: StorageDriver.FuseOverlayfs) { FuseOverlayfsProgram = "/usr/bin/fuse-overlayfs" });
+        int pivot = PivotIntoScratch(steps);
+        RunProgramStep run = steps.OfType<RunProgramStep>().Single();
+        int at = steps.IndexOf(run);
+        Assert.That(at, Is.GreaterThan(pivot));
+        Assert.That(run.Program, Is.EqualTo("/oldroot/usr/bin/fuse-overlayfs"));
+        Assert.That(run.Arguments, Is.EqualTo(new[]
+        {
+            "fuse-overlayfs", "-o", $"lowerdir=/oldroot{_store}/l/bbbb:/oldroot{_store}/l/aaaa,upperdir=/upper,workdir=/work", "/newroot",
+        }));
+        // Its interpreter, libraries, /proc and devices are there by then; nothing is mounted on /newroot before it.
+        var before = steps.Take(at).ToList();
+        Assert.That(before, Does.Contain(new MountStep("/oldroot/usr", "/usr", null, MountFlags.Bind | MountFlags.Recursive)));
+        Assert.That(before, Does.Contain(new MountStep("/oldroot/proc", "/proc", null, MountFlags.Bind | MountFlags.Recursive)));
+        Assert.That(before, Does.Contain(new MountStep("/oldroot/dev/fuse", "/dev/fuse", null, MountFlags.Bind)));
+        Assert.That(before, Does.Contain(new MountStep("/oldroot/dev/null", "/dev/null", null, MountFlags.Bind)));
+        Assert.That(before, Does.Contain(new MakeDirectoryStep("/upper")).And.Contain(new MakeDirectoryStep("/work")));
+        Assert.That(steps.OfType<MountStep>().Where(m => m.Target == "/newroot"), Is.Empty);
+        Assert.That(steps.OfType<MountStep>().Where(m => m.FileSystemType == "overlay"), Is.Empty);
+        // The rest is as for any image: mount points in the new root, then the final pivot.
+        Assert.That(steps.IndexOf(new MakeDirectoryStep("/newroot/proc")), Is.GreaterThan(at));
+        Assert.That(steps[^1], Is.EqualTo(new PivotRootStep("/newroot", null)));
+    }
+
+    [Test]
+    public void FuseOverlayfsKeepsItsUpperOnTheHostWithKeep()
+    {
+        string keep = _host.Dir.CreateDirectory("kept");
+        var steps = Plan(new ImageRoot(_image, KeepDirectory: keep, Driver: StorageDriver.FuseOverlayfs) { FuseOverlayfsProgram = "/usr/bin/fuse-overlayfs" });
+        RunProgramStep run = steps.OfType<RunProgramStep>().Single();
+        Assert.That(run.Arguments[2], Does.EndWith($",upperdir=/oldroot{keep}/upper,workdir=/oldroot{keep}/work"));
+        Assert.That(steps, Does.Not.Contain(new MakeDirectoryStep("/upper")));
+    }
+
+    [Test]
+    public void FuseOverlayfsRefusesPathsItsOptionsCannotCarry()
+    {
+        var e = Assert.Throws<SandboxException>(() => RootfsPlanner.FuseOverlayfsStep("/usr/bin/fuse-overlayfs", ["/a,b"], "/u", "/w", "/m"))!;
+        Assert.That(e.Code, Is.EqualTo(SandboxErrorCode.InvalidSpec));
+        Assert.That(e.Message, Does.Contain("/a,b"));
+    }
+
+    [Test]
+    public void CopyBindsTheCopiedRootAndMountsNoOverlay()
+    {
+        string copied = _host.Dir.CreateDirectory("run", "root");
+        var steps = Plan(new ImageRoot(_image, Driver: StorageDriver.Copy) { CopiedRoot = copied });
+        int pivot = PivotIntoScratch(steps);
+        Assert.That(steps[pivot + 1], Is.EqualTo(new MountStep("/oldroot" + copied, "/newroot", null, MountFlags.Bind | MountFlags.Recursive)));
+        Assert.That(steps.OfType<MountStep>().Where(m => m.FileSystemType == "overlay"), Is.Empty);
+        Assert.That(steps.OfType<RunProgramStep>(), Is.Empty);
+        // Writable unless --read-only, like any image root.
+        Assert.That(steps, Does.Contain(new SetMountAttributesStep("/newroot", MountAttributes.NoSuid, MountAttributes.None, Recursive: true)));
+        var readOnly = Plan(new ImageRoot(_image, ReadOnly: true, Driver: StorageDriver.Copy) { CopiedRoot = copied });
+        Assert.That(readOnly, Does.Contain(new SetMountAttributesStep("/newroot", MountAttributes.ReadOnly | MountAttributes.NoSuid, MountAttributes.None, Recursive: true)));
+    }
+
+    [Test]
+    public void KeptChangesAreTheUpperDirectoryOrTheWholeCopiedRoot()
+    {
+        Assert.That(new ImageRoot(_image, KeepDirectory: "/k", Driver: StorageDriver.Overlay).KeptChanges, Is.EqualTo("/k/upper"));
+        Assert.That(new ImageRoot(_image, KeepDirectory: "/k", Driver: StorageDriver.FuseOverlayfs).KeptChanges, Is.EqualTo("/k/upper"));
+        Assert.That(new ImageRoot(_image, KeepDirectory: "/k", Driver: StorageDriver.Copy).KeptChanges, Is.EqualTo("/k/root"));
+        Assert.That(new ImageRoot(_image).KeptChanges, Is.Null);
+    }
+}
