@@ -22,6 +22,7 @@ public sealed class StorageProbe : IStorageDriverHost
 
     private readonly StorageProbeCache? _cache;
     private readonly bool _refresh;
+    private readonly Dictionary<string, string?> _answers = new(StringComparer.Ordinal);
 
     /// <param name="cacheFile">Where answers are kept (null: not kept).</param>
     /// <param name="refresh">Probe even when the cache has an answer (sandbox check), and store the new one.</param>
@@ -77,11 +78,14 @@ public sealed class StorageProbe : IStorageDriverHost
 
     private string? Cached(string key, Func<string?> probe)
     {
+        // Once per instance even when refreshing (sandbox check asks about overlay twice).
+        if (_answers.TryGetValue(key, out string? known))
+            return known;
         if (!_refresh && _cache?.TryGet(key, out string? cached) == true)
-            return cached;
+            return _answers[key] = cached;
         string? answer = probe();
         _cache?.Set(key, answer);
-        return answer;
+        return _answers[key] = answer;
     }
 
     /// <summary>Kernel overlay, mounted as an image run mounts it: userxattr, two lower directories, an upper on tmpfs.</summary>
