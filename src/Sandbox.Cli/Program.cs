@@ -8,6 +8,9 @@ internal static class Program
 {
     public static int Main(string[] args)
     {
+        // The runtime's own hidden commands, run when it re-executes this program in a helper sandbox.
+        if (HelperCommands.TryRun(args, out int helperExit))
+            return helperExit;
         // `run` and `test` stop parsing their own options at the payload's words (docker's rule), so split first.
         bool wantsHelp = args.Skip(1).TakeWhile(a => a != "--").Any(a => a is "-h" or "--help" or "-?");
         if (args.Length > 0 && args[0] == "run" && !wantsHelp)

@@ -123,7 +123,7 @@ public sealed class SandboxExecution : IDisposable
             RuntimePlan plan = SandboxPlanner.Plan(spec, host);
             if (root is not null && SandboxPlanner.CheckImageOwners(root.Root.Image, plan.IdMaps) is string ownersWarning)
                 warn(ownersWarning);
-            root?.Materialize(plan.IdMaps);
+            root?.Materialize(plan.IdMaps, host.Identity);
             return Start(spec, plan, root, output, cancellationToken, warn);
         }
         catch

@@ -25,6 +25,9 @@ internal readonly record struct FileStatus(FileKind Kind, uint Mode, ulong Devic
     /// <summary>The permission bits, with setuid, setgid and sticky (07777).</summary>
     public uint Permissions => Mode & 0xFFF;
 
+    /// <summary>st_gid.</summary>
+    public uint Gid { get; init; }
+
     /// <summary>An overlay whiteout: a character device with device number 0:0.</summary>
     public bool IsWhiteout => Kind == FileKind.CharDevice && RawDevice == 0;
 }
@@ -508,7 +511,7 @@ internal static unsafe partial class FileSystemCalls
             0xC000 => FileKind.Socket,
             _ => FileKind.Unknown,
         };
-        return new FileStatus(kind, mode, st.st_dev, st.st_ino, st.st_size, st.st_rdev, st.st_uid, st.st_nlink);
+        return new FileStatus(kind, mode, st.st_dev, st.st_ino, st.st_size, st.st_rdev, st.st_uid, st.st_nlink) { Gid = st.st_gid };
     }
 
     private static partial class Native
@@ -530,5 +533,11 @@ internal static unsafe partial class FileSystemCalls
 
         [LibraryImport("libc", SetLastError = true)]
         public static partial nint llistxattr(byte* path, byte* list, nuint size);
+
+        [LibraryImport("libc", SetLastError = true)]
+        public static partial int fchownat(int dirfd, byte* path, uint owner, uint group, int flags);
+
+        [LibraryImport("libc", SetLastError = true)]
+        public static partial int lsetxattr(byte* path, byte* name, byte* value, nuint size, int flags);
     }
 }

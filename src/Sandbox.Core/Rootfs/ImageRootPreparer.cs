@@ -11,7 +11,6 @@ namespace Sandbox.Rootfs;
 internal sealed class ImageRootPreparer : IDisposable
 {
     private WorkDirectory? _work;
-    private Runtime.IdMapPlan? _maps;
 
     private ImageRootPreparer(ImageRoot root, WorkDirectory? work)
     {
@@ -51,16 +50,19 @@ internal sealed class ImageRootPreparer : IDisposable
     }
 
     /// <summary>Copies the layers, for the copy driver (once the plan is known to be valid); otherwise nothing.</summary>
-    /// <param name="maps">The run's id map: removing the copy may need it (see <see cref="Dispose"/>).</param>
-    public void Materialize(Runtime.IdMapPlan maps)
+    /// <param name="maps">The run's id map.</param>
+    /// <param name="identity">The caller, for the subordinate range a <c>--userns single</c> run's copy of owned layers needs.</param>
+    public void Materialize(Runtime.IdMapPlan maps, Identity.IdentityEnvironment identity)
     {
-        _maps = maps;
         if (Root is not { Driver: StorageDriver.Copy, CopiedRoot: string target })
             return;
         var layers = RootfsPlanner.CheckLayers(Root);
         try
         {
-            LayerCopier.Copy(layers, target);
+            if (LayerCopyHelper.MapFor(Root.Image, maps, identity) is Runtime.IdMapPlan owners)
+                LayerCopyHelper.Copy(layers, target, owners);
+            else
+                LayerCopier.Copy(layers, target);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or Linux.LinuxException)
         {
@@ -69,29 +71,11 @@ internal sealed class ImageRootPreparer : IDisposable
     }
 
     /// <summary>
-    /// Removes the per-run copy (a kept one stays). Under a subordinate id map the payload may have
-    /// left directories owned by ids other than ours, which we cannot empty from outside: those are
-    /// removed by root of a user namespace with the same map (CAP_DAC_OVERRIDE over every mapped
-    /// id), as `podman unshare rm` would.
+    /// Removes the per-run copy (a kept one stays). It may hold files of ids other than ours: the
+    /// image's owners, or what a payload under a subordinate map wrote. Those are removed by root of
+    /// a user namespace with the caller's subordinate range (<see cref="TreeRemover"/>, as
+    /// `podman unshare rm -rf` would); what cannot be removed now is left, under the work
+    /// directory's lock file, for the next import or prune.
     /// </summary>
-    public void Dispose()
-    {
-        WorkDirectory? work = Interlocked.Exchange(ref _work, null);
-        if (work is null)
-            return;
-        string root = Root.CopiedRoot!;
-        try
-        {
-            TreeRemover.Remove(root);
-        }
-        catch (Linux.LinuxException e) when (Linux.FileSystemCalls.IsPermissionError(e) && _maps is { Kind: Runtime.IdMapKind.SubordinateRange } maps)
-        {
-            Runtime.HelperSandbox.Run(maps, [], "/bin/rm", ["rm", "-rf", "--", root]);
-        }
-        catch (Linux.LinuxException)
-        {
-            // Left for the next import or prune (the lock goes with the work directory below).
-        }
-        work.Dispose();
-    }
+    public void Dispose() => Interlocked.Exchange(ref _work, null)?.Dispose();
 }

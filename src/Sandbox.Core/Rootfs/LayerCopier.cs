@@ -11,117 +11,153 @@ namespace Sandbox.Rootfs;
 /// hides the whole directory below; a directory over a non-directory (or the reverse) replaces it;
 /// a directory over a directory merges, the upper one's mode and time winning.
 /// Hard links inside a layer stay hard links; regular files are copied with File.Copy, which clones
-/// (FICLONE) where the file system can. Every file belongs to the caller, as in the store.
+/// (FICLONE) where the file system can; user.* extended attributes are copied (overlay's own excepted).
+/// <para>Two ways to run it. Flattened layers (every file the caller's) are copied by the caller, in
+/// its own process, and every copy belongs to the caller as in the store. Layers that keep their image's owners hold files of subordinate ids, often in 0700
+/// directories the caller cannot even list; those are copied by root of a user namespace with the
+/// layers' map (<see cref="LayerCopyHelper"/>), which reads every mapped file (CAP_DAC_OVERRIDE)
+/// and gives each copy its source's owner (CAP_CHOWN), so the run sees the owners overlay would show.</para>
 /// </summary>
 internal static class LayerCopier
 {
     public const string OpaqueXattr = "user.overlay.opaque";
 
     /// <summary>Copies the layers (lowest first) into <paramref name="target"/>, which must not exist or be empty; returns the bytes copied.</summary>
-    public static long Copy(IReadOnlyList<string> layersLowestFirst, string target)
+    /// <param name="keepOwners">Give every copy its source's owner (lchown), as root of a user namespace does; false: the copies are the caller's.</param>
+    public static long Copy(IReadOnlyList<string> layersLowestFirst, string target, bool keepOwners = false)
     {
         Directory.CreateDirectory(target);
         if (Directory.EnumerateFileSystemEntries(target).Any())
             throw new SandboxException(SandboxErrorCode.Internal, $"the copy target {target} is not empty");
-        long bytes = 0;
+        var copier = new Copier(keepOwners);
         foreach (string layer in layersLowestFirst)
         {
-            var links = new Dictionary<(ulong Device, ulong Inode), string>();
+            copier.Links.Clear();
             FileStatus root = FileSystemCalls.TryLStat(layer) ?? throw new SandboxException(SandboxErrorCode.InvalidSpec,
                 $"layer {layer} is missing from the store: import the image again");
             FileSystemCalls.ChangeModeAt(target, 0x1C0);
-            bytes += ApplyChildren(layer, root, target, links);
-            FileSystemCalls.ChangeModeAt(target, root.Permissions);
-            CopyTime(layer, target);
+            copier.ApplyChildren(layer, root, target);
+            copier.Finish(layer, root, target);
         }
-        return bytes;
+        return copier.Bytes;
     }
 
-    /// <summary>Applies the entries of the layer directory <paramref name="source"/> to the real directory <paramref name="target"/>.</summary>
-    private static long ApplyChildren(string source, FileStatus sourceStatus, string target, Dictionary<(ulong, ulong), string> links)
+    private sealed class Copier(bool keepOwners)
     {
-        long bytes = 0;
-        foreach (string name in WithAccess(source, sourceStatus, 0x140, () => Directory.EnumerateFileSystemEntries(source).Select(p => Path.GetFileName(p)).ToList()))
+        /// <summary>The first copy of each multiply linked file of the current layer.</summary>
+        public Dictionary<(ulong Device, ulong Inode), string> Links { get; } = [];
+
+        public long Bytes { get; private set; }
+
+        /// <summary>Applies the entries of the layer directory <paramref name="source"/> to the real directory <paramref name="target"/>.</summary>
+        public void ApplyChildren(string source, FileStatus sourceStatus, string target)
         {
-            string from = Path.Combine(source, name), to = Path.Combine(target, name);
-            if (FileSystemCalls.TryLStat(from) is not FileStatus st)
-                continue;
-            FileStatus? existing = FileSystemCalls.TryLStat(to);
-            if (st.IsWhiteout)
+            foreach (string name in WithAccess(source, sourceStatus, 0x140, () => Directory.EnumerateFileSystemEntries(source).Select(p => Path.GetFileName(p)).ToList()))
             {
+                string from = Path.Combine(source, name), to = Path.Combine(target, name);
+                if (FileSystemCalls.TryLStat(from) is not FileStatus st)
+                    continue;
+                FileStatus? existing = FileSystemCalls.TryLStat(to);
+                if (st.IsWhiteout)
+                {
+                    if (existing is not null)
+                        TreeRemover.Remove(to);
+                    continue;
+                }
+                if (st.Kind == FileKind.Directory)
+                {
+                    bool opaque = WithAccess(from, st, 0x100, () => FileSystemCalls.GetXattr(from, OpaqueXattr)) is [(byte)'y'];
+                    if (existing is { } e && (e.Kind != FileKind.Directory || opaque))
+                    {
+                        TreeRemover.Remove(to);
+                        existing = null;
+                    }
+                    if (existing is null)
+                        Directory.CreateDirectory(to);
+                    // Writable while it is filled (a lower layer may have left it 0555); the layer's mode at the end.
+                    FileSystemCalls.ChangeModeAt(to, 0x1C0);
+                    ApplyChildren(from, st, to);
+                    Finish(from, st, to);
+                    continue;
+                }
                 if (existing is not null)
                     TreeRemover.Remove(to);
-                continue;
-            }
-            if (st.Kind == FileKind.Directory)
-            {
-                bool opaque = FileSystemCalls.GetXattr(from, OpaqueXattr) is [(byte)'y'];
-                if (existing is { } e && (e.Kind != FileKind.Directory || opaque))
+                switch (st.Kind)
                 {
-                    TreeRemover.Remove(to);
-                    existing = null;
-                }
-                if (existing is null)
-                    Directory.CreateDirectory(to);
-                // Writable while it is filled (a lower layer may have left it 0555); the layer's mode at the end.
-                FileSystemCalls.ChangeModeAt(to, 0x1C0);
-                bytes += ApplyChildren(from, st, to, links);
-                FileSystemCalls.ChangeModeAt(to, st.Permissions);
-                CopyTime(from, to);
-                continue;
-            }
-            if (existing is not null)
-                TreeRemover.Remove(to);
-            switch (st.Kind)
-            {
-                case FileKind.Regular:
-                    if (st.LinkCount > 1 && links.TryGetValue((st.Device, st.Inode), out string? first))
-                    {
-                        FileSystemCalls.HardLink(first, to);
+                    case FileKind.Regular:
+                        if (st.LinkCount > 1 && Links.TryGetValue((st.Device, st.Inode), out string? first))
+                        {
+                            FileSystemCalls.HardLink(first, to);
+                            break;
+                        }
+                        WithAccess(from, st, 0x100, () =>
+                        {
+                            File.Copy(from, to, overwrite: false);
+                            return 0;
+                        });
+                        Finish(from, st, to);
+                        Bytes += st.Size;
+                        if (st.LinkCount > 1)
+                            Links[(st.Device, st.Inode)] = to;
                         break;
-                    }
-                    WithAccess(from, st, 0x100, () =>
-                    {
-                        File.Copy(from, to, overwrite: false);
-                        return 0;
-                    });
-                    FileSystemCalls.ChangeModeAt(to, st.Permissions);
-                    CopyTime(from, to);
-                    bytes += st.Size;
-                    if (st.LinkCount > 1)
-                        links[(st.Device, st.Inode)] = to;
-                    break;
-                case FileKind.Symlink:
-                    File.CreateSymbolicLink(to, new FileInfo(from).LinkTarget!);
-                    break;
-                case FileKind.Fifo:
-                    FileSystemCalls.MakeFifo(to, st.Permissions);
-                    break;
-                default:
-                    // The store keeps no device nodes or sockets (the unpacker skips them).
-                    break;
+                    case FileKind.Symlink:
+                        File.CreateSymbolicLink(to, new FileInfo(from).LinkTarget!);
+                        if (keepOwners)
+                            FileSystemCalls.ChangeOwner(to, st.Uid, st.Gid);
+                        break;
+                    case FileKind.Fifo:
+                        FileSystemCalls.MakeFifo(to, st.Permissions);
+                        Finish(from, st, to, withTime: false);
+                        break;
+                    default:
+                        // The store keeps no device nodes or sockets (the unpacker skips them).
+                        break;
+                }
             }
         }
-        return bytes;
-    }
 
-    /// <summary>
-    /// Runs <paramref name="action"/> with the owner's <paramref name="bits"/> (r, or r and x) on a
-    /// layer entry that lacks them, restoring its mode after: the store's files are the caller's own,
-    /// with the image's modes (a 0000 file is readable by root in a container, not by its owner).
-    /// </summary>
-    private static T WithAccess<T>(string path, FileStatus st, uint bits, Func<T> action)
-    {
-        if ((st.Permissions & bits) == bits)
-            return action();
-        FileSystemCalls.ChangeModeAt(path, st.Permissions | bits);
-        try
+        /// <summary>
+        /// The copy of a directory, file or fifo takes its source's owner (when kept), user.*
+        /// xattrs, mode and time, in that order: chown clears setuid, setgid and file capabilities
+        /// (chown(2)), and the umask narrowed the mode the copy was created with.
+        /// </summary>
+        public void Finish(string from, FileStatus st, string to, bool withTime = true)
         {
-            return action();
+            if (keepOwners)
+                FileSystemCalls.ChangeOwner(to, st.Uid, st.Gid);
+            if (st.Kind is (FileKind.Directory or FileKind.Regular) && FileSystemCalls.HasXattrs(from))
+            {
+                // Reading a user.* attribute needs read permission on the file, writing one write
+                // permission (xattr(7)): the caller's own read-only copy is made writable first.
+                if (!keepOwners && (st.Permissions & 0x180) != 0x180)
+                    FileSystemCalls.ChangeModeAt(to, st.Permissions | 0x180);
+                WithAccess(from, st, 0x100, () => FileSystemCalls.CopyUserXattrs(from, to));
+            }
+            FileSystemCalls.ChangeModeAt(to, st.Permissions);
+            if (withTime)
+                CopyTime(from, to);
         }
-        finally
+
+        /// <summary>
+        /// Runs <paramref name="action"/> with the owner's <paramref name="bits"/> (r, or r and x) on a
+        /// layer entry that lacks them, restoring its mode after: flattened layers' files are the
+        /// caller's own, with the image's modes (a 0000 file is readable by root in a container, not
+        /// by its owner). Root of the layers' user namespace needs no such detour (CAP_DAC_OVERRIDE,
+        /// CAP_DAC_READ_SEARCH), and leaves the store's files untouched.
+        /// </summary>
+        private T WithAccess<T>(string path, FileStatus st, uint bits, Func<T> action)
         {
-            FileSystemCalls.ChangeModeAt(path, st.Permissions);
+            if (keepOwners || (st.Permissions & bits) == bits)
+                return action();
+            FileSystemCalls.ChangeModeAt(path, st.Permissions | bits);
+            try
+            {
+                return action();
+            }
+            finally
+            {
+                FileSystemCalls.ChangeModeAt(path, st.Permissions);
+            }
         }
     }
 
