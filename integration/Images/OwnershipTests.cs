@@ -321,6 +321,79 @@ public sealed class OwnershipTests
         Assert.That(r.Stderr, Does.Contain("its layers keep their owners for the subordinate range").And.Contain("Import the image again"));
     }
 
+    // ---- the copy storage driver: root of a user namespace with the layers' map copies them -------
+
+    [Test]
+    public void TheCopyDriverShowsTheSameOwnersModesLinksAndXattrsAsOverlay()
+    {
+        using var scratch = new Scratch();
+        string store = Path.Combine(scratch.Path, "store");
+        string image = WriteImage(scratch.Path);
+
+        CliResult r = SandboxCli.Run(["run", "--root", store, "--userns", "subuid", "--storage-driver", "copy", image, .. StatArgs]);
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(Lines(r), Is.EqualTo(Expected), r.ToString());
+        Assert.That(Directory.EnumerateFileSystemEntries(Path.Combine(store, "tmp")), Is.Empty, "the copy, files of 1000 and 33 included, is gone after the run");
+
+        CliResult links = SandboxCli.Run("run", "--root", store, "--userns", "subuid", "--storage-driver", "copy", "-u", "1000:1000", "example.com/owned:1", "sh", "-c",
+            "stat -c '%i %h' /usr/bin/tool /usr/bin/tool-hard | sort -u | wc -l; readlink /usr/bin/tool-sym; cat /home/user/secret; cat /srv/www 2>/dev/null || echo www-refused");
+        Assert.That(Lines(links), Is.EqualTo(new[] { "1", "tool", "secret of 1000", "www-refused" }), links.ToString());
+
+        // Kept, the copy is on the host as the layer is: subuid start + id - 1, modes and xattrs kept.
+        CliResult kept = SandboxCli.Run("run", "--root", store, "--userns", "subuid", "--storage-driver", "copy", "--keep", "example.com/owned:1", "true");
+        Assert.That(kept.ExitCode, Is.EqualTo(0), kept.ToString());
+        var match = System.Text.RegularExpressions.Regex.Match(kept.Stderr, "the root's changes are kept in (\\S+)");
+        Assert.That(match.Success, Is.True, kept.Stderr);
+        string root = match.Groups[1].Value;
+        long Host(long id) => _map.ToHostUid(id)!.Value;
+        FileStatus home = FileSystemCalls.TryLStat(Path.Combine(root, "home", "user"))!.Value;
+        Assert.That(((long)home.Uid, (long)home.Gid, home.Permissions), Is.EqualTo((Host(1000), _map.ToHostGid(1000)!.Value, 0x1C0u)));
+        FileStatus tool = FileSystemCalls.TryLStat(Path.Combine(root, "usr", "bin", "tool"))!.Value;
+        Assert.That(((long)tool.Uid, tool.Permissions), Is.EqualTo((Host(1000), 0xDEDu)), "setuid and setgid set again after the chown");
+        Assert.That(FileSystemCalls.TryLStat(Path.Combine(root, "usr", "bin", "tool-hard"))!.Value.Inode, Is.EqualTo(tool.Inode));
+        Assert.That(FileSystemCalls.GetXattr(Path.Combine(root, "srv", "pub"), "user.note"), Is.EqualTo("kept through the chown"u8.ToArray()));
+        Assert.That(FileSystemCalls.TryLStat(Path.Combine(root, "run", "fifo"))!.Value.Permissions, Is.EqualTo(0x190u), "0620, whatever the umask");
+        Assert.That(FileSystemCalls.TryLStat(root)!.Value.Uid, Is.EqualTo(Caller), "the root directory is the image's root's: the caller's");
+    }
+
+    [Test]
+    public void ASingleIdRunWithTheCopyDriverShowsOtherOwnersAsNobodyAsOverlayDoes()
+    {
+        using var scratch = new Scratch();
+        string store = Path.Combine(scratch.Path, "store");
+        Assert.That(SandboxCli.Run("image", "import", "--root", store, WriteImage(scratch.Path)).ExitCode, Is.EqualTo(0));
+        CliResult r = SandboxCli.Run("run", "--root", store, "--userns", "single", "--storage-driver", "copy", "example.com/owned:1",
+            "stat", "-c", "%u:%g %n", "/home/user", "/usr/bin/su", "/etc/shadow");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(Lines(r), Is.EqualTo(new[] { "65534:65534 /home/user", "0:0 /usr/bin/su", "0:65534 /etc/shadow" }), r.ToString());
+        Assert.That(r.Stderr, Does.Contain("show as nobody (65534)"));
+        Assert.That(Directory.EnumerateFileSystemEntries(Path.Combine(store, "tmp")), Is.Empty);
+    }
+
+    [Test]
+    public void TheCopyOfAKilledCliIsRemovedByTheNextPrune()
+    {
+        using var scratch = new Scratch();
+        string store = Path.Combine(scratch.Path, "store");
+        Assert.That(SandboxCli.Run("image", "import", "--root", store, WriteImage(scratch.Path)).ExitCode, Is.EqualTo(0));
+        string marker = "copy-killed-" + Guid.NewGuid().ToString("N")[..8];
+        using var victim = Process.Start(SandboxCli.StartInfo(["run", "--root", store, "--userns", "subuid", "--storage-driver", "copy", "example.com/owned:1",
+            "sh", "-c", $"echo ready; sleep 60; : {marker}"]))!;
+        Assert.That(victim.StandardOutput.ReadLine(), Is.EqualTo("ready"));
+        string tmp = Path.Combine(store, "tmp");
+        string work = Directory.EnumerateDirectories(tmp).Single();
+        FileStatus home = FileSystemCalls.TryLStat(Path.Combine(work, "root", "home", "user"))!.Value;
+        Assert.That((long)home.Uid, Is.EqualTo(_map.ToHostUid(1000)), "the run's copy holds files of a subordinate id");
+        victim.Kill(); // SIGKILL: no clean-up of its own
+        victim.WaitForExit();
+        Assert.That(HostProcesses.WaitUntil(() => HostProcesses.WithMarker(marker).Count == 0, TimeSpan.FromSeconds(10)), Is.True, "the sandbox died with the CLI");
+        Assert.That(Directory.Exists(work), Is.True, "left behind");
+
+        CliResult prune = SandboxCli.Run("image", "prune", "--root", store);
+        Assert.That(prune.ExitCode, Is.EqualTo(0), prune.ToString());
+        Assert.That(Directory.EnumerateFileSystemEntries(tmp), Is.Empty, "the killed run's copy, files of 1000 included, was removed");
+    }
+
     // ---- images made by real tools (ci/make-test-images: layer 3 has /home/user of 1000:1000) -----
 
     private static IEnumerable<string> RealToolImages() =>

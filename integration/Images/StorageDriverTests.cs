@@ -188,6 +188,20 @@ public sealed class StorageDriverTests
         Assert.That(Directory.EnumerateFileSystemEntries(Path.Combine(_store.Path, "tmp")), Is.Empty);
     }
 
+    /// <summary>The owners of ci/make-test-images' layer 3 (/home/user 0700 of 1000:1000), as each driver shows them under a subordinate range.</summary>
+    [TestCaseSource(nameof(DriverNames))]
+    public void EachDriverShowsTheImagesOwnersUnderASubordinateRange(string driver)
+    {
+        RequireDriver(driver);
+        Require.That(Identity.IdMapResolver.TryResolveSubordinate(Identity.IdentityEnvironment.Current(), out _) is null,
+            "no subordinate id range for this user (ci/setup-host adds one)");
+        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "--userns", "subuid", "--storage-driver", driver, ImagePath("image-oci.tar"),
+            "stat", "-c", "%u:%g %a %n", "/home", "/home/user", "/home/user/notes.txt", "/keep/kept");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(Lines(r), Is.EqualTo(new[] { "0:0 755 /home", "1000:1000 700 /home/user", "1000:1000 640 /home/user/notes.txt", "0:0 644 /keep/kept" }), r.ToString());
+        Assert.That(Directory.EnumerateFileSystemEntries(Path.Combine(_store.Path, "tmp")), Is.Empty);
+    }
+
     [Test]
     public void FuseOverlayfsIsRefusedToAPayloadThatMayPtraceIt()
     {
