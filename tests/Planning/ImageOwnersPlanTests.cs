@@ -2,6 +2,7 @@ using System.Collections.Immutable;
 using Sandbox.Identity;
 using Sandbox.Images;
 using Sandbox.Runtime;
+using Sandbox.Tests.TestSupport;
 
 namespace Sandbox.Tests.Planning;
 
@@ -56,5 +57,48 @@ public class ImageOwnersPlanTests
         Assert.That(e.Code, Is.EqualTo(SandboxErrorCode.LayerIdMapMismatch));
         Assert.That(e.ExitCode, Is.EqualTo(125));
         Assert.That(e.Message, Does.Contain("200000-265535").And.Contain("100000-165535").And.Contain("Import the image again"));
+    }
+
+    // ---- the copy storage driver: which user namespace copies the layers ----------------------------
+
+    private static IdentityEnvironment Caller(TempDirectory dir, string subuid)
+    {
+        string bin = dir.CreateDirectory("bin");
+        dir.CreateFile("bin/newuidmap");
+        dir.CreateFile("bin/newgidmap");
+        string sub = dir.CreateFile("subuid", subuid);
+        return new IdentityEnvironment(1001, 1001, "alice", sub, sub, bin);
+    }
+
+    [Test]
+    public void FlattenedLayersAreCopiedInProcess()
+    {
+        using var dir = new TempDirectory();
+        Assert.That(Sandbox.Rootfs.LayerCopyHelper.MapFor(Image(RootOnly, LayerOwnership.Legacy), SubuidRun, Caller(dir, "")), Is.Null);
+    }
+
+    [Test]
+    public void OwnedLayersAreCopiedWithTheRunsMapOrForASingleIdRunWithTheCallersRange()
+    {
+        using var dir = new TempDirectory();
+        ImageRecord image = Image(RootOnly, Mapped(Range));
+        Assert.That(Sandbox.Rootfs.LayerCopyHelper.MapFor(image, SubuidRun, Caller(dir, "")), Is.SameAs(SubuidRun));
+        IdMapPlan? single = Sandbox.Rootfs.LayerCopyHelper.MapFor(image, SingleRun, Caller(dir, "alice:100000:65536\n"));
+        Assert.That(single!.Kind, Is.EqualTo(IdMapKind.SubordinateRange));
+        Assert.That(IdMapping.Of(single), Is.EqualTo(image.IdMap));
+    }
+
+    [Test]
+    public void OwnedLayersCannotBeCopiedWithoutTheirRangeAndTheErrorSaysWhatToDo()
+    {
+        using var dir = new TempDirectory();
+        var none = Assert.Throws<SandboxException>(() => Sandbox.Rootfs.LayerCopyHelper.MapFor(Image(Mapped(Range)), SingleRun, Caller(dir, "bob:1:2\n")))!;
+        Assert.That(none.Code, Is.EqualTo(SandboxErrorCode.LayerIdMapMismatch));
+        Assert.That(none.Message, Does.Contain("100000-165535").And.Contain("there is none now").And.Contain("--storage-driver overlay or fuse-overlayfs"));
+        using var other = new TempDirectory();
+        var moved = Assert.Throws<SandboxException>(() => Sandbox.Rootfs.LayerCopyHelper.MapFor(Image(Mapped(Range)), SingleRun, Caller(other, "alice:300000:65536\n")))!;
+        Assert.That(moved.Message, Does.Contain("yours is now").And.Contain("300000-365535"));
+        var mixed = Assert.Throws<SandboxException>(() => Sandbox.Rootfs.LayerCopyHelper.MapFor(Image(Mapped(Range), Mapped(new IdRange(200000, 65536))), SubuidRun, Caller(other, "")))!;
+        Assert.That(mixed.Message, Does.Contain("different subordinate ranges"));
     }
 }

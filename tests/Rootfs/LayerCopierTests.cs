@@ -86,6 +86,30 @@ public class LayerCopierTests
     }
 
     [Test]
+    public void UserXattrsModesAndFifosAreCopiedAsTheLayerHasThem()
+    {
+        using var temp = new Scratch();
+        ImageRecord record = Import(temp, new LayerBuilder()
+            .Dir("d", mode: 0x16D, pax: new() { ["SCHILY.xattr.user.dir"] = "on a 0555 directory" })
+            .File("ro", "x", mode: 0x124, pax: new() { ["SCHILY.xattr.user.mime_type"] = "text/plain" })   // 0444
+            .File("none", "x", mode: 0, pax: new() { ["SCHILY.xattr.user.secret"] = "on a 0000 file" })
+            .File("setuid", "x", mode: 0x9ED)                                                             // 04755
+            .Fifo("pipe", mode: 0x1B6));                                                                  // 0666
+        string root = temp.Combine("root");
+        LayerCopier.Copy(record.LayerDirectories, root);
+        Assert.That(Inspect.Xattr(Path.Combine(root, "d"), "user.dir"), Is.EqualTo("on a 0555 directory"));
+        Assert.That(Inspect.Xattr(Path.Combine(root, "ro"), "user.mime_type"), Is.EqualTo("text/plain"));
+        Assert.That(Inspect.LStat(Path.Combine(root, "ro"))!.Value.Permissions, Is.EqualTo(0x124u));
+        Assert.That(Inspect.LStat(Path.Combine(root, "none"))!.Value.Permissions, Is.EqualTo(0u));
+        Assert.That(Inspect.LStat(Path.Combine(root, "setuid"))!.Value.Permissions, Is.EqualTo(0x9EDu));
+        Assert.That(Inspect.LStat(Path.Combine(root, "pipe"))!.Value.Permissions, Is.EqualTo(0x1B6u), "0666, whatever the umask");
+        Assert.That(Inspect.LStat(Path.Combine(record.LayerDirectories[0], "none"))!.Value.Permissions, Is.EqualTo(0u), "the store's file as it was");
+        FileSystemCalls.ChangeModeAt(Path.Combine(root, "none"), 0x100);
+        Assert.That(Inspect.Xattr(Path.Combine(root, "none"), "user.secret"), Is.EqualTo("on a 0000 file"));
+        TreeRemover.Remove(root);
+    }
+
+    [Test]
     public void TheTargetMustBeEmpty()
     {
         using var temp = new Scratch();

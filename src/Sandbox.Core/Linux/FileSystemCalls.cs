@@ -231,12 +231,19 @@ internal static unsafe partial class FileSystemCalls
         }
     }
 
+    /// <summary>
+    /// mknodat of a fifo with exactly <paramref name="mode"/>: mknod(2) applies the umask, so the mode
+    /// is set again (the entry was just created in a directory of ours; fchmodat has no
+    /// AT_SYMLINK_NOFOLLOW before fchmodat2).
+    /// </summary>
     public static void MakeFifoAt(SafeFileHandle dir, string name, uint mode)
     {
         fixed (byte* p = NulTerminated(name))
         {
             if (mknodat(Fd(dir), p, (ushort)(S_IFIFO | (ushort)(mode & 0xFFF)), 0UL) != 0)
                 throw new LinuxException("mknodat (fifo)", name, errno);
+            if (fchmodat(Fd(dir), p, (ushort)(mode & 0xFFF), 0) != 0)
+                throw new LinuxException("fchmodat (fifo)", name, errno);
         }
     }
 
