@@ -118,7 +118,7 @@ public static class CgroupManager
             {
                 return probe with
                 {
-                    Detail = $"{probe.Detail}; the systemd user manager ({scope.Via}) started {scope.UnitName}, but this process is not in it (its cgroup is {own ?? "unknown"})",
+                    Detail = $"{probe.Detail}; the systemd user manager (via {scope.Via}) started {scope.UnitName}, but this process is not in it (its cgroup is {own ?? "unknown"})",
                     Fix = NoUserManagerFix,
                 };
             }
@@ -127,7 +127,7 @@ public static class CgroupManager
         CgroupProbe inScope = Probe(host, needed);
         return inScope with
         {
-            Detail = $"not delegated here, but the systemd user manager ({scope.Via}) delegated a transient scope: {inScope.Detail}",
+            Detail = $"not delegated here, but the systemd user manager (via {scope.Via}) delegated a transient scope: {inScope.Detail}",
             SystemdScope = scope.UnitName,
         };
     }

@@ -78,13 +78,13 @@ public sealed class SystemdUserManager : ISystemdUserManager
     {
         var list = new List<SystemdEndpoint>();
         if (environment("DBUS_SESSION_BUS_ADDRESS") is { Length: > 0 } session)
-            list.Add(new SystemdEndpoint(session, $"the session bus ($DBUS_SESSION_BUS_ADDRESS={session})", UnixPath(session)));
+            list.Add(new SystemdEndpoint(session, $"$DBUS_SESSION_BUS_ADDRESS={session}", UnixPath(session)));
         string runtime = environment("XDG_RUNTIME_DIR") is { Length: > 0 } r ? r.TrimEnd('/') : $"/run/user/{uid.ToString(CultureInfo.InvariantCulture)}";
         string bus = runtime + "/bus";
         if (!list.Any(e => e.SocketPath == bus))
             list.Add(new SystemdEndpoint("unix:path=" + bus, $"the user bus {bus}", bus));
         string priv = runtime + "/systemd/private";
-        list.Add(new SystemdEndpoint("unix:path=" + priv, $"the user manager's private socket {priv}", priv));
+        list.Add(new SystemdEndpoint("unix:path=" + priv, $"the manager's private socket {priv}", priv));
         return list;
     }
 
