@@ -247,9 +247,11 @@ public sealed class SystemdUserManager : ISystemdUserManager
     private static MessageBuffer StartTransientUnit(DBusConnection connection, string unit, int pid, List<string> optional)
     {
         using MessageWriter writer = connection.GetMessageWriter();
+        // NoAutoStart: a session bus without systemd on it (dbus-launch's) answers ServiceUnknown at
+        // once instead of trying to activate org.freedesktop.systemd1 (systemd ships a /bin/false stub).
         writer.WriteMethodCallHeader(
             destination: Service, path: ObjectPath, @interface: ManagerInterface,
-            member: "StartTransientUnit", signature: "ssa(sv)a(sa(sv))");
+            member: "StartTransientUnit", signature: "ssa(sv)a(sa(sv))", flags: MessageFlags.NoAutoStart);
         writer.WriteString(unit);
         writer.WriteString("fail");
         ArrayStart properties = writer.WriteArrayStart(DBusType.Struct);
