@@ -215,6 +215,55 @@ public class SystemdUserManagerTests
     }
 
     [Test]
+    public async Task APrivateSocketConnection_WorksWithARealServer()
+    {
+        // The manager's private socket path (BeginWithAuthStream), here against a dbus-daemon.
+        SystemdEndpoint bus = StartBus("bus");
+        await using FakeSystemd systemd = await FakeSystemd.StartAsync(bus.Address);
+
+        SystemdScope scope = Manager(bus with { Direct = true }).StartDelegatedScope(4242, TimeSpan.FromSeconds(10));
+
+        Assert.That(scope.UnitName, Is.EqualTo(systemd.Calls.Single().Unit));
+    }
+
+    [Test]
+    public void APrivateSocketConnection_SendsNothingAfterBeginUntilTheServerAnswers()
+    {
+        // systemd's sd-bus server leaves a message that arrives in the same read as BEGIN unprocessed
+        // (systemd 252): BEGIN must be with the AUTH line, and the first message must follow the OK.
+        string path = _dir.Combine("private");
+        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        listener.Bind(new UnixDomainSocketEndPoint(path));
+        listener.Listen();
+        var server = Task.Run(() =>
+        {
+            using Socket peer = listener.Accept();
+            peer.ReceiveTimeout = 5000;
+            var before = new List<byte>();
+            var buffer = new byte[4096];
+            while (!System.Text.Encoding.ASCII.GetString(before.ToArray()).EndsWith("\r\nBEGIN\r\n", StringComparison.Ordinal))
+            {
+                int n = peer.Receive(buffer);
+                if (n == 0)
+                    break;
+                before.AddRange(buffer.AsSpan(0, n).ToArray());
+            }
+            peer.Send("OK 0123456789abcdef0123456789abcdef\r\n"u8.ToArray());
+            int m = peer.Receive(buffer);
+            return (Before: System.Text.Encoding.ASCII.GetString(before.ToArray()), After: buffer.AsSpan(0, m).ToArray());
+        });
+
+        Assert.Throws<SystemdUnavailableException>(() =>
+            Manager(new SystemdEndpoint("unix:path=" + path, "private", path, Direct: true)).StartDelegatedScope(1, TimeSpan.FromSeconds(2)));
+
+        var (before, after) = server.GetAwaiter().GetResult();
+        string uid = Convert.ToHexStringLower(System.Text.Encoding.ASCII.GetBytes(Linux.Syscalls.EffectiveUserId.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+        Assert.That(before, Is.EqualTo($"\0AUTH EXTERNAL {uid}\r\nBEGIN\r\n"));
+        Assert.That(after, Is.Not.Empty);
+        Assert.That((char)after[0], Is.EqualTo('l'), "after the OK comes a message (little-endian), not a second BEGIN");
+    }
+
+    [Test]
     public void ASocketThatNeverAnswers_IsATimeout()
     {
         // Something listens but never speaks D-Bus (a hung daemon): the run must not hang with it.

@@ -44,7 +44,8 @@ public sealed class SystemdUnavailableException : Exception
 /// <param name="Address">A D-Bus address (dbus-specification, "Server Addresses").</param>
 /// <param name="Display">What to call it in a message.</param>
 /// <param name="SocketPath">The unix socket behind it when known: a missing one is reported without connecting.</param>
-public sealed record SystemdEndpoint(string Address, string Display, string? SocketPath);
+/// <param name="Direct">A peer-to-peer connection to the manager itself (its private socket, served by sd-bus), not a bus.</param>
+public sealed record SystemdEndpoint(string Address, string Display, string? SocketPath, bool Direct = false);
 
 /// <summary>
 /// The real user manager, over D-Bus (org.freedesktop.systemd1(5)). It is looked for where sd-bus's
@@ -84,7 +85,7 @@ public sealed class SystemdUserManager : ISystemdUserManager
         if (!list.Any(e => e.SocketPath == bus))
             list.Add(new SystemdEndpoint("unix:path=" + bus, $"the user bus {bus}", bus));
         string priv = runtime + "/systemd/private";
-        list.Add(new SystemdEndpoint("unix:path=" + priv, $"the manager's private socket {priv}", priv));
+        list.Add(new SystemdEndpoint("unix:path=" + priv, $"the manager's private socket {priv}", priv, Direct: true));
         return list;
     }
 
@@ -145,7 +146,7 @@ public sealed class SystemdUserManager : ISystemdUserManager
             try
             {
                 // Off the caller's context: the library completes its work on the thread pool.
-                string unit = Task.Run(() => StartAsync(endpoint.Address, pid, left)).GetAwaiter().GetResult();
+                string unit = Task.Run(() => StartAsync(endpoint, pid, left)).GetAwaiter().GetResult();
                 return new SystemdScope(unit, endpoint.Display);
             }
             catch (Exception e) when (e is not OutOfMemoryException)
@@ -165,9 +166,11 @@ public sealed class SystemdUserManager : ISystemdUserManager
         _ => e.Message,
     };
 
-    private static async Task<string> StartAsync(string address, int pid, TimeSpan timeout)
+    private static async Task<string> StartAsync(SystemdEndpoint endpoint, int pid, TimeSpan timeout)
     {
-        using var connection = new DBusConnection(new DBusConnectionOptions(address));
+        using var connection = new DBusConnection(endpoint.Direct && endpoint.SocketPath is string socket
+            ? new DirectConnectionOptions(socket)
+            : new DBusConnectionOptions(endpoint.Address));
         using var cancel = new CancellationTokenSource(timeout);
         await connection.ConnectAsync().AsTask().WaitAsync(timeout).ConfigureAwait(false);
 
@@ -280,5 +283,119 @@ public sealed class SystemdUserManager : ISystemdUserManager
         ArrayStart aux = writer.WriteArrayStart(DBusType.Struct);
         writer.WriteArrayEnd(aux);
         return writer.CreateMessage();
+    }
+}
+
+/// <summary>
+/// A connection to systemd's private socket through <see cref="BeginWithAuthStream"/>. EXTERNAL
+/// authentication needs the uid (the library would otherwise try ANONYMOUS, which systemd refuses).
+/// </summary>
+internal sealed class DirectConnectionOptions(string socketPath) : DBusConnectionOptions
+{
+    protected override async ValueTask<SetupResult> SetupAsync(CancellationToken cancellationToken)
+    {
+        var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        try
+        {
+            await socket.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(socketPath), cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+        return new SetupResult
+        {
+            ConnectionStream = new BeginWithAuthStream(new System.Net.Sockets.NetworkStream(socket, ownsSocket: true)),
+            UserId = Linux.Syscalls.EffectiveUserId.ToString(CultureInfo.InvariantCulture),
+        };
+    }
+}
+
+/// <summary>
+/// Sends the authentication's BEGIN together with the AUTH line, as sd-bus's own clients do, and drops
+/// the library's later BEGIN. systemd's sd-bus server (seen with systemd 252) leaves a complete
+/// message that arrived in the same read as BEGIN unprocessed until more bytes come; the library sends
+/// Hello right after BEGIN and waits for its answer, so the connection hung whenever the two were read
+/// together (2 runs in 15, NativeAOT). Sent early, BEGIN is handled before the server answers OK, and
+/// the first message can only follow that answer.
+/// </summary>
+internal sealed class BeginWithAuthStream(Stream inner) : Stream
+{
+    private static readonly byte[] Begin = "BEGIN\r\n"u8.ToArray();
+
+    // 0: nothing sent early yet; 1: BEGIN sent with AUTH, the library's own still to come; 2: pass-through
+    private int _state;
+
+    private ReadOnlyMemory<byte> Rewrite(ReadOnlyMemory<byte> buffer, out bool drop)
+    {
+        drop = false;
+        if (_state == 0 && buffer.Span.StartsWith("AUTH "u8))
+        {
+            _state = 1;
+            var combined = new byte[buffer.Length + Begin.Length];
+            buffer.CopyTo(combined);
+            Begin.CopyTo(combined, buffer.Length);
+            return combined;
+        }
+        if (_state == 1 && buffer.Span.SequenceEqual(Begin))
+        {
+            _state = 2;
+            drop = true;
+        }
+        return buffer;
+    }
+
+    public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        ReadOnlyMemory<byte> data = Rewrite(buffer, out bool drop);
+        return drop ? ValueTask.CompletedTask : inner.WriteAsync(data, cancellationToken);
+    }
+
+    public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+    public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+    public override void Write(ReadOnlySpan<byte> buffer)
+    {
+        ReadOnlyMemory<byte> data = Rewrite(buffer.ToArray(), out bool drop);
+        if (!drop)
+            inner.Write(data.Span);
+    }
+
+    public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => inner.ReadAsync(buffer, cancellationToken);
+
+    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => inner.ReadAsync(buffer, offset, count, cancellationToken);
+
+    public override int Read(byte[] buffer, int offset, int count) => inner.Read(buffer, offset, count);
+
+    public override void Flush() => inner.Flush();
+
+    public override Task FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
+
+    public override bool CanRead => true;
+
+    public override bool CanWrite => true;
+
+    public override bool CanSeek => false;
+
+    public override long Length => throw new NotSupportedException();
+
+    public override long Position
+    {
+        get => throw new NotSupportedException();
+        set => throw new NotSupportedException();
+    }
+
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+    public override void SetLength(long value) => throw new NotSupportedException();
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+            inner.Dispose();
+        base.Dispose(disposing);
     }
 }
