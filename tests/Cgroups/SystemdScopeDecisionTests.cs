@@ -230,6 +230,21 @@ public class SystemdScopeDecisionTests
     }
 
     [Test]
+    public void ProbeOrDelegate_SaysWhereTheCgroupCameFrom()
+    {
+        var systemd = Systemd();
+
+        CgroupProbe probe = CgroupManager.ProbeOrDelegate(_host.Host with { UserManager = systemd }, ["memory", "pids"]);
+
+        Assert.That(probe.Usable, Is.True);
+        Assert.That(probe.SystemdScope, Is.EqualTo(ScopeName));
+        Assert.That(probe.V2Parent, Is.EqualTo(_host.Dir(Scope)));
+        Assert.That(probe.V2SupervisorLeaf, Is.EqualTo(Path.Combine(_host.Dir(Scope), CgroupManager.SupervisorLeaf)), "the scope holds this process: it steps into a leaf first");
+        Assert.That(probe.Detail, Is.EqualTo(
+            $"not delegated here, but the systemd user manager (via the user bus /run/user/1000/bus) delegated a transient scope: delegated cgroup {_host.Dir(Scope)} (controllers: cpu memory pids)"));
+    }
+
+    [Test]
     public void ProbeAlone_NeverAsksSystemd()
     {
         var systemd = Systemd();
