@@ -302,7 +302,28 @@ public static class CgroupManager
     private static HashSet<string> ReadWords(string file) =>
         ReadLines(file).SelectMany(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries)).ToHashSet();
 
-    // mountinfo escapes space, tab, newline and backslash as octal (\040).
-    private static string Unescape(string s) =>
-        s.Contains('\\') ? System.Text.RegularExpressions.Regex.Replace(s, @"\\([0-7]{3})", m => ((char)Convert.ToInt32(m.Groups[1].Value, 8)).ToString()) : s;
+    // mountinfo escapes space, tab, newline and backslash as octal (\040; proc(5), show_mountinfo).
+    // By hand: a Regex here pulled the whole regex interpreter into the NativeAOT binary.
+    internal static string Unescape(string s)
+    {
+        if (!s.Contains('\\'))
+            return s;
+        var text = new System.Text.StringBuilder(s.Length);
+        for (int i = 0; i < s.Length; i++)
+        {
+            if (s[i] == '\\' && IsOctal(s, i + 1))
+            {
+                text.Append((char)(((s[i + 1] - '0') << 6) | ((s[i + 2] - '0') << 3) | (s[i + 3] - '0')));
+                i += 3;
+            }
+            else
+            {
+                text.Append(s[i]);
+            }
+        }
+        return text.ToString();
+    }
+
+    private static bool IsOctal(string s, int at) =>
+        at + 2 < s.Length && s[at] is >= '0' and <= '7' && s[at + 1] is >= '0' and <= '7' && s[at + 2] is >= '0' and <= '7';
 }
