@@ -22,7 +22,7 @@ public sealed class CgroupTests
     [OneTimeSetUp]
     public void Unprivileged() => Require.Unprivileged();
 
-    private static string? FindVm()
+    internal static string? FindVm()
     {
         if (Environment.GetEnvironmentVariable("SANDBOX_CGROUP2_VM") is { Length: > 0 } configured)
             return configured;

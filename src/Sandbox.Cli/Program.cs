@@ -11,6 +11,20 @@ internal static class Program
         // The runtime's own hidden commands, run when it re-executes this program in a helper sandbox.
         if (HelperCommands.TryRun(args, out int helperExit))
             return helperExit;
+        try
+        {
+            return Dispatch(args);
+        }
+        catch (SandboxException e)
+        {
+            // A bad command line found before any renderer exists (an unknown flag).
+            Console.Error.WriteLine($"sandbox: {e.Message}");
+            return e.ExitCode;
+        }
+    }
+
+    private static int Dispatch(string[] args)
+    {
         // `run` and `test` stop parsing their own options at the payload's words (docker's rule), so split first.
         bool wantsHelp = args.Skip(1).TakeWhile(a => a != "--").Any(a => a is "-h" or "--help" or "-?");
         if (args.Length > 0 && args[0] == "run" && !wantsHelp)

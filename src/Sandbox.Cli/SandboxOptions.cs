@@ -244,6 +244,9 @@ internal sealed class SandboxOptions
                 own.Add(t);
                 string name = t.Split('=', 2)[0];
                 Option? option = command.Options.FirstOrDefault(o => o.Name == name || o.Aliases.Contains(name));
+                // Not ours and not the payload's (that comes after the command or --): docker's answer.
+                if (option is null && name is not ("-h" or "--help" or "-?"))
+                    throw new SandboxException(SandboxErrorCode.InvalidSpec, $"unknown flag: {name} (see 'sandbox {command.Name} --help'; put -- before a command that starts with -)");
                 bool takesValue = option is not null && option.ValueType != typeof(bool) && !t.Contains('=');
                 if (takesValue && i + 1 < tokens.Count)
                     own.Add(tokens[++i]);

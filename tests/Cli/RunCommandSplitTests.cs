@@ -131,11 +131,15 @@ public class RunCommandSplitTests
     }
 
     [Test]
-    public void UnknownOption_IsOursAndTakesNoValue()
+    public void UnknownOptionIsRejectedAsDockerDoes()
     {
-        // Left for the parser to reject; its next word is not swallowed.
-        var (own, command) = _run.Split(["--bogus", "ls"]);
-        Assert.That(own, Is.EqualTo(new[] { "--bogus" }));
-        Assert.That(command, Is.EqualTo(new[] { "ls" }));
+        // It would otherwise end up as ROOT (an argument takes it): `sandbox: --bogus: no such image`.
+        var e = Assert.Throws<SandboxException>(() => _run.Split(["--bogus", "ls"]));
+        Assert.That(e!.Message, Does.StartWith("unknown flag: --bogus"));
+        Assert.That(e.ExitCode, Is.EqualTo(125));
+        Assert.Throws<SandboxException>(() => _run.Split(["--bogus=1", "ls"]));
+        // After the command or --, it is the payload's.
+        Assert.That(_run.Split(["ls", "--bogus"]).PayloadCommand, Is.EqualTo(new[] { "ls", "--bogus" }));
+        Assert.That(_run.Split(["--", "--bogus"]).PayloadCommand, Is.EqualTo(new[] { "--bogus" }));
     }
 }

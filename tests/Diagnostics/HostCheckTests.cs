@@ -353,6 +353,43 @@ public sealed class HostCheckTests
     }
 
     [Test]
+    public void CgroupV2NotDelegated_TheSystemdUserManagerDelegatesAScope()
+    {
+        _writable.Clear();
+        const string Scope = "user.slice/user-1000.slice/user@1000.service/app.slice/sandbox-1-0badcafe.scope";
+        var systemd = new Sandbox.Tests.Cgroups.FakeUserManager(pid =>
+        {
+            // What systemd does: the scope, chowned to the user, holding this process.
+            Write($"cgroup/{Scope}/cgroup.controllers", "cpu memory pids\n");
+            Write($"cgroup/{Scope}/cgroup.procs", $"{pid}\n");
+            Write($"cgroup/{Scope}/cgroup.subtree_control", "");
+            _writable.UnionWith([$"cgroup/{Scope}", $"cgroup/{Scope}/cgroup.procs", $"cgroup/{Scope}/cgroup.subtree_control"]);
+            Write("proc/self/cgroup", $"0::/{Scope}\n");
+            return new Sandbox.Cgroups.SystemdScope("sandbox-1-0badcafe.scope", "the user bus /run/user/1000/bus");
+        });
+
+        CheckItem item = HostCheck.Run(Facts with { SystemdUserManager = systemd }).Single(i => i.Name == HostCheck.Cgroups);
+
+        Assert.That(item.Status, Is.EqualTo(CheckStatus.Ok), item.Detail);
+        Assert.That(item.Detail, Is.EqualTo(
+            $"v2, not delegated here, but the systemd user manager (via the user bus /run/user/1000/bus) delegated a transient scope: delegated cgroup {Path.Combine(_root, "cgroup", Scope)} (controllers: cpu memory pids): memory, pids and cpu limits can be enforced"));
+        Assert.That(systemd.Calls, Has.Count.EqualTo(1));
+    }
+
+    [Test]
+    public void CgroupV2NotDelegated_NoSystemdUserManager()
+    {
+        _writable.Clear();
+        var systemd = Sandbox.Tests.Cgroups.FakeUserManager.Unreachable(new Sandbox.Cgroups.SystemdAttempt("the user bus /run/user/1000/bus", "no such socket"));
+
+        CheckItem item = HostCheck.Run(Facts with { SystemdUserManager = systemd }).Single(i => i.Name == HostCheck.Cgroups);
+
+        Assert.That(item.Status, Is.EqualTo(CheckStatus.Warning));
+        Assert.That(item.Detail, Does.EndWith("is not delegated to this user (cgroup.procs and cgroup.subtree_control are not writable), and no systemd user manager gave a delegated scope (the user bus /run/user/1000/bus: no such socket); limits need --limits=best-effort here"));
+        Assert.That(item.Fix, Does.Contain("loginctl enable-linger").And.Contain("systemd-run --user --scope -p Delegate=yes"));
+    }
+
+    [Test]
     public void CgroupV2DelegatedWithoutMemoryController()
     {
         Write("cgroup/user.slice/app.scope/cgroup.controllers", "cpu pids\n");

@@ -196,6 +196,61 @@ public class ImageStoreTests
     }
 
     [Test]
+    public void ManyLayersUnpackedSideBySideAllArriveWithTheirOwnFiles()
+    {
+        using var temp = new Scratch();
+        var image = new ImageBuilder { Compression = LayerCompression.Gzip };
+        for (int i = 0; i < 7; i++)
+        {
+            var layer = new LayerBuilder().Dir($"layer{i}");
+            for (int f = 0; f < 50; f++)
+                layer.File($"layer{i}/file{f}", new string((char)('a' + i), 10_000 + f));
+            image.AddLayer(layer);
+        }
+        string path = Write(temp, image, ArchiveFormat.OciArchive);
+        var store = new ImageStore(temp.Combine("store"));
+        var progress = new List<ImportProgress>();
+        ImageRecord record = store.Import(path, "many:1", new Progress(progress));
+        Assert.That(record.Layers, Has.Length.EqualTo(7));
+        var dirs = record.Layers.Select(l => l.Directory).ToList();
+        for (int i = 0; i < 7; i++)
+        {
+            Assert.That(Directory.GetFiles(Path.Combine(dirs[i], $"layer{i}")), Has.Length.EqualTo(50));
+            Assert.That(File.ReadAllText(Path.Combine(dirs[i], $"layer{i}", "file49")), Is.EqualTo(new string((char)('a' + i), 10_049)));
+        }
+        // One running total across the layers, never above the whole.
+        var unpacking = progress.Where(p => p.Stage == ImportStage.Unpacking).ToList();
+        Assert.That(unpacking.Max(p => p.BytesDone), Is.LessThanOrEqualTo(unpacking[0].BytesTotal));
+    }
+
+    [Test]
+    public void AFailingLayerAmongManyStoresNothing()
+    {
+        using var temp = new Scratch();
+        var image = new ImageBuilder { Compression = LayerCompression.Gzip };
+        for (int i = 0; i < 6; i++)
+            image.AddLayer(new LayerBuilder().Dir($"d{i}").File($"d{i}/f", new string('x', 200_000 + i)));
+        var diffIds = image.Layers.Select(ImageBuilder.Sha256).ToList();
+        diffIds[4] = ImageBuilder.Sha256("not layer 5"u8.ToArray());
+        image.DiffIdsOverride = [.. diffIds];
+        string path = Write(temp, image, ArchiveFormat.OciArchive);
+        var store = new ImageStore(temp.Combine("store"));
+        var e = Assert.Throws<SandboxException>(() => store.Import(path, null));
+        Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.DigestMismatch), e.Message);
+        Assert.That(e.Message, Does.Contain(diffIds[4]));
+        AssertNothingStored(store);
+    }
+
+    private sealed class Progress(List<ImportProgress> into) : IProgress<ImportProgress>
+    {
+        public void Report(ImportProgress value)
+        {
+            lock (into)
+                into.Add(value);
+        }
+    }
+
+    [Test]
     public void CorruptConfigIsRejected()
     {
         using var temp = new Scratch();

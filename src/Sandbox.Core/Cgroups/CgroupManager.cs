@@ -11,7 +11,17 @@ public sealed record CgroupProbe(
     string? V2Parent = null,
     string? V2SupervisorLeaf = null,
     IReadOnlyDictionary<string, string>? V1Parents = null,
-    IReadOnlyCollection<string>? Controllers = null);
+    IReadOnlyCollection<string>? Controllers = null)
+{
+    /// <summary>
+    /// v2, and no cgroup on the way up from this process's is delegated to the user: a systemd user
+    /// manager may still give one (a transient scope with Delegate=yes).
+    /// </summary>
+    public bool NotDelegated { get; init; }
+
+    /// <summary>The transient scope a systemd user manager started for this process, when that is where the cgroup came from.</summary>
+    public string? SystemdScope { get; init; }
+}
 
 /// <summary>
 /// Finds a delegated cgroup and creates one cgroup per sandbox under it (DESIGN.md, "Cgroups").
@@ -22,6 +32,15 @@ public static class CgroupManager
     public const string SupervisorLeaf = "sandbox.supervisor";
     private const string NotDelegatedFix =
         "run the job in a delegated cgroup: under systemd, `systemd-run --user --scope -p Delegate=yes -- sandbox run ...`; on a CI runner, give the runner's service Delegate=yes; or pass --limits=best-effort to run without limits";
+    private const string NoUserManagerFix =
+        "have your systemd user manager running, which gives sandbox a delegated scope: it runs while you are logged in through PAM (pam_systemd), and without a login session after `sudo loginctl enable-linger $USER`; it is reached at $XDG_RUNTIME_DIR/bus (package dbus-user-session) or at its private socket $XDG_RUNTIME_DIR/systemd/private. " +
+        "Or run the job in a delegated cgroup: `systemd-run --user --scope -p Delegate=yes -- sandbox run ...`; on a CI runner, give the runner's service Delegate=yes; or pass --limits=best-effort to run without limits";
+
+    /// <summary>How long systemd gets to start the scope (it takes milliseconds; a hung bus must not hang the run).</summary>
+    internal static TimeSpan SystemdTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How long /proc/self/cgroup gets to show the scope after systemd's job has finished.</summary>
+    internal static TimeSpan ScopeAppearTimeout { get; set; } = TimeSpan.FromSeconds(2);
 
     private static readonly string[] s_v2Controllers = { "memory", "pids", "cpu", "io" };
     private static readonly string[] s_v1Controllers = { "memory", "pids", "cpu", "cpuacct", "blkio" };
@@ -33,7 +52,7 @@ public static class CgroupManager
     public static SandboxCgroup? Create(ResourceLimits limits, LimitsPolicy policy, CgroupHost host, Action<string> warn)
     {
         limits.Validate();
-        CgroupProbe probe = Probe(host, limits.RequiredControllers());
+        CgroupProbe probe = ProbeOrDelegate(host, limits.RequiredControllers());
         if (!probe.Usable)
         {
             if (limits.IsEmpty)
@@ -67,6 +86,52 @@ public static class CgroupManager
         return CgroupV1.Create(probe.V1Parents!, host.Pid, limits);
     }
 
+    /// <summary>
+    /// <see cref="Probe"/>, and when no cgroup is delegated (cgroup v2) but <paramref name="host"/> has a
+    /// systemd user manager: asks it for a transient scope with Delegate=yes holding this process (what
+    /// podman and crun do in a plain login session), then probes again from inside that scope, which is
+    /// a delegated root holding only this process. Callers that need no cgroup never get here, so runs
+    /// without limits or usage reports pay nothing for D-Bus.
+    /// </summary>
+    public static CgroupProbe ProbeOrDelegate(CgroupHost host, IEnumerable<string>? required = null)
+    {
+        var needed = (required ?? Enumerable.Empty<string>()).ToList();
+        CgroupProbe probe = Probe(host, needed);
+        if (probe.Usable || !probe.NotDelegated || host.UserManager is not ISystemdUserManager manager)
+            return probe;
+
+        SystemdScope scope;
+        try
+        {
+            scope = manager.StartDelegatedScope(host.Pid, SystemdTimeout);
+        }
+        catch (SystemdUnavailableException e)
+        {
+            return probe with { Detail = $"{probe.Detail}, and {e.Message}", Fix = NoUserManagerFix };
+        }
+        // The job has finished, so systemd has moved us; the wait covers a manager that answers first.
+        string? own = null;
+        var deadline = DateTime.UtcNow + ScopeAppearTimeout;
+        while ((own = OwnV2Path(host)) is null || Path.GetFileName(own.TrimEnd('/')) != scope.UnitName)
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                return probe with
+                {
+                    Detail = $"{probe.Detail}; the systemd user manager (via {scope.Via}) started {scope.UnitName}, but this process is not in it (its cgroup is {own ?? "unknown"})",
+                    Fix = NoUserManagerFix,
+                };
+            }
+            Thread.Sleep(10);
+        }
+        CgroupProbe inScope = Probe(host, needed);
+        return inScope with
+        {
+            Detail = $"not delegated here, but the systemd user manager (via {scope.Via}) delegated a transient scope: {inScope.Detail}",
+            SystemdScope = scope.UnitName,
+        };
+    }
+
     /// <summary>What can be done on this host, for `sandbox check` and for <see cref="Create"/>.</summary>
     public static CgroupProbe Probe(CgroupHost host, IEnumerable<string>? required = null)
     {
@@ -78,7 +143,7 @@ public static class CgroupManager
 
     private static CgroupProbe ProbeV2(CgroupHost host, HashSet<string> needed)
     {
-        string? own = ReadLines(host.ProcSelfCgroup).FirstOrDefault(l => l.StartsWith("0::", StringComparison.Ordinal))?[3..];
+        string? own = OwnV2Path(host);
         if (own is null)
             return new CgroupProbe("v2", false, "this process has no cgroup v2 path in " + host.ProcSelfCgroup, NotDelegatedFix);
         string root = host.CgroupRoot.TrimEnd('/');
@@ -113,8 +178,15 @@ public static class CgroupManager
             reason = $"the delegated cgroup {candidate} holds other processes ({string.Join(" ", procs.Take(5))}), so it cannot enable controllers (no internal processes rule); start the job in a leaf cgroup below it";
             candidate = Path.GetDirectoryName(candidate)!;
         }
-        return new CgroupProbe("v2", false, reason, NotDelegatedFix);
+        // Nothing writable on the way up (a login session's scope, a system service without
+        // Delegate=): the case a systemd user manager can help with. A delegated cgroup that only
+        // holds other processes is not: the job is where its administrator put it.
+        return new CgroupProbe("v2", false, reason, NotDelegatedFix) { NotDelegated = candidate == ownDir };
     }
+
+    /// <summary>This process's cgroup v2 path ("0::PATH" in /proc/self/cgroup, cgroups(7)), or null.</summary>
+    private static string? OwnV2Path(CgroupHost host) =>
+        ReadLines(host.ProcSelfCgroup).FirstOrDefault(l => l.StartsWith("0::", StringComparison.Ordinal))?[3..];
 
     private static CgroupProbe ProbeV1(CgroupHost host, HashSet<string> needed)
     {
@@ -230,7 +302,28 @@ public static class CgroupManager
     private static HashSet<string> ReadWords(string file) =>
         ReadLines(file).SelectMany(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries)).ToHashSet();
 
-    // mountinfo escapes space, tab, newline and backslash as octal (\040).
-    private static string Unescape(string s) =>
-        s.Contains('\\') ? System.Text.RegularExpressions.Regex.Replace(s, @"\\([0-7]{3})", m => ((char)Convert.ToInt32(m.Groups[1].Value, 8)).ToString()) : s;
+    // mountinfo escapes space, tab, newline and backslash as octal (\040; proc(5), show_mountinfo).
+    // By hand: a Regex here pulled the whole regex interpreter into the NativeAOT binary.
+    internal static string Unescape(string s)
+    {
+        if (!s.Contains('\\'))
+            return s;
+        var text = new System.Text.StringBuilder(s.Length);
+        for (int i = 0; i < s.Length; i++)
+        {
+            if (s[i] == '\\' && IsOctal(s, i + 1))
+            {
+                text.Append((char)(((s[i + 1] - '0') << 6) | ((s[i + 2] - '0') << 3) | (s[i + 3] - '0')));
+                i += 3;
+            }
+            else
+            {
+                text.Append(s[i]);
+            }
+        }
+        return text.ToString();
+    }
+
+    private static bool IsOctal(string s, int at) =>
+        at + 2 < s.Length && s[at] is >= '0' and <= '7' && s[at + 1] is >= '0' and <= '7' && s[at + 2] is >= '0' and <= '7';
 }

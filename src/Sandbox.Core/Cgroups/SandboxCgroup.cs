@@ -11,7 +11,11 @@ public sealed record CgroupHost(
     Func<string, bool>? IsWritable = null,
     int? ProcessId = null)
 {
-    public static CgroupHost Current { get; } = new();
+    /// <summary>The real host, with the current user's systemd user manager (reached only when a cgroup is needed and none is delegated).</summary>
+    public static CgroupHost Current { get; } = new() { UserManager = SystemdUserManager.ForCurrentUser() };
+
+    /// <summary>Who can give a delegated scope when no cgroup is delegated; null: nobody is asked.</summary>
+    public ISystemdUserManager? UserManager { get; init; }
 
     public bool Writable(string path) => IsWritable?.Invoke(path) ?? Syscalls.CanWrite(path);
 

@@ -292,12 +292,15 @@ public static partial class HostCheck
     private static readonly string[] s_limitControllers = ["memory", "pids", "cpu"];
 
     /// <summary>
-    /// The probe the runtime itself uses to place sandboxes (<see cref="CgroupManager.Probe"/>), so
-    /// that `sandbox check` and `sandbox run --memory` can never disagree about this host.
+    /// The probe the runtime itself uses to place sandboxes (<see cref="CgroupManager.ProbeOrDelegate"/>),
+    /// so that `sandbox check` and `sandbox run --memory` can never disagree about this host. Like a
+    /// run, it really asks the systemd user manager for a delegated scope when no cgroup is delegated
+    /// (this process then lives in that scope until it exits, when systemd removes the scope).
     /// </summary>
     private static CheckItem CheckCgroups(HostFacts facts)
     {
-        CgroupProbe probe = CgroupManager.Probe(new CgroupHost(facts.SelfCgroup, facts.MountInfo, facts.CgroupRoot, facts.IsWritable), s_limitControllers);
+        var host = new CgroupHost(facts.SelfCgroup, facts.MountInfo, facts.CgroupRoot, facts.IsWritable) { UserManager = facts.SystemdUserManager };
+        CgroupProbe probe = CgroupManager.ProbeOrDelegate(host, s_limitControllers);
         return probe.Usable
             ? new(Cgroups, CheckStatus.Ok, $"{probe.Version}, {probe.Detail}: memory, pids and cpu limits can be enforced", null)
             : new(Cgroups, CheckStatus.Warning, $"{probe.Version}, {probe.Detail}; limits need --limits=best-effort here", probe.Fix);

@@ -33,6 +33,12 @@ public sealed record HostFacts(
     /// <summary>Whether the current user may write the path; defaults to access(2) with W_OK.</summary>
     public Func<string, bool> IsWritable { get; init; } = AccessWritable;
 
+    /// <summary>
+    /// Who gives a delegated cgroup when none is (the systemd user manager in <see cref="Default"/>);
+    /// null, the default for fixture hosts: nobody is asked.
+    /// </summary>
+    public Cgroups.ISystemdUserManager? SystemdUserManager { get; init; }
+
     /// <summary>Why the native executor cannot be used, or null; defaults to the real loader's answer.</summary>
     public Func<string?> NativeExecutorLoadError { get; init; } = static () => NativeExecutor.LoadError;
 
@@ -49,7 +55,10 @@ public sealed record HostFacts(
         (Environment.GetEnvironmentVariable("PATH") is { Length: > 0 } path ? path + ":" : "") + "/usr/bin",
         Syscalls.RealUserId,
         Syscalls.RealGroupId,
-        Environment.UserName);
+        Environment.UserName)
+    {
+        SystemdUserManager = Cgroups.SystemdUserManager.ForCurrentUser(),
+    };
 
     /// <summary>
     /// access(2) checks the real uid and gid, i.e. the user who will create the sandbox, and also

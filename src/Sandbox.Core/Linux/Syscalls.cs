@@ -8,6 +8,9 @@ namespace Sandbox.Linux;
 internal static unsafe class Syscalls
 {
     public static uint RealUserId => getuid();
+
+    /// <summary>The uid a peer sees through SO_PEERCRED (socket(7)), e.g. in D-Bus's EXTERNAL authentication.</summary>
+    public static uint EffectiveUserId => geteuid();
     public static uint RealGroupId => getgid();
 
     public static bool IsTerminal(int fd) => isatty(fd) == 1;

@@ -164,27 +164,37 @@ public sealed class ImageStore
                     chosen[diffId] = found;
             }
             long total = image.Layers.Where(l => !chosen.ContainsKey(l.DiffId.ToString())).Sum(l => l.BlobSize);
-            long done = 0;
             long imageBytes = 0;
             long flattenedEntries = 0;
             var metaUpdates = new List<(string Key, StoredLayerMeta Meta)>();
 
+            // The layers the store lacks, once each, each into a work directory of its own.
+            var work = new List<(int Index, WorkDirectory Dir)>();
             for (int i = 0; i < count; i++)
             {
-                LayerSource layer = image.Layers[i];
                 string diffId = diffIds[i];
+                if (diffIds.IndexOf(diffId) != i)
+                    continue;
                 if (chosen.ContainsKey(diffId))
                 {
-                    if (diffIds.IndexOf(diffId) == i)
-                    {
-                        progress?.Report(new ImportProgress(ImportStage.LayerReused, $"layer {i + 1}/{count} {layer.DiffId.Short}: already in the store")
-                        { LayerIndex = i + 1, LayerCount = count, LayerDigest = diffId, BytesDone = done, BytesTotal = total });
-                    }
+                    progress?.Report(new ImportProgress(ImportStage.LayerReused, $"layer {i + 1}/{count} {image.Layers[i].DiffId.Short}: already in the store")
+                    { LayerIndex = i + 1, LayerCount = count, LayerDigest = diffId, BytesDone = 0, BytesTotal = total });
                     continue;
                 }
                 WorkDirectory dir = temp.Create();
                 staged.Add((flatKeys[diffId], dir, new StoredLayerMeta { DiffId = diffId }));
-                StoredLayerMeta unpacked = UnpackLayer(source, layer, dir.Path, i, count, total, ref done, ownership.Map, progress, ct);
+                work.Add((i, dir));
+            }
+            StoredLayerMeta[] unpackedLayers = UnpackSideBySide(source, image, work, total, ownership.Map, progress, ct);
+
+            for (int w = 0; w < work.Count; w++)
+            {
+                int i = work[w].Index;
+                WorkDirectory dir = work[w].Dir;
+                LayerSource layer = image.Layers[i];
+                string diffId = diffIds[i];
+                StoredLayerMeta unpacked = unpackedLayers[w];
+                int at = staged.FindIndex(s => ReferenceEquals(s.Dir, dir));
                 imageBytes += unpacked.Size;
                 if (imageBytes > _limits.MaxImageSize)
                     throw new SandboxException(SandboxErrorCode.ImageTooLarge, $"{source.Description}: more than {_limits.MaxImageSize} bytes of layers");
@@ -198,13 +208,13 @@ public sealed class ImageStore
                     // were recorded: the same files. Keep that one and record what is now known.
                     legacy.Owners = StoredOwners.Flattened(0);
                     metaUpdates.Add((key, legacy));
-                    staged.RemoveAt(staged.Count - 1);
+                    staged.RemoveAt(at);
                     dir.Dispose();
                     chosen[diffId] = (key, legacy);
                 }
                 else
                 {
-                    staged[^1] = (key, dir, unpacked);
+                    staged[at] = (key, dir, unpacked);
                     chosen[diffId] = (key, unpacked);
                 }
                 ReportStats(layer, unpacked, i, count, progress);
@@ -267,11 +277,86 @@ public sealed class ImageStore
         return null;
     }
 
+    /// <summary>
+    /// Unpacks the given layers side by side, one per CPU: each reads its own slice of the archive
+    /// (pread), decompresses and verifies on its own, into its own directory. Decompression is the
+    /// bottleneck of an import (gzip inflates at ~100-200 MB/s per core), so an image's layers
+    /// together go up to CPU-count times faster than `tar -xzf` of them one after the other.
+    /// The first failure, in layer order, is the one reported; the others are cancelled.
+    /// </summary>
+    private StoredLayerMeta[] UnpackSideBySide(ImageSource source, ResolvedImage image, List<(int Index, WorkDirectory Dir)> work, long total,
+        IdMapPlan? plan, IProgress<ImportProgress>? progress, CancellationToken ct)
+    {
+        var results = new StoredLayerMeta[work.Count];
+        if (work.Count == 0)
+            return results;
+        var counter = new ProgressCounter();
+        IProgress<ImportProgress>? serialized = progress is null ? null : new SerializedProgress(progress);
+        if (work.Count == 1 || Environment.ProcessorCount == 1)
+        {
+            for (int w = 0; w < work.Count; w++)
+                results[w] = UnpackLayer(source, image.Layers[work[w].Index], work[w].Dir.Path, work[w].Index, image.Layers.Count, total, counter, plan, serialized, ct);
+            return results;
+        }
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var failures = new Exception?[work.Count];
+        var workers = new Thread[Math.Min(Environment.ProcessorCount, work.Count)];
+        int next = -1;
+        for (int t = 0; t < workers.Length; t++)
+        {
+            workers[t] = new Thread(() =>
+            {
+                int w;
+                while ((w = Interlocked.Increment(ref next)) < work.Count && !stop.IsCancellationRequested)
+                {
+                    try
+                    {
+                        results[w] = UnpackLayer(source, image.Layers[work[w].Index], work[w].Dir.Path, work[w].Index, image.Layers.Count, total, counter, plan, serialized, stop.Token);
+                    }
+                    catch (Exception e)
+                    {
+                        failures[w] = e;
+                        stop.Cancel();
+                    }
+                }
+            }) { IsBackground = true, Name = $"unpack {t}" };
+            workers[t].Start();
+        }
+        foreach (Thread worker in workers)
+            worker.Join();
+        ct.ThrowIfCancellationRequested();
+        // The first real failure in layer order; the cancellations it caused in others say nothing.
+        Exception? failure = failures.FirstOrDefault(f => f is not null and not OperationCanceledException) ?? failures.FirstOrDefault(f => f is not null);
+        if (failure is not null)
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
+        return results;
+    }
+
+    /// <summary>Bytes read so far by all the layers being unpacked, for one progress figure.</summary>
+    private sealed class ProgressCounter
+    {
+        private long _bytes;
+
+        public long Add(long n) => Interlocked.Add(ref _bytes, n);
+    }
+
+    /// <summary>Progress reports from several unpacking threads, handed on one at a time.</summary>
+    private sealed class SerializedProgress(IProgress<ImportProgress> inner) : IProgress<ImportProgress>
+    {
+        private readonly Lock _lock = new();
+
+        public void Report(ImportProgress value)
+        {
+            lock (_lock)
+                inner.Report(value);
+        }
+    }
+
     private StoredLayerMeta UnpackLayer(ImageSource source, LayerSource layer, string directory, int index, int count, long total,
-        ref long done, IdMapPlan? plan, IProgress<ImportProgress>? progress, CancellationToken ct)
+        ProgressCounter counter, IdMapPlan? plan, IProgress<ImportProgress>? progress, CancellationToken ct)
     {
         IdMapping? map = plan is null ? null : IdMapping.Of(plan);
-        long start = done;
+        long done = 0;
         long lastReport = 0;
         long read = 0;
         void Report(bool force)
@@ -280,7 +365,7 @@ public sealed class ImageStore
                 return;
             lastReport = read;
             progress.Report(new ImportProgress(ImportStage.Unpacking, $"layer {index + 1}/{count} {layer.DiffId.Short}")
-            { LayerIndex = index + 1, LayerCount = count, LayerDigest = layer.DiffId.ToString(), BytesDone = start + read, BytesTotal = total });
+            { LayerIndex = index + 1, LayerCount = count, LayerDigest = layer.DiffId.ToString(), BytesDone = done, BytesTotal = total });
         }
 
         Report(force: true);
@@ -289,6 +374,7 @@ public sealed class ImageStore
             OnRead = n =>
             {
                 read += n;
+                done = counter.Add(n);
                 Report(force: false);
             },
         };
@@ -328,7 +414,6 @@ public sealed class ImageStore
                 throw new SandboxException(se.Code, $"{source.Description}: {layer.What}: {se.Message}", se);
             throw new SandboxException(SandboxErrorCode.ImageFormatInvalid, $"{source.Description}: {layer.What}: unreadable ({e.Message})", e);
         }
-        done = start + read;
         IReadOnlyList<EntryOwner> owners = unpacker.Owners;
         if (map is not null && owners.Count > 0)
             ApplyOwners(directory, owners, plan!, map, source, layer, ct);
