@@ -330,11 +330,14 @@ public sealed class SandboxExecution : IDisposable
 
         private void ToTarget(int fd)
         {
-            while (!_spliceRefused)
+            // Drain what the pipe holds (and what arrives meanwhile) before polling again, up to a
+            // budget: an endless writer must not keep the loop from the reports, the other stream and
+            // the timeout.
+            for (int budget = 16; !_spliceRefused && budget > 0; budget--)
             {
                 long moved = StreamCalls.Splice(Fd, fd, SpliceChunk);
                 if (moved > 0)
-                    return;
+                    continue;
                 if (moved == 0)
                 {
                     Close();
@@ -342,6 +345,9 @@ public sealed class SandboxExecution : IDisposable
                 }
                 if (moved == -Errno.EAGAIN)
                 {
+                    // Either our pipe is empty (back to poll) or a pipe target is full (wait for it).
+                    if (StreamCalls.Available(Fd) == 0)
+                        return;
                     StreamCalls.WaitWritable(fd);
                     continue;
                 }
@@ -356,6 +362,8 @@ public sealed class SandboxExecution : IDisposable
                 Close();
                 return;
             }
+            if (!_spliceRefused)
+                return;
             _buffer ??= new byte[ReadChunk];
             int n = StreamCalls.Read(Fd, _buffer);
             if (n == 0 || StreamCalls.WriteAll(fd, _buffer.AsSpan(0, n)) < 0)

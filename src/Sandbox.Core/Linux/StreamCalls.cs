@@ -35,7 +35,7 @@ internal struct PollEntry
 internal static unsafe partial class StreamCalls
 {
     /// <summary>splice(2) flags: SPLICE_F_MOVE is a hint; SPLICE_F_MORE says more data follows.</summary>
-    private const uint SpliceMove = 1, SpliceMore = 4;
+    private const uint SpliceMove = 1, SpliceNonBlock = 2, SpliceMore = 4;
 
     [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
     private static partial int poll_(PollEntry* fds, nuint count, int timeoutMs);
@@ -78,19 +78,27 @@ internal static unsafe partial class StreamCalls
     /// Moves up to <paramref name="length"/> bytes from a pipe to <paramref name="target"/> inside the
     /// kernel (splice(2)): no copy through our memory. Returns the bytes moved, 0 at the pipe's end,
     /// or -errno (EINVAL: the target cannot take a splice, e.g. a file opened O_APPEND or some ttys;
-    /// EAGAIN: a non-blocking target is full; EPIPE: the target's reader is gone).
+    /// EAGAIN: the pipe is empty for now, or a pipe target is full; EPIPE: the target's reader is gone).
     /// </summary>
     public static long Splice(int pipe, int target, int length)
     {
         while (true)
         {
-            nint n = splice_(pipe, null, target, null, (nuint)length, SpliceMove | SpliceMore);
+            // Non-blocking: the caller drains the pipe until EAGAIN, then polls again.
+            nint n = splice_(pipe, null, target, null, (nuint)length, SpliceMove | SpliceNonBlock | SpliceMore);
             if (n >= 0)
                 return n;
             int error = Marshal.GetLastPInvokeError();
             if (error != Errno.EINTR)
                 return -error;
         }
+    }
+
+    /// <summary>FIONREAD: the bytes a pipe holds now.</summary>
+    public static int Available(int fd)
+    {
+        int n = 0;
+        return ioctl(fd, 0x541B /* FIONREAD */, &n) == 0 ? n : 0;
     }
 
     /// <summary>Writes all of <paramref name="data"/>, waiting for a non-blocking target to drain; 0 or -errno (EPIPE: the reader is gone).</summary>
