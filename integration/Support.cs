@@ -36,6 +36,20 @@ internal sealed record CliResult(int ExitCode, byte[] Stdout, string Stderr, Tim
 }
 
 /// <summary>Runs the real CLI binary, as a user would.</summary>
+/// <summary>The images ci/make-test-images builds with real tools (umoci, skopeo, GNU tar), in $SANDBOX_TEST_IMAGES.</summary>
+internal static class TestImages
+{
+    /// <summary>The path of one image; skips (a failure under SANDBOX_MUST_WORK=1) when the images are not there.</summary>
+    public static string Path(string name)
+    {
+        string? dir = Environment.GetEnvironmentVariable("SANDBOX_TEST_IMAGES");
+        Require.That(!string.IsNullOrEmpty(dir), "SANDBOX_TEST_IMAGES is not set (ci/test runs ci/make-test-images and sets it)");
+        string path = System.IO.Path.Combine(dir!, name);
+        Require.That(System.IO.Path.Exists(path), $"{path} is missing: run ci/make-test-images {dir}");
+        return path;
+    }
+}
+
 internal static class SandboxCli
 {
     public static string Binary => Path.Combine(AppContext.BaseDirectory, "sandbox");

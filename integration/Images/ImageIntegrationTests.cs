@@ -63,10 +63,7 @@ public sealed class ImageIntegrationTests
     [TestCaseSource(nameof(RealToolImages))]
     public void ImportsImagesMadeByUmociAndSkopeo(string image)
     {
-        string? dir = Environment.GetEnvironmentVariable("SANDBOX_TEST_IMAGES");
-        Require.That(!string.IsNullOrEmpty(dir), "SANDBOX_TEST_IMAGES is not set (ci/test runs ci/make-test-images and sets it)");
-        string path = Path.Combine(dir!, image);
-        Require.That(Path.Exists(path), $"{path} is missing: run ci/make-test-images {dir}");
+        string path = TestImages.Path(image);
 
         using var scratch = new Scratch();
         var store = new ImageStore(Path.Combine(scratch.Path, "store"));

@@ -25,12 +25,7 @@ public sealed class ImageRunTests
     [OneTimeTearDown]
     public void TearDown() => _store?.Dispose();
 
-    private static string ImagePath(string name)
-    {
-        string? dir = Environment.GetEnvironmentVariable("SANDBOX_TEST_IMAGES");
-        Require.That(dir is not null && Directory.Exists(dir), "SANDBOX_TEST_IMAGES is not set (ci/test makes the images with ci/make-test-images)");
-        return Path.Combine(dir!, name);
-    }
+    private static string ImagePath(string name) => TestImages.Path(name);
 
     [TestCaseSource(nameof(Images))]
     public void TheImageRunsItsOwnCommandWithItsConfig(string image)

@@ -402,10 +402,7 @@ public sealed class OwnershipTests
     [TestCaseSource(nameof(RealToolImages))]
     public void ImagesMadeByUmociAndSkopeoKeepTheirOwners(string name)
     {
-        string? dir = Environment.GetEnvironmentVariable("SANDBOX_TEST_IMAGES");
-        Require.That(!string.IsNullOrEmpty(dir), "SANDBOX_TEST_IMAGES is not set (ci/test runs ci/make-test-images and sets it)");
-        string path = Path.Combine(dir!, name);
-        Require.That(Path.Exists(path), $"{path} is missing: run ci/make-test-images {dir}");
+        string path = TestImages.Path(name);
         using var scratch = new Scratch();
         string store = Path.Combine(scratch.Path, "store");
         CliResult r = SandboxCli.Run("run", "--root", store, "--userns", "subuid", path, "stat", "-c", "%u:%g %a %n", "/home", "/home/user", "/home/user/notes.txt", "/keep/kept");

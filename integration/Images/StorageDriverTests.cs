@@ -33,12 +33,7 @@ public sealed class StorageDriverTests
     [OneTimeTearDown]
     public void TearDown() => _store?.Dispose();
 
-    private static string ImagePath(string name)
-    {
-        string? dir = Environment.GetEnvironmentVariable("SANDBOX_TEST_IMAGES");
-        Require.That(dir is not null && Directory.Exists(dir), "SANDBOX_TEST_IMAGES is not set (ci/test makes the images with ci/make-test-images)");
-        return Path.Combine(dir!, name);
-    }
+    private static string ImagePath(string name) => TestImages.Path(name);
 
     /// <summary>
     /// fuse-overlayfs is skipped only when this host genuinely cannot run it (the same probe auto

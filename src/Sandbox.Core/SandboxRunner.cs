@@ -309,7 +309,7 @@ public sealed class SandboxExecution : IDisposable
         private void ToEvents(SandboxExecution owner)
         {
             _buffer ??= new byte[ReadChunk];
-            int n = StreamCalls.Read(Fd, _buffer);
+            int n = Syscalls.Read(pipe, _buffer);
             if (n == 0)
             {
                 Close();
@@ -365,7 +365,7 @@ public sealed class SandboxExecution : IDisposable
             if (!_spliceRefused)
                 return;
             _buffer ??= new byte[ReadChunk];
-            int n = StreamCalls.Read(Fd, _buffer);
+            int n = Syscalls.Read(pipe, _buffer);
             if (n == 0 || StreamCalls.WriteAll(fd, _buffer.AsSpan(0, n)) < 0)
                 Close();
         }

@@ -29,12 +29,12 @@ internal struct PollEntry
 }
 
 /// <summary>
-/// poll(2), read(2), write(2) and splice(2) on raw descriptors, for the supervisor's single loop: it
+/// poll(2), write(2) and splice(2) on raw descriptors (reads: <see cref="Syscalls.Read"/>), for the supervisor's single loop: it
 /// moves the payload's output without a thread or a task per stream.
 /// </summary>
 internal static unsafe partial class StreamCalls
 {
-    /// <summary>splice(2) flags: SPLICE_F_MOVE is a hint; SPLICE_F_MORE says more data follows.</summary>
+    /// <summary>splice(2) flags: SPLICE_F_MOVE is a hint; SPLICE_F_NONBLOCK returns EAGAIN instead of waiting; SPLICE_F_MORE says more data follows.</summary>
     private const uint SpliceMove = 1, SpliceNonBlock = 2, SpliceMore = 4;
 
     [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
@@ -55,22 +55,6 @@ internal static unsafe partial class StreamCalls
             if (error == Errno.EINTR)
                 return 0;
             throw new LinuxException("poll", null, error);
-        }
-    }
-
-    /// <summary>read(2), retried on EINTR; 0 at end of file.</summary>
-    public static int Read(int fd, Span<byte> buffer)
-    {
-        fixed (byte* b = buffer)
-        {
-            while (true)
-            {
-                long n = read(fd, b, buffer.Length);
-                if (n >= 0)
-                    return (int)n;
-                if (errno != Errno.EINTR)
-                    throw new LinuxException("read", null, errno);
-            }
         }
     }
 
