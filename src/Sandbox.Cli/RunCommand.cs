@@ -37,6 +37,7 @@ internal sealed class RunCommand : Command
     {
         Description = "The command and its arguments (put -- before it when it starts with -)",
         Arity = ArgumentArity.ZeroOrMore,
+        DefaultValueFactory = static _ => [], // not by reflection: see SandboxOptions' constructor
     };
 
     public RunCommand() : base("run", "Run a command in a new sandbox")

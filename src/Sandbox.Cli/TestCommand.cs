@@ -37,6 +37,7 @@ internal sealed class TestCommand : Command
     {
         Description = "Arguments for dotnet test, after -- (e.g. -- --filter Category=Fast --blame-hang-timeout 5m)",
         Arity = ArgumentArity.ZeroOrMore,
+        DefaultValueFactory = static _ => [], // not by reflection: see SandboxOptions' constructor
     };
 
     public TestCommand() : base("test", "Run `dotnet test` in a sandbox: network off, workspace writable, everything else read-only or fresh")

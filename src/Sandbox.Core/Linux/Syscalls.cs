@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
 using static Tmds.Linux.LibC;
@@ -5,7 +6,7 @@ using static Tmds.Linux.LibC;
 namespace Sandbox.Linux;
 
 /// <summary>The few libc calls the parent side needs, each turning a failure into a <see cref="LinuxException"/>.</summary>
-internal static unsafe class Syscalls
+internal static unsafe partial class Syscalls
 {
     public static uint RealUserId => getuid();
 
@@ -43,6 +44,83 @@ internal static unsafe class Syscalls
         int minor = (int)(((dev >> 12) & 0xffffff00) | (dev & 0xff));
         return (major, minor);
     }
+
+    /// <summary>
+    /// What <paramref name="path"/> is, symlinks followed, in one stat(2): File.Exists and
+    /// Directory.Exists together take two, each with the runtime's path handling around it.
+    /// </summary>
+    public static PathKind KindOf(string path)
+    {
+        byte[] bytes = NulTerminated(path);
+        Tmds.Linux.stat st;
+        fixed (byte* p = bytes)
+        {
+            if (stat(p, &st) != 0)
+                return PathKind.Missing;
+        }
+        return ((uint)st.st_mode & 0xF000) == 0x4000 ? PathKind.Directory : PathKind.Other;
+    }
+
+    /// <summary>
+    /// A small file's text (a /proc or /sys value) in one open and read, without FileStream's
+    /// machinery; null when it cannot be read. Longer files are cut at <paramref name="maxBytes"/>.
+    /// </summary>
+    public static string? TryReadSmallFile(string path, int maxBytes = 256)
+    {
+        byte[] bytes = NulTerminated(path);
+        Span<byte> buffer = stackalloc byte[maxBytes];
+        int fd;
+        fixed (byte* p = bytes)
+            fd = open(p, O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0)
+            return null;
+        try
+        {
+            int total = 0;
+            fixed (byte* b = buffer)
+            {
+                while (total < maxBytes)
+                {
+                    long n = read(fd, b + total, maxBytes - total);
+                    if (n < 0 && errno == Errno.EINTR)
+                        continue;
+                    if (n < 0)
+                        return null;
+                    if (n == 0)
+                        break;
+                    total += (int)n;
+                }
+            }
+            return Encoding.UTF8.GetString(buffer[..total]);
+        }
+        finally
+        {
+            close(fd);
+        }
+    }
+
+    /// <summary>realpath(3): the canonical path of an existing file, every symlink resolved; null when it fails (a missing component, a loop).</summary>
+    public static string? TryRealPath(string path)
+    {
+        byte[] bytes = NulTerminated(path);
+        fixed (byte* p = bytes)
+        {
+            byte* resolved = realpath(p, null);
+            if (resolved == null)
+                return null;
+            try
+            {
+                return Marshal.PtrToStringUTF8((IntPtr)resolved);
+            }
+            finally
+            {
+                NativeMemory.Free(resolved); // malloc'd by realpath: free(3)
+            }
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "realpath")]
+    private static partial byte* realpath(byte* path, byte* resolved);
 
     public static bool KillProcess(int pid, int signal) => kill(pid, signal) == 0;
 
@@ -145,4 +223,13 @@ internal static unsafe class Syscalls
         Encoding.UTF8.GetBytes(s, bytes);
         return bytes;
     }
+}
+
+/// <summary>What a path names, for <see cref="Syscalls.KindOf"/>.</summary>
+internal enum PathKind
+{
+    Missing,
+    Directory,
+    /// <summary>A regular file, device, socket or fifo: what File.Exists also reports.</summary>
+    Other,
 }

@@ -6,6 +6,12 @@
 // (ptrace(2), "Ptrace access mode checking"; CVE-2019-5736). Static, because it runs inside any root
 // file system, with or without a libc.
 //
+// It is built without a libc (-nostdlib, its own _start, raw system calls): every sandbox starts it,
+// and glibc's start-up alone took 0.5 ms of CPU here against 0.05 ms for a program without it
+// (`perf stat -r 200` of an empty main, static, on this kernel under KVM): glibc probes the CPU with
+// some 60-90 CPUID instructions (init_cpu_features, the cache-size tables), and in a virtual machine
+// each CPUID traps to the hypervisor (about 5 us each, measured).
+//
 // Its job is what an init does in a container (tini, docker-init): release the payload, reap every
 // orphan, forward SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2/SIGWINCH to the payload, report the
 // payload's exact wait status, and exit when the payload does (the kernel then kills the rest of
@@ -13,74 +19,102 @@
 //
 // usage (by the executor only): sandbox-init PAYLOAD_PID, with fds 4, 5, 7, 8 as in sandbox_protocol.h
 // and every signal blocked.
-#define _GNU_SOURCE
-#include <errno.h>
-#include <poll.h>
-#include <signal.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/prctl.h>
-#include <sys/signalfd.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include <linux/errno.h>
+#include <linux/poll.h>
+#include <linux/prctl.h>
+#include <linux/signal.h>
+#include <linux/signalfd.h>
+#include <linux/wait.h>
 
 #include "sandbox_protocol.h"
+#include "sandbox_syscall.h"
+
+// The kernel's sigset_t is one 64-bit word on x86_64 and aarch64 (rt_sigprocmask(2): sigsetsize 8).
+#define KERNEL_SIGSET_SIZE 8
+#define SIGNAL_BIT(sig) (1ULL << ((sig) - 1))
 
 static void report(int32_t kind, int32_t step, int32_t error, int32_t value)
 {
     struct sbx_report r = {kind, step, error, value};
     // 16 bytes < PIPE_BUF: one atomic write (pipe(7)).
-    (void)!write(SBX_FD_REPORT, &r, sizeof r);
+    SYS3(SYS_write, SBX_FD_REPORT, &r, sizeof r);
 }
 
-int main(int argc, char **argv)
+static __attribute__((noreturn)) void exit_with(int code)
 {
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    for (;;)
+        SYS1(SYS_exit_group, code);
+}
+
+// A decimal pid; -1 when the text is not one.
+static long parse_pid(const char *text)
+{
+    long value = 0;
+    if (text == 0 || *text == 0)
+        return -1;
+    for (; *text; text++) {
+        if (*text < '0' || *text > '9' || value > 4194304) // PID_MAX_LIMIT
+            return -1;
+        value = value * 10 + (*text - '0');
+    }
+    return value;
+}
+
+static long read_retrying(int fd, void *buffer, unsigned long size)
+{
+    long n;
+    do
+        n = SYS3(SYS_read, fd, buffer, size);
+    while (n == -EINTR);
+    return n;
+}
+
+static int init_main(long argc, char **argv)
+{
+    SYS5(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0);
     if (argc != 2)
         return 125;
-    pid_t payload = (pid_t)strtol(argv[1], NULL, 10);
+    long payload = parse_pid(argv[1]);
+    if (payload <= 0)
+        return 125;
 
-    sigset_t forwarded;
-    sigemptyset(&forwarded);
-    const int forward[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD, SIGWINCH};
-    for (size_t i = 0; i < sizeof forward / sizeof forward[0]; i++)
-        sigaddset(&forwarded, forward[i]);
+    unsigned long long forwarded = SIGNAL_BIT(SIGINT) | SIGNAL_BIT(SIGTERM) | SIGNAL_BIT(SIGHUP) | SIGNAL_BIT(SIGQUIT) |
+                                   SIGNAL_BIT(SIGUSR1) | SIGNAL_BIT(SIGUSR2) | SIGNAL_BIT(SIGCHLD) | SIGNAL_BIT(SIGWINCH);
     // Every signal is still blocked (inherited through exec); blocked signals are queued even for a
     // namespace's init (kernel/signal.c, sig_ignored()), so the parent's SIGTERM reaches us here.
-    int sfd = signalfd(-1, &forwarded, SFD_CLOEXEC | SFD_NONBLOCK);
+    long sfd = SYS4(SYS_signalfd4, -1, &forwarded, KERNEL_SIGSET_SIZE, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0) {
-        report(SBX_REPORT_SETUP_FAILED, -1, errno, 0);
+        report(SBX_REPORT_SETUP_FAILED, -1, (int32_t)-sfd, 0);
         return 125;
     }
 
     // Release the payload, then learn whether its exec worked: EOF on the status pipe means it did
     // (the payload's write end is close-on-exec); a record means it failed before or at exec.
-    if (write(SBX_FD_INIT_GO, "g", 1) != 1) {
-        report(SBX_REPORT_SETUP_FAILED, -1, errno, 0);
+    long written = SYS3(SYS_write, SBX_FD_INIT_GO, "g", 1);
+    if (written != 1) {
+        report(SBX_REPORT_SETUP_FAILED, -1, written < 0 ? (int32_t)-written : EIO, 0);
         return 125;
     }
-    close(SBX_FD_INIT_GO);
+    SYS1(SYS_close, SBX_FD_INIT_GO);
     int32_t failure[2];
-    ssize_t n;
-    do
-        n = read(SBX_FD_INIT_STATUS, failure, sizeof failure);
-    while (n < 0 && errno == EINTR);
-    close(SBX_FD_INIT_STATUS);
+    long n = read_retrying(SBX_FD_INIT_STATUS, failure, sizeof failure);
+    SYS1(SYS_close, SBX_FD_INIT_STATUS);
     if (n < 0) {
-        report(SBX_REPORT_SETUP_FAILED, -1, errno, 0);
+        report(SBX_REPORT_SETUP_FAILED, -1, (int32_t)-n, 0);
         return 125;
     }
-    if (n == (ssize_t)sizeof failure) {
+    if (n == (long)sizeof failure) {
         int status;
-        waitpid(payload, &status, 0);
+        SYS4(SYS_wait4, payload, &status, 0, 0);
         report(SBX_REPORT_EXEC_FAILED, failure[0], failure[1], 0);
         return 127;
     }
-    report(SBX_REPORT_STARTED, 0, 0, payload);
+    report(SBX_REPORT_STARTED, 0, 0, (int32_t)payload);
 
-    struct pollfd fds[2] = {{sfd, POLLIN, 0}, {SBX_FD_LIFE, POLLIN, 0}};
+    struct pollfd fds[2] = {{(int)sfd, POLLIN, 0}, {SBX_FD_LIFE, POLLIN, 0}};
     for (;;) {
-        if (poll(fds, 2, -1) < 0)
+        // poll(2) has no system call of its own on aarch64: ppoll with no timeout and no mask.
+        if (SYS5(SYS_ppoll, fds, 2, 0, 0, KERNEL_SIGSET_SIZE) < 0)
             continue;
         if (fds[1].revents) {
             // The parent is gone (its write end closed): our exit kills every process in the PID
@@ -88,13 +122,13 @@ int main(int argc, char **argv)
             return 137;
         }
         struct signalfd_siginfo si;
-        while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        while (SYS3(SYS_read, sfd, &si, sizeof si) == (long)sizeof si) {
             if (si.ssi_signo != SIGCHLD)
-                kill(payload, (int)si.ssi_signo);
+                SYS2(SYS_kill, payload, si.ssi_signo);
         }
         for (;;) {
             int status = 0;
-            pid_t pid = waitpid(-1, &status, WNOHANG);
+            long pid = SYS4(SYS_wait4, -1, &status, WNOHANG, 0);
             if (pid <= 0)
                 break;
             if (pid == payload) {
@@ -104,3 +138,26 @@ int main(int argc, char **argv)
         }
     }
 }
+
+// The entry point: the kernel leaves argc at the stack pointer, argv right above it (the System V
+// ABI's process start-up state). Called with the stack aligned as a C call expects.
+__attribute__((used)) static void start_c(long *stack)
+{
+    exit_with(init_main(stack[0], (char **)(stack + 1)));
+}
+
+#if defined(__x86_64__)
+__asm__(".text\n.global _start\n_start:\n"
+        "    xor %ebp, %ebp\n"
+        "    mov %rsp, %rdi\n"
+        "    and $-16, %rsp\n"
+        "    call start_c\n"
+        "    hlt\n");
+#elif defined(__aarch64__)
+__asm__(".text\n.global _start\n_start:\n"
+        "    mov x29, #0\n"
+        "    mov x30, #0\n"
+        "    mov x0, sp\n"
+        "    bl start_c\n"
+        "    brk #0\n");
+#endif

@@ -12,6 +12,10 @@ public static class HostPaths
     {
         if (!path.StartsWith('/'))
             throw new ArgumentException($"not an absolute path: {path}", nameof(path));
+        // The common case, a path that exists, in one libc call (which gives up after 40 links, as
+        // the default here does); the walk below is for the rest.
+        if (maxLinks >= 40 && Linux.Syscalls.TryRealPath(path) is string real)
+            return real;
         var pending = new Stack<string>(path.Split('/', StringSplitOptions.RemoveEmptyEntries).Reverse());
         var resolved = new List<string>();
         int links = 0;

@@ -1,4 +1,5 @@
 using System.Collections.Immutable;
+using Sandbox.Linux;
 using Sandbox.Runtime;
 
 namespace Sandbox.Rootfs;
@@ -366,8 +367,7 @@ public static class RootfsPlanner
         steps.Add(new MountStep("proc", In("/proc"), "proc", MountFlags.NoSuid | MountFlags.NoDev | MountFlags.NoExec));
         foreach (string name in s_readOnlyProcPaths)
         {
-            string hostPath = System.IO.Path.Combine(host.HostProc, name);
-            if (!File.Exists(hostPath) && !Directory.Exists(hostPath))
+            if (Syscalls.KindOf(System.IO.Path.Combine(host.HostProc, name)) == PathKind.Missing)
                 continue;
             string target = In("/proc/" + name);
             steps.Add(new MountStep(target, target, null, MountFlags.Bind | MountFlags.Recursive) { Optional = true });
@@ -376,18 +376,18 @@ public static class RootfsPlanner
         // runc also hides these sysfs directories (firmware tables, power capping controls).
         foreach (string path in s_maskedSysPaths)
         {
-            if (Directory.Exists(path))
+            if (Syscalls.KindOf(path) == PathKind.Directory)
                 steps.Add(new MountStep("tmpfs", In(path), "tmpfs", MountFlags.ReadOnly | MountFlags.NoSuid | MountFlags.NoDev | MountFlags.NoExec, "size=0,mode=0555") { Optional = true });
         }
         foreach (string name in s_maskedProcPaths)
         {
-            string hostPath = System.IO.Path.Combine(host.HostProc, name);
+            PathKind kind = Syscalls.KindOf(System.IO.Path.Combine(host.HostProc, name));
             string target = In("/proc/" + name);
-            if (Directory.Exists(hostPath))
+            if (kind == PathKind.Directory)
             {
                 steps.Add(new MountStep("tmpfs", target, "tmpfs", MountFlags.ReadOnly | MountFlags.NoSuid | MountFlags.NoDev | MountFlags.NoExec, "size=0,mode=0555") { Optional = true });
             }
-            else if (File.Exists(hostPath))
+            else if (kind == PathKind.Other)
             {
                 steps.Add(new MountStep(In("/dev/null"), target, null, MountFlags.Bind) { Optional = true });
             }
@@ -400,8 +400,9 @@ public static class RootfsPlanner
     private static (string Source, string Target, bool ReadOnly, bool IsFile) ResolveBind(BindMount bind, RootSpec root, string[] freshMounts)
     {
         string hostPath = System.IO.Path.GetFullPath(bind.HostPath);
-        bool isFile = File.Exists(hostPath);
-        if (!isFile && !Directory.Exists(hostPath))
+        PathKind kind = Syscalls.KindOf(hostPath);
+        bool isFile = kind == PathKind.Other;
+        if (kind == PathKind.Missing)
             throw new SandboxException(SandboxErrorCode.InvalidSpec, $"bind mount source {bind.HostPath} does not exist: create it, or fix the path");
         string source = HostPaths.Resolve(hostPath);
         string target = HostPaths.Normalize(bind.SandboxPath);

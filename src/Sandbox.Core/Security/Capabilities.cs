@@ -64,13 +64,9 @@ public static class Capabilities
     /// <summary>The highest capability this kernel knows (/proc/sys/kernel/cap_last_cap).</summary>
     public static int LastOnThisKernel(string procSys = "/proc/sys")
     {
-        try
-        {
-            return int.Parse(File.ReadAllText(Path.Combine(procSys, "kernel", "cap_last_cap")).Trim(), System.Globalization.CultureInfo.InvariantCulture);
-        }
-        catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException)
-        {
-            return s_names.Length - 1;
-        }
+        string? text = Linux.Syscalls.TryReadSmallFile(Path.Combine(procSys, "kernel", "cap_last_cap"));
+        return int.TryParse(text, System.Globalization.NumberStyles.AllowTrailingWhite, System.Globalization.CultureInfo.InvariantCulture, out int last)
+            ? last
+            : s_names.Length - 1;
     }
 }

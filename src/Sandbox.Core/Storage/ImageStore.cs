@@ -742,7 +742,7 @@ public sealed class ImageStore
             }
             try
             {
-                StoredImage? record = JsonSerializer.Deserialize(bytes, StoreJsonContext.Default.StoredImage);
+                StoredImage? record = StoredImageReader.Read(bytes);
                 if (record is null || record.SchemaVersion != 1 || !Digest.TryParse(record.Digest, out _))
                     throw new JsonException("not an image record of this version");
                 result.Add(record);

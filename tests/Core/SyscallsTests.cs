@@ -1,0 +1,70 @@
+using Sandbox.Linux;
+using Sandbox.Security;
+using Sandbox.Tests.TestSupport;
+
+namespace Sandbox.Tests.Core;
+
+/// <summary>The small path and file helpers the warm-start path uses instead of System.IO.</summary>
+public sealed class SyscallsTests
+{
+    [Test]
+    public void KindOfTellsDirectoriesFilesAndMissingPathsApartFollowingSymlinks()
+    {
+        using var dir = new TempDirectory();
+        string file = dir.Combine("file");
+        File.WriteAllText(file, "x");
+        File.CreateSymbolicLink(dir.Combine("to-dir"), dir.Path);
+        File.CreateSymbolicLink(dir.Combine("dangling"), dir.Combine("nothing"));
+        Assert.Multiple(() =>
+        {
+            Assert.That(Syscalls.KindOf(dir.Path), Is.EqualTo(PathKind.Directory));
+            Assert.That(Syscalls.KindOf(file), Is.EqualTo(PathKind.Other));
+            Assert.That(Syscalls.KindOf("/dev/null"), Is.EqualTo(PathKind.Other));
+            Assert.That(Syscalls.KindOf(dir.Combine("to-dir")), Is.EqualTo(PathKind.Directory));
+            Assert.That(Syscalls.KindOf(dir.Combine("dangling")), Is.EqualTo(PathKind.Missing));
+            Assert.That(Syscalls.KindOf(dir.Combine("nothing")), Is.EqualTo(PathKind.Missing));
+        });
+    }
+
+    [Test]
+    public void TryReadSmallFileReadsUpToTheLimitAndGivesNullForWhatCannotBeRead()
+    {
+        using var dir = new TempDirectory();
+        File.WriteAllText(dir.Combine("value"), "40\n");
+        File.WriteAllText(dir.Combine("long"), new string('a', 1000));
+        Assert.Multiple(() =>
+        {
+            Assert.That(Syscalls.TryReadSmallFile(dir.Combine("value")), Is.EqualTo("40\n"));
+            Assert.That(Syscalls.TryReadSmallFile(dir.Combine("long"), maxBytes: 10), Is.EqualTo("aaaaaaaaaa"));
+            Assert.That(Syscalls.TryReadSmallFile(dir.Combine("missing")), Is.Null);
+            Assert.That(Syscalls.TryReadSmallFile(dir.Path), Is.Null, "a directory cannot be read");
+            Assert.That(Syscalls.TryReadSmallFile("/proc/sys/kernel/cap_last_cap"), Does.Match(@"^\d+\n$"));
+        });
+    }
+
+    [Test]
+    public void TryRealPathResolvesExistingPathsOnly()
+    {
+        using var dir = new TempDirectory();
+        Directory.CreateDirectory(dir.Combine("a/b"));
+        File.CreateSymbolicLink(dir.Combine("link"), "a/b");
+        string real = Syscalls.TryRealPath(dir.Path)!;
+        Assert.Multiple(() =>
+        {
+            Assert.That(Syscalls.TryRealPath(dir.Combine("link/../b/.")), Is.EqualTo(real + "/a/b"));
+            Assert.That(Syscalls.TryRealPath(dir.Combine("link/missing")), Is.Null);
+        });
+    }
+
+    [Test]
+    public void TheLastCapabilityComesFromTheKernelFileOrFallsBackToTheKnownNames()
+    {
+        using var dir = new TempDirectory();
+        Directory.CreateDirectory(dir.Combine("kernel"));
+        File.WriteAllText(dir.Combine("kernel/cap_last_cap"), "37\n");
+        Assert.That(Capabilities.LastOnThisKernel(dir.Path), Is.EqualTo(37));
+        File.WriteAllText(dir.Combine("kernel/cap_last_cap"), "garbage");
+        Assert.That(Capabilities.LastOnThisKernel(dir.Path), Is.EqualTo(Capabilities.LastOnThisKernel(dir.Combine("missing"))));
+        Assert.That(Capabilities.LastOnThisKernel(dir.Combine("missing")), Is.GreaterThanOrEqualTo(40));
+    }
+}

@@ -1,0 +1,130 @@
+using System.Reflection;
+using System.Text;
+using System.Text.Json;
+using Sandbox.Storage;
+
+namespace Sandbox.Tests.Storage;
+
+/// <summary>
+/// The run path reads image records with <see cref="StoredImageReader"/>; the store writes them with
+/// the serializer (<see cref="StoreJsonContext"/>). These keep the two in step.
+/// </summary>
+public class StoredImageReaderTests
+{
+    private static StoredImage Full() => new()
+    {
+        SchemaVersion = 1,
+        Digest = "sha256:" + new string('a', 64),
+        ConfigDigest = "sha256:" + new string('b', 64),
+        Names = ["example/app:1", "example/app:latest"],
+        Created = new DateTimeOffset(2026, 1, 2, 3, 4, 5, TimeSpan.FromHours(2)),
+        Imported = new DateTimeOffset(2026, 11, 26, 23, 59, 58, 123, TimeSpan.Zero),
+        Size = 5_000_000_000,
+        Platform = "linux/arm64/v8",
+        SourceFormat = "docker-archive",
+        OwnershipFlattened = false,
+        HasManifest = true,
+        Layers =
+        [
+            new StoredLayer { DiffId = "sha256:" + new string('c', 64), Key = "k1", Size = 123, Owners = StoredOwners.Flattened(0) },
+            new StoredLayer
+            {
+                DiffId = "sha256:" + new string('d', 64), Key = "k2", Size = 4_294_967_296,
+                Owners = new StoredOwners
+                {
+                    Kind = StoredOwners.MappedKind, HostUid = 4_000_000_000, HostGid = 1001, UidStart = 100000, UidCount = 65536,
+                    GidStart = 200000, GidCount = 1000, NonRootEntries = 42,
+                },
+            },
+            new StoredLayer { DiffId = "sha256:" + new string('e', 64), Key = "k3", Size = 0, Owners = null },
+        ],
+        Config = new StoredConfig
+        {
+            Env = ["PATH=/usr/bin", "A=b=c", "UNICODE=\u00e9\u6f22"],
+            Entrypoint = ["/bin/sh", "-c"],
+            Cmd = ["echo \"quoted\" \\ back"],
+            WorkingDir = "/work",
+            User = "1000:1000",
+            Labels = new Dictionary<string, string> { ["org.opencontainers.image.title"] = "app", ["empty"] = "" },
+            StopSignal = "SIGINT",
+        },
+    };
+
+    private static string Write(StoredImage image) => Encoding.UTF8.GetString(JsonSerializer.SerializeToUtf8Bytes(image, StoreJsonContext.Default.StoredImage));
+
+    private static StoredImage Read(string json) => StoredImageReader.Read(Encoding.UTF8.GetBytes(json));
+
+    [Test]
+    public void ARecordWithEveryPropertySetReadsBackAsTheSerializerWroteIt()
+    {
+        string written = Write(Full());
+        Assert.That(Write(Read(written)), Is.EqualTo(written));
+    }
+
+    [Test]
+    public void TheFixtureSetsEveryPropertyOfEveryRecordType()
+    {
+        // A property added to a record type but left at its default here would escape the round trip
+        // above, and so could be missing from the reader: make it set.
+        StoredImage full = Full();
+        var unset = new List<string>();
+        Check(full, unset);
+        Check(full.Layers[1], unset);
+        Check(full.Layers[1].Owners!, unset);
+        Check(full.Config, unset);
+        Assert.That(unset, Is.Empty, "properties left at their default in the fixture: set them, and read them in StoredImageReader");
+    }
+
+    private static void Check(object record, List<string> unset)
+    {
+        object fresh = Activator.CreateInstance(record.GetType())!;
+        foreach (PropertyInfo p in record.GetType().GetProperties(BindingFlags.Public | BindingFlags.Instance))
+        {
+            if (!p.CanWrite || p.GetCustomAttribute<System.Text.Json.Serialization.JsonIgnoreAttribute>() is not null)
+                continue;
+            object? value = p.GetValue(record);
+            if (value is null || (p.Name != nameof(StoredImage.SchemaVersion) && Equals(value, p.GetValue(fresh))))
+                unset.Add($"{record.GetType().Name}.{p.Name}");
+        }
+    }
+
+    [Test]
+    public void MissingPropertiesKeepTheDefaultsAndUnknownOnesAreIgnored()
+    {
+        StoredImage image = Read("""{"digest":"sha256:00","future":{"x":[1,2]},"layers":[{"key":"k","unknown":true}]}""");
+        Assert.Multiple(() =>
+        {
+            Assert.That(image.SchemaVersion, Is.EqualTo(1));
+            Assert.That(image.Names, Is.Empty);
+            Assert.That(image.OwnershipFlattened, Is.True);
+            Assert.That(image.Layers.Single().Key, Is.EqualTo("k"));
+            Assert.That(image.Layers.Single().Owners, Is.Null);
+            Assert.That(image.Config.Env, Is.Null);
+        });
+    }
+
+    [Test]
+    public void NullsReadAsTheSerializerReadsThem()
+    {
+        const string json = """{"created":null,"names":null,"config":{"env":null,"labels":null,"user":null},"layers":[{"owners":null,"diffId":null}]}""";
+        StoredImage ours = Read(json);
+        StoredImage theirs = JsonSerializer.Deserialize(json, StoreJsonContext.Default.StoredImage)!;
+        Assert.That(Write(ours), Is.EqualTo(Write(theirs)));
+    }
+
+    [TestCase("[]")]
+    [TestCase("""{"digest":5}""")]
+    [TestCase("""{"size":"big"}""")]
+    [TestCase("""{"size":null}""")]
+    [TestCase("""{"created":"yesterday"}""")]
+    [TestCase("""{"names":"one"}""")]
+    [TestCase("""{"layers":[{"size":1.5}]}""")]
+    [TestCase("""{"layers":[{"owners":{"hostUid":-1}}]}""")]
+    [TestCase("""{"config":{"labels":{"a":1}}}""")]
+    [TestCase("""{"digest":"sha256:00" """)]
+    public void DamagedRecordsAreJsonErrorsAsWithTheSerializer(string json)
+    {
+        Assert.Throws(Is.InstanceOf<JsonException>(), () => JsonSerializer.Deserialize(json, StoreJsonContext.Default.StoredImage));
+        Assert.Throws(Is.InstanceOf<JsonException>(), () => Read(json));
+    }
+}
