@@ -72,7 +72,10 @@ internal sealed class RunCommand : Command
                               path.EndsWith(".tgz", StringComparison.Ordinal) || path.EndsWith(".tar.zst", StringComparison.Ordinal) ||
                               path.EndsWith(".oci", StringComparison.Ordinal));
 
-    private static bool ImageExists(string name, string? store)
+    /// <summary>The image <see cref="Split"/> found for its first word, reused by <see cref="BuildSpec"/> instead of reading the store twice.</summary>
+    private (string Name, string? Store, Images.ImageRecord Image)? _splitFound;
+
+    private bool ImageExists(string name, string? store)
     {
         // A command such as `ls` is looked up too: cheap (the store's records), and only when it is
         // the first word after the options.
@@ -80,7 +83,10 @@ internal sealed class RunCommand : Command
             return false;
         try
         {
-            return new Storage.ImageStore(Storage.StoreLocation.Resolve(store)).Find(name) is not null;
+            Images.ImageRecord? image = new Storage.ImageStore(Storage.StoreLocation.Resolve(store)).Find(name);
+            if (image is not null)
+                _splitFound = (name, store, image);
+            return image is not null;
         }
         catch (SandboxException)
         {
@@ -91,7 +97,9 @@ internal sealed class RunCommand : Command
     public SandboxSpec BuildSpec(ParseResult parse, ImmutableArray<string> command)
     {
         StorageDriver driver = StorageDriverOption.Resolve(parse.GetValue(_storageDriver));
-        RootSpec rootSpec = ResolveRoot(parse.GetValue(_root), parse.GetValue(_store), parse.GetValue(_readOnly), parse.GetValue(_platform), _options.UserNamespace(parse), driver);
+        string? root = parse.GetValue(_root), store = parse.GetValue(_store);
+        Images.ImageRecord? found = _splitFound is var (splitName, splitStore, splitImage) && splitName == root && splitStore == store ? splitImage : null;
+        RootSpec rootSpec = ResolveRoot(root, store, parse.GetValue(_readOnly), parse.GetValue(_platform), _options.UserNamespace(parse), driver, found);
         if (parse.GetValue(_keep))
         {
             if (rootSpec is not ImageRoot image)
@@ -106,7 +114,7 @@ internal sealed class RunCommand : Command
     }
 
     internal static RootSpec ResolveRoot(string? root, string? store, bool readOnly, string? platform,
-        UserNamespaceMode userNamespace = UserNamespaceMode.Auto, StorageDriver driver = StorageDriver.Auto)
+        UserNamespaceMode userNamespace = UserNamespaceMode.Auto, StorageDriver driver = StorageDriver.Auto, Images.ImageRecord? found = null)
     {
         if (root is null or "host")
             return RootSpec.Host;
@@ -124,7 +132,7 @@ internal sealed class RunCommand : Command
         }
         else
         {
-            image = images.Find(root)
+            image = found ?? images.Find(root)
                 ?? throw new SandboxException(SandboxErrorCode.ImageNotFound, $"{root}: no such image in {images.Root}, directory or image archive (import one with: sandbox image import FILE --name {root})");
         }
         // `image prune` must not delete layers while they are mounted: the shared lock is held until

@@ -12,7 +12,7 @@ namespace Sandbox;
 internal sealed class EventQueue
 {
     private readonly Queue<SandboxEvent> _items = new();
-    private readonly int _capacity;
+    private int _capacity;
     private readonly CancellationToken _abandoned;
     private bool _ended;
     private Exception? _error;
@@ -58,6 +58,29 @@ internal sealed class EventQueue
             reader = Signal();
         }
         reader?.TrySetResult();
+    }
+
+    /// <summary>No limit from now on: for a writer that is also the reader (it would wait for itself).</summary>
+    public void RemoveBound()
+    {
+        lock (_items)
+            _capacity = int.MaxValue;
+    }
+
+    /// <summary>The next event if one is there, without waiting; never throws the stream's error.</summary>
+    public bool TryTake([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out SandboxEvent? e)
+    {
+        lock (_items)
+        {
+            if (_items.Count == 0)
+            {
+                e = null;
+                return false;
+            }
+            e = _items.Dequeue();
+            Monitor.PulseAll(_items);
+            return true;
+        }
     }
 
     public IEnumerable<SandboxEvent> ReadAll()

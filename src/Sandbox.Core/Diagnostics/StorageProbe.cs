@@ -153,17 +153,8 @@ public sealed class StorageProbe : IStorageDriverHost
 
     private static string? ReadBootId() => ReadLine("/proc/sys/kernel/random/boot_id");
 
-    private static string? ReadLine(string path)
-    {
-        try
-        {
-            return File.ReadAllText(path).Trim();
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return null;
-        }
-    }
+    // Every image run reads these two /proc values: one open and read each, not File's machinery.
+    private static string? ReadLine(string path) => Linux.Syscalls.TryReadSmallFile(path)?.Trim();
 
     private static FileStatus? SafeLStat(string path)
     {

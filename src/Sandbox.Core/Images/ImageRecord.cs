@@ -136,7 +136,18 @@ public sealed record ImageRecord
     public bool OwnershipFlattened => Layers.Any(l => l.Ownership.LostOwners);
 
     /// <summary>The subordinate-range map the layers with owners other than root were unpacked for; null when none has such owners on disk.</summary>
-    public IdMapping? IdMap => Layers.Select(l => l.Ownership).FirstOrDefault(o => o.Kind == LayerOwnershipKind.Mapped)?.Map;
+    public IdMapping? IdMap
+    {
+        get
+        {
+            foreach (LayerInfo layer in Layers)
+            {
+                if (layer.Ownership.Kind == LayerOwnershipKind.Mapped)
+                    return layer.Ownership.Map;
+            }
+            return null;
+        }
+    }
 }
 
 /// <summary>What <c>prune</c> removed.</summary>

@@ -180,9 +180,16 @@ public static class RootfsPlanner
     {
         var layers = CheckLayers(image);
         string store = System.IO.Path.GetDirectoryName(layers[0])!;
-        if (layers.Any(l => System.IO.Path.GetDirectoryName(l) != store))
-            throw new SandboxException(SandboxErrorCode.Internal, "the image's layers are not in one store directory");
-        string lower = string.Join(':', layers.Reverse().Select(l => System.IO.Path.GetFileName(l)));
+        // Loops, not LINQ: on this warm-start path NativeAOT resolved Reverse().Select()'s generic
+        // virtual methods at run time (about 0.1 ms in perf).
+        var lowerNames = new string[layers.Length];
+        for (int i = 0; i < layers.Length; i++)
+        {
+            if (System.IO.Path.GetDirectoryName(layers[i]) != store)
+                throw new SandboxException(SandboxErrorCode.Internal, "the image's layers are not in one store directory");
+            lowerNames[layers.Length - 1 - i] = System.IO.Path.GetFileName(layers[i]); // highest first
+        }
+        string lower = string.Join(':', lowerNames);
         // Also with --read-only: the mount is then made read-only (mount_setattr), which keeps a
         // one-layer image valid (overlay wants two lower layers when it has no upper).
         string upper = "/upper", work = "/work";
