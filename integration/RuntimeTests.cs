@@ -433,6 +433,57 @@ public sealed class RuntimeTests
     }
 
     [Test]
+    public void OutputSentToTheNullDeviceIsNotRelayedAndLargeOutputToAnAppendedFileIsCopiedWhole()
+    {
+        // stdout to /dev/null (opened O_APPEND, as shells and CI harnesses do): the payload gets a
+        // /dev/null of its own, no pipe of ours; stderr, a file, still gets everything.
+        using var dir = new TempDir();
+        string err = Path.Combine(dir.Path, "err"), big = Path.Combine(dir.Path, "big");
+        string sandbox = SandboxCli.Binary;
+        var psi = new ProcessStartInfo("/bin/sh", ["-c",
+            $"'{sandbox}' run -- sh -c 'a=$(readlink /proc/$$/fd/1); b=$(readlink /proc/$$/fd/2); echo $a $b >&2; head -c 10000000 /dev/zero' >> /dev/null 2>> '{err}'; echo \"null=$?\"; " +
+            // 40 MB through the copying path (O_APPEND refuses splice): every byte, in order.
+            $"'{sandbox}' run -- sh -c 'seq 1 5000000' >> '{big}'; echo \"big=$?\""])
+        { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.Environment["HOME"] = Environment.GetEnvironmentVariable("HOME") ?? "/tmp";
+        using var process = Process.Start(psi)!;
+        string stdout = process.StandardOutput.ReadToEnd();
+        Assert.That(process.WaitForExit(TimeSpan.FromSeconds(60)), Is.True);
+        Assert.That(stdout, Does.Contain("null=0").And.Contain("big=0"), stdout + process.StandardError.ReadToEnd());
+        string[] links = File.ReadAllText(err).Trim().Split(' ');
+        Assert.That(links[0], Is.EqualTo("/dev/null"), "stdout: the payload's own /dev/null");
+        Assert.That(links[1], Does.StartWith("pipe:"), "stderr to a file: still our pipe");
+        var expected = new System.Text.StringBuilder();
+        for (int i = 1; i <= 5000000; i++)
+            expected.Append(i).Append('\n');
+        Assert.That(new FileInfo(big).Length, Is.EqualTo(expected.Length));
+        Assert.That(File.ReadAllText(big) == expected.ToString(), "the appended file holds seq's output exactly");
+    }
+
+    [Test]
+    public void OutputToAPipeGoesStraightIntoItWithFlagsOfItsOwn()
+    {
+        // `sandbox run ... | reader`: the payload writes into the reader's pipe itself (no relay), through
+        // an open file description of its own: O_NONBLOCK set inside does not reach the caller's.
+        string sandbox = SandboxCli.Binary;
+        const string SetNonBlocking = "import fcntl, os; fcntl.fcntl(1, fcntl.F_SETFL, fcntl.fcntl(1, fcntl.F_GETFL) | os.O_NONBLOCK)";
+        const string ShowNonBlocking = "import fcntl, os; print('caller-nonblocking=%s' % bool(fcntl.fcntl(1, fcntl.F_GETFL) & os.O_NONBLOCK))";
+        var psi = new ProcessStartInfo("/bin/sh", ["-c",
+            $"'{sandbox}' run -- sh -c 'readlink /proc/$$/fd/1' | sh -c 'read line; echo \"payload=$line reader=$(readlink /proc/$$/fd/0)\"'; " +
+            $"{{ '{sandbox}' run -- python3 -c \"{SetNonBlocking}\"; python3 -c \"{ShowNonBlocking}\"; }} | cat"])
+        { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.Environment["HOME"] = Environment.GetEnvironmentVariable("HOME") ?? "/tmp";
+        using var process = Process.Start(psi)!;
+        string stdout = process.StandardOutput.ReadToEnd();
+        Assert.That(process.WaitForExit(TimeSpan.FromSeconds(30)), Is.True);
+        string why = stdout + process.StandardError.ReadToEnd();
+        var pipes = System.Text.RegularExpressions.Regex.Match(stdout, @"payload=(pipe:\[\d+\]) reader=(pipe:\[\d+\])");
+        Assert.That(pipes.Success, why);
+        Assert.That(pipes.Groups[1].Value, Is.EqualTo(pipes.Groups[2].Value), "the payload's stdout is the reader's pipe");
+        Assert.That(stdout, Does.Contain("caller-nonblocking=False"), why);
+    }
+
+    [Test]
     public void TheStartedEventComesBeforeAnyOutputEvenWhenThePayloadWritesAtOnce()
     {
         for (int i = 0; i < 20; i++)

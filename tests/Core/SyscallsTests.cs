@@ -1,3 +1,4 @@
+using Microsoft.Win32.SafeHandles;
 using Sandbox.Linux;
 using Sandbox.Security;
 using Sandbox.Tests.TestSupport;
@@ -54,6 +55,55 @@ public sealed class SyscallsTests
             Assert.That(Syscalls.TryRealPath(dir.Combine("link/../b/.")), Is.EqualTo(real + "/a/b"));
             Assert.That(Syscalls.TryRealPath(dir.Combine("link/missing")), Is.Null);
         });
+    }
+
+    [Test]
+    public void KindOfDescriptorTellsTheNullDeviceAndPipesFromTheRest()
+    {
+        using var dir = new TempDirectory();
+        string file = dir.CreateFile("file", "x");
+        using var appended = File.OpenHandle("/dev/null", FileMode.Append, FileAccess.Write);
+        using var plain = Syscalls.OpenWriteOnly("/dev/null");
+        using var zero = Syscalls.OpenReadOnly("/dev/zero");
+        using var regular = Syscalls.OpenReadOnly(file);
+        var (read, write) = Syscalls.CreatePipe();
+        using (read)
+        using (write)
+        {
+            Assert.Multiple(() =>
+            {
+                Assert.That(Syscalls.KindOfDescriptor(appended), Is.EqualTo(DescriptorKind.NullDevice));
+                Assert.That(Syscalls.KindOfDescriptor(plain), Is.EqualTo(DescriptorKind.NullDevice));
+                Assert.That(Syscalls.KindOfDescriptor(zero), Is.EqualTo(DescriptorKind.Other));
+                Assert.That(Syscalls.KindOfDescriptor(regular), Is.EqualTo(DescriptorKind.Other));
+                Assert.That(Syscalls.KindOfDescriptor(write), Is.EqualTo(DescriptorKind.Pipe));
+                Assert.That(Syscalls.KindOfDescriptor(read), Is.EqualTo(DescriptorKind.Pipe));
+            });
+        }
+    }
+
+    [Test]
+    public void AReopenedPipeIsTheSamePipeWithFlagsOfItsOwn()
+    {
+        var (read, write) = Syscalls.CreatePipe();
+        using (read)
+        {
+            using (write)
+            {
+                using SafeFileHandle own = Syscalls.TryReopenPipeForWriting(write)!;
+                Assert.That(own, Is.Not.Null);
+                Assert.That(Tmds.Linux.LibC.fcntl((int)own.DangerousGetHandle(), Tmds.Linux.LibC.F_GETFL) & Tmds.Linux.LibC.O_NONBLOCK, Is.Zero, "blocking, as a payload expects");
+                // O_NONBLOCK on the new description leaves the original's flags alone.
+                Tmds.Linux.LibC.fcntl((int)own.DangerousGetHandle(), Tmds.Linux.LibC.F_SETFL, Tmds.Linux.LibC.O_WRONLY | Tmds.Linux.LibC.O_NONBLOCK);
+                Assert.That(Tmds.Linux.LibC.fcntl((int)write.DangerousGetHandle(), Tmds.Linux.LibC.F_GETFL) & Tmds.Linux.LibC.O_NONBLOCK, Is.Zero);
+                byte[] data = "through the reopened end"u8.ToArray();
+                using (var stream = new FileStream(own, FileAccess.Write, 1))
+                    stream.Write(data);
+                var got = new byte[64];
+                int n = Syscalls.Read(read, got);
+                Assert.That(System.Text.Encoding.ASCII.GetString(got, 0, n), Is.EqualTo("through the reopened end"));
+            }
+        }
     }
 
     [Test]

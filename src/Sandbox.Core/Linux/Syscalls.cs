@@ -38,12 +38,12 @@ internal static unsafe partial class Syscalls
         uint mode = (uint)st.st_mode;
         if ((mode & 0xF000) != 0x6000 && (mode & 0xF000) != 0x2000)
             throw new LinuxException("not a device", path, Errno.EINVAL);
-        ulong dev = (ulong)st.st_rdev;
-        // gnu_dev_major/minor (sys/sysmacros.h)
-        int major = (int)(((dev >> 32) & 0xfffff000) | ((dev >> 8) & 0xfff));
-        int minor = (int)(((dev >> 12) & 0xffffff00) | (dev & 0xff));
-        return (major, minor);
+        return MajorMinor((ulong)st.st_rdev);
     }
+
+    // gnu_dev_major/minor (sys/sysmacros.h)
+    private static (int Major, int Minor) MajorMinor(ulong dev) =>
+        ((int)(((dev >> 32) & 0xfffff000) | ((dev >> 8) & 0xfff)), (int)(((dev >> 12) & 0xffffff00) | (dev & 0xff)));
 
     /// <summary>
     /// What <paramref name="path"/> is, symlinks followed, in one stat(2): File.Exists and
@@ -149,6 +149,56 @@ internal static unsafe partial class Syscalls
         }
     }
 
+    public static SafeFileHandle OpenWriteOnly(string path)
+    {
+        byte[] bytes = NulTerminated(path);
+        fixed (byte* p = bytes)
+        {
+            int fd = open(p, O_WRONLY | O_CLOEXEC, 0);
+            if (fd < 0)
+                throw new LinuxException("open", path, errno);
+            return new SafeFileHandle((IntPtr)fd, ownsHandle: true);
+        }
+    }
+
+    /// <summary>What an open descriptor is, as far as relaying output to it goes.</summary>
+    public static DescriptorKind KindOfDescriptor(SafeFileHandle handle)
+    {
+        Tmds.Linux.stat st;
+        if (fstat((int)handle.DangerousGetHandle(), &st) != 0)
+            return DescriptorKind.Other;
+        return ((uint)st.st_mode & 0xF000) switch
+        {
+            // The null device is character device 1:3 (devices.txt in the kernel's admin guide), however it was opened.
+            0x2000 when MajorMinor((ulong)st.st_rdev) == (1, 3) => DescriptorKind.NullDevice,
+            0x1000 => DescriptorKind.Pipe,
+            _ => DescriptorKind.Other,
+        };
+    }
+
+    /// <summary>
+    /// A new open file description for writing to the same pipe: open(2) of /proc/self/fd/N. For an
+    /// anonymous pipe that never waits (fs/pipe.c, fifo_open); for a named FIFO without a reader,
+    /// O_NONBLOCK makes it fail with ENXIO instead of waiting for one (fifo(7)); the flag is cleared
+    /// afterwards. Null when it fails.
+    /// </summary>
+    public static SafeFileHandle? TryReopenPipeForWriting(SafeFileHandle pipe)
+    {
+        byte[] path = NulTerminated($"/proc/self/fd/{(int)pipe.DangerousGetHandle()}");
+        int fd;
+        fixed (byte* p = path)
+            fd = open(p, O_WRONLY | O_NONBLOCK | O_CLOEXEC, 0);
+        if (fd < 0)
+            return null;
+        int flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+        {
+            close(fd);
+            return null;
+        }
+        return new SafeFileHandle((IntPtr)fd, ownsHandle: true);
+    }
+
     /// <summary>An O_PATH descriptor: enough to execveat(2) the file, nothing to read or write it with.</summary>
     public static SafeFileHandle OpenPath(string path)
     {
@@ -232,4 +282,13 @@ internal enum PathKind
     Directory,
     /// <summary>A regular file, device, socket or fifo: what File.Exists also reports.</summary>
     Other,
+}
+
+/// <summary>What <see cref="Syscalls.KindOfDescriptor"/> tells apart.</summary>
+internal enum DescriptorKind
+{
+    Other,
+    NullDevice,
+    /// <summary>A pipe or FIFO.</summary>
+    Pipe,
 }
