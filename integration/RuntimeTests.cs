@@ -410,22 +410,18 @@ public sealed class RuntimeTests
     [Test]
     public void OutputGoesStraightToAFileOpenedForAppendAndToAPipeWhoseReaderLeaves()
     {
-        // The CLI splices the payload's pipes to its own stdout; a file opened O_APPEND refuses
-        // splice(2) (EINVAL), so that case falls back to copying, and must lose nothing.
+        // The CLI splices the payload's pipe to a file; a file opened O_APPEND refuses splice(2)
+        // (EINVAL), so that case falls back to copying, and must lose nothing.
         using var dir = new TempDir();
         string file = Path.Combine(dir.Path, "log");
         File.WriteAllText(file, "before\n");
         string sandbox = SandboxCli.Binary;
-        var psi = new ProcessStartInfo("/bin/sh", ["-c",
+        CliResult r = SandboxCli.Shell(
             $"'{sandbox}' run -- sh -c 'seq 1 20000; echo to-stderr >&2' >> '{file}' 2>&1; echo \"append=$?\"; " +
-            // A reader that leaves after one line: the payload must get EPIPE/SIGPIPE, not run forever.
-            $"'{sandbox}' run -- yes | head -n 1; echo pipe-done"])
-        { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.Environment["HOME"] = Environment.GetEnvironmentVariable("HOME") ?? "/tmp";
-        using var process = Process.Start(psi)!;
-        string stdout = process.StandardOutput.ReadToEnd();
-        Assert.That(process.WaitForExit(TimeSpan.FromSeconds(30)), Is.True, "the run whose reader left did not end: " + stdout);
-        Assert.That(stdout, Does.Contain("append=0").And.Contain("y\npipe-done"), stdout + process.StandardError.ReadToEnd());
+            // A reader that leaves after one line: the payload, writing into that pipe, must get
+            // EPIPE/SIGPIPE, not run forever.
+            $"'{sandbox}' run -- yes | head -n 1; echo pipe-done", TimeSpan.FromSeconds(30));
+        Assert.That(r.StdoutText, Does.Contain("append=0").And.Contain("y\npipe-done"), r.ToString());
         string[] lines = File.ReadAllLines(file);
         Assert.That(lines[0], Is.EqualTo("before"));
         Assert.That(lines.Skip(1).Where(l => l != "to-stderr"), Is.EqualTo(Enumerable.Range(1, 20000).Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture))));
@@ -440,16 +436,11 @@ public sealed class RuntimeTests
         using var dir = new TempDir();
         string err = Path.Combine(dir.Path, "err"), big = Path.Combine(dir.Path, "big");
         string sandbox = SandboxCli.Binary;
-        var psi = new ProcessStartInfo("/bin/sh", ["-c",
+        CliResult r = SandboxCli.Shell(
             $"'{sandbox}' run -- sh -c 'a=$(readlink /proc/$$/fd/1); b=$(readlink /proc/$$/fd/2); echo $a $b >&2; head -c 10000000 /dev/zero' >> /dev/null 2>> '{err}'; echo \"null=$?\"; " +
             // 40 MB through the copying path (O_APPEND refuses splice): every byte, in order.
-            $"'{sandbox}' run -- sh -c 'seq 1 5000000' >> '{big}'; echo \"big=$?\""])
-        { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.Environment["HOME"] = Environment.GetEnvironmentVariable("HOME") ?? "/tmp";
-        using var process = Process.Start(psi)!;
-        string stdout = process.StandardOutput.ReadToEnd();
-        Assert.That(process.WaitForExit(TimeSpan.FromSeconds(60)), Is.True);
-        Assert.That(stdout, Does.Contain("null=0").And.Contain("big=0"), stdout + process.StandardError.ReadToEnd());
+            $"'{sandbox}' run -- sh -c 'seq 1 5000000' >> '{big}'; echo \"big=$?\"");
+        Assert.That(r.StdoutText, Does.Contain("null=0").And.Contain("big=0"), r.ToString());
         string[] links = File.ReadAllText(err).Trim().Split(' ');
         Assert.That(links[0], Is.EqualTo("/dev/null"), "stdout: the payload's own /dev/null");
         Assert.That(links[1], Does.StartWith("pipe:"), "stderr to a file: still our pipe");
@@ -468,15 +459,10 @@ public sealed class RuntimeTests
         string sandbox = SandboxCli.Binary;
         const string SetNonBlocking = "import fcntl, os; fcntl.fcntl(1, fcntl.F_SETFL, fcntl.fcntl(1, fcntl.F_GETFL) | os.O_NONBLOCK)";
         const string ShowNonBlocking = "import fcntl, os; print('caller-nonblocking=%s' % bool(fcntl.fcntl(1, fcntl.F_GETFL) & os.O_NONBLOCK))";
-        var psi = new ProcessStartInfo("/bin/sh", ["-c",
+        CliResult r = SandboxCli.Shell(
             $"'{sandbox}' run -- sh -c 'readlink /proc/$$/fd/1' | sh -c 'read line; echo \"payload=$line reader=$(readlink /proc/$$/fd/0)\"'; " +
-            $"{{ '{sandbox}' run -- python3 -c \"{SetNonBlocking}\"; python3 -c \"{ShowNonBlocking}\"; }} | cat"])
-        { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.Environment["HOME"] = Environment.GetEnvironmentVariable("HOME") ?? "/tmp";
-        using var process = Process.Start(psi)!;
-        string stdout = process.StandardOutput.ReadToEnd();
-        Assert.That(process.WaitForExit(TimeSpan.FromSeconds(30)), Is.True);
-        string why = stdout + process.StandardError.ReadToEnd();
+            $"{{ '{sandbox}' run -- python3 -c \"{SetNonBlocking}\"; python3 -c \"{ShowNonBlocking}\"; }} | cat");
+        string stdout = r.StdoutText, why = r.ToString();
         var pipes = System.Text.RegularExpressions.Regex.Match(stdout, @"payload=(pipe:\[\d+\]) reader=(pipe:\[\d+\])");
         Assert.That(pipes.Success, why);
         Assert.That(pipes.Groups[1].Value, Is.EqualTo(pipes.Groups[2].Value), "the payload's stdout is the reader's pipe");

@@ -75,10 +75,29 @@ internal static class SandboxCli
 
     public static CliResult Run(params string[] args) => Run(args, stdin: null);
 
-    public static CliResult Run(IEnumerable<string> args, byte[]? stdin = null, IDictionary<string, string>? env = null, TimeSpan? limit = null)
+    public static CliResult Run(IEnumerable<string> args, byte[]? stdin = null, IDictionary<string, string>? env = null, TimeSpan? limit = null) =>
+        Run(StartInfo(args, env), $"sandbox {string.Join(' ', args)}", stdin, limit);
+
+    /// <summary>A shell command line that runs the CLI (<see cref="Binary"/>), for redirections and pipelines the test needs around it.</summary>
+    public static CliResult Shell(string script, TimeSpan? limit = null)
+    {
+        var psi = new ProcessStartInfo("/bin/sh")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        psi.ArgumentList.Add("-c");
+        psi.ArgumentList.Add(script);
+        psi.Environment["HOME"] = Environment.GetEnvironmentVariable("HOME") ?? "/tmp";
+        return Run(psi, script, stdin: null, limit);
+    }
+
+    private static CliResult Run(ProcessStartInfo psi, string what, byte[]? stdin, TimeSpan? limit)
     {
         var sw = Stopwatch.StartNew();
-        using var process = Process.Start(StartInfo(args, env))!;
+        using var process = Process.Start(psi)!;
         var stdoutTask = Task.Run(() =>
         {
             using var ms = new MemoryStream();
@@ -92,7 +111,7 @@ internal static class SandboxCli
         if (!process.WaitForExit(limit ?? TimeSpan.FromSeconds(60)))
         {
             process.Kill(entireProcessTree: true);
-            Assert.Fail($"sandbox {string.Join(' ', args)} did not finish within {limit ?? TimeSpan.FromSeconds(60)}");
+            Assert.Fail($"{what} did not finish within {limit ?? TimeSpan.FromSeconds(60)}");
         }
         process.WaitForExit();
         return new CliResult(process.ExitCode, stdoutTask.Result, stderrTask.Result, sw.Elapsed);

@@ -137,29 +137,9 @@ internal static unsafe partial class Syscalls
         return (new SafeFileHandle((IntPtr)fds[0], ownsHandle: true), new SafeFileHandle((IntPtr)fds[1], ownsHandle: true));
     }
 
-    public static SafeFileHandle OpenReadOnly(string path)
-    {
-        byte[] bytes = NulTerminated(path);
-        fixed (byte* p = bytes)
-        {
-            int fd = open(p, O_RDONLY | O_CLOEXEC, 0);
-            if (fd < 0)
-                throw new LinuxException("open", path, errno);
-            return new SafeFileHandle((IntPtr)fd, ownsHandle: true);
-        }
-    }
+    public static SafeFileHandle OpenReadOnly(string path) => Open(path, O_RDONLY);
 
-    public static SafeFileHandle OpenWriteOnly(string path)
-    {
-        byte[] bytes = NulTerminated(path);
-        fixed (byte* p = bytes)
-        {
-            int fd = open(p, O_WRONLY | O_CLOEXEC, 0);
-            if (fd < 0)
-                throw new LinuxException("open", path, errno);
-            return new SafeFileHandle((IntPtr)fd, ownsHandle: true);
-        }
-    }
+    public static SafeFileHandle OpenWriteOnly(string path) => Open(path, O_WRONLY);
 
     /// <summary>What an open descriptor is, as far as relaying output to it goes.</summary>
     public static DescriptorKind KindOfDescriptor(SafeFileHandle handle)
@@ -200,12 +180,15 @@ internal static unsafe partial class Syscalls
     }
 
     /// <summary>An O_PATH descriptor: enough to execveat(2) the file, nothing to read or write it with.</summary>
-    public static SafeFileHandle OpenPath(string path)
+    public static SafeFileHandle OpenPath(string path) => Open(path, O_PATH);
+
+    /// <summary>open(2), always close-on-exec: nothing opened here can leak into a child.</summary>
+    private static SafeFileHandle Open(string path, int flags)
     {
         byte[] bytes = NulTerminated(path);
         fixed (byte* p = bytes)
         {
-            int fd = open(p, O_PATH | O_CLOEXEC, 0);
+            int fd = open(p, flags | O_CLOEXEC, 0);
             if (fd < 0)
                 throw new LinuxException("open", path, errno);
             return new SafeFileHandle((IntPtr)fd, ownsHandle: true);
