@@ -470,6 +470,20 @@ public sealed class RuntimeTests
     }
 
     [Test]
+    public void ANetworkNamespaceTheHostRefusesIsReportedWithTheSysctlAndTheWayAround()
+    {
+        // PID 1 creates the network namespace itself, before it is released. user.max_net_namespaces
+        // counts per user namespace: 0 in an outer one refuses ours.
+        string sandbox = SandboxCli.Binary;
+        CliResult r = SandboxCli.Shell(
+            $"unshare -Ur sh -c 'echo 0 > /proc/sys/user/max_net_namespaces || exit 99; " +
+            $"\"{sandbox}\" run --userns single -- true; echo refused=$?; \"{sandbox}\" run --userns single --network host -- true; echo host=$?'");
+        Assert.That(r.StdoutText, Does.Contain("refused=125").And.Contain("host=0"), r.ToString());
+        Assert.That(r.Stderr, Does.Contain("could not create the sandbox's network namespace").And.Contain("ENOSPC")
+            .And.Contain("user.max_net_namespaces").And.Contain("--network host"), r.ToString());
+    }
+
+    [Test]
     public void TheStartedEventComesBeforeAnyOutputEvenWhenThePayloadWritesAtOnce()
     {
         for (int i = 0; i < 20; i++)

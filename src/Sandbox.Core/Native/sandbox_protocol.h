@@ -13,7 +13,8 @@
 #define SBX_FD_INIT_STATUS 8 // sandbox-init reads the payload's exec failure here (EOF: exec'd)
 
 enum sbx_report_kind {
-    SBX_REPORT_SETUP_FAILED = 1,  // step = op index (op_count: the payload clone; op_count+1: exec of sandbox-init), error = errno;
+    SBX_REPORT_SETUP_FAILED = 1,  // step = op index (op_count: the payload clone; op_count+1: exec of sandbox-init;
+                                  // op_count+2: the network namespace, before the release), error = errno;
                                   // error 0 at a run step: the program failed, value = its wait status
     SBX_REPORT_EXEC_FAILED = 2,   // step = stage (1 chdir, 2 exec, 3 capabilities, 4 seccomp), error = errno
     SBX_REPORT_STARTED = 3,       // value = payload pid inside the namespace

@@ -73,10 +73,18 @@ internal static unsafe class Launcher
 
             process = new SandboxProcess(pid, pidfd, arena, reportRead, lifeWrite, plan, started, outputs);
             pidfd = -1;
-            IdMapWriter.Write(pid, plan.IdMaps);
-            beforeRelease?.Invoke(pid);
-            if (!Syscalls.WriteByte(syncWrite, 1))
-                throw new SandboxException(SandboxErrorCode.SpawnFailed, "the sandbox's init process exited before it was released");
+            try
+            {
+                IdMapWriter.Write(pid, plan.IdMaps);
+                beforeRelease?.Invoke(pid);
+                if (!Syscalls.WriteByte(syncWrite, 1))
+                    throw new SandboxException(SandboxErrorCode.SpawnFailed, "the sandbox's init process exited before it was released");
+            }
+            catch (SandboxException) when (process.FailureBeforeRelease() is SandboxException reported)
+            {
+                // PID 1 failed on its own meanwhile (its network namespace), and said why.
+                throw reported;
+            }
             syncWrite.Dispose();
             return process;
         }

@@ -108,6 +108,20 @@ internal sealed class SandboxProcess : IDisposable
         return true;
     }
 
+    /// <summary>
+    /// The failure PID 1 reported before it was released (it creates the network namespace then),
+    /// if it has exited already: what to say instead of "could not write the id maps" or "exited
+    /// before it was released". Never blocks.
+    /// </summary>
+    public SandboxException? FailureBeforeRelease()
+    {
+        Span<PollEntry> entry = [new PollEntry(ReportsFd, PollEntry.In)];
+        while (_failure is null && StreamCalls.Poll(entry, 0) > 0 && PumpReports())
+        {
+        }
+        return _failure;
+    }
+
     /// <summary>Reaps PID 1 (blocking) and returns its wait status and CPU times, which include every process it reaped.</summary>
     public (int Status, TimeSpan User, TimeSpan System) WaitForExit()
     {
@@ -127,6 +141,13 @@ internal sealed class SandboxProcess : IDisposable
             return ProgramFailure(stepIndex, program, ExitStatus.FromWaitStatus(value));
         if (stepIndex == _plan.Steps.Length + 1)
             return new SandboxException(SandboxErrorCode.SpawnFailed, $"could not start sandbox-init ({NativeExecutor.InitPath}) as the sandbox's PID 1: {Errno.Describe(errno)}");
+        if (stepIndex == _plan.Steps.Length + 2)
+        {
+            return new SandboxException(SandboxErrorCode.SpawnFailed,
+                $"could not create the sandbox's network namespace (unshare: {Errno.Describe(errno)}). " +
+                (errno == Errno.ENOSPC ? "The limit is the sysctl user.max_net_namespaces; raise it with: sudo sysctl -w user.max_net_namespaces=15000. " : "") +
+                "Or run with --network host (no network isolation).");
+        }
         if (stepIndex < 0 || stepIndex >= _plan.Steps.Length)
             return new SandboxException(SandboxErrorCode.SpawnFailed, $"could not start the command inside the sandbox: {Errno.Describe(errno)}");
         SetupStep step = _plan.Steps[stepIndex];
