@@ -99,7 +99,8 @@ public sealed class SandboxExecution : IDisposable
 
     /// <summary>
     /// Started, output chunks, exited; throws <see cref="SandboxException"/> when the set-up or the exec failed.
-    /// The supervisor (output, timeout, reaping) runs on a thread of its own from the first use of this or of <see cref="ReadEvents"/>.
+    /// The supervisor (output, timeout, reaping) starts on a thread of its own at the first use of this,
+    /// unless <see cref="ReadEvents"/> came first (it then runs on that reader's thread).
     /// </summary>
     public IAsyncEnumerable<SandboxEvent> Events
     {

@@ -9,7 +9,7 @@
 // It is built without a libc (-nostdlib, its own _start, raw system calls): every sandbox starts it,
 // and glibc's start-up alone took 0.5 ms of CPU here against 0.05 ms for a program without it
 // (`perf stat -r 200` of an empty main, static, on this kernel under KVM): glibc probes the CPU with
-// some 60-90 CPUID instructions (init_cpu_features, the cache-size tables), and in a virtual machine
+// dozens of CPUID instructions (init_cpu_features, the cache-size tables), and in a virtual machine
 // each CPUID traps to the hypervisor (about 5 us each, measured).
 //
 // Its job is what an init does in a container (tini, docker-init): release the payload, reap every
