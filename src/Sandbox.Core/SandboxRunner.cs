@@ -242,7 +242,9 @@ public sealed class SandboxExecution : IDisposable
     /// <item>the null device: the payload gets a /dev/null of its own;</item>
     /// <item>a pipe (<c>sandbox run ... | cat</c>): the payload gets its own open file description
     /// of that pipe (reopened through /proc/self/fd), so that a flag it sets (O_NONBLOCK) stays its
-    /// own, as a pipe's reader or writer in a shell pipeline would have it. A relay is a third
+    /// own, as a pipe's reader or writer in a shell pipeline would have it. Like any holder of a pipe,
+    /// it could reopen it for reading as well, and so read what others write into that pipe while it
+    /// runs: in `sandbox run ... | reader` that is nobody else. A relay is a third
     /// process in the pipeline: on 2 CPUs it halved the throughput of `head -c 1G /dev/zero | cat`
     /// (splice(2) between two pipes contends on both pipes' locks and allocates a page per 4 KiB).</item>
     /// </list>
