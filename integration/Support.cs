@@ -26,6 +26,11 @@ internal static class Require
             "integration tests run real sandboxes as an unprivileged user; run ci/test (as root it switches to the sandbox-ci user)");
 
     public static void Command(string path) => That(File.Exists(path), $"{path} is missing (ci/setup-host installs it)");
+
+    /// <summary>This user has a subordinate id range that newuidmap and newgidmap accept.</summary>
+    public static void SubordinateRange() =>
+        That(Identity.IdMapResolver.TryResolveSubordinate(Identity.IdentityEnvironment.Current(), out _) is null,
+            "no subordinate id range for this user (ci/setup-host adds one)");
 }
 
 internal sealed record CliResult(int ExitCode, byte[] Stdout, string Stderr, TimeSpan Elapsed)

@@ -25,12 +25,10 @@ public sealed class ImageRunTests
     [OneTimeTearDown]
     public void TearDown() => _store?.Dispose();
 
-    private static string ImagePath(string name) => TestImages.Path(name);
-
     [TestCaseSource(nameof(Images))]
     public void TheImageRunsItsOwnCommandWithItsConfig(string image)
     {
-        CliResult r = SandboxCli.Run("run", "--root", _store.Path, ImagePath(image));
+        CliResult r = SandboxCli.Run("run", "--root", _store.Path, TestImages.Path(image));
         Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
         Assert.That(r.StdoutText, Is.EqualTo("hello from the image\n"));
     }
@@ -38,7 +36,7 @@ public sealed class ImageRunTests
     [TestCaseSource(nameof(Images))]
     public void TheRootShowsExactlyTheImagesFiles(string image)
     {
-        CliResult r = SandboxCli.Run("run", "--root", _store.Path, ImagePath(image), "sh", "-c",
+        CliResult r = SandboxCli.Run("run", "--root", _store.Path, TestImages.Path(image), "sh", "-c",
             "pwd; echo $GREETING; id -u; ls /opaque | tr '\\n' ' '; echo; cat /added.txt /keep/kept; " +
             "if [ -e /etc/deleted.conf ]; then echo deleted-visible; else echo deleted-gone; fi; " +
             "echo changed > /keep/kept && cat /keep/kept; touch /new-in-upper && echo writable");
@@ -52,7 +50,7 @@ public sealed class ImageRunTests
     [Test]
     public void WritesVanishWithTheSandboxAndReadOnlyRootsRefuseThem()
     {
-        string image = ImagePath("image-oci.tar");
+        string image = TestImages.Path("image-oci.tar");
         CliResult first = SandboxCli.Run("run", "--root", _store.Path, image, "sh", "-c", "echo x > /keep/scratch; cat /keep/scratch");
         Assert.That(first.StdoutText.Trim(), Is.EqualTo("x"), first.ToString());
         CliResult second = SandboxCli.Run("run", "--root", _store.Path, image, "sh", "-c", "if [ -e /keep/scratch ]; then echo leaked; else echo fresh; fi");
@@ -65,7 +63,7 @@ public sealed class ImageRunTests
     [Test]
     public void AnImportedNameRunsAndBindsAndLimitsWorkTheSame()
     {
-        string image = ImagePath("image-docker.tar");
+        string image = TestImages.Path("image-docker.tar");
         CliResult import = SandboxCli.Run("image", "import", "--root", _store.Path, image, "--name", "it/busybox:1");
         Assert.That(import.ExitCode, Is.EqualTo(0), import.ToString());
         using var data = new TempDir();
@@ -79,9 +77,8 @@ public sealed class ImageRunTests
     [Test]
     public void UserNamesResolveThroughTheImagesPasswd()
     {
-        Require.That(Identity.IdMapResolver.TryResolveSubordinate(Identity.IdentityEnvironment.Current(), out _) is null,
-            "no subordinate id range for this user (ci/setup-host adds one)");
-        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "--userns", "subuid", "-u", "nobody", ImagePath("image-oci.tar"),
+        Require.SubordinateRange();
+        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "--userns", "subuid", "-u", "nobody", TestImages.Path("image-oci.tar"),
             "sh", "-c", "id -u; id -g; echo $HOME; touch /etc/x 2>/dev/null && echo root-writable || echo not-root");
         Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
         Assert.That(r.StdoutText.Split('\n', StringSplitOptions.RemoveEmptyEntries), Is.EqualTo(new[] { "65534", "65534", "/nonexistent", "not-root" }));
@@ -90,7 +87,7 @@ public sealed class ImageRunTests
     [Test]
     public void KeepLeavesTheChangesInAnUpperDirectoryAndSaysWhere()
     {
-        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "--keep", ImagePath("image-oci.tar"), "sh", "-c", "echo changed > /keep/kept; rm /added.txt");
+        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "--keep", TestImages.Path("image-oci.tar"), "sh", "-c", "echo changed > /keep/kept; rm /added.txt");
         Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
         var match = System.Text.RegularExpressions.Regex.Match(r.Stderr, "the root's changes are kept in (\\S+)");
         Assert.That(match.Success, Is.True, r.Stderr);

@@ -37,6 +37,15 @@ public sealed class OwnershipTests
 
     private static uint Caller => Syscalls.RealUserId;
 
+    /// <summary>Imports <see cref="WriteImage"/>'s image into a fresh store under <paramref name="scratch"/>; the import must succeed.</summary>
+    private static (string Store, CliResult Import) ImportOwned(Scratch scratch, params string[] options)
+    {
+        string store = Path.Combine(scratch.Path, "store");
+        CliResult import = SandboxCli.Run(["image", "import", "--root", store, .. options, WriteImage(scratch.Path)]);
+        Assert.That(import.ExitCode, Is.EqualTo(0), import.ToString());
+        return (store, import);
+    }
+
     /// <summary>The image: busybox, then a layer of owned files.</summary>
     private static string WriteImage(string dir, string tag = "example.com/owned:1", params byte[][] extraLayers)
     {
@@ -169,9 +178,7 @@ public sealed class OwnershipTests
     public void ASingleIdRunShowsOtherOwnersAsNobodyAndSaysSo()
     {
         using var scratch = new Scratch();
-        string store = Path.Combine(scratch.Path, "store");
-        CliResult import = SandboxCli.Run("image", "import", "--root", store, WriteImage(scratch.Path));
-        Assert.That(import.ExitCode, Is.EqualTo(0), import.ToString());
+        (string store, _) = ImportOwned(scratch);
         CliResult r = SandboxCli.Run("run", "--root", store, "--userns", "single", "example.com/owned:1", "stat", "-c", "%u:%g %n", "/home/user", "/usr/bin/su", "/etc/shadow");
         Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
         Assert.That(Lines(r), Is.EqualTo(new[] { "65534:65534 /home/user", "0:0 /usr/bin/su", "0:65534 /etc/shadow" }));
@@ -182,9 +189,7 @@ public sealed class OwnershipTests
     public void ImportingWithUsernsSingleFlattensOwnersAndSaysSo()
     {
         using var scratch = new Scratch();
-        string store = Path.Combine(scratch.Path, "store");
-        CliResult import = SandboxCli.Run("image", "import", "--root", store, "--userns", "single", WriteImage(scratch.Path));
-        Assert.That(import.ExitCode, Is.EqualTo(0), import.ToString());
+        (string store, CliResult import) = ImportOwned(scratch, "--userns", "single");
         Assert.That(import.Stderr, Does.Contain("owners flattened to you (10 file(s) belong to other users").And.Contain("--userns single"));
         CliResult r = SandboxCli.Run("run", "--root", store, "--userns", "subuid", "example.com/owned:1", "stat", "-c", "%u:%g %a %n", "/home/user", "/usr/bin/tool");
         Assert.That(Lines(r), Is.EqualTo(new[] { "0:0 700 /home/user", "0:0 6755 /usr/bin/tool" }), r.ToString());
@@ -195,9 +200,7 @@ public sealed class OwnershipTests
     public void ImageRmAndPruneLeaveNothingOnDisk()
     {
         using var scratch = new Scratch();
-        string store = Path.Combine(scratch.Path, "store");
-        CliResult import = SandboxCli.Run("image", "import", "--root", store, WriteImage(scratch.Path));
-        Assert.That(import.ExitCode, Is.EqualTo(0), import.ToString());
+        (string store, _) = ImportOwned(scratch);
         Assert.That(SandboxCli.Run("run", "--root", store, "example.com/owned:1", "true").ExitCode, Is.EqualTo(0));
         string owned = new ImageStore(store).Get("example.com/owned:1").LayerDirectories[1];
         Assert.Throws<UnauthorizedAccessException>(() => Directory.Delete(Path.Combine(owned, "home", "user"), recursive: true),

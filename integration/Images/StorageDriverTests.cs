@@ -33,8 +33,6 @@ public sealed class StorageDriverTests
     [OneTimeTearDown]
     public void TearDown() => _store?.Dispose();
 
-    private static string ImagePath(string name) => TestImages.Path(name);
-
     /// <summary>
     /// fuse-overlayfs is skipped only when this host genuinely cannot run it (the same probe auto
     /// uses); under SANDBOX_MUST_WORK=1 that is a failure: ci/setup-host installs it and opens /dev/fuse.
@@ -63,7 +61,7 @@ public sealed class StorageDriverTests
         [ValueSource(nameof(Images))] string image)
     {
         RequireDriver(driver);
-        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "--storage-driver", driver, ImagePath(image), "sh", "-c", Script);
+        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "--storage-driver", driver, TestImages.Path(image), "sh", "-c", Script);
         Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
         string[] lines = Lines(r);
         Assert.That(lines.Skip(1), Is.EqualTo(new[] { "new ", "added in layer 3", "kept", "deleted-gone", "changed", "writable" }), r.ToString());
@@ -85,7 +83,7 @@ public sealed class StorageDriverTests
     public void WritesVanishAndReadOnlyRefusesThemUnderEachDriver(string driver)
     {
         RequireDriver(driver);
-        string image = ImagePath("image-oci.tar");
+        string image = TestImages.Path("image-oci.tar");
         CliResult first = SandboxCli.Run("run", "--root", _store.Path, "--storage-driver", driver, image, "sh", "-c", "echo x > /keep/scratch; cat /keep/scratch");
         Assert.That(first.StdoutText.Trim(), Is.EqualTo("x"), first.ToString());
         CliResult second = SandboxCli.Run("run", "--root", _store.Path, "--storage-driver", driver, image, "sh", "-c", "if [ -e /keep/scratch ]; then echo leaked; else echo fresh; fi");
@@ -99,7 +97,7 @@ public sealed class StorageDriverTests
     public void AutoPicksKernelOverlayWhereItWorksWithoutAWarning()
     {
         RequireDriver("overlay");
-        CliResult r = SandboxCli.Run("run", "--root", _store.Path, ImagePath("image-oci.tar"), "sh", "-c", "grep -m1 ' / / ' /proc/self/mountinfo");
+        CliResult r = SandboxCli.Run("run", "--root", _store.Path, TestImages.Path("image-oci.tar"), "sh", "-c", "grep -m1 ' / / ' /proc/self/mountinfo");
         Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
         Assert.That(r.StdoutText, Does.Contain(" - overlay overlay "));
         Assert.That(r.Stderr, Is.Empty);
@@ -119,7 +117,7 @@ public sealed class StorageDriverTests
         RequireDriver("fuse-overlayfs");
         using var store = new TempDir();
         var env = new Dictionary<string, string> { ["XDG_RUNTIME_DIR"] = "" }; // the cache in the store, not the user's runtime directory
-        string image = ImagePath("image-oci.tar");
+        string image = TestImages.Path("image-oci.tar");
         CliResult first = SandboxCli.Run(["run", "--root", store.Path, image, "true"], env: env);
         Assert.That(first.ExitCode, Is.EqualTo(0), first.ToString());
         string cache = Path.Combine(store.Path, "storage-probe");
@@ -146,7 +144,7 @@ public sealed class StorageDriverTests
     public void TheEnvironmentVariableChoosesTheDriverAndTheOptionWins()
     {
         var env = new Dictionary<string, string> { ["SANDBOX_STORAGE_DRIVER"] = "copy" };
-        string image = ImagePath("image-oci.tar");
+        string image = TestImages.Path("image-oci.tar");
         CliResult copied = SandboxCli.Run(["run", "--root", _store.Path, image, "cat", "/added.txt"], env: env);
         Assert.That(copied.ExitCode, Is.EqualTo(0), copied.ToString());
         Assert.That(copied.Stderr, Does.Contain("copy storage driver"));
@@ -160,7 +158,7 @@ public sealed class StorageDriverTests
     [Test]
     public void KeepWithCopyKeepsTheWholeRootAndSaysWhere()
     {
-        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "--storage-driver", "copy", "--keep", ImagePath("image-oci.tar"), "sh", "-c", "echo changed > /keep/kept; rm /added.txt");
+        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "--storage-driver", "copy", "--keep", TestImages.Path("image-oci.tar"), "sh", "-c", "echo changed > /keep/kept; rm /added.txt");
         Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
         var match = System.Text.RegularExpressions.Regex.Match(r.Stderr, "the root's changes are kept in (\\S+)");
         Assert.That(match.Success, Is.True, r.Stderr);
@@ -174,9 +172,8 @@ public sealed class StorageDriverTests
     [Test]
     public void ACopyHoldingFilesOfSubordinateIdsIsStillRemoved()
     {
-        Require.That(Identity.IdMapResolver.TryResolveSubordinate(Identity.IdentityEnvironment.Current(), out _) is null,
-            "no subordinate id range for this user (ci/setup-host adds one)");
-        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "--userns", "subuid", "--storage-driver", "copy", ImagePath("image-oci.tar"), "sh", "-c",
+        Require.SubordinateRange();
+        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "--userns", "subuid", "--storage-driver", "copy", TestImages.Path("image-oci.tar"), "sh", "-c",
             "mkdir -p /var/x && chmod 777 /var/x && su nobody -s /bin/sh -c 'mkdir /var/x/y && touch /var/x/y/f && chmod 755 /var/x/y' && stat -c %u /var/x/y");
         Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
         Assert.That(r.StdoutText.Trim(), Is.EqualTo("65534"));
@@ -188,9 +185,8 @@ public sealed class StorageDriverTests
     public void EachDriverShowsTheImagesOwnersUnderASubordinateRange(string driver)
     {
         RequireDriver(driver);
-        Require.That(Identity.IdMapResolver.TryResolveSubordinate(Identity.IdentityEnvironment.Current(), out _) is null,
-            "no subordinate id range for this user (ci/setup-host adds one)");
-        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "--userns", "subuid", "--storage-driver", driver, ImagePath("image-oci.tar"),
+        Require.SubordinateRange();
+        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "--userns", "subuid", "--storage-driver", driver, TestImages.Path("image-oci.tar"),
             "stat", "-c", "%u:%g %a %n", "/home", "/home/user", "/home/user/notes.txt", "/keep/kept");
         Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
         Assert.That(Lines(r), Is.EqualTo(new[] { "0:0 755 /home", "1000:1000 700 /home/user", "1000:1000 640 /home/user/notes.txt", "0:0 644 /keep/kept" }), r.ToString());
@@ -200,7 +196,7 @@ public sealed class StorageDriverTests
     [Test]
     public void FuseOverlayfsIsRefusedToAPayloadThatMayPtraceIt()
     {
-        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "--storage-driver", "fuse-overlayfs", "--cap-add", "SYS_PTRACE", ImagePath("image-oci.tar"), "true");
+        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "--storage-driver", "fuse-overlayfs", "--cap-add", "SYS_PTRACE", TestImages.Path("image-oci.tar"), "true");
         Assert.That(r.ExitCode, Is.EqualTo(125), r.ToString());
         Assert.That(r.Stderr, Does.Contain("CAP_SYS_PTRACE"));
     }
@@ -209,7 +205,7 @@ public sealed class StorageDriverTests
     public void TheFuseOverlayfsDaemonDiesWithTheSandboxAndThePayloadCannotReachItsFiles()
     {
         RequireDriver("fuse-overlayfs");
-        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "--storage-driver", "fuse-overlayfs", ImagePath("image-oci.tar"), "sh", "-c",
+        CliResult r = SandboxCli.Run("run", "--root", _store.Path, "--storage-driver", "fuse-overlayfs", TestImages.Path("image-oci.tar"), "sh", "-c",
             "pid=$(pidof fuse-overlayfs); echo daemon=${pid:+yes}; ls /proc/$pid/root/ >/dev/null 2>&1 && echo reached || echo refused; " +
             "readlink /proc/$pid/fd/3 >/dev/null 2>&1 && echo fd-reached || echo fd-refused");
         Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());

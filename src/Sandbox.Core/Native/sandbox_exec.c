@@ -733,22 +733,28 @@ static int init_main(void *arg)
 }
 
 // Clones PID 1 of a new sandbox. Returns its pid (in the caller's namespace) and a pidfd, or -errno.
-SBX_EXPORT int sbx_spawn(struct sbx_spawn_args *args, int *pidfd_out)
+// clone(2)s a CLONE_VM child that runs fn on the top of stack, with `namespaces` (CLONE_NEW*) and a
+// pidfd. Every signal is blocked around the clone, glibc's internal ones too (raw rt_sigprocmask),
+// so that the child starts with nothing deliverable until it has reset the dispositions.
+// Returns the child's pid and its pidfd in *pidfd_out, or -errno.
+static int clone_blocked(int (*fn)(void *), char *stack_top, uint64_t namespaces, void *arg, int *pidfd_out)
 {
     uint64_t all = ~0ULL, old = 0;
     int pidfd = -1;
-    // Block every signal, glibc's internal ones too (raw rt_sigprocmask), so that the child starts
-    // with nothing deliverable until it has reset the dispositions.
     SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, 8);
-    // CLONE_NEWNET is left to the child (init_main).
-    int flags = (int)(args->clone_flags & ~(uint64_t)CLONE_NEWNET) | CLONE_VM | CLONE_PIDFD | SIGCHLD;
-    int pid = clone(init_main, args->stack + args->stack_size, flags, args, &pidfd);
+    int pid = clone(fn, stack_top, (int)namespaces | CLONE_VM | CLONE_PIDFD | SIGCHLD, arg, &pidfd);
     int err = errno;
     SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &old, 0, 8);
     if (pid < 0)
         return -err;
     *pidfd_out = pidfd;
     return pid;
+}
+
+SBX_EXPORT int sbx_spawn(struct sbx_spawn_args *args, int *pidfd_out)
+{
+    // CLONE_NEWNET is left to the child (init_main).
+    return clone_blocked(init_main, args->stack + args->stack_size, args->clone_flags & ~(uint64_t)CLONE_NEWNET, args, pidfd_out);
 }
 
 // Waits for PID 1 to exit and returns its wait status and rusage (which includes the payload and
@@ -1069,20 +1075,10 @@ SBX_EXPORT int sbx_file_spawn(struct sbx_file_args *args, int *pidfd_out)
 {
     if (args->buffer_size < 2 * SBX_PATH_MAX + 32768)
         return -EINVAL;
-    uint64_t all = ~0ULL, old = 0;
-    int pidfd = -1;
     args->failed_op = -1;
     args->error = 0;
     args->removed_bytes = 0;
-    SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, 8);
-    int flags = (int)args->clone_flags | CLONE_VM | CLONE_PIDFD | SIGCHLD;
-    int pid = clone(file_ops_main, args->stack + args->stack_size, flags, args, &pidfd);
-    int err = errno;
-    SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &old, 0, 8);
-    if (pid < 0)
-        return -err;
-    *pidfd_out = pidfd;
-    return pid;
+    return clone_blocked(file_ops_main, args->stack + args->stack_size, args->clone_flags, args, pidfd_out);
 }
 
 extern char **environ;
