@@ -85,6 +85,38 @@ internal unsafe struct NativeSpawnArgs
     public int LastCapability;
     public uint SeccompLength;
     public void* SeccompFilter;
+    public int UserNamespaceFd;
+    public int JoinStage;
+    public int JoinError;
+    public int JoinedPid;
+    public int JoinedPidfd;
+    public int Reserved;
+    public byte* NestedUidMap;
+    public byte* NestedGidMap;
+}
+
+/// <summary>enum sbx_join_stage: where joining a held user namespace failed.</summary>
+internal enum NativeJoinStage
+{
+    None = 0,
+    CloneJoiner = 1,
+    SetNamespace = 2,
+    Clone = 3,
+    UidMap = 4,
+    GidMap = 5,
+}
+
+/// <summary>struct sbx_holder_args: the holder of a user namespace, before it execs.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct NativeHolderArgs
+{
+    public int SyncFd;
+    public int StatusFd;
+    public int ListenFd;
+    public int InitFd;
+    public byte** Argv;
+    public byte* Stack;
+    public ulong StackSize;
 }
 
 internal enum NativeReportKind
@@ -144,7 +176,7 @@ internal unsafe struct NativeFileArgs
 internal static unsafe partial class NativeExecutor
 {
     public const string LibraryName = "libsandbox_exec.so";
-    private const int ExpectedAbiVersion = 8;
+    internal const int ExpectedAbiVersion = 9;
 
     /// <summary>
     /// The executor's entry points, bound with dlopen/dlsym (NativeLibrary) from the directory this
@@ -164,6 +196,12 @@ internal static unsafe partial class NativeExecutor
         public static readonly delegate* unmanaged<NativeSpawnArgs*, int*, int> Spawn = (delegate* unmanaged<NativeSpawnArgs*, int*, int>)Get("sbx_spawn");
         public static readonly delegate* unmanaged<int, int*, long*, long*, int> Wait = (delegate* unmanaged<int, int*, long*, long*, int>)Get("sbx_wait");
         public static readonly delegate* unmanaged<int, int, int> Kill = (delegate* unmanaged<int, int, int>)Get("sbx_pidfd_kill");
+        public static readonly delegate* unmanaged<int> HolderArgsSize = (delegate* unmanaged<int>)Get("sbx_holder_args_size");
+        public static readonly delegate* unmanaged<NativeHolderArgs*, int*, int> HolderSpawn = (delegate* unmanaged<NativeHolderArgs*, int*, int>)Get("sbx_holder_spawn");
+        public static readonly delegate* unmanaged<int, int> ExecutableCopy = (delegate* unmanaged<int, int>)Get("sbx_executable_copy");
+        public static readonly delegate* unmanaged<byte*, int> UserNamespaceListen = (delegate* unmanaged<byte*, int>)Get("sbx_userns_listen");
+        public static readonly delegate* unmanaged<byte*, int> UserNamespaceFetch = (delegate* unmanaged<byte*, int>)Get("sbx_userns_fetch");
+        public static readonly delegate* unmanaged<int, int> UserNamespaceVerify = (delegate* unmanaged<int, int>)Get("sbx_userns_verify");
         public static readonly delegate* unmanaged<int, byte**, byte***, int*, byte*, int, void> RunHelpers =
             (delegate* unmanaged<int, byte**, byte***, int*, byte*, int, void>)Get("sbx_run_helpers");
 
@@ -209,6 +247,34 @@ internal static unsafe partial class NativeExecutor
     }
 
     public static int Kill(int pidfd, int signal) => Exports.Kill(pidfd, signal);
+
+    public static int HolderSpawn(NativeHolderArgs* args, out int pidfd)
+    {
+        int fd = -1;
+        int rc = Exports.HolderSpawn(args, &fd);
+        pidfd = fd;
+        return rc;
+    }
+
+    /// <summary>A sealed memfd copy of the executable open at <paramref name="fd"/>, or -errno.</summary>
+    public static int ExecutableCopy(int fd) => Exports.ExecutableCopy(fd);
+
+    /// <summary>A listening socket at <paramref name="path"/>, or -errno.</summary>
+    public static int UserNamespaceListen(string path)
+    {
+        using var arena = new NativeArena();
+        return Exports.UserNamespaceListen(arena.String(path));
+    }
+
+    /// <summary>The user namespace a holder at <paramref name="path"/> hands over, verified; or -errno.</summary>
+    public static int UserNamespaceFetch(string path)
+    {
+        using var arena = new NativeArena();
+        return Exports.UserNamespaceFetch(arena.String(path));
+    }
+
+    /// <summary>0 when <paramref name="fd"/> is a user namespace a holder of ours may offer, else -errno.</summary>
+    public static int UserNamespaceVerify(int fd) => Exports.UserNamespaceVerify(fd);
 
     private static void RunHelpersNative(int count, byte** files, byte*** argvs, int* statuses, byte* errors, int errorSize) =>
         Exports.RunHelpers(count, files, argvs, statuses, errors, errorSize);
@@ -258,7 +324,8 @@ internal static unsafe partial class NativeExecutor
             if (AbiVersion() != ExpectedAbiVersion)
                 return $"{LibraryName} has ABI version {AbiVersion()}, this build needs {ExpectedAbiVersion}: rebuild the project";
             if (StepSize() != sizeof(NativeStep) || ArgsSize() != sizeof(NativeSpawnArgs) ||
-                FileOpSize() != sizeof(NativeFileOp) || FileArgsSize() != sizeof(NativeFileArgs))
+                FileOpSize() != sizeof(NativeFileOp) || FileArgsSize() != sizeof(NativeFileArgs) ||
+                Exports.HolderArgsSize() != sizeof(NativeHolderArgs))
                 return $"{LibraryName} was built for other structure layouts: rebuild the project";
             if (!File.Exists(InitPath))
                 return $"{InitPath} is missing: it is built by `dotnet build` (gcc -static) and must sit next to the sandbox binary";

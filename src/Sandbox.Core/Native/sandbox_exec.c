@@ -29,8 +29,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <linux/nsfs.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/sendfile.h>
+#include <sys/un.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sys/prctl.h>
@@ -45,7 +49,7 @@
 #include <unistd.h>
 
 #define SBX_EXPORT __attribute__((visibility("default")))
-#define SBX_ABI_VERSION 8
+#define SBX_ABI_VERSION 9
 
 // ---- raw system calls: never touch errno (see header comment) -------------------------------
 #include "sandbox_syscall.h"
@@ -136,6 +140,24 @@ struct sbx_spawn_args {
     int32_t last_capability;      // /proc/sys/kernel/cap_last_cap; -1 leaves the bounding set alone
     uint32_t seccomp_length;      // instructions in seccomp_filter; 0 = no filter
     const void *seccomp_filter;   // struct sock_filter[seccomp_length], built by the C# side
+    // A held user namespace (see "Joining a held user namespace" below), or -1: then clone(2) makes
+    // the user namespace and the parent writes its maps.
+    int32_t userns_fd;
+    int32_t join_stage;           // set by the joining child when it failed: enum sbx_join_stage
+    int32_t join_error;           // ... and the errno
+    int32_t joined_pid;           // set by the joining child: PID 1's pid and pidfd
+    int32_t joined_pidfd;
+    int32_t reserved;
+    const char *nested_uid_map;   // the nested user namespace's maps, in the held namespace's ids
+    const char *nested_gid_map;
+};
+
+enum sbx_join_stage {
+    SBX_JOIN_CLONE_JOINER = 1,    // the first child could not be cloned
+    SBX_JOIN_SETNS = 2,           // setns(2) into the held user namespace
+    SBX_JOIN_CLONE = 3,           // clone(2) of PID 1 inside it
+    SBX_JOIN_UID_MAP = 4,         // writing /proc/PID/uid_map
+    SBX_JOIN_GID_MAP = 5,         // writing /proc/PID/gid_map
 };
 
 #include "sandbox_protocol.h"
@@ -733,16 +755,16 @@ static int init_main(void *arg)
 }
 
 // Clones PID 1 of a new sandbox. Returns its pid (in the caller's namespace) and a pidfd, or -errno.
-// clone(2)s a CLONE_VM child that runs fn on the top of stack, with `namespaces` (CLONE_NEW*) and a
-// pidfd. Every signal is blocked around the clone, glibc's internal ones too (raw rt_sigprocmask),
+// clone(2)s a CLONE_VM child that runs fn on the top of stack, with `flags` (CLONE_NEW*, CLONE_VFORK)
+// and a pidfd. Every signal is blocked around the clone, glibc's internal ones too (raw rt_sigprocmask),
 // so that the child starts with nothing deliverable until it has reset the dispositions.
 // Returns the child's pid and its pidfd in *pidfd_out, or -errno.
-static int clone_blocked(int (*fn)(void *), char *stack_top, uint64_t namespaces, void *arg, int *pidfd_out)
+static int clone_blocked(int (*fn)(void *), char *stack_top, uint64_t flags, void *arg, int *pidfd_out)
 {
     uint64_t all = ~0ULL, old = 0;
     int pidfd = -1;
     SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, 8);
-    int pid = clone(fn, stack_top, (int)namespaces | CLONE_VM | CLONE_PIDFD | SIGCHLD, arg, &pidfd);
+    int pid = clone(fn, stack_top, (int)flags | CLONE_VM | CLONE_PIDFD | SIGCHLD, arg, &pidfd);
     int err = errno;
     SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &old, 0, 8);
     if (pid < 0)
@@ -751,10 +773,311 @@ static int clone_blocked(int (*fn)(void *), char *stack_top, uint64_t namespaces
     return pid;
 }
 
+// ---- Joining a held user namespace -------------------------------------------------------------
+//
+// With a subordinate range, a new user namespace needs newuidmap and newgidmap to write its maps:
+// two setuid programs, about 2 ms of every start. So a long-lived holder (sandbox-init
+// --hold-userns, below) keeps one user namespace with the subordinate map, and a sandbox makes its
+// own user namespace nested in that one: a process inside the held namespace has CAP_SETUID and
+// CAP_SETGID there, so it may write any map of the ids the held namespace has (user_namespaces(7),
+// "Defining user and group ID mappings": rules 1, 2 and 4b). Each sandbox still has a user
+// namespace of its own: root in one sandbox has no capability over another's namespaces.
+//
+// setns(2) into a user namespace refuses a caller that shares its thread group or its fs_struct
+// (kernel/user_namespace.c, userns_install()), so a first child joins: CLONE_VM but not CLONE_FS,
+// and CLONE_VFORK, so that the parent thread stays suspended while that child runs on its stack
+// and uses its thread-local errno (glibc's clone() writes it). The joining child clones PID 1 with
+// CLONE_PARENT, which makes PID 1 our child as before (its exit signal is the joiner's, SIGCHLD),
+// writes PID 1's maps, and exits.
+
+static long write_map(int pid, const char *file, const char *map)
+{
+    char path[64] = "/proc/";
+    decimal(path + 6, pid);
+    size_t n = str_len(path);
+    for (size_t i = 0; file[i]; i++)
+        path[n++] = file[i];
+    path[n] = 0;
+    long fd = SYS4(SYS_openat, AT_FDCWD, path, O_WRONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return fd;
+    // One write(2): the kernel takes a map in a single write only.
+    long len = (long)str_len(map);
+    long rc = SYS3(SYS_write, fd, map, len);
+    SYS1(SYS_close, fd);
+    return rc < 0 ? rc : rc == len ? 0 : -EIO;
+}
+
+static int join_main(void *arg)
+{
+    struct sbx_spawn_args *a = arg;
+    long rc = SYS2(SYS_setns, a->userns_fd, CLONE_NEWUSER);
+    if (rc < 0) {
+        a->join_stage = SBX_JOIN_SETNS;
+        a->join_error = (int)-rc;
+        return 0;
+    }
+    // PID 1's stack is the first half; we run on the payload's half, which PID 1 uses only once it
+    // has been released, long after we have exited. CLONE_NEWNET is left to PID 1 (init_main).
+    int pidfd = -1;
+    uint64_t flags = (a->clone_flags & ~(uint64_t)CLONE_NEWNET) | CLONE_NEWUSER;
+    int pid = clone(init_main, a->stack + a->stack_size, (int)flags | CLONE_VM | CLONE_PIDFD | CLONE_PARENT | SIGCHLD, a, &pidfd);
+    if (pid < 0) {
+        a->join_stage = SBX_JOIN_CLONE;
+        a->join_error = errno; // ours to read: the parent thread is suspended (CLONE_VFORK)
+        return 0;
+    }
+    a->joined_pid = pid;
+    a->joined_pidfd = pidfd;
+    rc = write_map(pid, "/uid_map", a->nested_uid_map);
+    if (rc < 0) {
+        a->join_stage = SBX_JOIN_UID_MAP;
+    } else {
+        rc = write_map(pid, "/gid_map", a->nested_gid_map);
+        if (rc < 0)
+            a->join_stage = SBX_JOIN_GID_MAP;
+    }
+    if (rc < 0)
+        a->join_error = (int)-rc;
+    return 0;
+}
+
+static int spawn_in_held_userns(struct sbx_spawn_args *args, int *pidfd_out)
+{
+    args->join_stage = 0;
+    args->join_error = 0;
+    args->joined_pid = -1;
+    args->joined_pidfd = -1;
+    int joiner_pidfd = -1;
+    // CLONE_FILES: PID 1's pidfd, made by the joiner's clone, must land in our fd table.
+    int joiner = clone_blocked(join_main, args->stack + 2 * args->stack_size, CLONE_VFORK | CLONE_FILES, args, &joiner_pidfd);
+    if (joiner < 0) {
+        args->join_stage = SBX_JOIN_CLONE_JOINER;
+        args->join_error = -joiner;
+        return joiner;
+    }
+    siginfo_t info;
+    while (SYS5(SYS_waitid, P_PIDFD, joiner_pidfd, &info, WEXITED, 0) == -EINTR) {
+    }
+    close(joiner_pidfd);
+    if (args->join_stage != 0) {
+        if (args->joined_pidfd >= 0) {
+            // PID 1 waits for the sync byte, which it will never get: kill and reap it.
+            SYS4(SYS_pidfd_send_signal, args->joined_pidfd, SIGKILL, 0, 0);
+            while (SYS5(SYS_waitid, P_PIDFD, args->joined_pidfd, &info, WEXITED, 0) == -EINTR) {
+            }
+            close(args->joined_pidfd);
+            args->joined_pidfd = -1;
+        }
+        return -args->join_error;
+    }
+    *pidfd_out = args->joined_pidfd;
+    return args->joined_pid;
+}
+
 SBX_EXPORT int sbx_spawn(struct sbx_spawn_args *args, int *pidfd_out)
 {
+    if (args->userns_fd >= 0)
+        return spawn_in_held_userns(args, pidfd_out);
     // CLONE_NEWNET is left to the child (init_main).
     return clone_blocked(init_main, args->stack + args->stack_size, args->clone_flags & ~(uint64_t)CLONE_NEWNET, args, pidfd_out);
+}
+
+// ---- The holder of a user namespace -----------------------------------------------------------
+//
+// Started once, then reused by every sandbox with the same map until it has been idle for a while.
+// The parent clones it into a new user namespace, writes the maps with newuidmap and newgidmap
+// (IdMapWriter), and releases it; it then execs sandbox-init --hold-userns, which hands the
+// namespace to whoever connects to the listening socket it inherits (sandbox_init.c).
+
+struct sbx_holder_args {
+    int32_t sync_fd;       // read: one byte once the parent has written the maps
+    int32_t status_fd;     // write, close-on-exec: the errno of a failed exec; EOF means it exec'd
+    int32_t listen_fd;     // the listening socket: fd 3 of the holder
+    int32_t init_fd;       // the sandbox-init executable
+    char *const *argv;
+    char *stack;
+    uint64_t stack_size;
+};
+
+SBX_EXPORT int sbx_holder_args_size(void) { return (int)sizeof(struct sbx_holder_args); }
+
+static int holder_main(void *arg)
+{
+    struct sbx_holder_args *a = arg;
+    reset_signal_dispositions();
+    char go;
+    if (SYS3(SYS_read, a->sync_fd, &go, 1) != 1)
+        raw_exit(125);
+    // A daemon: its own session (no terminal's SIGHUP or SIGINT reaches it), no hold on any mount
+    // point, and nothing of ours but the socket: /dev/null as stdio, so that it never keeps a
+    // caller's pipe open (a CI step waits for EOF on its output).
+    SYS0(SYS_setsid);
+    SYS1(SYS_chdir, "/");
+    int wanted[3] = {a->listen_fd, a->init_fd, a->status_fd};
+    long moved[3];
+    for (int i = 0; i < 3; i++) {
+        moved[i] = SYS3(SYS_fcntl, wanted[i], F_DUPFD, 64);
+        if (moved[i] < 0)
+            raw_exit(125);
+    }
+    long null_fd = SYS4(SYS_openat, AT_FDCWD, "/dev/null", O_RDWR, 0);
+    if (null_fd < 0)
+        raw_exit(125);
+    for (int fd = 0; fd < 3; fd++)
+        SYS3(SYS_dup3, null_fd, fd, 0);
+    for (int i = 0; i < 3; i++) {
+        if (SYS3(SYS_dup3, moved[i], 3 + i, i == 0 ? 0 : O_CLOEXEC) < 0)
+            raw_exit(125);
+    }
+    SYS3(SYS_close_range, 6, ~0U, 0);
+    char *envp[] = {0};
+    long rc = SYS5(SYS_execveat, 4, "", a->argv, envp, AT_EMPTY_PATH);
+    int32_t error = (int32_t)-rc;
+    SYS3(SYS_write, 5, &error, sizeof error);
+    raw_exit(127);
+    return 0;
+}
+
+// Clones the holder into a new user namespace; it waits for the sync byte. Returns its pid (and
+// a pidfd) or -errno.
+SBX_EXPORT int sbx_holder_spawn(struct sbx_holder_args *args, int *pidfd_out)
+{
+    return clone_blocked(holder_main, args->stack + args->stack_size, CLONE_NEWUSER, args, pidfd_out);
+}
+
+// A copy of an executable in a sealed memfd (memfd_create(2)): the holder runs for minutes, and an
+// executable that runs cannot be rewritten (ETXTBSY), which would break the next build that copies
+// sandbox-init over the one it runs. Returns the memfd (close-on-exec) or -errno.
+SBX_EXPORT int sbx_executable_copy(int fd)
+{
+    int copy = memfd_create("sandbox-userns", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (copy < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        goto fail;
+    off_t offset = 0;
+    while (offset < st.st_size) {
+        ssize_t n = sendfile(copy, fd, &offset, (size_t)(st.st_size - offset));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = EIO;
+            goto fail;
+        }
+    }
+    if (fcntl(copy, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0)
+        goto fail;
+    return copy;
+fail:;
+    int err = errno;
+    close(copy);
+    return -err;
+}
+
+static int socket_address(const char *path, struct sockaddr_un *address)
+{
+    memset(address, 0, sizeof *address);
+    address->sun_family = AF_UNIX;
+    size_t n = strlen(path);
+    if (n >= sizeof address->sun_path)
+        return -ENAMETOOLONG;
+    memcpy(address->sun_path, path, n);
+    return 0;
+}
+
+// A listening SOCK_SEQPACKET socket at path (close-on-exec), or -errno.
+SBX_EXPORT int sbx_userns_listen(const char *path)
+{
+    struct sockaddr_un address;
+    int rc = socket_address(path, &address);
+    if (rc < 0)
+        return rc;
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (bind(fd, (struct sockaddr *)&address, sizeof address) != 0 || listen(fd, 64) != 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    return fd;
+}
+
+// 0 when fd is a user namespace that this process may use as a holder's: a direct child of our
+// own user namespace, owned by our effective uid. Anything else (another type, someone else's, a
+// namespace nested deeper, such as one a sandbox made inside itself) is -EPERM or -EINVAL: joining
+// it could give its owner capabilities over the sandbox.
+SBX_EXPORT int sbx_userns_verify(int fd)
+{
+    if (ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWUSER)
+        return -EINVAL;
+    uid_t owner = (uid_t)-1;
+    if (ioctl(fd, NS_GET_OWNER_UID, &owner) != 0 || owner != geteuid())
+        return -EPERM;
+    int parent = ioctl(fd, NS_GET_PARENT);
+    if (parent < 0)
+        return -EPERM;
+    struct stat theirs, ours;
+    int rc = fstat(parent, &theirs);
+    close(parent);
+    if (rc != 0 || stat("/proc/self/ns/user", &ours) != 0)
+        return -EPERM;
+    return theirs.st_dev == ours.st_dev && theirs.st_ino == ours.st_ino ? 0 : -EPERM;
+}
+
+// Connects to a holder at path and returns the user namespace fd it hands over (close-on-exec),
+// verified by sbx_userns_verify; or -errno: -ENOENT or -ECONNREFUSED when no holder listens there.
+SBX_EXPORT int sbx_userns_fetch(const char *path)
+{
+    struct sockaddr_un address;
+    int rc = socket_address(path, &address);
+    if (rc < 0)
+        return rc;
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    // A holder that is stopped must not hang the run: after a second, do without it.
+    struct timeval timeout = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    if (connect(fd, (struct sockaddr *)&address, sizeof address) != 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    char byte;
+    struct iovec iov = {&byte, 1};
+    union {
+        struct cmsghdr header;
+        char space[CMSG_SPACE(sizeof(int))];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr message = {0};
+    message.msg_iov = &iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.space;
+    message.msg_controllen = sizeof control.space;
+    ssize_t n;
+    do
+        n = recvmsg(fd, &message, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    int err = n < 0 ? errno : 0;
+    close(fd);
+    if (n < 0)
+        return -err;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&message);
+    if (n != 1 || c == NULL || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+        return -EPROTO;
+    int ns;
+    memcpy(&ns, CMSG_DATA(c), sizeof ns);
+    rc = sbx_userns_verify(ns);
+    if (rc < 0) {
+        close(ns);
+        return rc;
+    }
+    return ns;
 }
 
 // Waits for PID 1 to exit and returns its wait status and rusage (which includes the payload and

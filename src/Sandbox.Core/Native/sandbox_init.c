@@ -19,7 +19,14 @@
 //
 // usage (by the executor only): sandbox-init PAYLOAD_PID, with fds 4, 5, 7, 8 as in sandbox_protocol.h
 // and every signal blocked.
+//
+// It is also the holder of a user namespace (sandbox_exec.c, "Joining a held user namespace"):
+// sandbox-init --hold-userns IDLE_SECONDS, started inside that namespace with a listening socket at
+// fd 3, hands the namespace to every process of its own user that connects, and exits once no one
+// has connected for IDLE_SECONDS. Sandboxes that joined keep the namespace alive themselves.
 #include <linux/errno.h>
+#include <linux/fcntl.h>
+#include <linux/time_types.h>
 #include <linux/poll.h>
 #include <linux/prctl.h>
 #include <linux/signal.h>
@@ -46,8 +53,8 @@ static __attribute__((noreturn)) void exit_with(int code)
         SYS1(SYS_exit_group, code);
 }
 
-// A decimal pid; -1 when the text is not one.
-static long parse_pid(const char *text)
+// A decimal number up to PID_MAX_LIMIT (a pid, or the holder's idle seconds); -1 when the text is not one.
+static long parse_decimal(const char *text)
 {
     long value = 0;
     if (text == 0 || *text == 0)
@@ -69,12 +76,109 @@ static long read_retrying(int fd, void *buffer, unsigned long size)
     return n;
 }
 
+// ---- the holder of a user namespace ----------------------------------------------------------
+// Socket structures as the kernel takes them (include/linux/socket.h: struct user_msghdr), with the
+// values of include/uapi/asm-generic/socket.h, which x86_64 and aarch64 both use.
+#define SOL_SOCKET 1
+#define SCM_RIGHTS 1
+#define SO_PEERCRED 17
+#define MSG_NOSIGNAL 0x4000
+#define HOLDER_FD_LISTEN 3
+
+struct io_vector {
+    void *base;
+    unsigned long length;
+};
+
+struct message_header {
+    void *name;
+    int name_length;
+    struct io_vector *iov;
+    unsigned long iov_length;
+    void *control;
+    unsigned long control_length;
+    unsigned int flags;
+};
+
+struct fd_control {
+    unsigned long length; // struct cmsghdr: cmsg_len, cmsg_level, cmsg_type, then the data
+    int level;
+    int type;
+    int fd;
+    int padding;          // CMSG_SPACE(sizeof(int)) is 24 bytes on 64-bit
+};
+
+struct peer_credentials {
+    int pid;
+    unsigned int uid;
+    unsigned int gid;
+};
+
+static void hand_over(long connection, long ns)
+{
+    struct peer_credentials peer;
+    unsigned int length = sizeof peer;
+    // Only processes of our own user (as our user namespace sees them) get the namespace; to anyone
+    // else it would be of no use anyway, as joining it needs CAP_SYS_ADMIN over it.
+    if (SYS5(SYS_getsockopt, connection, SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0 ||
+        peer.uid != (unsigned int)SYS0(SYS_geteuid))
+        return;
+    char byte = 'n';
+    struct io_vector iov = {&byte, 1};
+    struct fd_control control = {sizeof(unsigned long) + 2 * sizeof(int) + sizeof(int), SOL_SOCKET, SCM_RIGHTS, (int)ns, 0};
+    struct message_header message = {0, 0, &iov, 1, &control, sizeof control, 0};
+    SYS3(SYS_sendmsg, connection, &message, MSG_NOSIGNAL);
+}
+
+static int hold_userns(long argc, char **argv)
+{
+    SYS5(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0);
+    SYS5(SYS_prctl, PR_SET_NAME, "sandbox-userns", 0, 0, 0);
+    long idle = argc == 3 ? parse_decimal(argv[2]) : -1;
+    if (idle <= 0)
+        return 125;
+    // The executor blocked every signal around clone: SIGTERM and the rest act normally again.
+    unsigned long long none = 0;
+    SYS4(SYS_rt_sigprocmask, 2 /* SIG_SETMASK */, &none, 0, KERNEL_SIGSET_SIZE);
+    long ns = SYS4(SYS_openat, AT_FDCWD, "/proc/self/ns/user", O_RDONLY | O_CLOEXEC, 0);
+    if (ns < 0)
+        return 125;
+    for (;;) {
+        struct pollfd listening = {HOLDER_FD_LISTEN, POLLIN, 0};
+        struct __kernel_timespec timeout = {idle, 0};
+        long ready = SYS5(SYS_ppoll, &listening, 1, &timeout, 0, KERNEL_SIGSET_SIZE);
+        if (ready == 0)
+            return 0; // idle: a new caller finds the socket refusing and starts another holder
+        if (ready < 0) {
+            if (ready == -EINTR)
+                continue;
+            return 125;
+        }
+        long connection = SYS4(SYS_accept4, HOLDER_FD_LISTEN, 0, 0, O_CLOEXEC);
+        if (connection < 0)
+            continue;
+        hand_over(connection, ns);
+        SYS1(SYS_close, connection);
+    }
+}
+
+static int str_equal(const char *a, const char *b)
+{
+    while (*a && *a == *b) {
+        a++;
+        b++;
+    }
+    return *a == *b;
+}
+
 static int init_main(long argc, char **argv)
 {
+    if (argc >= 2 && str_equal(argv[1], "--hold-userns"))
+        return hold_userns(argc, argv);
     SYS5(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0);
     if (argc != 2)
         return 125;
-    long payload = parse_pid(argv[1]);
+    long payload = parse_decimal(argv[1]);
     if (payload <= 0)
         return 125;
 

@@ -61,7 +61,26 @@ internal static unsafe class Launcher
             args->PathBuffer = (byte*)arena.Allocate(PathBufferSize, zero: false);
 
             var started = Stopwatch.GetTimestamp();
-            int pid = NativeExecutor.Spawn(args, out pidfd);
+            bool mapsWritten = false;
+            int pid;
+            using (SafeFileHandle? held = HeldUserNamespace(plan))
+            {
+                args->UserNamespaceFd = -1;
+                if (held is not null)
+                {
+                    args->UserNamespaceFd = (int)held.DangerousGetHandle();
+                    args->NestedUidMap = arena.String(UserNamespaceHolder.NestedMap(plan.IdMaps.SubordinateUids!));
+                    args->NestedGidMap = arena.String(UserNamespaceHolder.NestedMap(plan.IdMaps.SubordinateGids!));
+                }
+                pid = NativeExecutor.Spawn(args, out pidfd);
+                mapsWritten = held is not null && pid > 0;
+                if (pid < 0 && held is not null)
+                {
+                    // Do without the holder: the way that needs none reports any failure it shares.
+                    args->UserNamespaceFd = -1;
+                    pid = NativeExecutor.Spawn(args, out pidfd);
+                }
+            }
             if (pid < 0)
                 throw CloneFailed(-pid, plan.Namespaces);
 
@@ -75,7 +94,8 @@ internal static unsafe class Launcher
             pidfd = -1;
             try
             {
-                IdMapWriter.Write(pid, plan.IdMaps);
+                if (!mapsWritten)
+                    IdMapWriter.Write(pid, plan.IdMaps);
                 beforeRelease?.Invoke(pid);
                 if (!Syscalls.WriteByte(syncWrite, 1))
                     throw new SandboxException(SandboxErrorCode.SpawnFailed, "the sandbox's init process exited before it was released");
@@ -117,6 +137,13 @@ internal static unsafe class Launcher
             throw;
         }
     }
+
+    // A subordinate range's maps come from a held user namespace when one can be had: PID 1 gets a
+    // user namespace nested in it, whose maps the executor writes, with no newuidmap or newgidmap.
+    private static SafeFileHandle? HeldUserNamespace(RuntimePlan plan) =>
+        plan.Namespaces.HasFlag(NamespaceSet.User) && plan.IdMaps.Kind == IdMapKind.SubordinateRange
+            ? UserNamespaceHolder.TryAcquire(plan.IdMaps)
+            : null;
 
     // Once a SandboxProcess exists it owns the arena and frees it after reaping PID 1.
     private static void Marshal(RuntimePlan plan, NativeArena arena, NativeSpawnArgs* args, Dictionary<int, IntPtr> outputs)

@@ -1,0 +1,197 @@
+using System.Globalization;
+using System.Text;
+using Microsoft.Win32.SafeHandles;
+using Sandbox.Linux;
+using Sandbox.Storage;
+
+namespace Sandbox.Runtime;
+
+/// <summary>
+/// Keeps a user namespace with the subordinate map alive between runs, so that a sandbox nests its
+/// own user namespace in it and writes that one's maps itself, instead of running newuidmap and
+/// newgidmap (two setuid programs, about 2 ms of every start). podman keeps its user namespace the
+/// same way (its pause process); unlike podman's containers, every sandbox still gets a user
+/// namespace of its own, so root in one sandbox has no capability over another's namespaces.
+/// <para>
+/// The holder is <c>sandbox-init --hold-userns</c> (sandbox_init.c): it listens on a socket in a
+/// directory only its user can enter, hands the namespace to processes of that user, and exits once
+/// idle. Whatever goes wrong here, the caller does without a holder (null), as before it existed.
+/// </para>
+/// </summary>
+internal static unsafe class UserNamespaceHolder
+{
+    /// <summary>Seconds a holder waits for the next sandbox before it exits; 0 turns holders off.</summary>
+    public const string IdleVariable = "SANDBOX_USERNS_IDLE";
+    internal const int DefaultIdleSeconds = 300;
+    private const int HolderStackSize = 64 * 1024;
+    // sockaddr_un.sun_path holds 108 bytes with the terminating NUL (unix(7)).
+    private const int MaxSocketPath = 107;
+
+    /// <summary>
+    /// A user namespace that holds <paramref name="plan"/>'s map (<see cref="IdMapKind.SubordinateRange"/>),
+    /// from the running holder or from one started now; null when holders are off or one cannot be had.
+    /// </summary>
+    public static SafeFileHandle? TryAcquire(IdMapPlan plan, Func<string, string?>? env = null)
+    {
+        env ??= Environment.GetEnvironmentVariable;
+        if (plan.Kind != IdMapKind.SubordinateRange || IdleSeconds(env) is not int idle)
+            return null;
+        string? socket = SocketPath(plan, env);
+        if (socket is null)
+            return null;
+        int fd = NativeExecutor.UserNamespaceFetch(socket);
+        if (fd >= 0)
+            return new SafeFileHandle(fd, ownsHandle: true);
+        try
+        {
+            // One starter at a time: without the lock, two callers could each unlink the other's
+            // fresh socket. The dir is ours alone (SocketDirectory), so whatever sits at the path
+            // (a stale socket, a stopped holder) may be replaced.
+            using FileLock held = FileLock.Acquire(Path.Combine(Path.GetDirectoryName(socket)!, "userns.lock"), exclusive: true);
+            fd = NativeExecutor.UserNamespaceFetch(socket);
+            if (fd >= 0)
+                return new SafeFileHandle(fd, ownsHandle: true);
+            FileSystemCalls.Unlink(socket, directory: false);
+            int listening = NativeExecutor.UserNamespaceListen(socket);
+            if (listening < 0)
+                return null;
+            using var listener = new SafeFileHandle(listening, ownsHandle: true);
+            return StartHolder(plan, listener, idle);
+        }
+        catch (Exception e) when (e is LinuxException or SandboxException or IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// The map of a sandbox's user namespace nested in the holder's: the holder's ids one to one, in
+    /// the holder's two extents, as each extent must lie within one extent of the parent's map
+    /// (kernel/user_namespace.c, map_write(): map_id_range_down()).
+    /// </summary>
+    public static string NestedMap(IdRange subordinate) =>
+        string.Create(CultureInfo.InvariantCulture, $"0 0 1\n1 1 {subordinate.Count}\n");
+
+    internal static int? IdleSeconds(Func<string, string?> env)
+    {
+        string? text = env(IdleVariable);
+        if (string.IsNullOrEmpty(text))
+            return DefaultIdleSeconds;
+        return int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int seconds) && seconds is > 0 and <= 86400 * 7
+            ? seconds : null;
+    }
+
+    /// <summary>
+    /// The holder's socket: one per map (a changed /etc/subuid gets a new holder) and per executor
+    /// ABI, in <see cref="SocketDirectory"/>; null when that directory is not safe to use.
+    /// </summary>
+    internal static string? SocketPath(IdMapPlan plan, Func<string, string?> env)
+    {
+        uint uid = Syscalls.EffectiveUserId;
+        string? dir = SocketDirectory(env, uid);
+        if (dir is null)
+            return null;
+        string key = string.Create(CultureInfo.InvariantCulture,
+            $"{NativeExecutor.ExpectedAbiVersion} {plan.HostUid} {plan.HostGid} {plan.SubordinateUids!.Start} {plan.SubordinateUids.Count} {plan.SubordinateGids!.Start} {plan.SubordinateGids.Count}");
+        string path = Path.Combine(dir, string.Create(CultureInfo.InvariantCulture, $"userns-{Fnv1a(key):x16}.sock"));
+        return Encoding.UTF8.GetByteCount(path) <= MaxSocketPath ? path : null;
+    }
+
+    /// <summary>
+    /// $XDG_RUNTIME_DIR/sandbox, else $TMPDIR/sandbox-UID or /tmp/sandbox-UID (as tmux does). Made
+    /// 0700; used only when it is a real directory owned by us that no one else may enter: then
+    /// no one else can put a socket there, and a sandbox (its own mount namespace) cannot reach it.
+    /// </summary>
+    internal static string? SocketDirectory(Func<string, string?> env, uint uid)
+    {
+        string dir;
+        if (env("XDG_RUNTIME_DIR") is { Length: > 0 } runtime && Path.IsPathRooted(runtime))
+            dir = Path.Combine(runtime, "sandbox");
+        else
+            dir = Path.Combine(env("TMPDIR") is { Length: > 0 } tmp && Path.IsPathRooted(tmp) ? tmp : "/tmp", $"sandbox-{uid}");
+        try
+        {
+            using (SafeFileHandle parent = FileSystemCalls.OpenDirectory(Path.GetDirectoryName(dir)!))
+                FileSystemCalls.MakeDirectoryAt(parent, Path.GetFileName(dir), 0x1C0 /* 0700 */);
+            FileStatus? st = FileSystemCalls.TryLStat(dir);
+            return st is { Kind: FileKind.Directory } s && s.Uid == uid && (s.Permissions & 0x3F) == 0 ? dir : null;
+        }
+        catch (Exception e) when (e is LinuxException or IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    private static SafeFileHandle? StartHolder(IdMapPlan plan, SafeFileHandle listener, int idleSeconds)
+    {
+        using var arena = new NativeArena();
+        var (syncRead, syncWrite) = Syscalls.CreatePipe();
+        var (statusRead, statusWrite) = Syscalls.CreatePipe();
+        using (syncWrite)
+        using (statusRead)
+        {
+            int pid, pidfd;
+            using (syncRead)
+            using (statusWrite)
+            using (SafeFileHandle init = Syscalls.OpenReadOnly(NativeExecutor.InitPath))
+            {
+                int copy = NativeExecutor.ExecutableCopy((int)init.DangerousGetHandle());
+                using var executable = copy >= 0 ? new SafeFileHandle(copy, ownsHandle: true) : null;
+                NativeHolderArgs* args = arena.Array<NativeHolderArgs>(1);
+                args->SyncFd = (int)syncRead.DangerousGetHandle();
+                args->StatusFd = (int)statusWrite.DangerousGetHandle();
+                args->ListenFd = (int)listener.DangerousGetHandle();
+                args->InitFd = (int)(executable ?? init).DangerousGetHandle();
+                args->Argv = arena.StringArray(["sandbox-init", "--hold-userns", idleSeconds.ToString(CultureInfo.InvariantCulture)]);
+                args->StackSize = HolderStackSize;
+                args->Stack = (byte*)arena.Allocate(HolderStackSize, zero: false);
+                pid = NativeExecutor.HolderSpawn(args, out pidfd);
+                if (pid < 0)
+                    return null;
+            }
+            SafeFileHandle? ns = null;
+            bool execed = false;
+            try
+            {
+                IdMapWriter.Write(pid, plan);
+                ns = Syscalls.OpenReadOnly($"/proc/{pid}/ns/user");
+                // EOF on the status pipe: the holder has exec'd, and no longer uses our memory.
+                execed = Syscalls.WriteByte(syncWrite, 1) && Syscalls.Read(statusRead, stackalloc byte[4]) == 0;
+                if (!execed)
+                {
+                    ns.Dispose();
+                    ns = null;
+                }
+                return ns;
+            }
+            catch (Exception e) when (e is LinuxException or SandboxException)
+            {
+                ns?.Dispose();
+                return null;
+            }
+            finally
+            {
+                if (!execed)
+                {
+                    // It must be gone before its stack (the arena) is freed.
+                    NativeExecutor.Kill(pidfd, 9);
+                    NativeExecutor.Wait(pidfd, out _, out _, out _);
+                }
+                // A holder that runs is not ours to reap: it outlives us.
+                Tmds.Linux.LibC.close(pidfd);
+            }
+        }
+    }
+
+    // FNV-1a, 64 bits: a short, stable name for a map (not a defence: the directory is).
+    private static ulong Fnv1a(string text)
+    {
+        ulong hash = 14695981039346656037UL;
+        foreach (char c in text)
+        {
+            hash ^= c;
+            hash *= 1099511628211UL;
+        }
+        return hash;
+    }
+}
