@@ -1,0 +1,234 @@
+using System.Globalization;
+using System.Net.Sockets;
+using Sandbox.Identity;
+using Sandbox.Runtime;
+
+namespace Sandbox.IntegrationTests;
+
+/// <summary>
+/// The default id mode's held user namespace (Runtime/UserNamespaceHolder.cs): one holder per map,
+/// reused by every sandbox, each of which nests a user namespace of its own in it.
+/// Every test gets its own socket directory ($TMPDIR/sandbox-UID in a temp dir) and stops the
+/// holders it started.
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+[TestFixture]
+[Parallelizable(ParallelScope.None)]
+public sealed class UserNamespaceHolderTests
+{
+    private const string PrintIds = "readlink /proc/self/ns/user; cat /proc/self/uid_map; sleep 0.5";
+    private IdMapPlan _range = null!;
+
+    [OneTimeSetUp]
+    public void RequireRange()
+    {
+        Require.Unprivileged();
+        Require.SubordinateRange();
+        Assert.That(IdMapResolver.TryResolveSubordinate(IdentityEnvironment.Current(), out IdMapPlan? plan), Is.Null);
+        _range = plan!;
+    }
+
+    [Test]
+    public void SandboxesNestUserNamespacesOfTheirOwnInOneHeldNamespace()
+    {
+        using var tmp = new TempDir();
+        using var volume = new TempDir();
+        try
+        {
+            // Two at once: one starts the holder, the other waits for it (the lock) and joins it.
+            Task<CliResult> first = Task.Run(() => Run(tmp, PrintIds));
+            Task<CliResult> second = Task.Run(() => Run(tmp, PrintIds));
+            CliResult a = first.Result, b = second.Result;
+            Assert.That(a.ExitCode, Is.EqualTo(0), a.ToString());
+            Assert.That(b.ExitCode, Is.EqualTo(0), b.ToString());
+
+            // Nested: the map is the holder's ids one to one, in its two extents.
+            string nested = $"0 0 1\n1 1 {_range.SubordinateUids!.Count}\n";
+            Assert.That(MapOf(a), Is.EqualTo(nested));
+            Assert.That(MapOf(b), Is.EqualTo(nested));
+            Assert.That(UserNamespaceOf(a), Is.Not.EqualTo(UserNamespaceOf(b)), "each sandbox has a user namespace of its own");
+
+            int holder = SingleHolder(tmp);
+            Assert.That(File.ReadAllText($"/proc/{holder}/comm").Trim(), Is.EqualTo("sandbox-userns"));
+            string held = new FileInfo($"/proc/{holder}/ns/user").LinkTarget!;
+            Assert.That(held, Is.Not.EqualTo(UserNamespaceOf(a)).And.Not.EqualTo(UserNamespaceOf(b)));
+            // It holds nothing of its caller's: no pipe of ours (we read our stdout to EOF above).
+            var fds = Directory.GetFiles($"/proc/{holder}/fd").Select(f => new FileInfo(f).LinkTarget).ToList();
+            Assert.That(fds, Has.None.Contains("pipe:"), string.Join(", ", fds));
+
+            // Through both levels, ids land where newuidmap would have put them.
+            CliResult c = Run(tmp, "touch /tmp/w/f && chown 1000:1001 /tmp/w/f", options: ["-v", $"{volume.Path}:/tmp/w"]);
+            Assert.That(c.ExitCode, Is.EqualTo(0), c.ToString());
+            var (uid, gid) = Owner(Path.Combine(volume.Path, "f"));
+            Assert.That(uid, Is.EqualTo(_range.SubordinateUids.Start + 999));
+            Assert.That(gid, Is.EqualTo(_range.SubordinateGids!.Start + 1000));
+            Assert.That(SingleHolder(tmp), Is.EqualTo(holder), "the third run reused the holder");
+        }
+        finally
+        {
+            StopHolders(tmp);
+        }
+    }
+
+    [Test]
+    public void AnIdleHolderExitsAndTheNextRunStartsAnother()
+    {
+        using var tmp = new TempDir();
+        try
+        {
+            CliResult r = Run(tmp, "true", idle: "1");
+            Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+            int holder = SingleHolder(tmp);
+            Assert.That(HostProcesses.WaitUntil(() => !IsRunning(holder), TimeSpan.FromSeconds(10)), Is.True, "the holder should exit after 1 s idle");
+
+            CliResult again = Run(tmp, PrintIds, idle: "1");
+            Assert.That(again.ExitCode, Is.EqualTo(0), again.ToString());
+            Assert.That(MapOf(again), Does.StartWith("0 0 1\n"));
+            Assert.That(SingleHolder(tmp), Is.Not.EqualTo(holder));
+        }
+        finally
+        {
+            StopHolders(tmp);
+        }
+    }
+
+    [Test]
+    public void WithHoldersOffNewuidmapWritesTheMap()
+    {
+        using var tmp = new TempDir();
+        CliResult r = Run(tmp, PrintIds, idle: "0");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(MapOf(r), Does.StartWith($"0 {Linux.Syscalls.RealUserId} 1\n1 {_range.SubordinateUids!.Start} "));
+        Assert.That(Directory.Exists(SocketDirectory(tmp)), Is.False);
+    }
+
+    [Test]
+    public void AStaleSocketAndAListenerThatSendsNothingAreReplaced()
+    {
+        using var tmp = new TempDir();
+        try
+        {
+            Assert.That(Run(tmp, "true").ExitCode, Is.EqualTo(0));
+            int holder = SingleHolder(tmp);
+            string socket = Directory.GetFiles(SocketDirectory(tmp), "userns-*.sock").Single();
+
+            // Killed: its socket file stays behind and refuses connections.
+            HostProcesses.Signal(holder, "KILL");
+            Assert.That(HostProcesses.WaitUntil(() => !IsRunning(holder), TimeSpan.FromSeconds(5)), Is.True);
+            CliResult afterStale = Run(tmp, PrintIds);
+            Assert.That(afterStale.ExitCode, Is.EqualTo(0), afterStale.ToString());
+            Assert.That(MapOf(afterStale), Does.StartWith("0 0 1\n"));
+            int second = SingleHolder(tmp);
+
+            // Something else listening there, which hands over nothing: it is not trusted, and replaced.
+            HostProcesses.Signal(second, "KILL");
+            Assert.That(HostProcesses.WaitUntil(() => !IsRunning(second), TimeSpan.FromSeconds(5)), Is.True);
+            File.Delete(socket);
+            using var impostor = new Socket(AddressFamily.Unix, SocketType.Seqpacket, ProtocolType.Unspecified);
+            impostor.Bind(new UnixDomainSocketEndPoint(socket));
+            impostor.Listen(8);
+            var accepting = Task.Run(() =>
+            {
+                using Socket connection = impostor.Accept();
+            });
+            CliResult afterImpostor = Run(tmp, PrintIds);
+            Assert.That(afterImpostor.ExitCode, Is.EqualTo(0), afterImpostor.ToString());
+            Assert.That(MapOf(afterImpostor), Does.StartWith("0 0 1\n"));
+            Assert.That(accepting.Wait(TimeSpan.FromSeconds(5)), Is.True, "the run should have asked the impostor first");
+            Assert.That(SingleHolder(tmp), Is.Not.EqualTo(second));
+        }
+        finally
+        {
+            StopHolders(tmp);
+        }
+    }
+
+    [Test]
+    public void ADirectoryOthersCanEnterIsNotUsed()
+    {
+        using var tmp = new TempDir();
+        string dir = SocketDirectory(tmp);
+        Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
+        CliResult r = Run(tmp, PrintIds);
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(MapOf(r), Does.StartWith($"0 {Linux.Syscalls.RealUserId} 1\n"), "no holder: newuidmap wrote the map");
+        Assert.That(Directory.GetFileSystemEntries(dir), Is.Empty);
+    }
+
+    private static CliResult Run(TempDir tmp, string script, string? idle = null, string[]? options = null)
+    {
+        var env = new Dictionary<string, string> { ["TMPDIR"] = tmp.Path, ["XDG_RUNTIME_DIR"] = "" };
+        if (idle is not null)
+            env[UserNamespaceHolder.IdleVariable] = idle;
+        return SandboxCli.Run(["run", "--userns", "subuid", .. options ?? [], "--", "/bin/sh", "-c", script], env: env);
+    }
+
+    private static string SocketDirectory(TempDir tmp) => Path.Combine(tmp.Path, $"sandbox-{Linux.Syscalls.EffectiveUserId}");
+
+    private static string UserNamespaceOf(CliResult r) => r.StdoutText.Split('\n')[0];
+
+    // /proc/self/uid_map, its columns joined by single spaces.
+    private static string MapOf(CliResult r) =>
+        string.Concat(r.StdoutText.Split('\n').Skip(1).Where(l => l.Trim().Length > 0)
+            .Select(l => string.Join(' ', l.Split(' ', StringSplitOptions.RemoveEmptyEntries)) + "\n"));
+
+    /// <summary>The pids of the processes listening on a socket in this test's socket directory.</summary>
+    private static List<int> Holders(TempDir tmp)
+    {
+        // /proc/net/unix: Num RefCount Protocol Flags Type St Inode Path; flag 00010000 is a listener.
+        string prefix = SocketDirectory(tmp) + "/";
+        var inodes = File.ReadLines("/proc/net/unix").Skip(1)
+            .Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            .Where(f => f.Length >= 8 && f[3] == "00010000" && f[7].StartsWith(prefix, StringComparison.Ordinal))
+            .Select(f => $"socket:[{f[6]}]")
+            .ToHashSet();
+        var pids = new List<int>();
+        foreach (int pid in HostProcesses.WithMarker("--hold-userns", "sandbox-init"))
+        {
+            try
+            {
+                if (inodes.Contains(new FileInfo($"/proc/{pid}/fd/3").LinkTarget ?? "") && IsRunning(pid))
+                    pids.Add(pid);
+            }
+            catch (IOException)
+            {
+            }
+        }
+        return pids;
+    }
+
+    private static int SingleHolder(TempDir tmp)
+    {
+        List<int> holders = Holders(tmp);
+        Assert.That(holders, Has.Count.EqualTo(1), "one holder listens in the test's socket directory");
+        return holders[0];
+    }
+
+    private static void StopHolders(TempDir tmp)
+    {
+        foreach (int pid in Holders(tmp))
+            HostProcesses.Signal(pid, "TERM");
+    }
+
+    // Gone, or a zombie nobody reaped yet (its parent, our CLI, has exited).
+    private static bool IsRunning(int pid)
+    {
+        try
+        {
+            string stat = File.ReadAllText($"/proc/{pid}/stat");
+            return stat[(stat.LastIndexOf(')') + 2)..][0] != 'Z';
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    private static (long Uid, long Gid) Owner(string path)
+    {
+        using var stat = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("stat", ["-c", "%u %g", path]) { RedirectStandardOutput = true })!;
+        string[] ids = stat.StandardOutput.ReadToEnd().Trim().Split(' ');
+        stat.WaitForExit();
+        return (long.Parse(ids[0], CultureInfo.InvariantCulture), long.Parse(ids[1], CultureInfo.InvariantCulture));
+    }
+}

@@ -1,0 +1,177 @@
+using System.Diagnostics;
+using NUnit.Framework;
+using Sandbox.Linux;
+using Sandbox.Runtime;
+
+namespace Sandbox.Tests.Runtime;
+
+/// <summary>
+/// The held user namespace's pure parts (socket place and name, the nested map, the idle setting)
+/// and the check that decides whether an offered namespace may be joined (sbx_userns_verify), on
+/// real namespaces made with unshare(1).
+/// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public class UserNamespaceHolderTests
+{
+    private static readonly IdMapPlan Range = new(IdMapKind.SubordinateRange, 1000, 1000, new IdRange(100000, 65536), new IdRange(200000, 65536));
+
+    [Test]
+    public void TheNestedMapKeepsTheHoldersTwoExtents() =>
+        // One extent of 0..65536 would span two of the holder's and be refused (map_id_range_down).
+        Assert.That(UserNamespaceHolder.NestedMap(new IdRange(100000, 65536)), Is.EqualTo("0 0 1\n1 1 65536\n"));
+
+    [TestCase(null, 300)]
+    [TestCase("", 300)]
+    [TestCase("5", 5)]
+    [TestCase("0", null)]
+    [TestCase("-1", null)]
+    [TestCase("soon", null)]
+    [TestCase("99999999", null)]
+    public void IdleSecondsComeFromTheEnvironmentAndZeroTurnsHoldersOff(string? value, int? expected) =>
+        Assert.That(UserNamespaceHolder.IdleSeconds(name => name == UserNamespaceHolder.IdleVariable ? value : null), Is.EqualTo(expected));
+
+    [Test]
+    public void TheSocketLivesInAPrivateDirectoryOfTheRuntimeDirOrTmp()
+    {
+        string root = Directory.CreateTempSubdirectory("holder-").FullName;
+        try
+        {
+            uint uid = Syscalls.EffectiveUserId;
+            string? runtime = UserNamespaceHolder.SocketDirectory(Env(("XDG_RUNTIME_DIR", root)), uid);
+            Assert.That(runtime, Is.EqualTo(Path.Combine(root, "sandbox")));
+            Assert.That(File.GetUnixFileMode(runtime!), Is.EqualTo(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute));
+
+            string? tmp = UserNamespaceHolder.SocketDirectory(Env(("TMPDIR", root)), uid);
+            Assert.That(tmp, Is.EqualTo(Path.Combine(root, $"sandbox-{uid}")));
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Test]
+    public void ADirectoryOthersCanEnterOrASymlinkIsRefused()
+    {
+        string root = Directory.CreateTempSubdirectory("holder-").FullName;
+        try
+        {
+            uint uid = Syscalls.EffectiveUserId;
+            Directory.CreateDirectory(Path.Combine(root, $"sandbox-{uid}"), UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute);
+            Assert.That(UserNamespaceHolder.SocketDirectory(Env(("TMPDIR", root)), uid), Is.Null, "0750");
+
+            string other = Directory.CreateTempSubdirectory("holder-other-").FullName;
+            string linked = Path.Combine(other, "tmp");
+            Directory.CreateDirectory(linked);
+            Directory.CreateDirectory(Path.Combine(root, "private"), UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            File.CreateSymbolicLink(Path.Combine(linked, $"sandbox-{uid}"), Path.Combine(root, "private"));
+            Assert.That(UserNamespaceHolder.SocketDirectory(Env(("TMPDIR", linked)), uid), Is.Null, "a symlink, even to a private directory");
+            Directory.Delete(other, recursive: true);
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Test]
+    public void TheSocketNameFollowsTheMapAndATooLongPathGivesNone()
+    {
+        string root = Directory.CreateTempSubdirectory("holder-").FullName;
+        try
+        {
+            var env = Env(("XDG_RUNTIME_DIR", root));
+            string? one = UserNamespaceHolder.SocketPath(Range, env);
+            Assert.That(one, Does.Match(@"/sandbox/userns-[0-9a-f]{16}\.sock$"));
+            Assert.That(UserNamespaceHolder.SocketPath(Range, env), Is.EqualTo(one));
+            Assert.That(UserNamespaceHolder.SocketPath(Range with { SubordinateUids = new IdRange(300000, 65536) }, env), Is.Not.EqualTo(one),
+                "a changed /etc/subuid gets another holder");
+
+            string deep = Path.Combine(root, new string('d', 100));
+            Directory.CreateDirectory(deep);
+            Assert.That(UserNamespaceHolder.SocketPath(Range, Env(("XDG_RUNTIME_DIR", deep))), Is.Null, "sun_path holds 107 bytes");
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Test]
+    public void OnlyADirectChildOfOurUserNamespaceOwnedByUsMayBeJoined()
+    {
+        using (SafeFileHandleScope net = new("/proc/self/ns/net"))
+            Assert.That(NativeExecutor.UserNamespaceVerify(net.Fd), Is.EqualTo(-22), "not a user namespace: EINVAL");
+        using (SafeFileHandleScope own = new("/proc/self/ns/user"))
+            Assert.That(NativeExecutor.UserNamespaceVerify(own.Fd), Is.EqualTo(-1), "our own namespace is no child of itself: EPERM");
+
+        using (var child = new Unshared("unshare", "--user", "sleep", "30"))
+            Assert.That(NativeExecutor.UserNamespaceVerify(child.UserNamespace.Fd), Is.EqualTo(0), "a direct child we own");
+        // What a sandbox could make inside itself and offer: one level deeper, still owned by us.
+        using (var nested = new Unshared("unshare", "--user", "--map-root-user", "unshare", "--user", "sleep", "30"))
+            Assert.That(NativeExecutor.UserNamespaceVerify(nested.UserNamespace.Fd), Is.EqualTo(-1), "nested deeper: EPERM");
+    }
+
+    [Test]
+    public void NoHolderListeningGivesConnectionRefusedOrNoEntry()
+    {
+        string root = Directory.CreateTempSubdirectory("holder-").FullName;
+        try
+        {
+            Assert.That(NativeExecutor.UserNamespaceFetch(Path.Combine(root, "none.sock")), Is.EqualTo(-2), "ENOENT");
+            int listening = NativeExecutor.UserNamespaceListen(Path.Combine(root, "closed.sock"));
+            Assert.That(listening, Is.GreaterThanOrEqualTo(0));
+            Tmds.Linux.LibC.close(listening);
+            Assert.That(NativeExecutor.UserNamespaceFetch(Path.Combine(root, "closed.sock")), Is.EqualTo(-111), "ECONNREFUSED");
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    private static Func<string, string?> Env(params (string Name, string Value)[] values) =>
+        name => values.FirstOrDefault(v => v.Name == name).Value;
+
+    private sealed class SafeFileHandleScope(string path) : IDisposable
+    {
+        private readonly Microsoft.Win32.SafeHandles.SafeFileHandle _handle = Syscalls.OpenReadOnly(path);
+
+        public int Fd => (int)_handle.DangerousGetHandle();
+
+        public void Dispose() => _handle.Dispose();
+    }
+
+    /// <summary>A process started in new user namespaces by unshare(1), and its innermost user namespace.</summary>
+    private sealed class Unshared : IDisposable
+    {
+        private readonly Process _process;
+
+        public Unshared(string file, params string[] args)
+        {
+            string ours = new FileInfo("/proc/self/ns/user").LinkTarget!;
+            _process = Process.Start(new ProcessStartInfo(file, args) { UseShellExecute = false })!;
+            // unshare(1) execs the next program once its namespace exists: wait for sleep(1) itself.
+            var sw = Stopwatch.StartNew();
+            int pid = _process.Id;
+            while (sw.Elapsed < TimeSpan.FromSeconds(10))
+            {
+                if (File.Exists($"/proc/{pid}/comm") && File.ReadAllText($"/proc/{pid}/comm").Trim() == "sleep")
+                    break;
+                Thread.Sleep(10);
+            }
+            Assert.That(new FileInfo($"/proc/{pid}/ns/user").LinkTarget, Is.Not.EqualTo(ours), "unshare --user did not make a namespace");
+            UserNamespace = new SafeFileHandleScope($"/proc/{pid}/ns/user");
+        }
+
+        public SafeFileHandleScope UserNamespace { get; }
+
+        public void Dispose()
+        {
+            UserNamespace.Dispose();
+            _process.Kill();
+            _process.WaitForExit();
+            _process.Dispose();
+        }
+    }
+}
