@@ -132,6 +132,43 @@ public static class CgroupManager
         };
     }
 
+    /// <summary>
+    /// Places a process of ours that outlives this CLI (the user-namespace holder, which idles for
+    /// minutes); false when no place is right and it should not be started at all.
+    /// <list type="bullet">
+    /// <item>A cgroup that is not ours to manage (a login session's scope, a CI job's, cgroup v1)
+    /// keeps it, as it keeps the CLI.</item>
+    /// <item>A delegated cgroup is where sandboxes' cgroups go: a process in it would keep the next
+    /// run from enabling controllers there (no internal processes, cgroup-v2.rst) and from seeing a
+    /// cgroup that holds only the CLI. It goes to the supervisor leaf, as the CLI does.</item>
+    /// <item>A transient scope that the systemd user manager made for a CLI would outlive its run by
+    /// the holder's idle time: false.</item>
+    /// </list>
+    /// </summary>
+    public static bool PlaceLongLivedProcess(int pid, CgroupHost host)
+    {
+        if (!File.Exists(Path.Combine(host.CgroupRoot, "cgroup.controllers")) || OwnV2Path(host) is not string own)
+            return true;
+        string dir = host.CgroupRoot.TrimEnd('/') + own.TrimEnd('/');
+        if (Path.GetFileName(dir) == SupervisorLeaf)
+            dir = Path.GetDirectoryName(dir)!;
+        if (!host.Writable(Path.Combine(dir, "cgroup.procs")))
+            return true;
+        if (SystemdUserManager.IsSandboxScopeName(Path.GetFileName(dir)))
+            return false;
+        string leaf = Path.Combine(dir, SupervisorLeaf);
+        try
+        {
+            Directory.CreateDirectory(leaf);
+            Linux.Syscalls.WriteFileOnce(Path.Combine(leaf, "cgroup.procs"), pid.ToString(CultureInfo.InvariantCulture));
+            return true;
+        }
+        catch (Exception e) when (e is Linux.LinuxException or IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>What can be done on this host, for `sandbox check` and for <see cref="Create"/>.</summary>
     public static CgroupProbe Probe(CgroupHost host, IEnumerable<string>? required = null)
     {

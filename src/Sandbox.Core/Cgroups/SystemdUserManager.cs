@@ -109,6 +109,10 @@ public sealed class SystemdUserManager : ISystemdUserManager
     public static string NewScopeName(int pid) =>
         $"sandbox-{pid.ToString(CultureInfo.InvariantCulture)}-{Random.Shared.Next():x8}.scope";
 
+    /// <summary>Whether a unit name is one <see cref="NewScopeName"/> gives.</summary>
+    public static bool IsSandboxScopeName(string unit) =>
+        unit.StartsWith("sandbox-", StringComparison.Ordinal) && unit.EndsWith(".scope", StringComparison.Ordinal);
+
     /// <summary>
     /// Properties systemd may not know (OOMPolicy= on scopes: v253; CollectMode=: v236). It answers an
     /// unknown one with "Cannot set property NAME, or unknown property." (crun retries without it too).

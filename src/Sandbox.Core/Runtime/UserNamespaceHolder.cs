@@ -153,6 +153,8 @@ internal static unsafe class UserNamespaceHolder
             bool execed = false;
             try
             {
+                if (!Cgroups.CgroupManager.PlaceLongLivedProcess(pid, Cgroups.CgroupHost.Current))
+                    return null;
                 IdMapWriter.Write(pid, plan);
                 ns = Syscalls.OpenReadOnly($"/proc/{pid}/ns/user");
                 // EOF on the status pipe: the holder has exec'd, and no longer uses our memory.
