@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using Sandbox.Identity;
 using Sandbox.Runtime;
 
@@ -144,6 +145,55 @@ public sealed class UserNamespaceHolderTests
     }
 
     [Test]
+    public void ANamespaceThatCannotHoldASandboxIsJoinedInVainAndNewuidmapWritesTheMap()
+    {
+        using var tmp = new TempDir();
+        try
+        {
+            Assert.That(Run(tmp, "true").ExitCode, Is.EqualTo(0));
+            string socket = Directory.GetFiles(SocketDirectory(tmp), "userns-*.sock").Single();
+            StopHolders(tmp);
+            File.Delete(socket);
+
+            // A user namespace of ours with no map at all: it passes the check (a direct child of
+            // ours, owned by us), but no user namespace can be made in it (the creator's ids are not
+            // mapped there), so the run must fall back to newuidmap.
+            using var unshare = System.Diagnostics.Process.Start("unshare", ["--user", "sleep", "60"])!;
+            try
+            {
+                string ours = new FileInfo("/proc/self/ns/user").LinkTarget!;
+                Assert.That(HostProcesses.WaitUntil(() => new FileInfo($"/proc/{unshare.Id}/ns/user").LinkTarget != ours, TimeSpan.FromSeconds(5)), Is.True);
+                using var unmapped = File.OpenHandle($"/proc/{unshare.Id}/ns/user");
+                using var impostor = new Socket(AddressFamily.Unix, SocketType.Seqpacket, ProtocolType.Unspecified);
+                impostor.Bind(new UnixDomainSocketEndPoint(socket));
+                impostor.Listen(8);
+                int served = 0;
+                var serving = Task.Run(() =>
+                {
+                    using Socket connection = impostor.Accept();
+                    FileDescriptorPassing.Send((int)connection.Handle, (int)unmapped.DangerousGetHandle());
+                    served++;
+                });
+
+                CliResult r = Run(tmp, PrintIds);
+                Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+                Assert.That(serving.Wait(TimeSpan.FromSeconds(5)), Is.True);
+                Assert.That(served, Is.EqualTo(1), "the run took the offered namespace");
+                Assert.That(MapOf(r), Does.StartWith($"0 {Linux.Syscalls.RealUserId} 1\n1 {_range.SubordinateUids!.Start} "), "newuidmap wrote the map");
+            }
+            finally
+            {
+                unshare.Kill();
+                unshare.WaitForExit();
+            }
+        }
+        finally
+        {
+            StopHolders(tmp);
+        }
+    }
+
+    [Test]
     public void ADirectoryOthersCanEnterIsNotUsed()
     {
         using var tmp = new TempDir();
@@ -230,5 +280,58 @@ public sealed class UserNamespaceHolderTests
         string[] ids = stat.StandardOutput.ReadToEnd().Trim().Split(' ');
         stat.WaitForExit();
         return (long.Parse(ids[0], CultureInfo.InvariantCulture), long.Parse(ids[1], CultureInfo.InvariantCulture));
+    }
+}
+
+/// <summary>sendmsg(2) with one SCM_RIGHTS fd, which .NET's Socket cannot send.</summary>
+internal static class FileDescriptorPassing
+{
+    [StructLayout(LayoutKind.Sequential)]
+    private struct IoVector
+    {
+        public IntPtr Base;
+        public nuint Length;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct MessageHeader
+    {
+        public IntPtr Name;
+        public int NameLength;
+        public IntPtr Iov;
+        public nuint IovLength;
+        public IntPtr Control;
+        public nuint ControlLength;
+        public int Flags;
+    }
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern nint sendmsg(int socket, ref MessageHeader message, int flags);
+
+    public static void Send(int socket, int fd)
+    {
+        // struct cmsghdr { size_t len = CMSG_LEN(4) = 20; int level = SOL_SOCKET; int type = SCM_RIGHTS; } + fd, padded to 24.
+        IntPtr control = Marshal.AllocHGlobal(24);
+        IntPtr data = Marshal.AllocHGlobal(8);
+        IntPtr iov = Marshal.AllocHGlobal(Marshal.SizeOf<IoVector>());
+        try
+        {
+            for (int i = 0; i < 24; i++)
+                Marshal.WriteByte(control, i, 0);
+            Marshal.WriteInt64(control, 0, 20);
+            Marshal.WriteInt32(control, 8, 1);
+            Marshal.WriteInt32(control, 12, 1);
+            Marshal.WriteInt32(control, 16, fd);
+            Marshal.WriteByte(data, (byte)'n');
+            Marshal.StructureToPtr(new IoVector { Base = data, Length = 1 }, iov, false);
+            var message = new MessageHeader { Iov = iov, IovLength = 1, Control = control, ControlLength = 24 };
+            Assert.That(sendmsg(socket, ref message, 0), Is.EqualTo((nint)1), $"sendmsg: errno {Marshal.GetLastPInvokeError()}");
+        }
+        finally
+        {
+            Marshal.FreeHGlobal(control);
+            Marshal.FreeHGlobal(data);
+            Marshal.FreeHGlobal(iov);
+        }
     }
 }
