@@ -31,18 +31,25 @@ public class UserNamespaceHolderTests
         Assert.That(UserNamespaceHolder.IdleSeconds(name => name == UserNamespaceHolder.IdleVariable ? value : null), Is.EqualTo(expected));
 
     [Test]
-    public void TheSocketLivesInAPrivateDirectoryOfTheRuntimeDirOrTmp()
+    public void TheSocketLivesInTheRuntimeDirOrTmp()
+    {
+        Assert.That(UserNamespaceHolder.SocketDirectoryPath(Env(("XDG_RUNTIME_DIR", "/run/user/1000"), ("TMPDIR", "/var/tmp")), 1000), Is.EqualTo("/run/user/1000/sandbox"));
+        Assert.That(UserNamespaceHolder.SocketDirectoryPath(Env(("TMPDIR", "/var/tmp")), 1000), Is.EqualTo("/var/tmp/sandbox-1000"));
+        Assert.That(UserNamespaceHolder.SocketDirectoryPath(Env(("XDG_RUNTIME_DIR", "relative"), ("TMPDIR", "also/relative")), 1000), Is.EqualTo("/tmp/sandbox-1000"),
+            "relative values are ignored");
+    }
+
+    [Test]
+    public void APrivateDirectoryIsMade0700AndAcceptedAgain()
     {
         string root = Directory.CreateTempSubdirectory("holder-").FullName;
         try
         {
-            uint uid = Syscalls.EffectiveUserId;
-            string? runtime = UserNamespaceHolder.SocketDirectory(Env(("XDG_RUNTIME_DIR", root)), uid);
-            Assert.That(runtime, Is.EqualTo(Path.Combine(root, "sandbox")));
-            Assert.That(File.GetUnixFileMode(runtime!), Is.EqualTo(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute));
-
-            string? tmp = UserNamespaceHolder.SocketDirectory(Env(("TMPDIR", root)), uid);
-            Assert.That(tmp, Is.EqualTo(Path.Combine(root, $"sandbox-{uid}")));
+            string dir = Path.Combine(root, "sandbox");
+            Assert.That(UserNamespaceHolder.IsPrivateDirectory(dir, Syscalls.EffectiveUserId), Is.True);
+            Assert.That(File.GetUnixFileMode(dir), Is.EqualTo(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute));
+            Assert.That(UserNamespaceHolder.IsPrivateDirectory(dir, Syscalls.EffectiveUserId), Is.True, "existing");
+            Assert.That(UserNamespaceHolder.IsPrivateDirectory(dir, Syscalls.EffectiveUserId + 1), Is.False, "someone else's");
         }
         finally
         {
@@ -57,16 +64,14 @@ public class UserNamespaceHolderTests
         try
         {
             uint uid = Syscalls.EffectiveUserId;
-            Directory.CreateDirectory(Path.Combine(root, $"sandbox-{uid}"), UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute);
-            Assert.That(UserNamespaceHolder.SocketDirectory(Env(("TMPDIR", root)), uid), Is.Null, "0750");
+            string open = Path.Combine(root, "open");
+            Directory.CreateDirectory(open, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute);
+            Assert.That(UserNamespaceHolder.IsPrivateDirectory(open, uid), Is.False, "0750");
 
-            string other = Directory.CreateTempSubdirectory("holder-other-").FullName;
-            string linked = Path.Combine(other, "tmp");
-            Directory.CreateDirectory(linked);
-            Directory.CreateDirectory(Path.Combine(root, "private"), UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-            File.CreateSymbolicLink(Path.Combine(linked, $"sandbox-{uid}"), Path.Combine(root, "private"));
-            Assert.That(UserNamespaceHolder.SocketDirectory(Env(("TMPDIR", linked)), uid), Is.Null, "a symlink, even to a private directory");
-            Directory.Delete(other, recursive: true);
+            string target = Path.Combine(root, "private");
+            Directory.CreateDirectory(target, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            File.CreateSymbolicLink(Path.Combine(root, "link"), target);
+            Assert.That(UserNamespaceHolder.IsPrivateDirectory(Path.Combine(root, "link"), uid), Is.False, "a symlink, even to a private directory");
         }
         finally
         {
@@ -77,24 +82,12 @@ public class UserNamespaceHolderTests
     [Test]
     public void TheSocketNameFollowsTheMapAndATooLongPathGivesNone()
     {
-        string root = Directory.CreateTempSubdirectory("holder-").FullName;
-        try
-        {
-            var env = Env(("XDG_RUNTIME_DIR", root));
-            string? one = UserNamespaceHolder.SocketPath(Range, env);
-            Assert.That(one, Does.Match(@"/sandbox/userns-[0-9a-f]{16}\.sock$"));
-            Assert.That(UserNamespaceHolder.SocketPath(Range, env), Is.EqualTo(one));
-            Assert.That(UserNamespaceHolder.SocketPath(Range with { SubordinateUids = new IdRange(300000, 65536) }, env), Is.Not.EqualTo(one),
-                "a changed /etc/subuid gets another holder");
-
-            string deep = Path.Combine(root, new string('d', 100));
-            Directory.CreateDirectory(deep);
-            Assert.That(UserNamespaceHolder.SocketPath(Range, Env(("XDG_RUNTIME_DIR", deep))), Is.Null, "sun_path holds 107 bytes");
-        }
-        finally
-        {
-            Directory.Delete(root, recursive: true);
-        }
+        string? one = UserNamespaceHolder.SocketPath("/run/user/1000/sandbox", Range);
+        Assert.That(one, Does.Match(@"^/run/user/1000/sandbox/userns-[0-9a-f]{16}\.sock$"));
+        Assert.That(UserNamespaceHolder.SocketPath("/run/user/1000/sandbox", Range), Is.EqualTo(one));
+        Assert.That(UserNamespaceHolder.SocketPath("/run/user/1000/sandbox", Range with { SubordinateUids = new IdRange(300000, 65536) }), Is.Not.EqualTo(one),
+            "a changed /etc/subuid gets another holder");
+        Assert.That(UserNamespaceHolder.SocketPath("/" + new string('d', 80), Range), Is.Null, "sun_path holds 107 bytes");
     }
 
     [Test]

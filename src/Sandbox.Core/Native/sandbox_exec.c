@@ -1068,11 +1068,11 @@ SBX_EXPORT int sbx_userns_fetch(const char *path)
     if (n < 0)
         return -err;
     struct cmsghdr *c = CMSG_FIRSTHDR(&message);
-    if (n != 1 || c == NULL || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+    if (c == NULL || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
         return -EPROTO;
     int ns;
     memcpy(&ns, CMSG_DATA(c), sizeof ns);
-    rc = sbx_userns_verify(ns);
+    rc = n == 1 ? sbx_userns_verify(ns) : -EPROTO;
     if (rc < 0) {
         close(ns);
         return rc;

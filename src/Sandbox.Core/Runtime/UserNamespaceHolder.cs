@@ -36,16 +36,21 @@ internal static unsafe class UserNamespaceHolder
         env ??= Environment.GetEnvironmentVariable;
         if (plan.Kind != IdMapKind.SubordinateRange || IdleSeconds(env) is not int idle)
             return null;
-        string? socket = SocketPath(plan, env);
+        string dir = SocketDirectoryPath(env, Syscalls.EffectiveUserId);
+        string? socket = SocketPath(dir, plan);
         if (socket is null)
             return null;
+        // What a holder hands over is checked (sbx_userns_verify) whoever made the socket, so the
+        // directory is checked only before we put a socket there.
         int fd = NativeExecutor.UserNamespaceFetch(socket);
         if (fd >= 0)
             return new SafeFileHandle(fd, ownsHandle: true);
+        if (!IsPrivateDirectory(dir, Syscalls.EffectiveUserId))
+            return null;
         try
         {
             // One starter at a time: without the lock, two callers could each unlink the other's
-            // fresh socket. The dir is ours alone (SocketDirectory), so whatever sits at the path
+            // fresh socket. The dir is ours alone (IsPrivateDirectory), so whatever sits at the path
             // (a stale socket, a stopped holder) may be replaced.
             using FileLock held = FileLock.Acquire(Path.Combine(Path.GetDirectoryName(socket)!, "userns.lock"), exclusive: true);
             fd = NativeExecutor.UserNamespaceFetch(socket);
@@ -82,43 +87,42 @@ internal static unsafe class UserNamespaceHolder
     }
 
     /// <summary>
-    /// The holder's socket: one per map (a changed /etc/subuid gets a new holder) and per executor
-    /// ABI, in <see cref="SocketDirectory"/>; null when that directory is not safe to use.
+    /// The holder's socket in <paramref name="dir"/>: one per map (a changed /etc/subuid gets a new
+    /// holder) and per executor ABI; null when the path is too long for a socket address.
     /// </summary>
-    internal static string? SocketPath(IdMapPlan plan, Func<string, string?> env)
+    internal static string? SocketPath(string dir, IdMapPlan plan)
     {
-        uint uid = Syscalls.EffectiveUserId;
-        string? dir = SocketDirectory(env, uid);
-        if (dir is null)
-            return null;
         string key = string.Create(CultureInfo.InvariantCulture,
             $"{NativeExecutor.ExpectedAbiVersion} {plan.HostUid} {plan.HostGid} {plan.SubordinateUids!.Start} {plan.SubordinateUids.Count} {plan.SubordinateGids!.Start} {plan.SubordinateGids.Count}");
         string path = Path.Combine(dir, string.Create(CultureInfo.InvariantCulture, $"userns-{Fnv1a(key):x16}.sock"));
         return Encoding.UTF8.GetByteCount(path) <= MaxSocketPath ? path : null;
     }
 
-    /// <summary>
-    /// $XDG_RUNTIME_DIR/sandbox, else $TMPDIR/sandbox-UID or /tmp/sandbox-UID (as tmux does). Made
-    /// 0700; used only when it is a real directory owned by us that no one else may enter: then
-    /// no one else can put a socket there, and a sandbox (its own mount namespace) cannot reach it.
-    /// </summary>
-    internal static string? SocketDirectory(Func<string, string?> env, uint uid)
+    /// <summary>$XDG_RUNTIME_DIR/sandbox, else $TMPDIR/sandbox-UID or /tmp/sandbox-UID (as tmux does).</summary>
+    internal static string SocketDirectoryPath(Func<string, string?> env, uint uid)
     {
-        string dir;
         if (env("XDG_RUNTIME_DIR") is { Length: > 0 } runtime && Path.IsPathRooted(runtime))
-            dir = Path.Combine(runtime, "sandbox");
-        else
-            dir = Path.Combine(env("TMPDIR") is { Length: > 0 } tmp && Path.IsPathRooted(tmp) ? tmp : "/tmp", $"sandbox-{uid}");
+            return Path.Combine(runtime, "sandbox");
+        return Path.Combine(env("TMPDIR") is { Length: > 0 } tmp && Path.IsPathRooted(tmp) ? tmp : "/tmp", $"sandbox-{uid}");
+    }
+
+    /// <summary>
+    /// Makes <paramref name="dir"/> (0700) when missing; true when it is a real directory owned by
+    /// <paramref name="uid"/> that no one else may enter: then no one else can put a socket there,
+    /// and a sandbox (its own mount namespace) cannot reach it.
+    /// </summary>
+    internal static bool IsPrivateDirectory(string dir, uint uid)
+    {
         try
         {
             using (SafeFileHandle parent = FileSystemCalls.OpenDirectory(Path.GetDirectoryName(dir)!))
                 FileSystemCalls.MakeDirectoryAt(parent, Path.GetFileName(dir), 0x1C0 /* 0700 */);
             FileStatus? st = FileSystemCalls.TryLStat(dir);
-            return st is { Kind: FileKind.Directory } s && s.Uid == uid && (s.Permissions & 0x3F) == 0 ? dir : null;
+            return st is { Kind: FileKind.Directory } s && s.Uid == uid && (s.Permissions & 0x3F) == 0;
         }
         catch (Exception e) when (e is LinuxException or IOException or UnauthorizedAccessException)
         {
-            return null;
+            return false;
         }
     }
 
