@@ -194,6 +194,21 @@ public sealed class UserNamespaceHolderTests
     }
 
     [Test]
+    public void AStarterThatHoldsTheLockAndStopsMakesTheRunDoWithoutAHolder()
+    {
+        using var tmp = new TempDir();
+        Directory.CreateDirectory(SocketDirectory(tmp), UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        // As if a CLI had taken the starter's lock and been stopped (SIGSTOP) before it let go.
+        using (Storage.FileLock.Acquire(Path.Combine(SocketDirectory(tmp), "userns.lock"), exclusive: true))
+        {
+            CliResult r = Run(tmp, PrintIds);
+            Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+            Assert.That(MapOf(r), Does.StartWith($"0 {Linux.Syscalls.RealUserId} 1\n"), "no holder: newuidmap wrote the map");
+            Assert.That(Holders(tmp), Is.Empty);
+        }
+    }
+
+    [Test]
     public void ADirectoryOthersCanEnterIsNotUsed()
     {
         using var tmp = new TempDir();

@@ -24,6 +24,7 @@ internal static unsafe class UserNamespaceHolder
     public const string IdleVariable = "SANDBOX_USERNS_IDLE";
     internal const int DefaultIdleSeconds = 300;
     private const int HolderStackSize = 64 * 1024;
+    private static readonly TimeSpan LockWait = TimeSpan.FromMilliseconds(500);
     // sockaddr_un.sun_path holds 108 bytes with the terminating NUL (unix(7)).
     private const int MaxSocketPath = 107;
 
@@ -51,8 +52,11 @@ internal static unsafe class UserNamespaceHolder
         {
             // One starter at a time: without the lock, two callers could each unlink the other's
             // fresh socket. The dir is ours alone (IsPrivateDirectory), so whatever sits at the path
-            // (a stale socket, a stopped holder) may be replaced.
-            using FileLock held = FileLock.Acquire(Path.Combine(Path.GetDirectoryName(socket)!, "userns.lock"), exclusive: true);
+            // (a stale socket, a stopped holder) may be replaced. Starting takes milliseconds: a lock
+            // held longer belongs to a stopped process, and the run does without a holder.
+            using FileLock? held = FileLock.TryAcquire(Path.Combine(dir, "userns.lock"), exclusive: true, LockWait);
+            if (held is null)
+                return null;
             fd = NativeExecutor.UserNamespaceFetch(socket);
             if (fd >= 0)
                 return new SafeFileHandle(fd, ownsHandle: true);

@@ -59,5 +59,24 @@ internal sealed class FileLock : IDisposable
         return null;
     }
 
+    /// <summary>Takes the lock, waiting at most <paramref name="wait"/> for a holder to let go; null after that.</summary>
+    public static FileLock? TryAcquire(string path, bool exclusive, TimeSpan wait)
+    {
+        SafeFileHandle fd = FileSystemCalls.OpenLockFile(path);
+        long deadline = Environment.TickCount64 + (long)wait.TotalMilliseconds;
+        int delay = 1;
+        while (!FileSystemCalls.TryLock(fd, exclusive))
+        {
+            if (Environment.TickCount64 >= deadline)
+            {
+                fd.Dispose();
+                return null;
+            }
+            Thread.Sleep(delay);
+            delay = Math.Min(delay * 2, 8);
+        }
+        return new FileLock(fd, path);
+    }
+
     public void Dispose() => _fd.Dispose();
 }
