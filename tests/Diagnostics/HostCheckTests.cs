@@ -58,7 +58,10 @@ public sealed class HostCheckTests
     {
         IsWritable = path => _writable.Contains(Path.GetRelativePath(_root, path)),
         NativeExecutorLoadError = () => _executorError,
+        GetEnvironmentVariable = name => _environment.GetValueOrDefault(name),
     };
+
+    private readonly Dictionary<string, string> _environment = new();
 
     private void Write(string relative, string text)
     {
@@ -168,6 +171,15 @@ public sealed class HostCheckTests
         Assert.That(item.Status, Is.EqualTo(CheckStatus.Ok));
         Assert.That(item.Detail, Does.Contain("uids 100000-165535").And.Contain(Path.Combine(_root, "bin", "newuidmap")));
         Assert.That(item.Detail, Does.EndWith("--userns=auto picks subuid (image file owners kept)"));
+    }
+
+    [Test]
+    public void TheRangeIsMappedOnceForAHolderUnlessHoldersAreOff()
+    {
+        Assert.That(Item(HostCheck.IdMapping).Detail,
+            Does.Contain("newuidmap, run once for a user-namespace holder that sandboxes nest theirs in (it exits after 300 s idle)"));
+        _environment["SANDBOX_USERNS_IDLE"] = "0";
+        Assert.That(Item(HostCheck.IdMapping).Detail, Does.Contain("newuidmap, run for every sandbox (SANDBOX_USERNS_IDLE=0: no holder)"));
     }
 
     [Test]

@@ -180,7 +180,10 @@ public static partial class HostCheck
         // IdMapResolver picks the range whenever both helpers exist and both files give one.
         bool autoPicksRange = newuidmap is not null && newgidmap is not null && uids is not null && gids is not null;
         string ranges = autoPicksRange
-            ? $"subordinate uids {Describe(uids!)} and gids {Describe(gids!)} via {newuidmap}"
+            ? $"subordinate uids {Describe(uids!)} and gids {Describe(gids!)} via {newuidmap}, " +
+              (UserNamespaceHolder.IdleSeconds(facts.GetEnvironmentVariable) is int idle
+                  ? $"run once for a user-namespace holder that sandboxes nest theirs in (it exits after {idle} s idle)"
+                  : $"run for every sandbox ({UserNamespaceHolder.IdleVariable}={facts.GetEnvironmentVariable(UserNamespaceHolder.IdleVariable)}: no holder)")
             : "no subordinate range";
         string detail = $"single-UID always; {ranges}"
             + (problems.Count == 0 ? "" : $" ({string.Join("; ", problems)})")

@@ -39,6 +39,9 @@ public sealed record HostFacts(
     /// </summary>
     public Cgroups.ISystemdUserManager? SystemdUserManager { get; init; }
 
+    /// <summary>The environment's variables (SANDBOX_USERNS_IDLE); defaults to this process's.</summary>
+    public Func<string, string?> GetEnvironmentVariable { get; init; } = Environment.GetEnvironmentVariable;
+
     /// <summary>Why the native executor cannot be used, or null; defaults to the real loader's answer.</summary>
     public Func<string?> NativeExecutorLoadError { get; init; } = static () => NativeExecutor.LoadError;
 
