@@ -977,7 +977,8 @@ fail:;
     return -err;
 }
 
-static int socket_address(const char *path, struct sockaddr_un *address)
+// A SOCK_SEQPACKET socket (close-on-exec) and the address of path; -errno when path does not fit.
+static int unix_socket(const char *path, struct sockaddr_un *address)
 {
     memset(address, 0, sizeof *address);
     address->sun_family = AF_UNIX;
@@ -985,19 +986,17 @@ static int socket_address(const char *path, struct sockaddr_un *address)
     if (n >= sizeof address->sun_path)
         return -ENAMETOOLONG;
     memcpy(address->sun_path, path, n);
-    return 0;
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    return fd < 0 ? -errno : fd;
 }
 
 // A listening SOCK_SEQPACKET socket at path (close-on-exec), or -errno.
 SBX_EXPORT int sbx_userns_listen(const char *path)
 {
     struct sockaddr_un address;
-    int rc = socket_address(path, &address);
-    if (rc < 0)
-        return rc;
-    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    int fd = unix_socket(path, &address);
     if (fd < 0)
-        return -errno;
+        return fd;
     if (bind(fd, (struct sockaddr *)&address, sizeof address) != 0 || listen(fd, 64) != 0) {
         int err = errno;
         close(fd);
@@ -1033,12 +1032,9 @@ SBX_EXPORT int sbx_userns_verify(int fd)
 SBX_EXPORT int sbx_userns_fetch(const char *path)
 {
     struct sockaddr_un address;
-    int rc = socket_address(path, &address);
-    if (rc < 0)
-        return rc;
-    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    int fd = unix_socket(path, &address);
     if (fd < 0)
-        return -errno;
+        return fd;
     // A holder that is stopped must not hang the run: after a second, do without it.
     struct timeval timeout = {1, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
@@ -1072,7 +1068,7 @@ SBX_EXPORT int sbx_userns_fetch(const char *path)
         return -EPROTO;
     int ns;
     memcpy(&ns, CMSG_DATA(c), sizeof ns);
-    rc = n == 1 ? sbx_userns_verify(ns) : -EPROTO;
+    int rc = n == 1 ? sbx_userns_verify(ns) : -EPROTO;
     if (rc < 0) {
         close(ns);
         return rc;
