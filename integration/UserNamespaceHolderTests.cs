@@ -72,6 +72,36 @@ public sealed class UserNamespaceHolderTests
     }
 
     [Test]
+    public void ALongLivedCallerIsNotLeftWithTheHolderAsItsChild()
+    {
+        // In-process, as an MSBuild node runs sandboxes: the holder must not be our child, or its
+        // idle exit would leave a zombie here for as long as we live.
+        using var tmp = new TempDir();
+        string? tmpdir = Environment.GetEnvironmentVariable("TMPDIR"), runtime = Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR");
+        Environment.SetEnvironmentVariable("TMPDIR", tmp.Path);
+        Environment.SetEnvironmentVariable("XDG_RUNTIME_DIR", null);
+        try
+        {
+            var spec = new SandboxSpec(["/bin/true"]) { UserNamespace = UserNamespaceMode.Subuid };
+            using (SandboxExecution execution = SandboxRunner.Start(spec))
+            {
+                ExitedEvent exited = execution.ReadEvents().OfType<ExitedEvent>().Single();
+                Assert.That(exited.Result.ExitCode, Is.EqualTo(0));
+            }
+            int holder = SingleHolder(tmp);
+            string stat = File.ReadAllText($"/proc/{holder}/stat");
+            int parent = int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[1], CultureInfo.InvariantCulture);
+            Assert.That(parent, Is.Not.EqualTo(Environment.ProcessId), "the holder was adopted, not left to us");
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("TMPDIR", tmpdir);
+            Environment.SetEnvironmentVariable("XDG_RUNTIME_DIR", runtime);
+            StopHolders(tmp);
+        }
+    }
+
+    [Test]
     public void AnIdleHolderExitsAndTheNextRunStartsAnother()
     {
         using var tmp = new TempDir();

@@ -886,9 +886,12 @@ SBX_EXPORT int sbx_spawn(struct sbx_spawn_args *args, int *pidfd_out)
 // ---- The holder of a user namespace -----------------------------------------------------------
 //
 // Started once, then reused by every sandbox with the same map until it has been idle for a while.
-// The parent clones it into a new user namespace, writes the maps with newuidmap and newgidmap
-// (IdMapWriter), and releases it; it then execs sandbox-init --hold-userns, which hands the
-// namespace to whoever connects to the listening socket it inherits (sandbox_init.c).
+// The parent clones a first child into a new user namespace, writes its maps with newuidmap and
+// newgidmap (IdMapWriter), and releases it. That child clones the holder (in the same namespace)
+// and exits at once, so the holder is nobody's child but init's (or a subreaper's): a long-lived
+// caller, such as an MSBuild node, is not left with a zombie when the holder exits. The holder
+// execs sandbox-init --hold-userns, which hands the namespace to whoever connects to the listening
+// socket it inherits (sandbox_init.c).
 
 struct sbx_holder_args {
     int32_t sync_fd;       // read: one byte once the parent has written the maps
@@ -896,19 +899,36 @@ struct sbx_holder_args {
     int32_t listen_fd;     // the listening socket: fd 3 of the holder
     int32_t init_fd;       // the sandbox-init executable
     char *const *argv;
-    char *stack;
+    char *stack;           // 2 * stack_size bytes: the first child's stack, then the holder's
     uint64_t stack_size;
 };
 
 SBX_EXPORT int sbx_holder_args_size(void) { return (int)sizeof(struct sbx_holder_args); }
 
-static int holder_main(void *arg)
+static int holder_main(void *arg);
+
+static int holder_starter_main(void *arg)
 {
     struct sbx_holder_args *a = arg;
     reset_signal_dispositions();
     char go;
     if (SYS3(SYS_read, a->sync_fd, &go, 1) != 1)
         raw_exit(125);
+    // glibc's clone() for the new stack (see init_main); a failure is reported like a failed exec.
+    // The holder's exit signal goes to whoever adopts it.
+    int pid = clone(holder_main, a->stack + 2 * a->stack_size, CLONE_VM | SIGCHLD, a);
+    if (pid < 0) {
+        int32_t error = EAGAIN;
+        SYS3(SYS_write, a->status_fd, &error, sizeof error);
+        raw_exit(125);
+    }
+    raw_exit(0);
+    return 0;
+}
+
+static int holder_main(void *arg)
+{
+    struct sbx_holder_args *a = arg;
     // A daemon: its own session (no terminal's SIGHUP or SIGINT reaches it), no hold on any mount
     // point, and nothing of ours but the socket: /dev/null as stdio, so that it never keeps a
     // caller's pipe open (a CI step waits for EOF on its output).
@@ -939,11 +959,11 @@ static int holder_main(void *arg)
     return 0;
 }
 
-// Clones the holder into a new user namespace; it waits for the sync byte. Returns its pid (and
-// a pidfd) or -errno.
+// Clones the holder's starter into a new user namespace; it waits for the sync byte. Returns its
+// pid (and a pidfd) or -errno: the parent writes the maps for that pid, then reaps it.
 SBX_EXPORT int sbx_holder_spawn(struct sbx_holder_args *args, int *pidfd_out)
 {
-    return clone_blocked(holder_main, args->stack + args->stack_size, CLONE_NEWUSER, args, pidfd_out);
+    return clone_blocked(holder_starter_main, args->stack + args->stack_size, CLONE_NEWUSER, args, pidfd_out);
 }
 
 // A copy of an executable in a sealed memfd (memfd_create(2)): the holder runs for minutes, and an

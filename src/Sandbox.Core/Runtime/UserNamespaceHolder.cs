@@ -152,7 +152,7 @@ internal static unsafe class UserNamespaceHolder
                 args->InitFd = (int)(executable ?? init).DangerousGetHandle();
                 args->Argv = arena.StringArray(["sandbox-init", "--hold-userns", idleSeconds.ToString(CultureInfo.InvariantCulture)]);
                 args->StackSize = HolderStackSize;
-                args->Stack = (byte*)arena.Allocate(HolderStackSize, zero: false);
+                args->Stack = (byte*)arena.Allocate(2 * HolderStackSize, zero: false);
                 pid = NativeExecutor.HolderSpawn(args, out pidfd);
                 if (pid < 0)
                     return null;
@@ -165,7 +165,8 @@ internal static unsafe class UserNamespaceHolder
                     return null;
                 IdMapWriter.Write(pid, plan);
                 ns = Syscalls.OpenReadOnly($"/proc/{pid}/ns/user");
-                // EOF on the status pipe: the holder has exec'd, and no longer uses our memory.
+                // EOF on the status pipe: the holder has exec'd, and no longer uses our memory (its
+                // starter, which cloned it and exited, closed its own copy).
                 execed = Syscalls.WriteByte(syncWrite, 1) && Syscalls.Read(statusRead, stackalloc byte[4]) == 0;
                 if (!execed)
                 {
@@ -181,13 +182,11 @@ internal static unsafe class UserNamespaceHolder
             }
             finally
             {
+                // The starter exits once it has cloned the holder (which init adopts); one that never
+                // got that far is killed. Either way it is gone before its stack (the arena) is freed.
                 if (!execed)
-                {
-                    // It must be gone before its stack (the arena) is freed.
                     NativeExecutor.Kill(pidfd, 9);
-                    NativeExecutor.Wait(pidfd, out _, out _, out _);
-                }
-                // A holder that runs is not ours to reap: it outlives us.
+                NativeExecutor.Wait(pidfd, out _, out _, out _);
                 Tmds.Linux.LibC.close(pidfd);
             }
         }
