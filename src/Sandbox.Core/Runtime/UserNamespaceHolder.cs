@@ -20,7 +20,7 @@ namespace Sandbox.Runtime;
 /// </summary>
 internal static unsafe class UserNamespaceHolder
 {
-    /// <summary>Seconds a holder waits for the next sandbox before it exits; 0 turns holders off.</summary>
+    /// <summary>Seconds a holder waits for the next sandbox before it exits (up to a week); 0, or anything else that is no such number, turns holders off.</summary>
     public const string IdleVariable = "SANDBOX_USERNS_IDLE";
     internal const int DefaultIdleSeconds = 300;
     private const int HolderStackSize = 64 * 1024;
