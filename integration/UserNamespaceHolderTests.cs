@@ -144,24 +144,16 @@ public sealed class UserNamespaceHolderTests
             string socket = Directory.GetFiles(SocketDirectory(tmp), "userns-*.sock").Single();
 
             // Killed: its socket file stays behind and refuses connections.
-            HostProcesses.Signal(holder, "KILL");
-            Assert.That(HostProcesses.WaitUntil(() => !IsRunning(holder), TimeSpan.FromSeconds(5)), Is.True);
+            Kill(holder);
             CliResult afterStale = Run(tmp, PrintIds);
             Assert.That(afterStale.ExitCode, Is.EqualTo(0), afterStale.ToString());
             Assert.That(MapOf(afterStale), Does.StartWith("0 0 1\n"));
             int second = SingleHolder(tmp);
 
             // Something else listening there, which hands over nothing: it is not trusted, and replaced.
-            HostProcesses.Signal(second, "KILL");
-            Assert.That(HostProcesses.WaitUntil(() => !IsRunning(second), TimeSpan.FromSeconds(5)), Is.True);
-            File.Delete(socket);
-            using var impostor = new Socket(AddressFamily.Unix, SocketType.Seqpacket, ProtocolType.Unspecified);
-            impostor.Bind(new UnixDomainSocketEndPoint(socket));
-            impostor.Listen(8);
-            var accepting = Task.Run(() =>
-            {
-                using Socket connection = impostor.Accept();
-            });
+            Kill(second);
+            var (impostor, accepting) = Impostor(socket, _ => { });
+            using Socket listening = impostor;
             CliResult afterImpostor = Run(tmp, PrintIds);
             Assert.That(afterImpostor.ExitCode, Is.EqualTo(0), afterImpostor.ToString());
             Assert.That(MapOf(afterImpostor), Does.StartWith("0 0 1\n"));
@@ -182,8 +174,7 @@ public sealed class UserNamespaceHolderTests
         {
             Assert.That(Run(tmp, "true").ExitCode, Is.EqualTo(0));
             string socket = Directory.GetFiles(SocketDirectory(tmp), "userns-*.sock").Single();
-            StopHolders(tmp);
-            File.Delete(socket);
+            Kill(SingleHolder(tmp));
 
             // A user namespace of ours with no map at all: it passes the check (a direct child of
             // ours, owned by us), but no user namespace can be made in it (the creator's ids are not
@@ -194,21 +185,12 @@ public sealed class UserNamespaceHolderTests
                 string ours = new FileInfo("/proc/self/ns/user").LinkTarget!;
                 Assert.That(HostProcesses.WaitUntil(() => new FileInfo($"/proc/{unshare.Id}/ns/user").LinkTarget != ours, TimeSpan.FromSeconds(5)), Is.True);
                 using var unmapped = File.OpenHandle($"/proc/{unshare.Id}/ns/user");
-                using var impostor = new Socket(AddressFamily.Unix, SocketType.Seqpacket, ProtocolType.Unspecified);
-                impostor.Bind(new UnixDomainSocketEndPoint(socket));
-                impostor.Listen(8);
-                int served = 0;
-                var serving = Task.Run(() =>
-                {
-                    using Socket connection = impostor.Accept();
-                    FileDescriptorPassing.Send((int)connection.Handle, (int)unmapped.DangerousGetHandle());
-                    served++;
-                });
+                var (impostor, serving) = Impostor(socket, connection => FileDescriptorPassing.Send((int)connection.Handle, (int)unmapped.DangerousGetHandle()));
+                using Socket listening = impostor;
 
                 CliResult r = Run(tmp, PrintIds);
                 Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
-                Assert.That(serving.Wait(TimeSpan.FromSeconds(5)), Is.True);
-                Assert.That(served, Is.EqualTo(1), "the run took the offered namespace");
+                Assert.That(serving.Wait(TimeSpan.FromSeconds(5)), Is.True, "the run took the offered namespace");
                 Assert.That(MapOf(r), Does.StartWith($"0 {Linux.Syscalls.RealUserId} 1\n1 {_range.SubordinateUids!.Start} "), "newuidmap wrote the map");
             }
             finally
@@ -239,6 +221,16 @@ public sealed class UserNamespaceHolderTests
     }
 
     [Test]
+    public void AMalformedIdleTimeIsRefusedWithExit125AndSaysWhatToSet()
+    {
+        using var tmp = new TempDir();
+        CliResult r = Run(tmp, "echo ran", idle: "5m");
+        Assert.That(r.ExitCode, Is.EqualTo(125), r.ToString());
+        Assert.That(r.StdoutText, Does.Not.Contain("ran"));
+        Assert.That(r.Stderr, Does.Contain("SANDBOX_USERNS_IDLE=5m is not a number of seconds from 0 to 604800").And.Contain("or unset it"));
+    }
+
+    [Test]
     public void ADirectoryOthersCanEnterIsNotUsed()
     {
         using var tmp = new TempDir();
@@ -256,6 +248,26 @@ public sealed class UserNamespaceHolderTests
         if (idle is not null)
             env[UserNamespaceHolder.IdleVariable] = idle;
         return SandboxCli.Run(["run", "--userns", "subuid", .. options ?? [], "--", "/bin/sh", "-c", script], env: env);
+    }
+
+    /// <summary>Something else than a holder listening at the holder's socket path; it serves the first connection with <paramref name="serve"/>.</summary>
+    private static (Socket Listener, Task Served) Impostor(string path, Action<Socket> serve)
+    {
+        File.Delete(path);
+        var listener = new Socket(AddressFamily.Unix, SocketType.Seqpacket, ProtocolType.Unspecified);
+        listener.Bind(new UnixDomainSocketEndPoint(path));
+        listener.Listen(8);
+        return (listener, Task.Run(() =>
+        {
+            using Socket connection = listener.Accept();
+            serve(connection);
+        }));
+    }
+
+    private static void Kill(int holder)
+    {
+        HostProcesses.Signal(holder, "KILL");
+        Assert.That(HostProcesses.WaitUntil(() => !IsRunning(holder), TimeSpan.FromSeconds(5)), Is.True, $"holder {holder} was not killed");
     }
 
     private static string SocketDirectory(TempDir tmp) => Path.Combine(tmp.Path, $"sandbox-{Linux.Syscalls.EffectiveUserId}");

@@ -75,6 +75,8 @@ public sealed class SandboxExecution : IDisposable
     private int _supervision;
     private Thread? _supervisor;
     private int _supervisionEnded;
+    // The supervisor loop's own state: it runs once, on one thread at a time.
+    private bool _reportsOpen = true, _started;
     private long _deadline;
     private int _reason = (int)TerminationReason.Exited;
 
@@ -280,10 +282,9 @@ public sealed class SandboxExecution : IDisposable
     /// </summary>
     private IEnumerable<bool> SuperviseSteps()
     {
-        var state = new SupervisorState();
         try
         {
-            while (Step(state))
+            while (Step())
                 yield return true;
         }
         finally
@@ -292,19 +293,14 @@ public sealed class SandboxExecution : IDisposable
         }
     }
 
-    private sealed class SupervisorState
-    {
-        public bool ReportsOpen = true, Started;
-    }
-
     /// <summary>One round; at the end, the exit event (or the failure). False once the stream is complete.</summary>
-    private bool Step(SupervisorState state)
+    private bool Step()
     {
         try
         {
-            if (state.ReportsOpen || _stdout.Open || _stderr.Open)
+            if (_reportsOpen || _stdout.Open || _stderr.Open)
             {
-                PollOnce(state);
+                PollOnce();
                 return true;
             }
             Finish();
@@ -317,14 +313,14 @@ public sealed class SandboxExecution : IDisposable
         return false;
     }
 
-    private void PollOnce(SupervisorState state)
+    private void PollOnce()
     {
         // Output waits for the started event, so a consumer always sees that first; PID 1 reports
         // it right after the payload's exec, so at most a pipeful of output waits.
-        bool takeOutput = state.Started || !state.ReportsOpen;
+        bool takeOutput = _started || !_reportsOpen;
         Span<PollEntry> entries = stackalloc PollEntry[3];
         int count = 0;
-        if (state.ReportsOpen)
+        if (_reportsOpen)
             entries[count++] = new PollEntry(_process.ReportsFd, PollEntry.In);
         if (takeOutput && _stdout.Open)
             entries[count++] = new PollEntry(_stdout.Fd, PollEntry.In);
@@ -345,10 +341,10 @@ public sealed class SandboxExecution : IDisposable
                 continue;
             if (entry.Fd == _process.ReportsFd)
             {
-                state.ReportsOpen = _process.PumpReports(_ =>
+                _reportsOpen = _process.PumpReports(_ =>
                 {
                     Write(new StartedEvent(_process.Pid, DateTimeOffset.UtcNow));
-                    state.Started = true;
+                    _started = true;
                 });
             }
             else

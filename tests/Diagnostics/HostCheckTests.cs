@@ -21,6 +21,7 @@ public sealed class HostCheckTests
     [SetUp]
     public void SetUp()
     {
+        _environment.Clear();
         _root = Directory.CreateTempSubdirectory("hostcheck-").FullName;
         _writable = ["cgroup/user.slice/app.scope", "cgroup/user.slice/app.scope/cgroup.procs", "cgroup/user.slice/app.scope/cgroup.subtree_control"];
         _executorError = null;
@@ -180,6 +181,16 @@ public sealed class HostCheckTests
             Does.Contain("newuidmap, run once for a user-namespace holder that sandboxes nest theirs in (it exits after 300 s idle)"));
         _environment["SANDBOX_USERNS_IDLE"] = "0";
         Assert.That(Item(HostCheck.IdMapping).Detail, Does.Contain("newuidmap, run for every sandbox (SANDBOX_USERNS_IDLE=0: no holder)"));
+    }
+
+    [Test]
+    public void AMalformedHolderIdleTimeIsAWarningWithItsFix()
+    {
+        _environment["SANDBOX_USERNS_IDLE"] = "soon";
+        CheckItem item = Item(HostCheck.IdMapping);
+        Assert.That(item.Status, Is.EqualTo(CheckStatus.Warning));
+        Assert.That(item.Detail, Does.Contain("newuidmap, but no sandbox with the range starts (SANDBOX_USERNS_IDLE=soon is not a number of seconds"));
+        Assert.That(item.Fix, Is.EqualTo("unset SANDBOX_USERNS_IDLE or give it a number of seconds"));
     }
 
     [Test]

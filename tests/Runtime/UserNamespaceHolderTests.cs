@@ -23,12 +23,21 @@ public class UserNamespaceHolderTests
     [TestCase(null, 300)]
     [TestCase("", 300)]
     [TestCase("5", 5)]
-    [TestCase("0", null)]
-    [TestCase("-1", null)]
-    [TestCase("soon", null)]
-    [TestCase("99999999", null)]
-    public void IdleSecondsComeFromTheEnvironmentAndZeroTurnsHoldersOff(string? value, int? expected) =>
+    [TestCase("0", 0)]
+    public void IdleSecondsComeFromTheEnvironmentAndZeroTurnsHoldersOff(string? value, int expected) =>
         Assert.That(UserNamespaceHolder.IdleSeconds(name => name == UserNamespaceHolder.IdleVariable ? value : null), Is.EqualTo(expected));
+
+    [TestCase("-1")]
+    [TestCase("soon")]
+    [TestCase("5s")]
+    [TestCase("99999999")]
+    public void AnIdleTimeThatIsNoNumberOfSecondsIsAnErrorThatSaysWhatToSet(string value)
+    {
+        var e = Assert.Throws<SandboxException>(() => UserNamespaceHolder.IdleSeconds(name => name == UserNamespaceHolder.IdleVariable ? value : null));
+        Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.InvalidSpec));
+        Assert.That(e.ExitCode, Is.EqualTo(125));
+        Assert.That(e.Message, Does.StartWith($"SANDBOX_USERNS_IDLE={value} is not a number of seconds from 0 to 604800").And.Contain("0 to run newuidmap for every sandbox"));
+    }
 
     [Test]
     public void TheSocketLivesInTheRuntimeDirOrTmp()

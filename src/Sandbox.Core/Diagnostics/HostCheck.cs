@@ -180,10 +180,7 @@ public static partial class HostCheck
         // IdMapResolver picks the range whenever both helpers exist and both files give one.
         bool autoPicksRange = newuidmap is not null && newgidmap is not null && uids is not null && gids is not null;
         string ranges = autoPicksRange
-            ? $"subordinate uids {Describe(uids!)} and gids {Describe(gids!)} via {newuidmap}, " +
-              (UserNamespaceHolder.IdleSeconds(facts.GetEnvironmentVariable) is int idle
-                  ? $"run once for a user-namespace holder that sandboxes nest theirs in (it exits after {idle} s idle)"
-                  : $"run for every sandbox ({UserNamespaceHolder.IdleVariable}={facts.GetEnvironmentVariable(UserNamespaceHolder.IdleVariable)}: no holder)")
+            ? $"subordinate uids {Describe(uids!)} and gids {Describe(gids!)} via {newuidmap}, {HolderUse(facts, problems, fixes)}"
             : "no subordinate range";
         string detail = $"single-UID always; {ranges}"
             + (problems.Count == 0 ? "" : $" ({string.Join("; ", problems)})")
@@ -193,6 +190,25 @@ public static partial class HostCheck
             fixes.Count == 0 ? null : string.Join("; ", fixes));
 
         static string Describe(IdRange r) => $"{r.Start}-{r.Start + r.Count - 1}";
+    }
+
+    // How often newuidmap runs with a range: once for the user-namespace holder, or for every sandbox.
+    private static string HolderUse(HostFacts facts, List<string> problems, List<string> fixes)
+    {
+        try
+        {
+            int idle = UserNamespaceHolder.IdleSeconds(facts.GetEnvironmentVariable);
+            return idle > 0
+                ? $"run once for a user-namespace holder that sandboxes nest theirs in (it exits after {idle} s idle)"
+                : $"run for every sandbox ({UserNamespaceHolder.IdleVariable}=0: no holder)";
+        }
+        catch (SandboxException e)
+        {
+            // Every run with a range stops at this error (exit 125) until the variable is fixed.
+            problems.Add(e.Message);
+            fixes.Add($"unset {UserNamespaceHolder.IdleVariable} or give it a number of seconds");
+            return "but no sandbox with the range starts";
+        }
     }
 
     private static string? FindOnPath(string name, string? searchPath)

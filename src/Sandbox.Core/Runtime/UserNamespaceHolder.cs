@@ -15,14 +15,16 @@ namespace Sandbox.Runtime;
 /// <para>
 /// The holder is <c>sandbox-init --hold-userns</c> (sandbox_init.c): it listens on a socket in a
 /// directory only its user can enter, hands the namespace to processes of that user, and exits once
-/// idle. Whatever goes wrong here, the caller does without a holder (null), as before it existed.
+/// idle. Whatever goes wrong here, the caller does without a holder (null), as before it existed;
+/// only a malformed <see cref="IdleVariable"/> is an error.
 /// </para>
 /// </summary>
 internal static unsafe class UserNamespaceHolder
 {
-    /// <summary>Seconds a holder waits for the next sandbox before it exits (up to a week); 0, or anything else that is no such number, turns holders off.</summary>
+    /// <summary>Seconds a holder waits for the next sandbox before it exits; 0 turns holders off.</summary>
     public const string IdleVariable = "SANDBOX_USERNS_IDLE";
     internal const int DefaultIdleSeconds = 300;
+    private const int MaxIdleSeconds = 7 * 86400;
     private const int HolderStackSize = 64 * 1024;
     private static readonly TimeSpan LockWait = TimeSpan.FromMilliseconds(500);
     // sockaddr_un.sun_path holds 108 bytes with the terminating NUL (unix(7)).
@@ -35,7 +37,10 @@ internal static unsafe class UserNamespaceHolder
     public static SafeFileHandle? TryAcquire(IdMapPlan plan, Func<string, string?>? env = null)
     {
         env ??= Environment.GetEnvironmentVariable;
-        if (plan.Kind != IdMapKind.SubordinateRange || IdleSeconds(env) is not int idle)
+        if (plan.Kind != IdMapKind.SubordinateRange)
+            return null;
+        int idle = IdleSeconds(env);
+        if (idle == 0)
             return null;
         string dir = SocketDirectoryPath(env, Syscalls.EffectiveUserId);
         string? socket = SocketPath(dir, plan);
@@ -81,13 +86,17 @@ internal static unsafe class UserNamespaceHolder
     public static string NestedMap(IdRange subordinate) =>
         string.Create(CultureInfo.InvariantCulture, $"0 0 1\n1 1 {subordinate.Count}\n");
 
-    internal static int? IdleSeconds(Func<string, string?> env)
+    /// <summary>The idle time <see cref="IdleVariable"/> gives (0: no holder), or the default when it is unset.</summary>
+    /// <exception cref="SandboxException">The variable holds something else than such a number of seconds.</exception>
+    internal static int IdleSeconds(Func<string, string?> env)
     {
         string? text = env(IdleVariable);
         if (string.IsNullOrEmpty(text))
             return DefaultIdleSeconds;
-        return int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int seconds) && seconds is > 0 and <= 86400 * 7
-            ? seconds : null;
+        if (int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int seconds) && seconds <= MaxIdleSeconds)
+            return seconds;
+        throw new SandboxException(SandboxErrorCode.InvalidSpec,
+            $"{IdleVariable}={text} is not a number of seconds from 0 to {MaxIdleSeconds}: set how long the user-namespace holder waits for the next sandbox ({DefaultIdleSeconds} when unset), 0 to run newuidmap for every sandbox instead, or unset it");
     }
 
     /// <summary>
@@ -134,61 +143,72 @@ internal static unsafe class UserNamespaceHolder
     {
         using var arena = new NativeArena();
         var (syncRead, syncWrite) = Syscalls.CreatePipe();
-        var (statusRead, statusWrite) = Syscalls.CreatePipe();
+        using (syncRead)
         using (syncWrite)
-        using (statusRead)
         {
-            int pid, pidfd;
-            using (syncRead)
+            var (statusRead, statusWrite) = Syscalls.CreatePipe();
+            using (statusRead)
             using (statusWrite)
-            using (SafeFileHandle init = Syscalls.OpenReadOnly(NativeExecutor.InitPath))
             {
-                int copy = NativeExecutor.ExecutableCopy((int)init.DangerousGetHandle());
-                using var executable = copy >= 0 ? new SafeFileHandle(copy, ownsHandle: true) : null;
-                NativeHolderArgs* args = arena.Array<NativeHolderArgs>(1);
-                args->SyncFd = (int)syncRead.DangerousGetHandle();
-                args->StatusFd = (int)statusWrite.DangerousGetHandle();
-                args->ListenFd = (int)listener.DangerousGetHandle();
-                args->InitFd = (int)(executable ?? init).DangerousGetHandle();
-                args->Argv = arena.StringArray(["sandbox-init", "--hold-userns", idleSeconds.ToString(CultureInfo.InvariantCulture)]);
-                args->StackSize = HolderStackSize;
-                args->Stack = (byte*)arena.Allocate(2 * HolderStackSize, zero: false);
-                pid = NativeExecutor.HolderSpawn(args, out pidfd);
+                int pid = SpawnStarter(arena, syncRead, statusWrite, listener, idleSeconds, out int pidfd);
                 if (pid < 0)
                     return null;
+                // The starter has its own copies; ours must go, or the status pipe's EOF never comes.
+                syncRead.Dispose();
+                statusWrite.Dispose();
+                return Release(plan, pid, pidfd, syncWrite, statusRead);
             }
-            SafeFileHandle? ns = null;
-            bool execed = false;
-            try
-            {
-                if (!Cgroups.CgroupManager.PlaceLongLivedProcess(pid, Cgroups.CgroupHost.Current))
-                    return null;
-                IdMapWriter.Write(pid, plan);
-                ns = Syscalls.OpenReadOnly($"/proc/{pid}/ns/user");
-                // EOF on the status pipe: the holder has exec'd, and no longer uses our memory (its
-                // starter, which cloned it and exited, closed its own copy).
-                execed = Syscalls.WriteByte(syncWrite, 1) && Syscalls.Read(statusRead, stackalloc byte[4]) == 0;
-                if (!execed)
-                {
-                    ns.Dispose();
-                    ns = null;
-                }
-                return ns;
-            }
-            catch (Exception e) when (e is LinuxException or SandboxException)
+        }
+    }
+
+    private static int SpawnStarter(NativeArena arena, SafeFileHandle syncRead, SafeFileHandle statusWrite, SafeFileHandle listener, int idleSeconds, out int pidfd)
+    {
+        using SafeFileHandle init = Syscalls.OpenReadOnly(NativeExecutor.InitPath);
+        int copy = NativeExecutor.ExecutableCopy((int)init.DangerousGetHandle());
+        using var executable = copy >= 0 ? new SafeFileHandle(copy, ownsHandle: true) : null;
+        NativeHolderArgs* args = arena.Array<NativeHolderArgs>(1);
+        args->SyncFd = (int)syncRead.DangerousGetHandle();
+        args->StatusFd = (int)statusWrite.DangerousGetHandle();
+        args->ListenFd = (int)listener.DangerousGetHandle();
+        args->InitFd = (int)(executable ?? init).DangerousGetHandle();
+        args->Argv = arena.StringArray(["sandbox-init", "--hold-userns", idleSeconds.ToString(CultureInfo.InvariantCulture)]);
+        args->StackSize = HolderStackSize;
+        args->Stack = (byte*)arena.Allocate(2 * HolderStackSize, zero: false);
+        return NativeExecutor.HolderSpawn(args, out pidfd);
+    }
+
+    // Places the starter, writes its maps, takes its namespace and lets it go; null if any of that fails.
+    private static SafeFileHandle? Release(IdMapPlan plan, int pid, int pidfd, SafeFileHandle syncWrite, SafeFileHandle statusRead)
+    {
+        SafeFileHandle? ns = null;
+        bool execed = false;
+        try
+        {
+            if (!Cgroups.CgroupManager.PlaceLongLivedProcess(pid, Cgroups.CgroupHost.Current))
+                return null;
+            IdMapWriter.Write(pid, plan);
+            ns = Syscalls.OpenReadOnly($"/proc/{pid}/ns/user");
+            // EOF on the status pipe: the holder has exec'd, and no longer uses our memory (its
+            // starter, which cloned it and exited, closed its own copy).
+            execed = Syscalls.WriteByte(syncWrite, 1) && Syscalls.Read(statusRead, stackalloc byte[4]) == 0;
+            return execed ? ns : null;
+        }
+        catch (Exception e) when (e is LinuxException or SandboxException)
+        {
+            return null;
+        }
+        finally
+        {
+            if (!execed)
             {
                 ns?.Dispose();
-                return null;
+                // One that never got as far as cloning the holder is killed.
+                NativeExecutor.Kill(pidfd, 9);
             }
-            finally
-            {
-                // The starter exits once it has cloned the holder (which init adopts); one that never
-                // got that far is killed. Either way it is gone before its stack (the arena) is freed.
-                if (!execed)
-                    NativeExecutor.Kill(pidfd, 9);
-                NativeExecutor.Wait(pidfd, out _, out _, out _);
-                Tmds.Linux.LibC.close(pidfd);
-            }
+            // The starter exits once it has cloned the holder (which init adopts). Either way it is
+            // gone before its stack (the arena) is freed.
+            NativeExecutor.Wait(pidfd, out _, out _, out _);
+            Tmds.Linux.LibC.close(pidfd);
         }
     }
 

@@ -25,7 +25,7 @@ internal static class StoredImageReader
             foreach (JsonProperty p in root.EnumerateObject())
             {
                 JsonElement v = p.Value;
-                if (v.ValueKind == JsonValueKind.Null)
+                if (IsNull(v))
                 {
                     SetNull(image, p.Name);
                     continue;
@@ -90,7 +90,7 @@ internal static class StoredImageReader
                     case "diffId": layer.DiffId = NullableString(v)!; break;
                     case "key": layer.Key = NullableString(v)!; break;
                     case "size": layer.Size = v.GetInt64(); break;
-                    case "owners": layer.Owners = v.ValueKind == JsonValueKind.Null ? null : Owners(v); break;
+                    case "owners": layer.Owners = IsNull(v) ? null : Owners(v); break;
                 }
             }
             layers.Add(layer);
@@ -105,17 +105,16 @@ internal static class StoredImageReader
         foreach (JsonProperty p in value.EnumerateObject())
         {
             JsonElement v = p.Value;
-            bool isNull = v.ValueKind == JsonValueKind.Null;
             switch (p.Name)
             {
                 case "kind": owners.Kind = NullableString(v)!; break;
-                case "hostUid": owners.HostUid = isNull ? null : v.GetUInt32(); break;
-                case "hostGid": owners.HostGid = isNull ? null : v.GetUInt32(); break;
-                case "uidStart": owners.UidStart = isNull ? null : v.GetInt64(); break;
-                case "uidCount": owners.UidCount = isNull ? null : v.GetInt64(); break;
-                case "gidStart": owners.GidStart = isNull ? null : v.GetInt64(); break;
-                case "gidCount": owners.GidCount = isNull ? null : v.GetInt64(); break;
-                case "nonRootEntries": owners.NonRootEntries = isNull ? null : v.GetInt64(); break;
+                case "hostUid": owners.HostUid = IsNull(v) ? null : v.GetUInt32(); break;
+                case "hostGid": owners.HostGid = IsNull(v) ? null : v.GetUInt32(); break;
+                case "uidStart": owners.UidStart = NullableInt64(v); break;
+                case "uidCount": owners.UidCount = NullableInt64(v); break;
+                case "gidStart": owners.GidStart = NullableInt64(v); break;
+                case "gidCount": owners.GidCount = NullableInt64(v); break;
+                case "nonRootEntries": owners.NonRootEntries = NullableInt64(v); break;
             }
         }
         return owners;
@@ -128,15 +127,14 @@ internal static class StoredImageReader
         foreach (JsonProperty p in value.EnumerateObject())
         {
             JsonElement v = p.Value;
-            bool isNull = v.ValueKind == JsonValueKind.Null;
             switch (p.Name)
             {
-                case "env": config.Env = isNull ? null : Strings(v); break;
-                case "entrypoint": config.Entrypoint = isNull ? null : Strings(v); break;
-                case "cmd": config.Cmd = isNull ? null : Strings(v); break;
+                case "env": config.Env = IsNull(v) ? null : Strings(v); break;
+                case "entrypoint": config.Entrypoint = IsNull(v) ? null : Strings(v); break;
+                case "cmd": config.Cmd = IsNull(v) ? null : Strings(v); break;
                 case "workingDir": config.WorkingDir = NullableString(v); break;
                 case "user": config.User = NullableString(v); break;
-                case "labels": config.Labels = isNull ? null : Labels(v); break;
+                case "labels": config.Labels = IsNull(v) ? null : Labels(v); break;
                 case "stopSignal": config.StopSignal = NullableString(v); break;
             }
         }
@@ -167,8 +165,11 @@ internal static class StoredImageReader
         return value.GetString()!;
     }
 
-    private static string? NullableString(JsonElement value) =>
-        value.ValueKind == JsonValueKind.Null ? null : String(value);
+    private static string? NullableString(JsonElement value) => IsNull(value) ? null : String(value);
+
+    private static long? NullableInt64(JsonElement value) => IsNull(value) ? null : value.GetInt64();
+
+    private static bool IsNull(JsonElement value) => value.ValueKind == JsonValueKind.Null;
 
     private static void Expect(JsonElement value, JsonValueKind kind)
     {
