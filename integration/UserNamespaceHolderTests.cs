@@ -32,43 +32,36 @@ public sealed class UserNamespaceHolderTests
     [Test]
     public void SandboxesNestUserNamespacesOfTheirOwnInOneHeldNamespace()
     {
-        using var tmp = new TempDir();
+        using var tmp = new HolderDir();
         using var volume = new TempDir();
-        try
-        {
-            // Two at once: one starts the holder, the other waits for it (the lock) and joins it.
-            Task<CliResult> first = Task.Run(() => Run(tmp, PrintIds));
-            Task<CliResult> second = Task.Run(() => Run(tmp, PrintIds));
-            CliResult a = first.Result, b = second.Result;
-            Assert.That(a.ExitCode, Is.EqualTo(0), a.ToString());
-            Assert.That(b.ExitCode, Is.EqualTo(0), b.ToString());
+        // Two at once: one starts the holder, the other waits for it (the lock) and joins it.
+        Task<CliResult> first = Task.Run(() => Run(tmp, PrintIds));
+        Task<CliResult> second = Task.Run(() => Run(tmp, PrintIds));
+        CliResult a = first.Result, b = second.Result;
+        Assert.That(a.ExitCode, Is.EqualTo(0), a.ToString());
+        Assert.That(b.ExitCode, Is.EqualTo(0), b.ToString());
 
-            // Nested: the map is the holder's ids one to one, in its two extents.
-            string nested = $"0 0 1\n1 1 {_range.SubordinateUids!.Count}\n";
-            Assert.That(MapOf(a), Is.EqualTo(nested));
-            Assert.That(MapOf(b), Is.EqualTo(nested));
-            Assert.That(UserNamespaceOf(a), Is.Not.EqualTo(UserNamespaceOf(b)), "each sandbox has a user namespace of its own");
+        // Nested: the map is the holder's ids one to one, in its two extents.
+        string nested = $"0 0 1\n1 1 {_range.SubordinateUids!.Count}\n";
+        Assert.That(MapOf(a), Is.EqualTo(nested));
+        Assert.That(MapOf(b), Is.EqualTo(nested));
+        Assert.That(UserNamespaceOf(a), Is.Not.EqualTo(UserNamespaceOf(b)), "each sandbox has a user namespace of its own");
 
-            int holder = SingleHolder(tmp);
-            Assert.That(File.ReadAllText($"/proc/{holder}/comm").Trim(), Is.EqualTo("sandbox-userns"));
-            string held = new FileInfo($"/proc/{holder}/ns/user").LinkTarget!;
-            Assert.That(held, Is.Not.EqualTo(UserNamespaceOf(a)).And.Not.EqualTo(UserNamespaceOf(b)));
-            // It holds nothing of its caller's: no pipe of ours (we read our stdout to EOF above).
-            var fds = Directory.GetFiles($"/proc/{holder}/fd").Select(f => new FileInfo(f).LinkTarget).ToList();
-            Assert.That(fds, Has.None.Contains("pipe:"), string.Join(", ", fds));
+        int holder = SingleHolder(tmp);
+        Assert.That(File.ReadAllText($"/proc/{holder}/comm").Trim(), Is.EqualTo("sandbox-userns"));
+        string held = new FileInfo($"/proc/{holder}/ns/user").LinkTarget!;
+        Assert.That(held, Is.Not.EqualTo(UserNamespaceOf(a)).And.Not.EqualTo(UserNamespaceOf(b)));
+        // It holds nothing of its caller's: no pipe of ours (we read our stdout to EOF above).
+        var fds = Directory.GetFiles($"/proc/{holder}/fd").Select(f => new FileInfo(f).LinkTarget).ToList();
+        Assert.That(fds, Has.None.Contains("pipe:"), string.Join(", ", fds));
 
-            // Through both levels, ids land where newuidmap would have put them.
-            CliResult c = Run(tmp, "touch /tmp/w/f && chown 1000:1001 /tmp/w/f", options: ["-v", $"{volume.Path}:/tmp/w"]);
-            Assert.That(c.ExitCode, Is.EqualTo(0), c.ToString());
-            var (uid, gid) = Owner(Path.Combine(volume.Path, "f"));
-            Assert.That(uid, Is.EqualTo(_range.SubordinateUids.Start + 999));
-            Assert.That(gid, Is.EqualTo(_range.SubordinateGids!.Start + 1000));
-            Assert.That(SingleHolder(tmp), Is.EqualTo(holder), "the third run reused the holder");
-        }
-        finally
-        {
-            StopHolders(tmp);
-        }
+        // Through both levels, ids land where newuidmap would have put them.
+        CliResult c = Run(tmp, "touch /tmp/w/f && chown 1000:1001 /tmp/w/f", options: ["-v", $"{volume.Path}:/tmp/w"]);
+        Assert.That(c.ExitCode, Is.EqualTo(0), c.ToString());
+        var (uid, gid) = Owner(Path.Combine(volume.Path, "f"));
+        Assert.That(uid, Is.EqualTo(_range.SubordinateUids.Start + 999));
+        Assert.That(gid, Is.EqualTo(_range.SubordinateGids!.Start + 1000));
+        Assert.That(SingleHolder(tmp), Is.EqualTo(holder), "the third run reused the holder");
     }
 
     [Test]
@@ -76,7 +69,7 @@ public sealed class UserNamespaceHolderTests
     {
         // In-process, as an MSBuild node runs sandboxes: the holder must not be our child, or its
         // idle exit would leave a zombie here for as long as we live.
-        using var tmp = new TempDir();
+        using var tmp = new HolderDir();
         string? tmpdir = Environment.GetEnvironmentVariable("TMPDIR"), runtime = Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR");
         Environment.SetEnvironmentVariable("TMPDIR", tmp.Path);
         Environment.SetEnvironmentVariable("XDG_RUNTIME_DIR", null);
@@ -97,125 +90,92 @@ public sealed class UserNamespaceHolderTests
         {
             Environment.SetEnvironmentVariable("TMPDIR", tmpdir);
             Environment.SetEnvironmentVariable("XDG_RUNTIME_DIR", runtime);
-            StopHolders(tmp);
         }
     }
 
     [Test]
     public void AnIdleHolderExitsAndTheNextRunStartsAnother()
     {
-        using var tmp = new TempDir();
-        try
-        {
-            CliResult r = Run(tmp, "true", idle: "1");
-            Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
-            int holder = SingleHolder(tmp);
-            Assert.That(HostProcesses.WaitUntil(() => !IsRunning(holder), TimeSpan.FromSeconds(10)), Is.True, "the holder should exit after 1 s idle");
+        using var tmp = new HolderDir();
+        CliResult r = Run(tmp, "true", idle: "1");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        int holder = SingleHolder(tmp);
+        Assert.That(HostProcesses.WaitUntil(() => !IsRunning(holder), TimeSpan.FromSeconds(10)), Is.True, "the holder should exit after 1 s idle");
 
-            CliResult again = Run(tmp, PrintIds, idle: "1");
-            Assert.That(again.ExitCode, Is.EqualTo(0), again.ToString());
-            Assert.That(MapOf(again), Does.StartWith("0 0 1\n"));
-            Assert.That(SingleHolder(tmp), Is.Not.EqualTo(holder));
-        }
-        finally
-        {
-            StopHolders(tmp);
-        }
+        AssertNested(Run(tmp, PrintIds, idle: "1"));
+        Assert.That(SingleHolder(tmp), Is.Not.EqualTo(holder));
     }
 
     [Test]
     public void WithHoldersOffNewuidmapWritesTheMap()
     {
-        using var tmp = new TempDir();
-        CliResult r = Run(tmp, PrintIds, idle: "0");
-        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
-        Assert.That(MapOf(r), Does.StartWith($"0 {Linux.Syscalls.RealUserId} 1\n1 {_range.SubordinateUids!.Start} "));
+        using var tmp = new HolderDir();
+        AssertMappedByNewuidmap(Run(tmp, PrintIds, idle: "0"));
         Assert.That(Directory.Exists(SocketDirectory(tmp)), Is.False);
     }
 
     [Test]
     public void AStaleSocketAndAListenerThatSendsNothingAreReplaced()
     {
-        using var tmp = new TempDir();
-        try
-        {
-            Assert.That(Run(tmp, "true").ExitCode, Is.EqualTo(0));
-            int holder = SingleHolder(tmp);
-            string socket = Directory.GetFiles(SocketDirectory(tmp), "userns-*.sock").Single();
+        using var tmp = new HolderDir();
+        Assert.That(Run(tmp, "true").ExitCode, Is.EqualTo(0));
+        int holder = SingleHolder(tmp);
+        string socket = Directory.GetFiles(SocketDirectory(tmp), "userns-*.sock").Single();
 
-            // Killed: its socket file stays behind and refuses connections.
-            Kill(holder);
-            CliResult afterStale = Run(tmp, PrintIds);
-            Assert.That(afterStale.ExitCode, Is.EqualTo(0), afterStale.ToString());
-            Assert.That(MapOf(afterStale), Does.StartWith("0 0 1\n"));
-            int second = SingleHolder(tmp);
+        // Killed: its socket file stays behind and refuses connections.
+        Kill(holder);
+        AssertNested(Run(tmp, PrintIds));
+        int second = SingleHolder(tmp);
 
-            // Something else listening there, which hands over nothing: it is not trusted, and replaced.
-            Kill(second);
-            var (impostor, accepting) = Impostor(socket, _ => { });
-            using Socket listening = impostor;
-            CliResult afterImpostor = Run(tmp, PrintIds);
-            Assert.That(afterImpostor.ExitCode, Is.EqualTo(0), afterImpostor.ToString());
-            Assert.That(MapOf(afterImpostor), Does.StartWith("0 0 1\n"));
-            Assert.That(accepting.Wait(TimeSpan.FromSeconds(5)), Is.True, "the run should have asked the impostor first");
-            Assert.That(SingleHolder(tmp), Is.Not.EqualTo(second));
-        }
-        finally
-        {
-            StopHolders(tmp);
-        }
+        // Something else listening there, which hands over nothing: it is not trusted, and replaced.
+        Kill(second);
+        var (impostor, accepting) = Impostor(socket, _ => { });
+        using Socket listening = impostor;
+        AssertNested(Run(tmp, PrintIds));
+        Assert.That(accepting.Wait(TimeSpan.FromSeconds(5)), Is.True, "the run should have asked the impostor first");
+        Assert.That(SingleHolder(tmp), Is.Not.EqualTo(second));
     }
 
     [Test]
     public void ANamespaceThatCannotHoldASandboxIsJoinedInVainAndNewuidmapWritesTheMap()
     {
-        using var tmp = new TempDir();
+        using var tmp = new HolderDir();
+        Assert.That(Run(tmp, "true").ExitCode, Is.EqualTo(0));
+        string socket = Directory.GetFiles(SocketDirectory(tmp), "userns-*.sock").Single();
+        Kill(SingleHolder(tmp));
+
+        // A user namespace of ours with no map at all: it passes the check (a direct child of
+        // ours, owned by us), but no user namespace can be made in it (the creator's ids are not
+        // mapped there), so the run must fall back to newuidmap.
+        using var unshare = System.Diagnostics.Process.Start("unshare", ["--user", "sleep", "60"])!;
         try
         {
-            Assert.That(Run(tmp, "true").ExitCode, Is.EqualTo(0));
-            string socket = Directory.GetFiles(SocketDirectory(tmp), "userns-*.sock").Single();
-            Kill(SingleHolder(tmp));
+            string ours = new FileInfo("/proc/self/ns/user").LinkTarget!;
+            Assert.That(HostProcesses.WaitUntil(() => new FileInfo($"/proc/{unshare.Id}/ns/user").LinkTarget != ours, TimeSpan.FromSeconds(5)), Is.True);
+            using var unmapped = File.OpenHandle($"/proc/{unshare.Id}/ns/user");
+            var (impostor, serving) = Impostor(socket, connection => FileDescriptorPassing.Send((int)connection.Handle, (int)unmapped.DangerousGetHandle()));
+            using Socket listening = impostor;
 
-            // A user namespace of ours with no map at all: it passes the check (a direct child of
-            // ours, owned by us), but no user namespace can be made in it (the creator's ids are not
-            // mapped there), so the run must fall back to newuidmap.
-            using var unshare = System.Diagnostics.Process.Start("unshare", ["--user", "sleep", "60"])!;
-            try
-            {
-                string ours = new FileInfo("/proc/self/ns/user").LinkTarget!;
-                Assert.That(HostProcesses.WaitUntil(() => new FileInfo($"/proc/{unshare.Id}/ns/user").LinkTarget != ours, TimeSpan.FromSeconds(5)), Is.True);
-                using var unmapped = File.OpenHandle($"/proc/{unshare.Id}/ns/user");
-                var (impostor, serving) = Impostor(socket, connection => FileDescriptorPassing.Send((int)connection.Handle, (int)unmapped.DangerousGetHandle()));
-                using Socket listening = impostor;
-
-                CliResult r = Run(tmp, PrintIds);
-                Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
-                Assert.That(serving.Wait(TimeSpan.FromSeconds(5)), Is.True, "the run took the offered namespace");
-                Assert.That(MapOf(r), Does.StartWith($"0 {Linux.Syscalls.RealUserId} 1\n1 {_range.SubordinateUids!.Start} "), "newuidmap wrote the map");
-            }
-            finally
-            {
-                unshare.Kill();
-                unshare.WaitForExit();
-            }
+            CliResult r = Run(tmp, PrintIds);
+            Assert.That(serving.Wait(TimeSpan.FromSeconds(5)), Is.True, "the run took the offered namespace");
+            AssertMappedByNewuidmap(r);
         }
         finally
         {
-            StopHolders(tmp);
+            unshare.Kill();
+            unshare.WaitForExit();
         }
     }
 
     [Test]
     public void AStarterThatHoldsTheLockAndStopsMakesTheRunDoWithoutAHolder()
     {
-        using var tmp = new TempDir();
+        using var tmp = new HolderDir();
         Directory.CreateDirectory(SocketDirectory(tmp), UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         // As if a CLI had taken the starter's lock and been stopped (SIGSTOP) before it let go.
         using (Storage.FileLock.Acquire(Path.Combine(SocketDirectory(tmp), "userns.lock"), exclusive: true))
         {
-            CliResult r = Run(tmp, PrintIds);
-            Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
-            Assert.That(MapOf(r), Does.StartWith($"0 {Linux.Syscalls.RealUserId} 1\n"), "no holder: newuidmap wrote the map");
+            AssertMappedByNewuidmap(Run(tmp, PrintIds));
             Assert.That(Holders(tmp), Is.Empty);
         }
     }
@@ -223,7 +183,7 @@ public sealed class UserNamespaceHolderTests
     [Test]
     public void AMalformedIdleTimeIsRefusedWithExit125AndSaysWhatToSet()
     {
-        using var tmp = new TempDir();
+        using var tmp = new HolderDir();
         CliResult r = Run(tmp, "echo ran", idle: "5m");
         Assert.That(r.ExitCode, Is.EqualTo(125), r.ToString());
         Assert.That(r.StdoutText, Does.Not.Contain("ran"));
@@ -233,16 +193,14 @@ public sealed class UserNamespaceHolderTests
     [Test]
     public void ADirectoryOthersCanEnterIsNotUsed()
     {
-        using var tmp = new TempDir();
+        using var tmp = new HolderDir();
         string dir = SocketDirectory(tmp);
         Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
-        CliResult r = Run(tmp, PrintIds);
-        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
-        Assert.That(MapOf(r), Does.StartWith($"0 {Linux.Syscalls.RealUserId} 1\n"), "no holder: newuidmap wrote the map");
+        AssertMappedByNewuidmap(Run(tmp, PrintIds));
         Assert.That(Directory.GetFileSystemEntries(dir), Is.Empty);
     }
 
-    private static CliResult Run(TempDir tmp, string script, string? idle = null, string[]? options = null)
+    private static CliResult Run(HolderDir tmp, string script, string? idle = null, string[]? options = null)
     {
         var env = new Dictionary<string, string> { ["TMPDIR"] = tmp.Path, ["XDG_RUNTIME_DIR"] = "" };
         if (idle is not null)
@@ -270,7 +228,21 @@ public sealed class UserNamespaceHolderTests
         Assert.That(HostProcesses.WaitUntil(() => !IsRunning(holder), TimeSpan.FromSeconds(5)), Is.True, $"holder {holder} was not killed");
     }
 
-    private static string SocketDirectory(TempDir tmp) => Path.Combine(tmp.Path, $"sandbox-{Linux.Syscalls.EffectiveUserId}");
+    // Exit 0, in a user namespace nested in the holder's: its map is the holder's ids.
+    private static void AssertNested(CliResult r)
+    {
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(MapOf(r), Does.StartWith("0 0 1\n"), "nested in the holder's namespace");
+    }
+
+    // Exit 0, in a user namespace whose map newuidmap wrote: host ids, no holder.
+    private void AssertMappedByNewuidmap(CliResult r)
+    {
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(MapOf(r), Does.StartWith($"0 {Linux.Syscalls.RealUserId} 1\n1 {_range.SubordinateUids!.Start} "), "newuidmap wrote the map");
+    }
+
+    private static string SocketDirectory(HolderDir tmp) => Path.Combine(tmp.Path, $"sandbox-{Linux.Syscalls.EffectiveUserId}");
 
     private static string UserNamespaceOf(CliResult r) => r.StdoutText.Split('\n')[0];
 
@@ -280,7 +252,7 @@ public sealed class UserNamespaceHolderTests
             .Select(l => string.Join(' ', l.Split(' ', StringSplitOptions.RemoveEmptyEntries)) + "\n"));
 
     /// <summary>The pids of the processes listening on a socket in this test's socket directory.</summary>
-    private static List<int> Holders(TempDir tmp)
+    private static List<int> Holders(HolderDir tmp)
     {
         // /proc/net/unix: Num RefCount Protocol Flags Type St Inode Path; flag 00010000 is a listener.
         string prefix = SocketDirectory(tmp) + "/";
@@ -304,17 +276,26 @@ public sealed class UserNamespaceHolderTests
         return pids;
     }
 
-    private static int SingleHolder(TempDir tmp)
+    private static int SingleHolder(HolderDir tmp)
     {
         List<int> holders = Holders(tmp);
         Assert.That(holders, Has.Count.EqualTo(1), "one holder listens in the test's socket directory");
         return holders[0];
     }
 
-    private static void StopHolders(TempDir tmp)
+    /// <summary>A temp dir for $TMPDIR of the runs (the holder's socket goes in it); disposing it stops the holders listening there.</summary>
+    private sealed class HolderDir : IDisposable
     {
-        foreach (int pid in Holders(tmp))
-            HostProcesses.Signal(pid, "TERM");
+        private readonly TempDir _dir = new();
+
+        public string Path => _dir.Path;
+
+        public void Dispose()
+        {
+            foreach (int pid in Holders(this))
+                HostProcesses.Signal(pid, "TERM");
+            _dir.Dispose();
+        }
     }
 
     // Gone, or a zombie nobody reaped yet (its parent, our CLI, has exited).
