@@ -86,24 +86,11 @@ internal unsafe struct NativeSpawnArgs
     public uint SeccompLength;
     public void* SeccompFilter;
     public int UserNamespaceFd;
-    public int JoinStage;
     public int JoinError;
     public int JoinedPid;
     public int JoinedPidfd;
-    public int Reserved;
     public byte* NestedUidMap;
     public byte* NestedGidMap;
-}
-
-/// <summary>enum sbx_join_stage: where joining a held user namespace failed.</summary>
-internal enum NativeJoinStage
-{
-    None = 0,
-    CloneJoiner = 1,
-    SetNamespace = 2,
-    Clone = 3,
-    UidMap = 4,
-    GidMap = 5,
 }
 
 /// <summary>struct sbx_holder_args: the holder of a user namespace, before it execs.</summary>

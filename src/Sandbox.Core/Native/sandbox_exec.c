@@ -143,21 +143,11 @@ struct sbx_spawn_args {
     // A held user namespace (see "Joining a held user namespace" below), or -1: then clone(2) makes
     // the user namespace and the parent writes its maps.
     int32_t userns_fd;
-    int32_t join_stage;           // set by the joining child when it failed: enum sbx_join_stage
-    int32_t join_error;           // ... and the errno
+    int32_t join_error;           // set by the joining child when it failed: the errno
     int32_t joined_pid;           // set by the joining child: PID 1's pid and pidfd
     int32_t joined_pidfd;
-    int32_t reserved;
     const char *nested_uid_map;   // the nested user namespace's maps, in the held namespace's ids
     const char *nested_gid_map;
-};
-
-enum sbx_join_stage {
-    SBX_JOIN_CLONE_JOINER = 1,    // the first child could not be cloned
-    SBX_JOIN_SETNS = 2,           // setns(2) into the held user namespace
-    SBX_JOIN_CLONE = 3,           // clone(2) of PID 1 inside it
-    SBX_JOIN_UID_MAP = 4,         // writing /proc/PID/uid_map
-    SBX_JOIN_GID_MAP = 5,         // writing /proc/PID/gid_map
 };
 
 #include "sandbox_protocol.h"
@@ -813,7 +803,6 @@ static int join_main(void *arg)
     struct sbx_spawn_args *a = arg;
     long rc = SYS2(SYS_setns, a->userns_fd, CLONE_NEWUSER);
     if (rc < 0) {
-        a->join_stage = SBX_JOIN_SETNS;
         a->join_error = (int)-rc;
         return 0;
     }
@@ -823,20 +812,14 @@ static int join_main(void *arg)
     uint64_t flags = (a->clone_flags & ~(uint64_t)CLONE_NEWNET) | CLONE_NEWUSER;
     int pid = clone(init_main, a->stack + a->stack_size, (int)flags | CLONE_VM | CLONE_PIDFD | CLONE_PARENT | SIGCHLD, a, &pidfd);
     if (pid < 0) {
-        a->join_stage = SBX_JOIN_CLONE;
         a->join_error = errno; // ours to read: the parent thread is suspended (CLONE_VFORK)
         return 0;
     }
     a->joined_pid = pid;
     a->joined_pidfd = pidfd;
     rc = write_map(pid, "/uid_map", a->nested_uid_map);
-    if (rc < 0) {
-        a->join_stage = SBX_JOIN_UID_MAP;
-    } else {
+    if (rc == 0)
         rc = write_map(pid, "/gid_map", a->nested_gid_map);
-        if (rc < 0)
-            a->join_stage = SBX_JOIN_GID_MAP;
-    }
     if (rc < 0)
         a->join_error = (int)-rc;
     return 0;
@@ -844,23 +827,19 @@ static int join_main(void *arg)
 
 static int spawn_in_held_userns(struct sbx_spawn_args *args, int *pidfd_out)
 {
-    args->join_stage = 0;
     args->join_error = 0;
     args->joined_pid = -1;
     args->joined_pidfd = -1;
     int joiner_pidfd = -1;
     // CLONE_FILES: PID 1's pidfd, made by the joiner's clone, must land in our fd table.
     int joiner = clone_blocked(join_main, args->stack + 2 * args->stack_size, CLONE_VFORK | CLONE_FILES, args, &joiner_pidfd);
-    if (joiner < 0) {
-        args->join_stage = SBX_JOIN_CLONE_JOINER;
-        args->join_error = -joiner;
+    if (joiner < 0)
         return joiner;
-    }
     siginfo_t info;
     while (SYS5(SYS_waitid, P_PIDFD, joiner_pidfd, &info, WEXITED, 0) == -EINTR) {
     }
     close(joiner_pidfd);
-    if (args->join_stage != 0) {
+    if (args->join_error != 0) {
         if (args->joined_pidfd >= 0) {
             // PID 1 waits for the sync byte, which it will never get: kill and reap it.
             SYS4(SYS_pidfd_send_signal, args->joined_pidfd, SIGKILL, 0, 0);
