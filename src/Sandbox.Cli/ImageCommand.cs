@@ -4,7 +4,6 @@ using System.Text;
 using System.Text.Json;
 using Sandbox.Images;
 using Sandbox.Storage;
-using Spectre.Console;
 
 namespace Sandbox.Cli;
 
@@ -269,76 +268,5 @@ internal sealed class ImageCommand : Command
             : age.TotalDays < 60 ? $"{(int)age.TotalDays} days ago"
             : age.TotalDays < 730 ? $"{(int)(age.TotalDays / 30)} months ago"
             : $"{(int)(age.TotalDays / 365)} years ago";
-    }
-}
-
-/// <summary>
-/// The import's progress: on a terminal, a Spectre.Console progress display on stderr (what is
-/// being read, a bar, the percentage, bytes of layer blobs read of the total, and the speed), cleared
-/// at the end; warnings are printed above it. When stderr is not a terminal (CI logs, pipes, --quiet)
-/// nothing but the warnings.
-/// </summary>
-internal static class ImportProgressView
-{
-    /// <summary>Runs <paramref name="import"/>, showing its progress as described above.</summary>
-    /// <param name="console">The terminal to draw on (tests give a TestConsole); default: stderr.</param>
-    /// <param name="warnings">Where warnings go when not interactive; default: stderr.</param>
-    public static T Run<T>(bool interactive, Func<IProgress<ImportProgress>, T> import, IAnsiConsole? console = null, TextWriter? warnings = null)
-    {
-        if (!interactive)
-            return import(new WarningsOnly(warnings ?? Console.Error));
-        console ??= AnsiConsole.Create(new AnsiConsoleSettings
-        {
-            Out = new AnsiConsoleOutput(Console.Error),
-            Interactive = InteractionSupport.Yes,
-        });
-        T result = default!;
-        console.Progress()
-            .AutoClear(true)
-            .Columns(
-                new TaskDescriptionColumn { Alignment = Justify.Left },
-                new ProgressBarColumn(),
-                new PercentageColumn(),
-                new DownloadedColumn(),
-                new TransferSpeedColumn())
-            .Start(context =>
-            {
-                ProgressTask task = context.AddTask("importing", autoStart: true, maxValue: 1);
-                task.IsIndeterminate = true;
-                result = import(new Bar(task, console));
-                task.Value = task.MaxValue;
-                task.StopTask();
-            });
-        return result;
-    }
-
-    /// <summary>One task for the whole import: its bytes are those of all the image's layer blobs.</summary>
-    private sealed class Bar(ProgressTask task, IAnsiConsole console) : IProgress<ImportProgress>
-    {
-        public void Report(ImportProgress p)
-        {
-            if (p.Stage == ImportStage.Warning)
-            {
-                console.WriteLine($"sandbox: warning: {p.Message}");
-                return;
-            }
-            // Descriptions are markup: an image's or a path's brackets must stay text.
-            task.Description = Markup.Escape(p.Message);
-            if (p.BytesTotal > 0 && p.Stage is ImportStage.Unpacking or ImportStage.LayerReused)
-            {
-                task.IsIndeterminate = false;
-                task.MaxValue = p.BytesTotal;
-                task.Value = Math.Min(p.BytesDone, p.BytesTotal);
-            }
-        }
-    }
-
-    private sealed class WarningsOnly(TextWriter warnings) : IProgress<ImportProgress>
-    {
-        public void Report(ImportProgress p)
-        {
-            if (p.Stage == ImportStage.Warning)
-                warnings.WriteLine($"sandbox: warning: {p.Message}");
-        }
     }
 }

@@ -1,7 +1,6 @@
+using System.Diagnostics;
 using Sandbox.Cli;
 using Sandbox.Images;
-using Spectre.Console;
-using Spectre.Console.Testing;
 
 namespace Sandbox.Tests.Cli;
 
@@ -18,67 +17,111 @@ public class ImportProgressViewTests
         new(ImportStage.Done, "imported busybox:latest (abcdef, 2 layers)"),
     ];
 
+    /// <summary>A clock the test moves: one second per report unless told otherwise.</summary>
+    private sealed class Clock
+    {
+        public long Now;
+        public void Advance(double seconds) => Now += (long)(seconds * Stopwatch.Frequency);
+    }
+
+    /// <summary>What the terminal shows after each frame: the text after the last line clear.</summary>
+    private static string[] Frames(string output) =>
+        output.Split(ProgressLine.ClearLine).Where(f => f.Length > 0).ToArray();
+
     [Test]
     public void OnATerminalItDrawsTheBarWithPercentageSizeAndSpeedAndClearsIt()
     {
-        var console = new TestConsole().Interactive().Width(120);
-        string halfWay = "";
-        string result = ImportProgressView.Run(interactive: true, progress =>
+        var terminal = new StringWriter();
+        var clock = new Clock();
+        using (var line = new ProgressLine(terminal, 120, () => clock.Now))
         {
-            foreach (ImportProgress report in s_reports.Take(3))
-                progress.Report(report);
-            // The live display redraws on its own timer (every 100 ms): wait for the frame at 2 of 4 MB.
-            var until = DateTime.UtcNow.AddSeconds(10);
-            while (!console.Output.Contains("50%", StringComparison.Ordinal) && DateTime.UtcNow < until)
-                Thread.Sleep(20);
-            halfWay = console.Output;
-            foreach (ImportProgress report in s_reports.Skip(3))
-                progress.Report(report);
-            return "record";
-        }, console);
+            foreach (ImportProgress report in s_reports)
+            {
+                clock.Advance(1);
+                line.Report(report);
+            }
+        }
+        string output = terminal.ToString();
+        string[] frames = Frames(output);
 
-        Assert.That(result, Is.EqualTo("record"));
-        Assert.That(halfWay, Does.Contain("layer 2/2 2222bbbb").And.Contain("━").And.Contain("50%").And.Contain("1.9/3.8 MiB"), halfWay);
-        Assert.That(halfWay, Does.Match(@"(\d+(\.\d+)? [KMG]?i?B/s|\?/s)"), "a transfer speed column");
-        string output = console.Output;
-        Assert.That(output, Does.Contain("sandbox: warning: layer 2/2 2222bbbb: skipped 1 device node(s)"));
-        // The last frame: the final description, 100 %, the total size.
-        Assert.That(output, Does.Contain("imported busybox:latest (abcdef, 2 layers)").And.Contain("100%").And.Contain("3.8 MiB"));
+        Assert.That(frames[0], Is.EqualTo("reading busybox[1].tar"), "no size known yet: the description only");
+        string halfWay = frames.First(f => f.StartsWith("layer 2/2 2222bbbb ", StringComparison.Ordinal) && f.Contains("50%"));
+        // 2 MB of 4 MB read in the 3 s since the view started.
+        Assert.That(halfWay, Does.Contain("━━━━━━━━━━──────────").And.Contain(" 50% 2.0 MB / 4.0 MB 666.7 kB/s"), halfWay);
+        var barColumns = frames.Where(f => f.Contains('─') || f.Contains('━')).Select(f => f.IndexOfAny(['─', '━'])).Distinct();
+        Assert.That(barColumns, Is.EqualTo(new[] { 119 - 36 - 1 - 20 }), "the bar keeps its column, left of the widest figures");
+        Assert.That(output, Does.Contain(ProgressLine.ClearLine + "sandbox: warning: layer 2/2 2222bbbb: skipped 1 device node(s)" + Environment.NewLine),
+            "a warning clears the line and stays above it");
+        Assert.That(frames.Last(f => !f.StartsWith("sandbox: warning", StringComparison.Ordinal)),
+            Does.StartWith("imported busybox:latest (abcdef, 2 layers)").And.Contain("100% 4.0 MB / 4.0 MB"));
+        Assert.That(output, Does.EndWith(ProgressLine.ClearLine), "the line is cleared at the end");
     }
 
     [Test]
-    public void MarkupInMessagesIsShownAsText()
+    public void ReportsInQuickSuccessionAreDrawnTenTimesASecondAtMost()
     {
-        var console = new TestConsole().Interactive().Width(120);
-        Assert.DoesNotThrow(() => ImportProgressView.Run(interactive: true, progress =>
+        var terminal = new StringWriter();
+        var clock = new Clock();
+        using var line = new ProgressLine(terminal, 100, () => clock.Now);
+        for (int i = 1; i <= 1000; i++)
+        {
+            clock.Advance(0.001); // a report per millisecond: one second in all
+            line.Report(new ImportProgress(ImportStage.Unpacking, "layer 1/1 1111aaaa") { BytesDone = i, BytesTotal = 1000 });
+        }
+        int frames = Frames(terminal.ToString()).Length;
+        Assert.That(frames, Is.InRange(10, 11), "the first report, then one every 100 ms");
+    }
+
+    [Test]
+    public void TheLineNeverWrapsOnANarrowTerminal()
+    {
+        string description = "layer 12/12 0123456789abcdef: a very long description of what is being read";
+        foreach (int width in new[] { 120, 80, 60, 40, 20, 5, 1 })
+        {
+            string line = ProgressLine.Render(description, 1_500_000, 3_000_000, 2, width);
+            Assert.That(line.Length, Is.LessThanOrEqualTo(Math.Max(width - 1, 1)), $"width {width}: '{line}'");
+            if (width >= 80)
+                Assert.That(line, Does.Contain("━").And.Contain("…").And.EndWith(" 50% 1.5 MB / 3.0 MB 750 kB/s"), $"width {width}");
+            else if (width >= 40)
+                Assert.That(line, Does.Not.Contain("━").And.EndWith(" 50% 1.5 MB / 3.0 MB 750 kB/s"), $"width {width}: the bar goes before the figures do");
+        }
+        Assert.That(ProgressLine.Render("short", 0, 0, 0, 80), Is.EqualTo("short"));
+        Assert.That(ProgressLine.Render("short", 0, 10, 0, 80), Does.EndWith("  0% 0 B / 10 B ?/s"), "no speed before any time has passed");
+    }
+
+    [Test]
+    public void MessagesAreShownAsTheyAre()
+    {
+        var terminal = new StringWriter();
+        ImportProgressView.Run(interactive: true, progress =>
         {
             progress.Report(new ImportProgress(ImportStage.Reading, "reading [red]x[/].tar"));
-            progress.Report(new ImportProgress(ImportStage.Done, "imported [bold]"));
+            progress.Report(new ImportProgress(ImportStage.Done, "imported {0} [bold]"));
             return 0;
-        }, console));
-        Assert.That(console.Output, Does.Contain("imported [bold]"));
+        }, terminal, width: 80);
+        Assert.That(Frames(terminal.ToString()), Is.EqualTo(new[] { "reading [red]x[/].tar", "imported {0} [bold]" }));
     }
 
     [Test]
     public void OffATerminalNothingButWarningsIsPrinted()
     {
-        var console = new TestConsole();
+        var terminal = new StringWriter();
         var warnings = new StringWriter();
         ImportProgressView.Run(interactive: false, progress =>
         {
             foreach (ImportProgress report in s_reports.Where(r => r.Stage != ImportStage.Warning))
                 progress.Report(report);
             return 0;
-        }, console, warnings);
+        }, terminal, warnings);
         Assert.That(warnings.ToString(), Is.Empty);
-        Assert.That(console.Output, Is.Empty);
+        Assert.That(terminal.ToString(), Is.Empty);
 
         ImportProgressView.Run(interactive: false, progress =>
         {
             progress.Report(s_reports[3]);
             return 0;
-        }, console, warnings);
+        }, terminal, warnings);
         Assert.That(warnings.ToString(), Is.EqualTo("sandbox: warning: layer 2/2 2222bbbb: skipped 1 device node(s)" + Environment.NewLine));
-        Assert.That(console.Output, Is.Empty);
+        Assert.That(terminal.ToString(), Is.Empty);
     }
 }
