@@ -106,6 +106,31 @@ public class ImageStoreTests
     }
 
     [Test]
+    public void PruneWaitsWhileARunHoldsTheStore()
+    {
+        using var temp = new Scratch();
+        string root = temp.Combine("store");
+        var store = new ImageStore(root);
+        IDisposable use = store.AcquireUse();
+        Task<PruneResult> pruning;
+        using (var waiting = new ManualResetEventSlim())
+        {
+            Assert.That(Inspect.LStat(root)!.Value.Permissions, Is.EqualTo(0x1C0u), "a missing store is made, private");
+            pruning = Task.Run(() => new ImageStore(root).Prune(onWait: waiting.Set));
+            Assert.That(waiting.Wait(TimeSpan.FromSeconds(10)), Is.True, "prune found the store in use");
+            Assert.That(pruning.Wait(200), Is.False, "prune waits for the run");
+        }
+        use.Dispose();
+        Assert.That(pruning.Wait(TimeSpan.FromSeconds(10)), Is.True, "prune goes on once the run let go");
+
+        // A store that exists keeps what it has: the hold adds its lock file only.
+        Directory.Delete(Path.Combine(root, "tmp"));
+        store.AcquireUse().Dispose();
+        Assert.That(Directory.Exists(Path.Combine(root, "tmp")), Is.False);
+        Assert.That(File.Exists(Path.Combine(root, "gc.lock")), Is.True);
+    }
+
+    [Test]
     public void KeepsModesTimesLinksAndUserXattrs()
     {
         using var temp = new Scratch();

@@ -693,7 +693,10 @@ public sealed class ImageStore
     /// </summary>
     public IDisposable AcquireUse(CancellationToken ct = default)
     {
-        EnsureLayout();
+        // Only the lock file's directory is needed; a run's image is in a store that has it
+        // (six mkdir calls less on every start).
+        if (!Directory.Exists(Root))
+            EnsureLayout();
         return FileLock.Acquire(GcLockPath, exclusive: false, ct);
     }
 
