@@ -31,14 +31,13 @@ public sealed class RuntimeTests
     [Test]
     public void SubuidRangeLetsRootChownInside()
     {
-        Require.SubordinateRange();
-        Identity.IdMapResolver.TryResolveSubordinate(Identity.IdentityEnvironment.Current(), out var range);
+        Runtime.IdMapPlan range = Require.SubordinateRange();
         using var dir = new TempDir();
         CliResult r = SandboxCli.Sh("touch /tmp/work/f && chown 1000:1000 /tmp/work/f && stat -c %u:%g /tmp/work/f", "--userns", "subuid", "-v", $"{dir.Path}:/tmp/work");
         Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
         Assert.That(r.StdoutText.Trim(), Is.EqualTo("1000:1000"));
         // Outside, uid 1000 is the range's 1000th id (0 inside is the caller, 1 the range's first).
-        Assert.That(OwnerUid(Path.Combine(dir.Path, "f")), Is.EqualTo(range!.SubordinateUids!.Start + 999));
+        Assert.That(OwnerUid(Path.Combine(dir.Path, "f")), Is.EqualTo(range.SubordinateUids!.Start + 999));
 
         CliResult single = SandboxCli.Sh("touch /tmp/f && chown 1000:1000 /tmp/f", "--userns", "single");
         Assert.That(single.ExitCode, Is.Not.EqualTo(0), "with a single-id map, uid 1000 does not exist inside");

@@ -27,10 +27,13 @@ internal static class Require
 
     public static void Command(string path) => That(File.Exists(path), $"{path} is missing (ci/setup-host installs it)");
 
-    /// <summary>This user has a subordinate id range that newuidmap and newgidmap accept.</summary>
-    public static void SubordinateRange() =>
-        That(Identity.IdMapResolver.TryResolveSubordinate(Identity.IdentityEnvironment.Current(), out _) is null,
-            "no subordinate id range for this user (ci/setup-host adds one)");
+    /// <summary>This user's subordinate id range, one that newuidmap and newgidmap accept.</summary>
+    public static Runtime.IdMapPlan SubordinateRange()
+    {
+        string? why = Identity.IdMapResolver.TryResolveSubordinate(Identity.IdentityEnvironment.Current(), out Runtime.IdMapPlan? plan);
+        That(plan is not null, $"no subordinate id range for this user: {why} (ci/setup-host adds one)");
+        return plan!;
+    }
 }
 
 internal sealed record CliResult(int ExitCode, byte[] Stdout, string Stderr, TimeSpan Elapsed)

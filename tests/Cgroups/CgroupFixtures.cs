@@ -61,6 +61,18 @@ internal static class PlainFile
     }
 }
 
+/// <summary>Tests that each get a fresh <see cref="V2Host"/> (NUnit runs this SetUp before a derived class's).</summary>
+public abstract class V2HostTests
+{
+    private protected V2Host _host = null!;
+
+    [SetUp]
+    public void CreateHost() => _host = new V2Host();
+
+    [TearDown]
+    public void DisposeHost() => _host.Dispose();
+}
+
 /// <summary>
 /// A fake cgroup v2 host: a cgroupfs tree of plain directories and files (with cgroup.controllers at
 /// the root, as on a unified hierarchy), a /proc/self/cgroup file, and delegation decided by a set of

@@ -4,22 +4,17 @@ using Sandbox.Cgroups;
 namespace Sandbox.Tests.Cgroups;
 
 /// <summary>CgroupManager.Create's policy when the host cannot enforce limits.</summary>
-public class CgroupManagerCreatePolicyTests
+public class CgroupManagerCreatePolicyTests : V2HostTests
 {
-    private V2Host _host = null!;
     private string _job = null!;
     private List<string> _warnings = null!;
 
     [SetUp]
     public void SetUp()
     {
-        _host = new V2Host();
         _job = _host.AddCgroup("/user.slice/job", procs: ""); // not delegated
         _warnings = [];
     }
-
-    [TearDown]
-    public void TearDown() => _host.Dispose();
 
     private string Detail => $"{_job} is not delegated to this user (cgroup.procs and cgroup.subtree_control are not writable)";
 
@@ -98,9 +93,8 @@ public class CgroupManagerCreatePolicyTests
 /// O_CREAT (as cgroupfs provides them), so the tests pre-create them, in the child directory too:
 /// its name is predicted with <see cref="CgroupHelpers.NextName"/>.
 /// </summary>
-public class CgroupManagerCreateV2Tests
+public class CgroupManagerCreateV2Tests : V2HostTests
 {
-    private V2Host _host = null!;
     private string _job = null!;
     private List<string> _warnings = null!;
     private readonly List<SandboxCgroup> _created = [];
@@ -108,7 +102,6 @@ public class CgroupManagerCreateV2Tests
     [SetUp]
     public void SetUp()
     {
-        _host = new V2Host();
         _job = _host.AddCgroup("/user.slice/job", controllers: "cpu io memory pids", procs: "", subtreeControl: "cpu io memory pids");
         _host.Delegate(_job);
         _warnings = [];
@@ -127,7 +120,6 @@ public class CgroupManagerCreateV2Tests
             }
             c.Dispose();
         }
-        _host.Dispose();
     }
 
     private SandboxCgroup CreateOk(ResourceLimits limits, LimitsPolicy policy = LimitsPolicy.Required)

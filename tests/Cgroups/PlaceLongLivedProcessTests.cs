@@ -3,17 +3,9 @@ using Sandbox.Cgroups;
 namespace Sandbox.Tests.Cgroups;
 
 /// <summary>Where the user-namespace holder, which outlives the CLI that starts it, may live.</summary>
-public class PlaceLongLivedProcessTests
+public class PlaceLongLivedProcessTests : V2HostTests
 {
     private const int Holder = 777;
-    private V2Host _host = null!;
-
-    [SetUp]
-    public void SetUp() => _host = new V2Host();
-
-    [TearDown]
-    public void TearDown() => _host.Dispose();
-
     [Test]
     public void ACgroupThatIsNotOursKeepsIt()
     {

@@ -2,18 +2,10 @@ using Sandbox.Cgroups;
 
 namespace Sandbox.Tests.Cgroups;
 
-public class ProbeV2Tests
+public class ProbeV2Tests : V2HostTests
 {
     private const string NotDelegatedFix =
         "run the job in a delegated cgroup: under systemd, `systemd-run --user --scope -p Delegate=yes -- sandbox run ...`; on a CI runner, give the runner's service Delegate=yes; or pass --limits=best-effort to run without limits";
-
-    private V2Host _host = null!;
-
-    [SetUp]
-    public void SetUp() => _host = new V2Host();
-
-    [TearDown]
-    public void TearDown() => _host.Dispose();
 
     [Test]
     public void DelegatedEmptyOwnCgroup_IsTheParent()

@@ -32,8 +32,13 @@ public readonly record struct Digest
         int colon = text.IndexOf(':');
         string alg = colon > 0 ? text[..colon] : "";
         int length = alg switch { "sha256" => 64, "sha512" => 128, _ => -1 };
-        if (text.Length - colon - 1 != length || !IsLowerHex(text.AsSpan(colon + 1)))
+        if (text.Length - colon - 1 != length)
             return false;
+        foreach (char c in text.AsSpan(colon + 1))
+        {
+            if (!char.IsAsciiHexDigitLower(c))
+                return false;
+        }
         digest = new Digest(alg, text[(colon + 1)..]);
         return true;
     }
@@ -64,16 +69,6 @@ public readonly record struct Digest
         using IncrementalHash h = CreateHash();
         h.AppendData(data);
         return Convert.ToHexStringLower(h.GetHashAndReset()) == Hex;
-    }
-
-    private static bool IsLowerHex(ReadOnlySpan<char> s)
-    {
-        foreach (char c in s)
-        {
-            if (c is not (>= '0' and <= '9' or >= 'a' and <= 'f'))
-                return false;
-        }
-        return true;
     }
 
     public static bool IsHex(string s, [NotNullWhen(true)] out string? lower)

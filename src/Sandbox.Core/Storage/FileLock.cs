@@ -32,13 +32,11 @@ internal sealed class FileLock : IDisposable
             if (!FileSystemCalls.TryLock(fd, exclusive))
             {
                 onWait?.Invoke();
-                int delay = 1;
-                while (!FileSystemCalls.TryLock(fd, exclusive))
+                Poll(fd, exclusive, maxDelayMs: 50, keepWaiting: () =>
                 {
                     ct.ThrowIfCancellationRequested();
-                    Thread.Sleep(delay);
-                    delay = Math.Min(delay * 2, 50);
-                }
+                    return true;
+                });
             }
             return new FileLock(fd, path);
         }
@@ -50,32 +48,32 @@ internal sealed class FileLock : IDisposable
     }
 
     /// <summary>Takes the lock only if nobody holds a conflicting one; null otherwise.</summary>
-    public static FileLock? TryAcquire(string path, bool exclusive)
-    {
-        SafeFileHandle fd = FileSystemCalls.OpenLockFile(path);
-        if (FileSystemCalls.TryLock(fd, exclusive))
-            return new FileLock(fd, path);
-        fd.Dispose();
-        return null;
-    }
+    public static FileLock? TryAcquire(string path, bool exclusive) => TryAcquire(path, exclusive, TimeSpan.Zero);
 
     /// <summary>Takes the lock, waiting at most <paramref name="wait"/> for a holder to let go; null after that.</summary>
     public static FileLock? TryAcquire(string path, bool exclusive, TimeSpan wait)
     {
         SafeFileHandle fd = FileSystemCalls.OpenLockFile(path);
         long deadline = Environment.TickCount64 + (long)wait.TotalMilliseconds;
+        if (Poll(fd, exclusive, maxDelayMs: 8, keepWaiting: () => Environment.TickCount64 < deadline))
+            return new FileLock(fd, path);
+        fd.Dispose();
+        return null;
+    }
+
+    // Tries the lock until it is taken (true) or keepWaiting says to stop (false), sleeping 1, 2, 4...
+    // up to maxDelayMs between tries.
+    private static bool Poll(SafeFileHandle fd, bool exclusive, int maxDelayMs, Func<bool> keepWaiting)
+    {
         int delay = 1;
         while (!FileSystemCalls.TryLock(fd, exclusive))
         {
-            if (Environment.TickCount64 >= deadline)
-            {
-                fd.Dispose();
-                return null;
-            }
+            if (!keepWaiting())
+                return false;
             Thread.Sleep(delay);
-            delay = Math.Min(delay * 2, 8);
+            delay = Math.Min(delay * 2, maxDelayMs);
         }
-        return new FileLock(fd, path);
+        return true;
     }
 
     public void Dispose() => _fd.Dispose();
