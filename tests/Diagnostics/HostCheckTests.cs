@@ -275,12 +275,21 @@ public sealed class HostCheckTests
     [TestCase("5.11", 5, 11, 0)]
     [TestCase("6.18.44-fc-v595", 6, 18, 44)]
     [TestCase(" 6.1.0+\n", 6, 1, 0)]
+    [TestCase("6.1rc1", 6, 1, 0)]
+    [TestCase("6.1.", 6, 1, 0)]
+    [TestCase("6.1.2.3", 6, 1, 2)]
+    [TestCase("6.1234567", 6, 123456, 0)]
     public void KernelVersionIsParsedLeniently(string release, int major, int minor, int patch) =>
         Assert.That(HostCheck.ParseKernelVersion(release), Is.EqualTo(new Version(major, minor, patch)));
 
     [TestCase("")]
     [TestCase("linux")]
     [TestCase("v6.1")]
+    [TestCase("6")]
+    [TestCase("6.")]
+    [TestCase(".1")]
+    [TestCase("1234567.1")]
+    [TestCase("６.1")]
     public void UnparsableKernelVersion(string release) =>
         Assert.That(HostCheck.ParseKernelVersion(release), Is.Null);
 

@@ -1,7 +1,6 @@
 using Sandbox.Cgroups;
 using System.Globalization;
 using System.Text;
-using System.Text.RegularExpressions;
 using Sandbox.Identity;
 using Sandbox.Linux;
 using Sandbox.Runtime;
@@ -18,7 +17,7 @@ public sealed record CheckItem(string Name, CheckStatus Status, string Detail, s
 /// (DESIGN.md, "Identity", "Rootfs and storage", "Cgroups"), read from <see cref="HostFacts"/> only,
 /// plus two optional probes from a caller that can really spawn a sandbox.
 /// </summary>
-public static partial class HostCheck
+public static class HostCheck
 {
     public const string UserNamespaces = "user namespaces";
     public const string IdMapping = "id mapping";
@@ -296,15 +295,34 @@ public static partial class HostCheck
     {
         if (release is null)
             return null;
-        Match m = KernelVersion().Match(release.Trim());
-        if (!m.Success)
+        ReadOnlySpan<char> rest = release.AsSpan().Trim();
+        if (!TakeNumber(ref rest, out int major) || !rest.StartsWith('.'))
             return null;
-        int Part(int group) => m.Groups[group].Success ? int.Parse(m.Groups[group].Value, CultureInfo.InvariantCulture) : 0;
-        return new Version(Part(1), Part(2), Part(3));
+        rest = rest[1..];
+        if (!TakeNumber(ref rest, out int minor))
+            return null;
+        int patch = 0;
+        if (rest.StartsWith('.'))
+        {
+            ReadOnlySpan<char> afterDot = rest[1..];
+            if (TakeNumber(ref afterDot, out int p))
+                patch = p;
+        }
+        return new Version(major, minor, patch);
     }
 
-    [GeneratedRegex(@"^(\d{1,6})\.(\d{1,6})(?:\.(\d{1,6}))?")]
-    private static partial Regex KernelVersion();
+    /// <summary>The leading ASCII digits of <paramref name="text"/>, at most six (more are left), taken off it.</summary>
+    private static bool TakeNumber(ref ReadOnlySpan<char> text, out int value)
+    {
+        int digits = text.IndexOfAnyExceptInRange('0', '9');
+        digits = Math.Min(digits < 0 ? text.Length : digits, 6);
+        value = 0;
+        if (digits == 0)
+            return false;
+        value = int.Parse(text[..digits], NumberStyles.None, CultureInfo.InvariantCulture);
+        text = text[digits..];
+        return true;
+    }
 
     // ---- cgroups ----
 
