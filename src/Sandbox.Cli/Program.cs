@@ -134,7 +134,11 @@ internal static class Program
         }
         try
         {
-            return Consume(execution, renderer, observe);
+            var outcome = Consume(execution, renderer, observe);
+            // This process exits soon after: the kernel's teardown of the sandbox's namespaces need
+            // not hold up our exit (init reaps PID 1), as it does not bubblewrap's.
+            execution.LeavePidOneToInit();
+            return outcome;
         }
         finally
         {

@@ -121,6 +121,8 @@ internal struct NativeReport
     public int Step;
     public int Error;
     public int Value;
+    public long UserMicroseconds;
+    public long SystemMicroseconds;
 }
 
 internal enum NativeFileOpKind

@@ -159,8 +159,8 @@ SBX_EXPORT int sbx_args_size(void) { return (int)sizeof(struct sbx_spawn_args); 
 // ---- helpers for the child --------------------------------------------------------------------
 static void report(int fd, int32_t kind, int32_t step, int32_t error, int32_t value)
 {
-    struct sbx_report r = {kind, step, error, value};
-    // 16 bytes < PIPE_BUF: atomic (pipe(7)); EINTR cannot happen with every signal blocked.
+    struct sbx_report r = {kind, step, error, value, 0, 0};
+    // 32 bytes < PIPE_BUF: atomic (pipe(7)); EINTR cannot happen with every signal blocked.
     SYS3(SYS_write, fd, &r, sizeof r);
 }
 

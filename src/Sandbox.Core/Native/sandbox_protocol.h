@@ -18,7 +18,8 @@ enum sbx_report_kind {
                                   // error 0 at a run step: the program failed, value = its wait status
     SBX_REPORT_EXEC_FAILED = 2,   // step = stage (1 chdir, 2 exec, 3 capabilities, 4 seccomp), error = errno
     SBX_REPORT_STARTED = 3,       // value = payload pid inside the namespace
-    SBX_REPORT_EXITED = 4,        // value = wait status of the payload
+    SBX_REPORT_EXITED = 4,        // value = wait status of the payload; sent once every other process of the
+                                  // sandbox is killed and reaped too, with their CPU times (user_usec, system_usec)
 };
 
 struct sbx_report {
@@ -26,6 +27,8 @@ struct sbx_report {
     int32_t step;
     int32_t error;
     int32_t value;
+    int64_t user_usec;   // SBX_REPORT_EXITED: CPU time of every process PID 1 reaped (getrusage RUSAGE_CHILDREN)
+    int64_t system_usec;
 };
 
 #endif

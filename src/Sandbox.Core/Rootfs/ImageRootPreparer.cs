@@ -20,6 +20,9 @@ internal sealed class ImageRootPreparer : IDisposable
 
     public ImageRoot Root { get; }
 
+    /// <summary>Whether <see cref="Dispose"/> removes a per-run copy, which PID 1 must be gone for.</summary>
+    public bool RemovesCopy => Volatile.Read(ref _work) is not null;
+
     /// <summary>The store an image's layers live in: STORE/l/KEY.</summary>
     public static string StoreOf(ImageRoot image)
     {

@@ -6,10 +6,13 @@ using Sandbox.Linux;
 namespace Sandbox.Runtime;
 
 /// <summary>What PID 1 reported over the report pipe, once it closed.</summary>
+/// <param name="PayloadWaitStatus">The payload's wait status: reported once every process of the sandbox is gone.</param>
+/// <param name="CpuTimes">With <paramref name="PayloadWaitStatus"/>: the CPU times of every process PID 1 reaped.</param>
 internal sealed record InitReport(
     int? PayloadPid,
     int? PayloadWaitStatus,
-    SandboxException? Failure);
+    SandboxException? Failure,
+    (TimeSpan User, TimeSpan System)? CpuTimes = null);
 
 /// <summary>
 /// A running sandbox's PID 1, seen from the parent: its pidfd (no pid-reuse races), the report pipe,
@@ -58,13 +61,15 @@ internal sealed class SandboxProcess : IDisposable
     private readonly byte[] _reportBytes = new byte[Marshal.SizeOf<NativeReport>()];
     private int _reportFill;
     private int? _payloadPid, _payloadWaitStatus;
+    private (TimeSpan User, TimeSpan System)? _cpuTimes;
     private SandboxException? _failure;
+    private bool _leaveUnreaped;
 
     /// <summary>The report pipe's descriptor, for poll(2).</summary>
     public int ReportsFd => (int)_reports.DangerousGetHandle();
 
     /// <summary>What PID 1 has reported so far (all of it once <see cref="PumpReports"/> returned false).</summary>
-    public InitReport Report => new(_payloadPid, _payloadWaitStatus, _failure);
+    public InitReport Report => new(_payloadPid, _payloadWaitStatus, _failure, _cpuTimes);
 
     /// <summary>Reads PID 1's reports until the pipe closes (PID 1 exited). Blocking.</summary>
     public InitReport ReadReports(Action<int>? onStarted = null)
@@ -97,6 +102,7 @@ internal sealed class SandboxProcess : IDisposable
                 break;
             case NativeReportKind.Exited:
                 _payloadWaitStatus = report.Value;
+                _cpuTimes = (TimeSpan.FromMicroseconds(report.UserMicroseconds), TimeSpan.FromMicroseconds(report.SystemMicroseconds));
                 break;
             case NativeReportKind.SetupFailed:
                 _failure = SetupFailure(report.Step, report.Error, report.Value);
@@ -207,6 +213,18 @@ internal sealed class SandboxProcess : IDisposable
         };
     }
 
+    /// <summary>
+    /// Lets <see cref="Dispose"/> leave PID 1 to exit on its own, unreaped, once it has reported the
+    /// payload's exit (by then every other process of the sandbox is gone and PID 1 runs sandbox-init
+    /// in an address space of its own): for a caller about to exit itself, whose parent's init then
+    /// reaps PID 1. False when PID 1 has not reported that.
+    /// </summary>
+    public bool LeaveUnreaped()
+    {
+        _leaveUnreaped = _payloadWaitStatus is not null;
+        return _leaveUnreaped;
+    }
+
     public void Dispose()
     {
         _reports.Dispose();
@@ -214,8 +232,9 @@ internal sealed class SandboxProcess : IDisposable
         int fd = Interlocked.Exchange(ref _pidfd, -1);
         if (fd >= 0)
         {
-            // The arena may be freed only once PID 1 (which shares our memory) is gone.
-            if (Volatile.Read(ref _reaped) == 0)
+            // The arena may be freed only once PID 1 (which shares our memory until it execs
+            // sandbox-init) is gone, or has exec'd: a reported exit comes from sandbox-init.
+            if (Volatile.Read(ref _reaped) == 0 && !_leaveUnreaped)
             {
                 NativeExecutor.Kill(fd, 9);
                 NativeExecutor.Wait(fd, out _, out _, out _);
