@@ -136,7 +136,7 @@ internal static class Program
         {
             var outcome = Consume(execution, renderer, observe);
             // This process exits soon after: the kernel's teardown of the sandbox's namespaces need
-            // not hold up our exit (init reaps PID 1), as it does not bubblewrap's.
+            // not hold up our exit (init reaps PID 1); bubblewrap's parent does not wait for it either.
             execution.LeavePidOneToInit();
             return outcome;
         }
