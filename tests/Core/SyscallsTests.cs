@@ -117,4 +117,63 @@ public sealed class SyscallsTests
         Assert.That(Capabilities.LastOnThisKernel(dir.Path), Is.EqualTo(Capabilities.LastOnThisKernel(dir.Combine("missing"))));
         Assert.That(Capabilities.LastOnThisKernel(dir.Combine("missing")), Is.GreaterThanOrEqualTo(40));
     }
+
+    [Test]
+    public void TryListDirectoryGivesEveryNameButDotAndDotDotAcrossSeveralReads()
+    {
+        using var dir = new TempDirectory();
+        // 300 names of 60 bytes: about 24 KiB of dirents, three times the 8 KiB buffer.
+        var expected = Enumerable.Range(0, 300).Select(i => $"{i:D3}-" + new string('n', 56)).ToList();
+        foreach (string name in expected)
+            File.WriteAllText(dir.Combine(name), "");
+        Directory.CreateDirectory(dir.Combine("sub"));
+        File.CreateSymbolicLink(dir.Combine("link"), "nowhere");
+        expected.AddRange(["sub", "link"]);
+        Assert.Multiple(() =>
+        {
+            Assert.That(FileSystemCalls.TryListDirectory(dir.Path), Is.EquivalentTo(expected));
+            Assert.That(FileSystemCalls.TryListDirectory(dir.Combine("missing")), Is.Null);
+            Assert.That(FileSystemCalls.TryListDirectory(dir.Combine("000-" + new string('n', 56))), Is.Null, "a file is no directory");
+        });
+    }
+
+    [Test]
+    public void TryReadAllBytesReadsWholeFilesGivesNullWhenMissingAndThrowsOtherwise()
+    {
+        using var dir = new TempDirectory();
+        byte[] big = new byte[300_000];
+        new Random(7).NextBytes(big);
+        File.WriteAllBytes(dir.Combine("big"), big);
+        File.WriteAllBytes(dir.Combine("empty"), []);
+        Assert.Multiple(() =>
+        {
+            Assert.That(FileSystemCalls.TryReadAllBytes(dir.Combine("big")), Is.EqualTo(big));
+            Assert.That(FileSystemCalls.TryReadAllBytes(dir.Combine("empty")), Is.Empty);
+            Assert.That(FileSystemCalls.TryReadAllBytes(dir.Combine("missing")), Is.Null);
+            // read(2) of a directory: EISDIR, which is not "missing".
+            Assert.That(Assert.Throws<LinuxException>(() => FileSystemCalls.TryReadAllBytes(dir.Path))!.Errno, Is.EqualTo(21));
+        });
+    }
+
+    [TestCase("a\nb\n", new[] { "a", "b" })]
+    [TestCase("a\nb", new[] { "a", "b" })]
+    [TestCase("a\r\nb\r\n", new[] { "a", "b" })]
+    [TestCase("a\n\nb\n", new[] { "a", "", "b" })]
+    [TestCase("\n", new[] { "" })]
+    [TestCase("", new string[0])]
+    public void TryReadAllLinesSplitsAsFileReadAllLines(string text, string[] expected)
+    {
+        using var dir = new TempDirectory();
+        File.WriteAllText(dir.Combine("f"), text);
+        Assert.That(FileSystemCalls.TryReadAllLines(dir.Combine("f")), Is.EqualTo(expected));
+        Assert.That(File.ReadAllLines(dir.Combine("f")), Is.EqualTo(expected), "the BCL agrees");
+    }
+
+    [Test]
+    public void TryReadAllLinesGivesNullForWhatCannotBeRead()
+    {
+        using var dir = new TempDirectory();
+        Assert.That(FileSystemCalls.TryReadAllLines(dir.Combine("missing")), Is.Null);
+        Assert.That(FileSystemCalls.TryReadAllLines(dir.Path), Is.Null);
+    }
 }

@@ -610,4 +610,33 @@ public class ImageStoreTests
     {
         public void Report(ImportProgress value) => into.Add(value);
     }
+
+    [Test]
+    public void ADamagedRecordIsAnErrorThatNamesTheFileAndTheFix()
+    {
+        using var temp = new Scratch();
+        var store = new ImageStore(temp.Combine("store"));
+        ImageRecord record = store.Import(Write(temp, TwoLayerImage(), ArchiveFormat.DockerArchive), null);
+        string file = Path.Combine(store.Root, "images", Digest.Parse(record.Digest, "test").Hex + ".json");
+        File.WriteAllText(file, "{\"schemaVersion\": 1, \"digest\": ");
+
+        var e = Assert.Throws<SandboxException>(() => store.Find("example.com/test/image:1.0"))!;
+        Assert.That(e.Code, Is.EqualTo(SandboxErrorCode.StoreFailed));
+        Assert.That(e.Message, Does.Contain(file).And.Contain("is damaged").And.Contain("sandbox image prune"));
+    }
+
+    [Test]
+    public void ARecordThatCannotBeReadIsAStoreErrorNotAMissingImage()
+    {
+        using var temp = new Scratch();
+        var store = new ImageStore(temp.Combine("store"));
+        store.Import(Write(temp, TwoLayerImage(), ArchiveFormat.DockerArchive), null);
+        // A directory where a record should be: open(2) works, read(2) fails (EISDIR).
+        string odd = Path.Combine(store.Root, "images", new string('0', 64) + ".json");
+        Directory.CreateDirectory(odd);
+
+        var e = Assert.Throws<SandboxException>(() => store.Find("example.com/test/image:1.0"))!;
+        Assert.That(e.Code, Is.EqualTo(SandboxErrorCode.StoreFailed));
+        Assert.That(e.Message, Does.Contain(odd).And.Contain("--root"));
+    }
 }

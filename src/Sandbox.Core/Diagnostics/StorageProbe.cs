@@ -231,16 +231,8 @@ public sealed class StorageProbeCache
     private Dictionary<string, string?> Load()
     {
         var entries = new Dictionary<string, string?>(StringComparer.Ordinal);
-        string[] lines;
-        try
-        {
-            lines = File.ReadAllLines(_file);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return entries;
-        }
-        if (lines.Length == 0 || lines[0] != "boot\t" + _boot)
+        string[]? lines = Linux.FileSystemCalls.TryReadAllLines(_file);
+        if (lines is null || lines.Length == 0 || lines[0] != "boot\t" + _boot)
             return entries;
         foreach (string line in lines.Skip(1))
         {

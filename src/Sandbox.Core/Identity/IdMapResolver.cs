@@ -59,19 +59,9 @@ public static class IdMapResolver
     /// </summary>
     public static IdRange? FindRange(string file, string userName, uint uid)
     {
-        string[] lines;
-        try
-        {
-            lines = File.ReadAllLines(file);
-        }
-        catch (IOException)
-        {
+        string[]? lines = Linux.FileSystemCalls.TryReadAllLines(file);
+        if (lines is null)
             return null;
-        }
-        catch (UnauthorizedAccessException)
-        {
-            return null;
-        }
         string uidText = uid.ToString(CultureInfo.InvariantCulture);
         foreach (string raw in lines)
         {

@@ -728,21 +728,18 @@ public sealed class ImageStore
     private List<StoredImage> LoadAll()
     {
         var result = new List<StoredImage>();
-        if (!Directory.Exists(ImagesDir))
+        List<string>? names = ReadingStore(() => FileSystemCalls.TryListDirectory(ImagesDir));
+        if (names is null)
             return result;
-        foreach (string file in Directory.EnumerateFiles(ImagesDir, "*.json"))
+        names.Sort(StringComparer.Ordinal);
+        foreach (string name in names)
         {
-            if (Path.GetFileName(file).StartsWith('.'))
+            if (name.StartsWith('.') || !name.EndsWith(".json", StringComparison.Ordinal))
                 continue;
-            byte[] bytes;
-            try
-            {
-                bytes = File.ReadAllBytes(file);
-            }
-            catch (FileNotFoundException)
-            {
+            string file = Path.Combine(ImagesDir, name);
+            byte[]? bytes = ReadingStore(() => FileSystemCalls.TryReadAllBytes(file));
+            if (bytes is null)
                 continue; // removed meanwhile
-            }
             try
             {
                 StoredImage? record = StoredImageReader.Read(bytes);
@@ -757,6 +754,19 @@ public sealed class ImageStore
             }
         }
         return result;
+    }
+
+    private T ReadingStore<T>(Func<T> read)
+    {
+        try
+        {
+            return read();
+        }
+        catch (LinuxException e)
+        {
+            throw new SandboxException(SandboxErrorCode.StoreFailed,
+                $"image store {Root}: {e.Message} (check that you own the store and can read it, or use another with --root)", e);
+        }
     }
 
     private void WriteBlob(Digest digest, byte[] content)
