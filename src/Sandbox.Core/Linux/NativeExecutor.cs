@@ -165,7 +165,7 @@ internal unsafe struct NativeFileArgs
 internal static unsafe partial class NativeExecutor
 {
     public const string LibraryName = "libsandbox_exec.so";
-    internal const int ExpectedAbiVersion = 9;
+    internal const int ExpectedAbiVersion = 10;
 
     /// <summary>
     /// The executor's entry points, bound with dlopen/dlsym (NativeLibrary) from the directory this

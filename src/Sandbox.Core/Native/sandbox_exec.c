@@ -49,7 +49,8 @@
 #include <unistd.h>
 
 #define SBX_EXPORT __attribute__((visibility("default")))
-#define SBX_ABI_VERSION 9
+// 10: struct sbx_report carries CPU times (32 bytes; sandbox_protocol.h).
+#define SBX_ABI_VERSION 10
 
 // ---- raw system calls: never touch errno (see header comment) -------------------------------
 #include "sandbox_syscall.h"
