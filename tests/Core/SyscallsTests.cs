@@ -150,6 +150,9 @@ public sealed class SyscallsTests
             Assert.That(FileSystemCalls.TryReadAllBytes(dir.Combine("big")), Is.EqualTo(big));
             Assert.That(FileSystemCalls.TryReadAllBytes(dir.Combine("empty")), Is.Empty);
             Assert.That(FileSystemCalls.TryReadAllBytes(dir.Combine("missing")), Is.Null);
+            // /proc files say st_size 0: read to the end anyway (mountinfo is longer than 4 KiB on most hosts).
+            Assert.That(FileSystemCalls.TryReadAllBytes("/proc/self/mountinfo"), Is.Not.Empty);
+            Assert.That(System.Text.Encoding.UTF8.GetString(FileSystemCalls.TryReadAllBytes("/proc/self/status")!), Does.StartWith("Name:").And.Contain("\nPid:"));
             // read(2) of a directory: EISDIR, which is not "missing".
             Assert.That(Assert.Throws<LinuxException>(() => FileSystemCalls.TryReadAllBytes(dir.Path))!.Errno, Is.EqualTo(21));
         });

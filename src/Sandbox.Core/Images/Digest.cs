@@ -32,13 +32,8 @@ public readonly record struct Digest
         int colon = text.IndexOf(':');
         string alg = colon > 0 ? text[..colon] : "";
         int length = alg switch { "sha256" => 64, "sha512" => 128, _ => -1 };
-        if (text.Length - colon - 1 != length)
+        if (text.Length - colon - 1 != length || !IsLowerHex(text.AsSpan(colon + 1)))
             return false;
-        foreach (char c in text.AsSpan(colon + 1))
-        {
-            if (!char.IsAsciiHexDigitLower(c))
-                return false;
-        }
         digest = new Digest(alg, text[(colon + 1)..]);
         return true;
     }
@@ -69,6 +64,17 @@ public readonly record struct Digest
         using IncrementalHash h = CreateHash();
         h.AppendData(data);
         return Convert.ToHexStringLower(h.GetHashAndReset()) == Hex;
+    }
+
+    /// <summary>Only 0-9 and a-f, as digests and image ids are written.</summary>
+    internal static bool IsLowerHex(ReadOnlySpan<char> s)
+    {
+        foreach (char c in s)
+        {
+            if (!char.IsAsciiHexDigitLower(c))
+                return false;
+        }
+        return true;
     }
 
     public static bool IsHex(string s, [NotNullWhen(true)] out string? lower)

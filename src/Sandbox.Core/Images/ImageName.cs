@@ -54,17 +54,7 @@ public static class ImageName
         TryNormalize(query, out string? q) && Familiar(name) == Familiar(q);
 
     /// <summary>64 lower-case hex digits: an image id.</summary>
-    private static bool IsHexId(ReadOnlySpan<char> s)
-    {
-        if (s.Length != 64)
-            return false;
-        foreach (char c in s)
-        {
-            if (!char.IsAsciiHexDigitLower(c))
-                return false;
-        }
-        return true;
-    }
+    private static bool IsHexId(ReadOnlySpan<char> s) => s.Length == 64 && Digest.IsLowerHex(s);
 
     /// <summary>
     /// <c>[DOMAIN[:PORT]/]COMPONENT[/COMPONENT...][:TAG]</c>. A ':' after the last '/' starts the tag (a
@@ -115,8 +105,7 @@ public static class ImageName
             while (i < s.Length && s[i] is '.' or '_' or '-')
                 i++;
             ReadOnlySpan<char> sep = s[separator..i];
-            bool valid = sep is "." or "_" or "__" || !sep.ContainsAnyExcept('-');
-            if (!valid)
+            if (sep is not ("." or "_" or "__") && sep.ContainsAnyExcept('-'))
                 return false;
         }
     }

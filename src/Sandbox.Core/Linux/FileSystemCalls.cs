@@ -147,16 +147,9 @@ internal static unsafe partial class FileSystemCalls
     /// <summary>The names in a directory, without . and .., in getdents64(2)'s order; null when it is missing.</summary>
     public static List<string>? TryListDirectory(string path)
     {
-        int fd;
-        fixed (byte* p = NulTerminated(path))
-            fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        int fd = OpenOrNull(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0)
-        {
-            int e = errno;
-            if (e is Errno.ENOENT or Errno.ENOTDIR)
-                return null;
-            throw new LinuxException("open (directory)", path, e);
-        }
+            return null;
         try
         {
             const int BufferSize = 8192;
@@ -189,48 +182,61 @@ internal static unsafe partial class FileSystemCalls
         }
     }
 
-    /// <summary>A whole file's bytes; null when it is missing. Other failures throw.</summary>
+    /// <summary>
+    /// A whole file's bytes, read to its end (st_size is only the first guess: /proc and /sys files
+    /// say 0); null when it is missing. Other failures throw.
+    /// </summary>
     public static byte[]? TryReadAllBytes(string path)
     {
-        int fd;
-        fixed (byte* p = NulTerminated(path))
-            fd = open(p, O_RDONLY | O_CLOEXEC, 0);
+        int fd = OpenOrNull(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
-        {
-            int e = errno;
-            if (e is Errno.ENOENT or Errno.ENOTDIR)
-                return null;
-            throw new LinuxException("open", path, e);
-        }
+            return null;
         try
         {
             stat st;
             if (fstat(fd, &st) != 0)
                 throw new LinuxException("fstat", path, errno);
-            if (st.st_size > Array.MaxLength)
-                throw new LinuxException("read", path, Errno.E2BIG);
-            byte[] bytes = new byte[st.st_size];
+            // One byte more than the size, so that a file of the size it says ends in one pass.
+            byte[] bytes = new byte[Math.Clamp(st.st_size + 1, 4096, Array.MaxLength)];
             int total = 0;
-            fixed (byte* b = bytes)
+            while (true)
             {
-                while (total < bytes.Length)
+                if (total == bytes.Length)
                 {
-                    long n = read(fd, b + total, bytes.Length - total);
-                    if (n < 0 && errno == Errno.EINTR)
-                        continue;
-                    if (n < 0)
-                        throw new LinuxException("read", path, errno);
-                    if (n == 0)
-                        break; // shorter than fstat said: what there is
-                    total += (int)n;
+                    if (bytes.Length == Array.MaxLength)
+                        throw new LinuxException("read", path, Errno.E2BIG);
+                    Array.Resize(ref bytes, (int)Math.Min(2L * bytes.Length, Array.MaxLength));
                 }
+                long n;
+                fixed (byte* b = bytes)
+                    n = read(fd, b + total, bytes.Length - total);
+                if (n < 0 && errno == Errno.EINTR)
+                    continue;
+                if (n < 0)
+                    throw new LinuxException("read", path, errno);
+                if (n == 0)
+                    return bytes[..total];
+                total += (int)n;
             }
-            return total == bytes.Length ? bytes : bytes[..total];
         }
         finally
         {
             close(fd);
         }
+    }
+
+    // open(2); -1 when the path is missing (ENOENT, or ENOTDIR for a file used as a directory). Other failures throw.
+    private static int OpenOrNull(string path, int flags)
+    {
+        int fd;
+        fixed (byte* p = NulTerminated(path))
+            fd = open(p, flags, 0);
+        if (fd >= 0)
+            return fd;
+        int e = errno;
+        if (e is Errno.ENOENT or Errno.ENOTDIR)
+            return -1;
+        throw new LinuxException("open", path, e);
     }
 
     /// <summary>A whole text file (UTF-8) as lines, as File.ReadAllLines splits them; null when it cannot be read.</summary>
