@@ -45,6 +45,42 @@ public sealed class SandboxTestCommandTests
         }
     }
 
+    /// <summary>
+    /// A fresh $HOME is a new machine to NuGet: without its migration marker the SDK's first NuGet
+    /// call starts `sh -c umask` and seven `ls -ld` before it builds. A stand-in `dotnet` (first on
+    /// PATH, in the workspace, which the sandbox binds) reports what the restore's and the test's
+    /// sandboxes give it; the caller's $HOME, which the sandbox covers with a tmpfs, stays empty.
+    /// </summary>
+    [Test]
+    public void RestoreAndTestFindNuGetsMigrationMarkerInTheirFreshHome()
+    {
+        using var work = new TempDir();
+        string workspace = Directory.CreateDirectory(Path.Combine(work.Path, "ws")).FullName;
+        string tools = Directory.CreateDirectory(Path.Combine(workspace, "tools")).FullName;
+        string home = Directory.CreateDirectory(Path.Combine(work.Path, "home")).FullName;
+        string sln = Path.Combine(workspace, "App.sln");
+        File.WriteAllText(sln, "");
+        string fake = Path.Combine(tools, "dotnet");
+        File.WriteAllText(fake, """
+            #!/bin/sh
+            m="$HOME/.local/share/NuGet/Migrations/1"
+            if [ -f "$m" ] && [ ! -s "$m" ]; then echo "$1: marker in $HOME"; else echo "$1: no marker"; fi
+            """);
+        if (OperatingSystem.IsLinux())
+            File.SetUnixFileMode(fake, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+
+        var env = new Dictionary<string, string>
+        {
+            ["PATH"] = tools + ":" + Environment.GetEnvironmentVariable("PATH"),
+            ["HOME"] = home,
+            ["NUGET_PACKAGES"] = Path.Combine(work.Path, "packages"),
+        };
+        CliResult r = SandboxCli.Run(["test", sln, "--workspace", workspace], env: env);
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(r.StdoutText, Does.Contain($"restore: marker in {home}\n").And.Contain($"test: marker in {home}\n"), r.ToString());
+        Assert.That(Directory.EnumerateFileSystemEntries(home), Is.Empty, "the caller's $HOME got nothing");
+    }
+
     [Test]
     public void TheSampleRunsTheSameTestsInsideAsOnTheHostWithTheSandboxChecksPassing()
     {

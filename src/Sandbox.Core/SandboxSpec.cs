@@ -151,6 +151,16 @@ public sealed record SandboxSpec
 
     public ImmutableArray<string> TmpfsMounts { get; init; } = ImmutableArray<string>.Empty;
 
+    /// <summary>
+    /// Empty files created in the sandbox's fresh $HOME before the command runs, as paths relative to
+    /// it (their directories too); an existing file is left as it is. Only for the host's root and a
+    /// directory root, whose $HOME is a tmpfs of the run: nothing reaches the host. They are made
+    /// right after that tmpfs is mounted, so a bind mounted below $HOME covers them, never receives
+    /// them. For markers of work done once per machine, which a fresh $HOME would otherwise redo at
+    /// every run (<c>sandbox test</c>: NuGet's migration marker).
+    /// </summary>
+    public ImmutableArray<string> HomeFiles { get; init; } = ImmutableArray<string>.Empty;
+
     public string Hostname { get; init; } = "sandbox";
 
     public NetworkMode Network { get; init; } = NetworkMode.None;

@@ -260,6 +260,40 @@ public class HostModePlanTests
     }
 
     [Test]
+    public void HomeFiles_AreMadeInTheFreshHomeBeforeAnyBindBelowIt()
+    {
+        string below = _host.Dir.CreateDirectory("cache-below-home");
+        var spec = new SandboxSpec(["true"])
+        {
+            HomeFiles = [".local/share/NuGet/Migrations/1", "marker"],
+            Binds = [new BindMount(below, _host.Home + "/.local")],
+        };
+        var steps = Plan(spec).Steps.Unconfined();
+        string home = "/newroot" + _host.Home;
+        int tmpfs = IndexOf(steps, new MountStep("tmpfs", home, "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755"));
+        SetupStep[] expected =
+        {
+            new MakeDirectoryStep(home + "/.local"),
+            new MakeDirectoryStep(home + "/.local/share"),
+            new MakeDirectoryStep(home + "/.local/share/NuGet"),
+            new MakeDirectoryStep(home + "/.local/share/NuGet/Migrations"),
+            new CreateFileStep(home + "/.local/share/NuGet/Migrations/1"),
+            new CreateFileStep(home + "/marker"),
+        };
+        Assert.That(steps.Skip(tmpfs + 1).Take(expected.Length), Is.EqualTo(expected));
+        // The bind below $HOME comes later: it covers the files, it never receives them.
+        int bind = IndexOf(steps, new MountStep("/oldroot" + below, home + "/.local", null, MountFlags.Bind | MountFlags.Recursive));
+        Assert.That(bind, Is.GreaterThan(tmpfs + expected.Length));
+    }
+
+    [Test]
+    public void NoHomeFiles_NoStepsAfterTheHomeTmpfs()
+    {
+        var steps = Plan().Steps.Unconfined();
+        Assert.That(steps.OfType<CreateFileStep>().Where(f => f.Target.StartsWith("/newroot" + _host.Home, StringComparison.Ordinal)), Is.Empty);
+    }
+
+    [Test]
     public void HomeUnderTmp_IsRecreatedInTheFreshTmpBeforeItsTmpfs()
     {
         // The fixture's home is under the system temp directory, hidden by the sandbox's fresh /tmp.

@@ -37,6 +37,15 @@ public class ImageRootPlanTests
     private static int PivotIntoScratch(ImmutableArray<SetupStep> steps) => steps.IndexOf(new PivotRootStep("/tmp", "oldroot"));
 
     [Test]
+    public void HomeFilesWithAnImageRoot_Throw()
+    {
+        var spec = new SandboxSpec(["/bin/true"]) { Root = new ImageRoot(_image), HomeFiles = ["marker"] };
+        var e = Assert.Throws<SandboxException>(() => SandboxPlanner.Plan(spec, _host.Context));
+        Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.InvalidSpec));
+        Assert.That(e.Message, Does.Contain("only made for the host's root or a directory root"));
+    }
+
+    [Test]
     public void AutoAndOverlayMountKernelOverlayWithRelativeLayerKeys()
     {
         foreach (StorageDriver driver in new[] { StorageDriver.Auto, StorageDriver.Overlay })

@@ -55,6 +55,20 @@ public class PlanValidationTests
         Assert.That(e.Message, Does.Contain("--tmpfs needs an absolute path: cache"));
     }
 
+    [TestCase("/etc/passwd")]
+    [TestCase("../escape")]
+    [TestCase(".local/../../escape")]
+    [TestCase("./marker")]
+    [TestCase("dir//marker")]
+    [TestCase("dir/")]
+    [TestCase("")]
+    [TestCase("a\0b")]
+    public void HomeFileOutsideHome_Throws(string file)
+    {
+        var e = Fails(new SandboxSpec(["true"]) { HomeFiles = [file] });
+        Assert.That(e.Message, Does.Contain("is not a file name below $HOME"));
+    }
+
     [Test]
     public void ValidSpec_DoesNotThrow()
     {

@@ -124,7 +124,15 @@ public static class RootfsPlanner
         if (!directoryRoot)
             AddDirectories(steps, home);
         if (spec.Root is not ImageRoot)
+        {
             steps.Add(new MountStep("tmpfs", In(home), "tmpfs", TmpfsFlags, "mode=0755"));
+            AddHomeFiles(steps, home, spec.HomeFiles);
+        }
+        else if (!spec.HomeFiles.IsDefaultOrEmpty)
+        {
+            throw new SandboxException(SandboxErrorCode.InvalidSpec,
+                "files in $HOME are only made for the host's root or a directory root, whose $HOME is a fresh tmpfs; an image keeps its home as it has it");
+        }
         foreach (TmpfsMount tmpfs in tmpfsMounts)
         {
             if (!directoryRoot)
@@ -329,6 +337,30 @@ public static class RootfsPlanner
     {
         foreach (string dir in HostPaths.Ancestry(HostPaths.Normalize(sandboxPath)))
             steps.Add(new MakeDirectoryStep(In(dir)));
+    }
+
+    /// <summary>
+    /// <see cref="SandboxSpec.HomeFiles"/>, in the tmpfs just mounted on <paramref name="home"/>:
+    /// the directories below it, then the empty file. A name must stay below $HOME: relative, no
+    /// "." or ".." component (the steps themselves resolve every path inside the new root).
+    /// </summary>
+    private static void AddHomeFiles(ImmutableArray<SetupStep>.Builder steps, string home, ImmutableArray<string> files)
+    {
+        if (files.IsDefaultOrEmpty)
+            return;
+        foreach (string file in files)
+        {
+            string[] parts = file.Split('/');
+            if (file.Length == 0 || file.StartsWith('/') || file.Contains('\0') || parts.Any(p => p is "" or "." or ".."))
+                throw new SandboxException(SandboxErrorCode.InvalidSpec, $"'{file}' is not a file name below $HOME (relative, without '.', '..' or empty components)");
+            string path = home.TrimEnd('/');
+            for (int i = 0; i < parts.Length - 1; i++)
+            {
+                path += "/" + parts[i];
+                steps.Add(new MakeDirectoryStep(In(path)));
+            }
+            steps.Add(new CreateFileStep(In(path + "/" + parts[^1])));
+        }
     }
 
     private static void AddMountPoint(ImmutableArray<SetupStep>.Builder steps, string target, bool isFile)

@@ -1,0 +1,58 @@
+using System.CommandLine;
+using Sandbox.Cli;
+using Sandbox.Tests.TestSupport;
+
+namespace Sandbox.Tests.Cli;
+
+/// <summary>What `sandbox test` runs (TestCommand.Plan, pure: no sandbox is started).</summary>
+public class TestCommandPlanTests
+{
+    private TempDirectory _dir = null!;
+    private string _solution = null!;
+    private string _home = null!;
+
+    [SetUp]
+    public void SetUp()
+    {
+        _dir = new TempDirectory();
+        _dir.CreateDirectory("repo", ".git");
+        _solution = _dir.CreateFile("repo/App.sln");
+        _home = _dir.CreateDirectory("home");
+    }
+
+    [TearDown]
+    public void TearDown() => _dir.Dispose();
+
+    private TestCommand.TestPlan Plan(params string[] args)
+    {
+        var test = new TestCommand();
+        var (own, testArgs) = test.Split(args);
+        ParseResult parse = test.Parse(own);
+        Assert.That(parse.Errors, Is.Empty, string.Join("; ", parse.Errors.Select(e => e.Message)));
+        return test.Plan(parse, testArgs, _dir.Combine("repo"), _home, nugetPackages: null);
+    }
+
+    [Test]
+    public void RestoreAndTestFindNuGetsMigrationDoneInTheirFreshHome()
+    {
+        var plan = Plan(_solution);
+        Assert.That(plan.Restore, Is.Not.Null);
+        Assert.That(plan.Restore!.HomeFiles, Is.EqualTo(new[] { ".local/share/NuGet/Migrations/1" }));
+        Assert.That(plan.Test.HomeFiles, Is.EqualTo(new[] { ".local/share/NuGet/Migrations/1" }));
+        Assert.That(plan.Test.Root, Is.EqualTo(RootSpec.Host));
+    }
+
+    [Test]
+    public void TheSandboxGetsTheFirstRunVariablesAndTheWorkspace()
+    {
+        var plan = Plan(_solution, "--no-restore", "--", "-c", "Release");
+        Assert.That(plan.Restore, Is.Null);
+        Assert.That(plan.Workspace, Is.EqualTo(_dir.Combine("repo")));
+        Assert.That(plan.Test.Command, Is.EqualTo(new[] { "dotnet", "test", _solution, "--no-restore", "-c", "Release" }));
+        var env = plan.Test.Environment.ToDictionary(kv => kv.Key, kv => kv.Value);
+        Assert.That(env["NUGET_PACKAGES"], Is.EqualTo(Path.Combine(_home, ".nuget", "packages")));
+        Assert.That(env["MSBUILDDISABLENODEREUSE"], Is.EqualTo("1"));
+        Assert.That(env["DOTNET_GENERATE_ASPNET_CERTIFICATE"], Is.EqualTo("false"));
+        Assert.That(plan.Test.Binds.Select(b => b.HostPath), Does.Contain(_dir.Combine("repo")));
+    }
+}
