@@ -635,8 +635,87 @@ public class ImageStoreTests
         string odd = Path.Combine(store.Root, "images", new string('0', 64) + ".json");
         Directory.CreateDirectory(odd);
 
-        var e = Assert.Throws<SandboxException>(() => store.Find("example.com/test/image:1.0"))!;
+        // A name without a hint (here: none in the store) reads every record.
+        var e = Assert.Throws<SandboxException>(() => store.Find("not-here"))!;
         Assert.That(e.Code, Is.EqualTo(SandboxErrorCode.StoreFailed));
         Assert.That(e.Message, Does.Contain(odd).And.Contain("--root"));
+    }
+
+    private static ImageRecord ImportOne(Scratch temp, ImageStore store, string content, string name)
+    {
+        string path = temp.Combine(content + ".tar");
+        new ImageBuilder { RepoTags = null }.AddLayer(new LayerBuilder().File("x", content)).WriteOciArchive(path);
+        return store.Import(path, name);
+    }
+
+    private static string HintPath(ImageStore store, string familiar) =>
+        Path.Combine(store.Root, "names", $"{Sandbox.Runtime.StableHash.Fnv1a(familiar):x16}");
+
+    private static string Hex(ImageRecord r) => Digest.Parse(r.Digest, "test").Hex;
+
+    [Test]
+    public void FindByNameReadsOnlyThatImagesRecord()
+    {
+        using var temp = new Scratch();
+        var store = new ImageStore(temp.Combine("store"));
+        ImageRecord app = ImportOne(temp, store, "a", "app");
+        ImageRecord other = ImportOne(temp, store, "b", "other");
+        File.WriteAllText(Path.Combine(store.Root, "images", Hex(other) + ".json"), "{\"schemaVersion\": 1, \"digest\": ");
+
+        Assert.That(store.Find("app")!.Digest, Is.EqualTo(app.Digest), "found through its hint: the damaged record is not read");
+        Assert.That(store.Find("docker.io/library/app:latest")!.Digest, Is.EqualTo(app.Digest));
+        Assert.That(Assert.Throws<SandboxException>(() => store.Find("other"))!.Code, Is.EqualTo(SandboxErrorCode.StoreFailed));
+        Assert.That(Assert.Throws<SandboxException>(() => store.Find(Hex(app)[..12]))!.Code, Is.EqualTo(SandboxErrorCode.StoreFailed),
+            "a digest prefix reads every record");
+    }
+
+    [Test]
+    public void AMissingStaleOrGarbledHintFallsBackToTheRecords()
+    {
+        using var temp = new Scratch();
+        var store = new ImageStore(temp.Combine("store"));
+        ImageRecord app = ImportOne(temp, store, "a", "app");
+        ImageRecord other = ImportOne(temp, store, "b", "other");
+        string hint = HintPath(store, "app:latest");
+        Assert.That(File.ReadAllText(hint), Is.EqualTo(Hex(app)));
+
+        File.WriteAllText(hint, Hex(other)); // points at an image without the name (a crash between the two writes)
+        Assert.That(store.Find("app")!.Digest, Is.EqualTo(app.Digest));
+        File.WriteAllText(hint, "not a digest");
+        Assert.That(store.Find("app")!.Digest, Is.EqualTo(app.Digest));
+        File.WriteAllText(hint, new string('0', 64)); // a record that is not there
+        Assert.That(store.Find("app")!.Digest, Is.EqualTo(app.Digest));
+        Directory.Delete(Path.Combine(store.Root, "names"), recursive: true); // a store made before hints
+        Assert.That(store.Find("app")!.Digest, Is.EqualTo(app.Digest));
+        Assert.That(store.Find("other")!.Digest, Is.EqualTo(other.Digest));
+        Assert.That(store.Find("nothing"), Is.Null);
+
+        // prune gives such a store its hints
+        store.Prune();
+        Assert.That(File.ReadAllText(hint), Is.EqualTo(Hex(app)));
+        Assert.That(File.ReadAllText(HintPath(store, "other:latest")), Is.EqualTo(Hex(other)));
+    }
+
+    [Test]
+    public void HintsFollowTheirNamesAndGoWithThem()
+    {
+        using var temp = new Scratch();
+        var store = new ImageStore(temp.Combine("store"));
+        ImageRecord first = ImportOne(temp, store, "a", "app");
+        ImageRecord second = ImportOne(temp, store, "b", "app:latest");
+        string hint = HintPath(store, "app:latest");
+        Assert.That(File.ReadAllText(hint), Is.EqualTo(Hex(second)), "the name moved, its hint with it");
+        Assert.That(store.Find("app")!.Digest, Is.EqualTo(second.Digest));
+        Assert.That(store.Find(first.Digest)!.Names, Is.Empty);
+
+        store.Import(temp.Combine("b.tar"), "app:2");
+        Assert.That(store.Remove("app"), Is.True, "one of its two names");
+        Assert.That(File.Exists(hint), Is.False);
+        Assert.That(store.Find("app"), Is.Null);
+        Assert.That(File.ReadAllText(HintPath(store, "app:2")), Is.EqualTo(Hex(second)));
+
+        Assert.That(store.Remove(Hex(second)[..12]), Is.True, "the record, by digest");
+        Assert.That(File.Exists(HintPath(store, "app:2")), Is.False);
+        Assert.That(store.Find("app:2"), Is.Null);
     }
 }

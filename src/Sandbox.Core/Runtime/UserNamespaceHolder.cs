@@ -107,7 +107,7 @@ internal static unsafe class UserNamespaceHolder
     {
         string key = string.Create(CultureInfo.InvariantCulture,
             $"{NativeExecutor.ExpectedAbiVersion} {plan.HostUid} {plan.HostGid} {plan.SubordinateUids!.Start} {plan.SubordinateUids.Count} {plan.SubordinateGids!.Start} {plan.SubordinateGids.Count}");
-        string path = Path.Combine(dir, string.Create(CultureInfo.InvariantCulture, $"userns-{Fnv1a(key):x16}.sock"));
+        string path = Path.Combine(dir, string.Create(CultureInfo.InvariantCulture, $"userns-{StableHash.Fnv1a(key):x16}.sock"));
         return Encoding.UTF8.GetByteCount(path) <= MaxSocketPath ? path : null;
     }
 
@@ -210,17 +210,5 @@ internal static unsafe class UserNamespaceHolder
             NativeExecutor.Wait(pidfd, out _, out _, out _);
             Tmds.Linux.LibC.close(pidfd);
         }
-    }
-
-    // FNV-1a, 64 bits: a short, stable name for a map (not a defence: the directory is).
-    private static ulong Fnv1a(string text)
-    {
-        ulong hash = 14695981039346656037UL;
-        foreach (char c in text)
-        {
-            hash ^= c;
-            hash *= 1099511628211UL;
-        }
-        return hash;
     }
 }

@@ -19,6 +19,9 @@ namespace Sandbox.Storage;
 ///   layers/KEY.json       the layer's diff id, owners (flattened or the map) and unpack statistics
 ///                         (written before l/KEY appears)
 ///   images/HEX.json       an image record (HEX of its digest): names, config, layers
+///   names/KEY             a hint: the HEX of the image that has a name, KEY = 16 hex of FNV-1a of
+///                         the name's familiar form. Checked against the record it points to, so a
+///                         stale or missing hint only costs a read of every record
 ///   blobs/sha256/HEX      manifests and configs, verified (layer blobs are not kept once unpacked)
 ///   tmp/NAME, NAME.lock   unpacks in progress, each locked by its process
 ///   locks/KEY.lock        per-layer locks: one process unpacks a layer, others wait and reuse it
@@ -51,6 +54,7 @@ public sealed class ImageStore
 
     private string LayerRoot => Path.Combine(Root, LayersDirectoryName);
     private string ImagesDir => Path.Combine(Root, "images");
+    private string NamesDir => Path.Combine(Root, "names");
     private string LayerMetaDir => Path.Combine(Root, "layers");
     private string LocksDir => Path.Combine(Root, "locks");
     private string BlobsDir => Path.Combine(Root, "blobs");
@@ -530,9 +534,66 @@ public sealed class ImageStore
     /// </summary>
     public ImageRecord? Find(string nameOrDigestPrefix)
     {
+        if (FindByNameHint(nameOrDigestPrefix) is StoredImage named)
+            return named.ToRecord(Root);
         List<StoredImage> all = LoadAll();
         StoredImage? match = Match(all, nameOrDigestPrefix, out _);
         return match?.ToRecord(Root);
+    }
+
+    /// <summary>
+    /// The image that has the name <paramref name="query"/>, through its hint in names/: one record
+    /// read instead of all of them (each costs about 20 µs of a warm `run`: 40 images in a store
+    /// made a start 0.8 ms slower). Null when the query is no name, or the hint is missing or stale
+    /// (the record it points to is gone or no longer has the name): the caller then reads every
+    /// record. A name belongs to one image (<see cref="SaveRecord"/>), so the hinted image is the
+    /// one <see cref="Match"/> would find by that name.
+    /// </summary>
+    private StoredImage? FindByNameHint(string query)
+    {
+        if (!ImageName.TryNormalize(query, out string? normalized))
+            return null;
+        string familiar = ImageName.Familiar(normalized);
+        byte[]? hint = ReadingStore(() => FileSystemCalls.TryReadAllBytes(NameHintPath(familiar)));
+        if (hint is not { Length: 64 })
+            return null;
+        string hex = Encoding.ASCII.GetString(hint);
+        if (!Digest.IsLowerHex(hex))
+            return null;
+        string file = Path.Combine(ImagesDir, hex + ".json");
+        byte[]? bytes = ReadingStore(() => FileSystemCalls.TryReadAllBytes(file));
+        if (bytes is null)
+            return null;
+        StoredImage record = ParseRecord(file, bytes);
+        return record.Names.Any(n => ImageName.Familiar(n) == familiar) ? record : null;
+    }
+
+    private string NameHintPath(string familiar) =>
+        Path.Combine(NamesDir, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{StableHash.Fnv1a(familiar):x16}"));
+
+    /// <summary>Points the hints of <paramref name="record"/>'s names at it (after its record is written).</summary>
+    private void WriteNameHints(StoredImage record, bool onlyWhereWrong = false)
+    {
+        string hex = Digest.Parse(record.Digest, "record").Hex;
+        foreach (string name in record.Names)
+        {
+            string path = NameHintPath(ImageName.Familiar(name));
+            if (onlyWhereWrong && FileSystemCalls.TryReadAllBytes(path) is byte[] hint && Encoding.ASCII.GetString(hint) == hex)
+                continue;
+            WriteJsonAtomic(path, Encoding.ASCII.GetBytes(hex));
+        }
+    }
+
+    /// <summary>Removes the hints of names <paramref name="record"/> no longer has, where they still point at it.</summary>
+    private void RemoveNameHints(StoredImage record, IEnumerable<string> names)
+    {
+        string hex = Digest.Parse(record.Digest, "record").Hex;
+        foreach (string name in names)
+        {
+            string path = NameHintPath(ImageName.Familiar(name));
+            if (FileSystemCalls.TryReadAllBytes(path) is byte[] hint && Encoding.ASCII.GetString(hint) == hex)
+                FileSystemCalls.Unlink(path, directory: false);
+        }
     }
 
     /// <summary>Like <see cref="Find"/>, but a missing image is an <see cref="SandboxErrorCode.ImageNotFound"/> error.</summary>
@@ -588,16 +649,17 @@ public sealed class ImageStore
             StoredImage? match = Match(all, nameOrDigest, out bool byName);
             if (match is null)
                 return false;
-            if (byName)
+            var removedNames = byName ? match.Names.Where(n => ImageName.Matches(n, nameOrDigest)).ToList() : match.Names;
+            if (byName && removedNames.Count < match.Names.Count)
             {
-                match.Names.RemoveAll(n => ImageName.Matches(n, nameOrDigest));
-                if (match.Names.Count > 0)
-                {
-                    WriteRecordFile(match);
-                    return true;
-                }
+                match.Names = match.Names.Except(removedNames).ToList();
+                WriteRecordFile(match);
             }
-            FileSystemCalls.Unlink(RecordPath(match.Digest), directory: false);
+            else
+            {
+                FileSystemCalls.Unlink(RecordPath(match.Digest), directory: false); // by digest, or its last name
+            }
+            RemoveNameHints(match, removedNames);
             return true;
         }
         catch (LinuxException e)
@@ -656,6 +718,10 @@ public sealed class ImageStore
             }
             foreach (string stale in Directory.EnumerateFiles(ImagesDir, ".*").ToList())
                 File.Delete(stale); // half-written records of dead processes
+            foreach (string stale in Directory.EnumerateFiles(NamesDir, ".*").ToList())
+                File.Delete(stale); // and name hints
+            foreach (StoredImage record in all)
+                WriteNameHints(record, onlyWhereWrong: true); // a store made before hints gets them here
 
             var usedBlobs = all.SelectMany(r => r.HasManifest ? new[] { r.Digest, r.ConfigDigest } : [r.ConfigDigest]).ToHashSet(StringComparer.Ordinal);
             int blobsRemoved = 0;
@@ -716,6 +782,9 @@ public sealed class ImageStore
         if (all.FirstOrDefault(o => o.Digest == stored.Digest) is { } existing)
             stored.Names = stored.Names.Concat(existing.Names).Distinct().ToList();
         WriteRecordFile(stored);
+        // After the record: a hint never points at a record that lacks its name for long (and when
+        // it does, after a crash, Find checks it and reads every record instead).
+        WriteNameHints(stored);
         return stored.ToRecord(Root);
     }
 
@@ -740,20 +809,25 @@ public sealed class ImageStore
             byte[]? bytes = ReadingStore(() => FileSystemCalls.TryReadAllBytes(file));
             if (bytes is null)
                 continue; // removed meanwhile
-            try
-            {
-                StoredImage? record = StoredImageReader.Read(bytes);
-                if (record is null || record.SchemaVersion != 1 || !Digest.TryParse(record.Digest, out _))
-                    throw new JsonException("not an image record of this version");
-                result.Add(record);
-            }
-            catch (JsonException e)
-            {
-                throw new SandboxException(SandboxErrorCode.StoreFailed,
-                    $"image store {Root}: {file} is damaged ({e.Message}); remove it (its image is then gone) and run `sandbox image prune`", e);
-            }
+            result.Add(ParseRecord(file, bytes));
         }
         return result;
+    }
+
+    private StoredImage ParseRecord(string file, byte[] bytes)
+    {
+        try
+        {
+            StoredImage? record = StoredImageReader.Read(bytes);
+            if (record is null || record.SchemaVersion != 1 || !Digest.TryParse(record.Digest, out _))
+                throw new JsonException("not an image record of this version");
+            return record;
+        }
+        catch (JsonException e)
+        {
+            throw new SandboxException(SandboxErrorCode.StoreFailed,
+                $"image store {Root}: {file} is damaged ({e.Message}); remove it (its image is then gone) and run `sandbox image prune`", e);
+        }
     }
 
     private T ReadingStore<T>(Func<T> read)
@@ -805,7 +879,7 @@ public sealed class ImageStore
         Directory.CreateDirectory(Root);
         if (created)
             FileSystemCalls.ChangeModeAt(Root, 0x1C0); // 0700: layers keep setuid bits; nobody else needs to reach them
-        foreach (string dir in new[] { LayerRoot, ImagesDir, LayerMetaDir, LocksDir, BlobsDir, Path.Combine(Root, "tmp") })
+        foreach (string dir in new[] { LayerRoot, ImagesDir, NamesDir, LayerMetaDir, LocksDir, BlobsDir, Path.Combine(Root, "tmp") })
             Directory.CreateDirectory(dir);
     }
 
