@@ -544,7 +544,7 @@ public sealed class ImageStore
     /// <summary>
     /// The image that has the name <paramref name="query"/>, through its hint in names/: one record
     /// read instead of all of them (each costs about 20 µs of a warm `run`: 40 images in a store
-    /// made a start 0.8 ms slower). Null when the query is no name, or the hint is missing or stale
+    /// made a start 0.8 to 1.0 ms slower). Null when the query is no name, or the hint is missing or stale
     /// (the record it points to is gone or no longer has the name): the caller then reads every
     /// record. A name belongs to one image (<see cref="SaveRecord"/>), so the hinted image is the
     /// one <see cref="Match"/> would find by that name.
