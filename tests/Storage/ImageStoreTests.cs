@@ -648,8 +648,12 @@ public class ImageStoreTests
         return store.Import(path, name);
     }
 
-    private static string HintPath(ImageStore store, string familiar) =>
-        Path.Combine(store.Root, "names", $"{Sandbox.Runtime.StableHash.Fnv1a(familiar):x16}");
+    /// <summary>A store with two images, named app and other.</summary>
+    private static (ImageStore Store, ImageRecord App, ImageRecord Other) AppAndOther(Scratch temp)
+    {
+        var store = new ImageStore(temp.Combine("store"));
+        return (store, ImportOne(temp, store, "a", "app"), ImportOne(temp, store, "b", "other"));
+    }
 
     private static string Hex(ImageRecord r) => Digest.Parse(r.Digest, "test").Hex;
 
@@ -657,9 +661,7 @@ public class ImageStoreTests
     public void FindByNameReadsOnlyThatImagesRecord()
     {
         using var temp = new Scratch();
-        var store = new ImageStore(temp.Combine("store"));
-        ImageRecord app = ImportOne(temp, store, "a", "app");
-        ImageRecord other = ImportOne(temp, store, "b", "other");
+        var (store, app, other) = AppAndOther(temp);
         File.WriteAllText(Path.Combine(store.Root, "images", Hex(other) + ".json"), "{\"schemaVersion\": 1, \"digest\": ");
 
         Assert.That(store.Find("app")!.Digest, Is.EqualTo(app.Digest), "found through its hint: the damaged record is not read");
@@ -673,10 +675,8 @@ public class ImageStoreTests
     public void AMissingStaleOrGarbledHintFallsBackToTheRecords()
     {
         using var temp = new Scratch();
-        var store = new ImageStore(temp.Combine("store"));
-        ImageRecord app = ImportOne(temp, store, "a", "app");
-        ImageRecord other = ImportOne(temp, store, "b", "other");
-        string hint = HintPath(store, "app:latest");
+        var (store, app, other) = AppAndOther(temp);
+        string hint = store.NameHintPath("app:latest");
         Assert.That(File.ReadAllText(hint), Is.EqualTo(Hex(app)));
 
         File.WriteAllText(hint, Hex(other)); // points at an image without the name (a crash between the two writes)
@@ -693,7 +693,7 @@ public class ImageStoreTests
         // prune gives such a store its hints
         store.Prune();
         Assert.That(File.ReadAllText(hint), Is.EqualTo(Hex(app)));
-        Assert.That(File.ReadAllText(HintPath(store, "other:latest")), Is.EqualTo(Hex(other)));
+        Assert.That(File.ReadAllText(store.NameHintPath("other:latest")), Is.EqualTo(Hex(other)));
     }
 
     [Test]
@@ -703,7 +703,7 @@ public class ImageStoreTests
         var store = new ImageStore(temp.Combine("store"));
         ImageRecord first = ImportOne(temp, store, "a", "app");
         ImageRecord second = ImportOne(temp, store, "b", "app:latest");
-        string hint = HintPath(store, "app:latest");
+        string hint = store.NameHintPath("app:latest");
         Assert.That(File.ReadAllText(hint), Is.EqualTo(Hex(second)), "the name moved, its hint with it");
         Assert.That(store.Find("app")!.Digest, Is.EqualTo(second.Digest));
         Assert.That(store.Find(first.Digest)!.Names, Is.Empty);
@@ -712,10 +712,10 @@ public class ImageStoreTests
         Assert.That(store.Remove("app"), Is.True, "one of its two names");
         Assert.That(File.Exists(hint), Is.False);
         Assert.That(store.Find("app"), Is.Null);
-        Assert.That(File.ReadAllText(HintPath(store, "app:2")), Is.EqualTo(Hex(second)));
+        Assert.That(File.ReadAllText(store.NameHintPath("app:2")), Is.EqualTo(Hex(second)));
 
         Assert.That(store.Remove(Hex(second)[..12]), Is.True, "the record, by digest");
-        Assert.That(File.Exists(HintPath(store, "app:2")), Is.False);
+        Assert.That(File.Exists(store.NameHintPath("app:2")), Is.False);
         Assert.That(store.Find("app:2"), Is.Null);
     }
 }

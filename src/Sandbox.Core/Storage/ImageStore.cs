@@ -554,11 +554,7 @@ public sealed class ImageStore
         if (!ImageName.TryNormalize(query, out string? normalized))
             return null;
         string familiar = ImageName.Familiar(normalized);
-        byte[]? hint = ReadingStore(() => FileSystemCalls.TryReadAllBytes(NameHintPath(familiar)));
-        if (hint is not { Length: 64 })
-            return null;
-        string hex = Encoding.ASCII.GetString(hint);
-        if (!Digest.IsLowerHex(hex))
+        if (ReadingStore(() => ReadNameHint(familiar)) is not string hex)
             return null;
         string file = Path.Combine(ImagesDir, hex + ".json");
         byte[]? bytes = ReadingStore(() => FileSystemCalls.TryReadAllBytes(file));
@@ -568,19 +564,28 @@ public sealed class ImageStore
         return record.Names.Any(n => ImageName.Familiar(n) == familiar) ? record : null;
     }
 
-    private string NameHintPath(string familiar) =>
+    /// <summary>names/KEY for a name's familiar form (<see cref="ImageName.Familiar"/>).</summary>
+    internal string NameHintPath(string familiar) =>
         Path.Combine(NamesDir, string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{StableHash.Fnv1a(familiar):x16}"));
+
+    /// <summary>The image hex a name's hint holds; null when there is none or it holds anything else.</summary>
+    private string? ReadNameHint(string familiar)
+    {
+        byte[]? hint = FileSystemCalls.TryReadAllBytes(NameHintPath(familiar));
+        if (hint is not { Length: 64 })
+            return null;
+        string hex = Encoding.ASCII.GetString(hint);
+        return Digest.IsLowerHex(hex) ? hex : null;
+    }
 
     /// <summary>Points the hints of <paramref name="record"/>'s names at it (after its record is written).</summary>
     private void WriteNameHints(StoredImage record, bool onlyWhereWrong = false)
     {
         string hex = Digest.Parse(record.Digest, "record").Hex;
-        foreach (string name in record.Names)
+        foreach (string familiar in record.Names.Select(ImageName.Familiar))
         {
-            string path = NameHintPath(ImageName.Familiar(name));
-            if (onlyWhereWrong && FileSystemCalls.TryReadAllBytes(path) is byte[] hint && Encoding.ASCII.GetString(hint) == hex)
-                continue;
-            WriteJsonAtomic(path, Encoding.ASCII.GetBytes(hex));
+            if (!onlyWhereWrong || ReadNameHint(familiar) != hex)
+                WriteJsonAtomic(NameHintPath(familiar), Encoding.ASCII.GetBytes(hex));
         }
     }
 
@@ -588,11 +593,10 @@ public sealed class ImageStore
     private void RemoveNameHints(StoredImage record, IEnumerable<string> names)
     {
         string hex = Digest.Parse(record.Digest, "record").Hex;
-        foreach (string name in names)
+        foreach (string familiar in names.Select(ImageName.Familiar))
         {
-            string path = NameHintPath(ImageName.Familiar(name));
-            if (FileSystemCalls.TryReadAllBytes(path) is byte[] hint && Encoding.ASCII.GetString(hint) == hex)
-                FileSystemCalls.Unlink(path, directory: false);
+            if (ReadNameHint(familiar) == hex)
+                FileSystemCalls.Unlink(NameHintPath(familiar), directory: false);
         }
     }
 
