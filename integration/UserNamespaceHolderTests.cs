@@ -48,8 +48,10 @@ public sealed class UserNamespaceHolderTests
         Assert.That(File.ReadAllText($"/proc/{holder}/comm").Trim(), Is.EqualTo("sandbox-userns"));
         string held = new FileInfo($"/proc/{holder}/ns/user").LinkTarget!;
         Assert.That(held, Is.Not.EqualTo(UserNamespaceOf(a)).And.Not.EqualTo(UserNamespaceOf(b)));
-        // It holds nothing of its caller's: no pipe of ours (we read our stdout to EOF above).
-        var fds = Directory.GetFiles($"/proc/{holder}/fd").Select(f => new FileInfo(f).LinkTarget).ToList();
+        // It holds nothing of its caller's: no pipe of ours (we read our stdout to EOF above). Once
+        // it has made its spare, that is, as it uses a pipe of its own meanwhile.
+        WaitForSpare(holder);
+        var fds = FileDescriptorsOf(holder);
         Assert.That(fds, Has.None.Contains("pipe:"), string.Join(", ", fds));
 
         // Through both levels, ids land where newuidmap would have put them.
@@ -59,6 +61,77 @@ public sealed class UserNamespaceHolderTests
         Assert.That(uid, Is.EqualTo(_range.SubordinateUids.Start + 999));
         Assert.That(gid, Is.EqualTo(_range.SubordinateGids!.Start + 1000));
         Assert.That(SingleHolder(tmp), Is.EqualTo(holder), "the third run reused the holder");
+    }
+
+    [Test]
+    public void TheNextSandboxGetsTheUserAndNetworkNamespacesTheHolderMadeAheadOfTime()
+    {
+        Require.Command("/bin/busybox");
+        using var tmp = new HolderDir();
+        Assert.That(Run(tmp, "true").ExitCode, Is.EqualTo(0));
+        int holder = SingleHolder(tmp);
+        (string user, string network) = WaitForSpare(holder);
+
+        // NET_ADMIN: root in the sandbox must own its network namespace, as without a spare. It stays
+        // a while, so that its namespaces' inodes cannot be reused by the holder's next spare.
+        const string Script = "readlink /proc/self/ns/user /proc/self/ns/net; cat /proc/self/uid_map; " +
+                              "/bin/busybox ip link set lo mtu 1280 && /bin/busybox ip link show lo && sleep 2";
+        Task<CliResult> running = Task.Run(() => Run(tmp, Script, options: ["--cap-add", "NET_ADMIN"]));
+
+        // A spare goes to one sandbox only: the holder makes the next one, and the next run gets that.
+        (string nextUser, string nextNetwork) = WaitForSpare(holder, other: user);
+        Assert.That(nextNetwork, Is.Not.EqualTo(network));
+        CliResult second = running.Result;
+        Assert.That(second.ExitCode, Is.EqualTo(0), second.ToString());
+        string[] lines = second.StdoutText.Split('\n');
+        Assert.That(lines[0], Is.EqualTo(user), "the sandbox's user namespace is the spare's");
+        Assert.That(lines[1], Is.EqualTo(network), "the sandbox's network namespace is the spare's");
+        Assert.That(string.Join(' ', lines[2].Split(' ', StringSplitOptions.RemoveEmptyEntries)), Is.EqualTo("0 0 1"), "nested in the held namespace");
+        Assert.That(second.StdoutText, Does.Contain("lo: <LOOPBACK,UP,LOWER_UP> mtu 1280"), "loopback up, and ours to change");
+
+        CliResult third = Run(tmp, "readlink /proc/self/ns/user /proc/self/ns/net");
+        Assert.That(third.ExitCode, Is.EqualTo(0), third.ToString());
+        Assert.That(third.StdoutText, Is.EqualTo($"{nextUser}\n{nextNetwork}\n"));
+        Assert.That(SingleHolder(tmp), Is.EqualTo(holder));
+    }
+
+    [Test]
+    public void ASpareThatIsNotNestedInTheHeldNamespaceIsNotJoined()
+    {
+        using var tmp = new HolderDir();
+        Assert.That(Run(tmp, "true").ExitCode, Is.EqualTo(0));
+        int holder = SingleHolder(tmp);
+        string socket = Directory.GetFiles(SocketDirectory(tmp), "userns-*.sock").Single();
+        // The held namespace stays ours to offer (this fd keeps it) after its holder is gone.
+        using var held = File.OpenHandle($"/proc/{holder}/ns/user");
+        Kill(holder);
+
+        // A user namespace of ours with a network namespace, but a direct child of ours rather than
+        // of the held one, and without a map: joining it would run the sandbox as nobody.
+        using var unshare = System.Diagnostics.Process.Start("unshare", ["--user", "--net", "sleep", "60"])!;
+        try
+        {
+            string ours = new FileInfo("/proc/self/ns/user").LinkTarget!;
+            Assert.That(HostProcesses.WaitUntil(() => new FileInfo($"/proc/{unshare.Id}/ns/user").LinkTarget != ours, TimeSpan.FromSeconds(5)), Is.True);
+            using var bogusUser = File.OpenHandle($"/proc/{unshare.Id}/ns/user");
+            using var bogusNetwork = File.OpenHandle($"/proc/{unshare.Id}/ns/net");
+            var (impostor, serving) = Impostor(socket, connection => FileDescriptorPassing.Send((int)connection.Handle, 'p',
+                (int)held.DangerousGetHandle(), (int)bogusUser.DangerousGetHandle(), (int)bogusNetwork.DangerousGetHandle()));
+            using Socket listening = impostor;
+
+            CliResult r = Run(tmp, "readlink /proc/self/ns/net; " + PrintIds);
+            Assert.That(serving.Wait(TimeSpan.FromSeconds(5)), Is.True, "the run took what was offered");
+            Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+            string[] lines = r.StdoutText.Split('\n');
+            Assert.That(lines[0], Is.Not.EqualTo(new FileInfo($"/proc/{unshare.Id}/ns/net").LinkTarget), "not the offered network namespace");
+            Assert.That(lines[1], Is.Not.EqualTo(new FileInfo($"/proc/{unshare.Id}/ns/user").LinkTarget), "not the offered user namespace");
+            Assert.That(string.Join(' ', lines[2].Split(' ', StringSplitOptions.RemoveEmptyEntries)), Is.EqualTo("0 0 1"), "nested in the held namespace, as without a spare");
+        }
+        finally
+        {
+            unshare.Kill();
+            unshare.WaitForExit();
+        }
     }
 
     [Test]
@@ -219,6 +292,27 @@ public sealed class UserNamespaceHolderTests
         }));
     }
 
+    /// <summary>
+    /// The holder's spare once it has one (its user and network namespaces besides the held one), as
+    /// /proc shows them; one whose user namespace is not <paramref name="other"/>, when given.
+    /// </summary>
+    private static (string User, string Network) WaitForSpare(int holder, string? other = null)
+    {
+        string held = new FileInfo($"/proc/{holder}/ns/user").LinkTarget!;
+        List<string?> fds = [];
+        bool made = HostProcesses.WaitUntil(() =>
+        {
+            fds = FileDescriptorsOf(holder);
+            return fds.Count(f => f!.StartsWith("user:", StringComparison.Ordinal) && f != held && f != other) == 1 &&
+                   fds.Count(f => f!.StartsWith("net:", StringComparison.Ordinal)) == 1 && !fds.Any(f => f!.StartsWith("pipe:", StringComparison.Ordinal));
+        }, TimeSpan.FromSeconds(10));
+        Assert.That(made, Is.True, "the holder should make a spare while idle: " + string.Join(", ", fds));
+        return (fds.Single(f => f!.StartsWith("user:", StringComparison.Ordinal) && f != held)!, fds.Single(f => f!.StartsWith("net:", StringComparison.Ordinal))!);
+    }
+
+    private static List<string?> FileDescriptorsOf(int pid) =>
+        Directory.GetFiles($"/proc/{pid}/fd").Select(f => new FileInfo(f).LinkTarget).Where(t => t is not null).ToList();
+
     private static void Kill(int holder)
     {
         HostProcesses.Signal(holder, "KILL");
@@ -318,7 +412,7 @@ public sealed class UserNamespaceHolderTests
     }
 }
 
-/// <summary>sendmsg(2) with one SCM_RIGHTS fd, which .NET's Socket cannot send.</summary>
+/// <summary>sendmsg(2) with SCM_RIGHTS fds, which .NET's Socket cannot send.</summary>
 internal static class FileDescriptorPassing
 {
     [StructLayout(LayoutKind.Sequential)]
@@ -343,23 +437,28 @@ internal static class FileDescriptorPassing
     [DllImport("libc", SetLastError = true)]
     private static extern nint sendmsg(int socket, ref MessageHeader message, int flags);
 
-    public static void Send(int socket, int fd)
+    public static void Send(int socket, int fd) => Send(socket, 'n', fd);
+
+    /// <summary>One byte, <paramref name="tag"/>, with <paramref name="fds"/>: as a holder hands over ('n': its namespace; 'p': with a spare).</summary>
+    public static void Send(int socket, char tag, params int[] fds)
     {
-        // struct cmsghdr { size_t len = CMSG_LEN(4) = 20; int level = SOL_SOCKET; int type = SCM_RIGHTS; } + fd, padded to 24.
-        IntPtr control = Marshal.AllocHGlobal(24);
+        // struct cmsghdr { size_t len = CMSG_LEN(4n) = 16 + 4n; int level = SOL_SOCKET; int type = SCM_RIGHTS; } + the fds, padded to 8.
+        int length = 16 + 4 * fds.Length, space = (length + 7) & ~7;
+        IntPtr control = Marshal.AllocHGlobal(space);
         IntPtr data = Marshal.AllocHGlobal(8);
         IntPtr iov = Marshal.AllocHGlobal(Marshal.SizeOf<IoVector>());
         try
         {
-            for (int i = 0; i < 24; i++)
+            for (int i = 0; i < space; i++)
                 Marshal.WriteByte(control, i, 0);
-            Marshal.WriteInt64(control, 0, 20);
+            Marshal.WriteInt64(control, 0, length);
             Marshal.WriteInt32(control, 8, 1);
             Marshal.WriteInt32(control, 12, 1);
-            Marshal.WriteInt32(control, 16, fd);
-            Marshal.WriteByte(data, (byte)'n');
+            for (int i = 0; i < fds.Length; i++)
+                Marshal.WriteInt32(control, 16 + 4 * i, fds[i]);
+            Marshal.WriteByte(data, (byte)tag);
             Marshal.StructureToPtr(new IoVector { Base = data, Length = 1 }, iov, false);
-            var message = new MessageHeader { Iov = iov, IovLength = 1, Control = control, ControlLength = 24 };
+            var message = new MessageHeader { Iov = iov, IovLength = 1, Control = control, ControlLength = (nuint)space };
             Assert.That(sendmsg(socket, ref message, 0), Is.EqualTo((nint)1), $"sendmsg: errno {Marshal.GetLastPInvokeError()}");
         }
         finally

@@ -89,6 +89,15 @@ public class UserNamespaceHolderTests
     }
 
     [Test]
+    public void TheHolderIsToldItsIdleTimeAndTheNestedMapsOfItsSpares()
+    {
+        var range = Range with { SubordinateGids = new IdRange(200000, 1000) };
+        Assert.That(UserNamespaceHolder.HolderArguments(range, 300),
+            Is.EqualTo(new[] { "sandbox-init", "--hold-userns", "300", "0 0 1\n1 1 65536\n", "0 0 1\n1 1 1000\n" }),
+            "the spares' maps are the held namespace's ids one to one, as a sandbox's nested map (NestedMap)");
+    }
+
+    [Test]
     public void TheSocketNameFollowsTheMapAndATooLongPathGivesNone()
     {
         string? one = UserNamespaceHolder.SocketPath("/run/user/1000/sandbox", Range);
@@ -120,11 +129,11 @@ public class UserNamespaceHolderTests
         string root = Directory.CreateTempSubdirectory("holder-").FullName;
         try
         {
-            Assert.That(NativeExecutor.UserNamespaceFetch(Path.Combine(root, "none.sock")), Is.EqualTo(-2), "ENOENT");
+            Assert.That(NativeExecutor.UserNamespaceFetch(Path.Combine(root, "none.sock"), out _, out _), Is.EqualTo(-2), "ENOENT");
             int listening = NativeExecutor.UserNamespaceListen(Path.Combine(root, "closed.sock"));
             Assert.That(listening, Is.GreaterThanOrEqualTo(0));
             Tmds.Linux.LibC.close(listening);
-            Assert.That(NativeExecutor.UserNamespaceFetch(Path.Combine(root, "closed.sock")), Is.EqualTo(-111), "ECONNREFUSED");
+            Assert.That(NativeExecutor.UserNamespaceFetch(Path.Combine(root, "closed.sock"), out _, out _), Is.EqualTo(-111), "ECONNREFUSED");
         }
         finally
         {

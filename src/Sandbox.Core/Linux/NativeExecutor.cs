@@ -91,6 +91,9 @@ internal unsafe struct NativeSpawnArgs
     public int JoinedPidfd;
     public byte* NestedUidMap;
     public byte* NestedGidMap;
+    public int SpareUserNamespaceFd;
+    public int SpareNetworkNamespaceFd;
+    public int SpareJoined;
 }
 
 /// <summary>struct sbx_holder_args: the holder of a user namespace, before it execs.</summary>
@@ -165,7 +168,7 @@ internal unsafe struct NativeFileArgs
 internal static unsafe partial class NativeExecutor
 {
     public const string LibraryName = "libsandbox_exec.so";
-    internal const int ExpectedAbiVersion = 10;
+    internal const int ExpectedAbiVersion = 11;
 
     /// <summary>
     /// The executor's entry points, bound with dlopen/dlsym (NativeLibrary) from the directory this
@@ -189,7 +192,7 @@ internal static unsafe partial class NativeExecutor
         public static readonly delegate* unmanaged<NativeHolderArgs*, int*, int> HolderSpawn = (delegate* unmanaged<NativeHolderArgs*, int*, int>)Get("sbx_holder_spawn");
         public static readonly delegate* unmanaged<int, int> ExecutableCopy = (delegate* unmanaged<int, int>)Get("sbx_executable_copy");
         public static readonly delegate* unmanaged<byte*, int> UserNamespaceListen = (delegate* unmanaged<byte*, int>)Get("sbx_userns_listen");
-        public static readonly delegate* unmanaged<byte*, int> UserNamespaceFetch = (delegate* unmanaged<byte*, int>)Get("sbx_userns_fetch");
+        public static readonly delegate* unmanaged<byte*, int*, int*, int> UserNamespaceFetch = (delegate* unmanaged<byte*, int*, int*, int>)Get("sbx_userns_fetch");
         public static readonly delegate* unmanaged<int, int> UserNamespaceVerify = (delegate* unmanaged<int, int>)Get("sbx_userns_verify");
         public static readonly delegate* unmanaged<int, byte**, byte***, int*, byte*, int, void> RunHelpers =
             (delegate* unmanaged<int, byte**, byte***, int*, byte*, int, void>)Get("sbx_run_helpers");
@@ -255,11 +258,17 @@ internal static unsafe partial class NativeExecutor
         return Exports.UserNamespaceListen(arena.String(path));
     }
 
-    /// <summary>The user namespace a holder at <paramref name="path"/> hands over, verified; or -errno.</summary>
-    public static int UserNamespaceFetch(string path)
+    /// <summary>
+    /// The user namespace a holder at <paramref name="path"/> hands over, verified; or -errno. With it,
+    /// the spare's user and network namespaces when the holder had one and it passed the check, else -1.
+    /// </summary>
+    public static int UserNamespaceFetch(string path, out int spareUser, out int spareNetwork)
     {
         using var arena = new NativeArena();
-        return Exports.UserNamespaceFetch(arena.String(path));
+        int user = -1, network = -1;
+        int rc = Exports.UserNamespaceFetch(arena.String(path), &user, &network);
+        (spareUser, spareNetwork) = (user, network);
+        return rc;
     }
 
     /// <summary>0 when <paramref name="fd"/> is a user namespace a holder of ours may offer, else -errno.</summary>

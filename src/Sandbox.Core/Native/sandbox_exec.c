@@ -50,7 +50,8 @@
 
 #define SBX_EXPORT __attribute__((visibility("default")))
 // 10: struct sbx_report carries CPU times (32 bytes; sandbox_protocol.h).
-#define SBX_ABI_VERSION 10
+// 11: a holder hands over a spare user and network namespace (sbx_userns_fetch, sbx_spawn_args).
+#define SBX_ABI_VERSION 11
 
 // ---- raw system calls: never touch errno (see header comment) -------------------------------
 #include "sandbox_syscall.h"
@@ -149,6 +150,11 @@ struct sbx_spawn_args {
     int32_t joined_pidfd;
     const char *nested_uid_map;   // the nested user namespace's maps, in the held namespace's ids
     const char *nested_gid_map;
+    // A spare from the holder (sandbox_init.c, "spares"), or -1: a user namespace nested in the held
+    // one, with the nested maps written, and a network namespace it owns, loopback up.
+    int32_t spare_userns_fd;
+    int32_t spare_netns_fd;
+    int32_t spare_joined;         // set by the joining child: PID 1 is in the spare's user namespace
 };
 
 #include "sandbox_protocol.h"
@@ -646,6 +652,10 @@ static int init_main(void *arg)
     // Every signal is blocked (the parent blocked them around clone) and stays blocked through the
     // exec of sandbox-init, which takes them from a signalfd.
     reset_signal_dispositions();
+    // The spare's network namespace, before arrange_fds closes our copy of its fd. Should that fail,
+    // we make one below as without a spare.
+    int net_joined = (a->clone_flags & CLONE_NEWNET) && a->spare_joined &&
+                     SYS2(SYS_setns, a->spare_netns_fd, CLONE_NEWNET) == 0;
     if (arrange_fds(a) < 0)
         raw_exit(125);
 
@@ -654,7 +664,7 @@ static int init_main(void *arg)
     // parent writes our id maps (newuidmap and newgidmap take about 2 ms) instead of before. The new
     // user namespace's capabilities are ours already, whether or not the maps are written yet
     // (user_namespaces(7), "Capabilities"), and it owns the network namespace either way.
-    if (a->clone_flags & CLONE_NEWNET) {
+    if ((a->clone_flags & CLONE_NEWNET) && !net_joined) {
         long rc = SYS1(SYS_unshare, CLONE_NEWNET);
         if (rc < 0) {
             report(SBX_FD_REPORT, SBX_REPORT_SETUP_FAILED, a->op_count + 2, (int)-rc, 0);
@@ -670,6 +680,10 @@ static int init_main(void *arg)
     for (int i = 0; i < a->op_count; i++) {
         const struct sbx_op *op = &a->ops[i];
         int rc;
+        // A spare's loopback is up already (the holder brought it up); SIOCSIFFLAGS would only
+        // wait for the RTNL lock, which the holder's next spare or a torn-down namespace may hold.
+        if (op->kind == SBX_OP_LOOPBACK_UP && net_joined)
+            continue;
         if (op->kind == SBX_OP_RUN) {
             int status = 0;
             rc = step_run(op, a, &status);
@@ -780,6 +794,13 @@ static int clone_blocked(int (*fn)(void *), char *stack_top, uint64_t flags, voi
 // and uses its thread-local errno (glibc's clone() writes it). The joining child clones PID 1 with
 // CLONE_PARENT, which makes PID 1 our child as before (its exit signal is the joiner's, SIGCHLD),
 // writes PID 1's maps, and exits.
+//
+// With a spare from the holder (its user namespace already nested in the held one, its maps already
+// written), the joining child joins the spare's user namespace instead and clones PID 1 without
+// CLONE_NEWUSER; PID 1 joins the spare's network namespace instead of making one. setns(2) lets us
+// in: the spare's owner is our uid and its parent's parent is our namespace, which gives us every
+// capability in it (kernel/capability.c: cap_capable() walks up to the namespace whose parent is
+// ours). Should joining the spare fail, the held namespace is joined as before.
 
 static long write_map(int pid, const char *file, const char *map)
 {
@@ -802,6 +823,19 @@ static long write_map(int pid, const char *file, const char *map)
 static int join_main(void *arg)
 {
     struct sbx_spawn_args *a = arg;
+    if (a->spare_userns_fd >= 0 && SYS2(SYS_setns, a->spare_userns_fd, CLONE_NEWUSER) == 0) {
+        a->spare_joined = 1;
+        int pidfd = -1;
+        uint64_t flags = a->clone_flags & ~(uint64_t)(CLONE_NEWNET | CLONE_NEWUSER);
+        int pid = clone(init_main, a->stack + a->stack_size, (int)flags | CLONE_VM | CLONE_PIDFD | CLONE_PARENT | SIGCHLD, a, &pidfd);
+        if (pid < 0) {
+            a->join_error = errno;
+            return 0;
+        }
+        a->joined_pid = pid;
+        a->joined_pidfd = pidfd;
+        return 0;
+    }
     long rc = SYS2(SYS_setns, a->userns_fd, CLONE_NEWUSER);
     if (rc < 0) {
         a->join_error = (int)-rc;
@@ -857,6 +891,7 @@ static int spawn_in_held_userns(struct sbx_spawn_args *args, int *pidfd_out)
 
 SBX_EXPORT int sbx_spawn(struct sbx_spawn_args *args, int *pidfd_out)
 {
+    args->spare_joined = 0;
     if (args->userns_fd >= 0)
         return spawn_in_held_userns(args, pidfd_out);
     // CLONE_NEWNET is left to the child (init_main).
@@ -1027,10 +1062,44 @@ SBX_EXPORT int sbx_userns_verify(int fd)
     return theirs.st_dev == ours.st_dev && theirs.st_ino == ours.st_ino ? 0 : -EPERM;
 }
 
+// Whether fds a and b are the same namespace (nsfs: one inode per namespace).
+static int same_namespace(int a, int b)
+{
+    struct stat sa, sb;
+    return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+// 0 when user and net are a spare of the held namespace held: a user namespace of our uid nested in
+// held, and a network namespace owned by that one (so root in the sandbox has CAP_NET_ADMIN over
+// it). Anything else is not joined.
+static int spare_verify(int held, int user, int net)
+{
+    if (ioctl(user, NS_GET_NSTYPE) != CLONE_NEWUSER || ioctl(net, NS_GET_NSTYPE) != CLONE_NEWNET)
+        return -EINVAL;
+    uid_t owner = (uid_t)-1;
+    if (ioctl(user, NS_GET_OWNER_UID, &owner) != 0 || owner != geteuid())
+        return -EPERM;
+    int parent = ioctl(user, NS_GET_PARENT);
+    if (parent < 0)
+        return -EPERM;
+    int nested = same_namespace(parent, held);
+    close(parent);
+    int owning = ioctl(net, NS_GET_USERNS);
+    if (owning < 0)
+        return -EPERM;
+    int owned = same_namespace(owning, user);
+    close(owning);
+    return nested && owned ? 0 : -EPERM;
+}
+
 // Connects to a holder at path and returns the user namespace fd it hands over (close-on-exec),
 // verified by sbx_userns_verify; or -errno: -ENOENT or -ECONNREFUSED when no holder listens there.
-SBX_EXPORT int sbx_userns_fetch(const char *path)
+// When the holder also hands over a spare that spare_verify accepts, *spare_userns and *spare_netns
+// get its fds (close-on-exec); else they are -1.
+SBX_EXPORT int sbx_userns_fetch(const char *path, int *spare_userns, int *spare_netns)
 {
+    *spare_userns = -1;
+    *spare_netns = -1;
     struct sockaddr_un address;
     int fd = unix_socket(path, &address);
     if (fd < 0)
@@ -1047,7 +1116,7 @@ SBX_EXPORT int sbx_userns_fetch(const char *path)
     struct iovec iov = {&byte, 1};
     union {
         struct cmsghdr header;
-        char space[CMSG_SPACE(sizeof(int))];
+        char space[CMSG_SPACE(3 * sizeof(int))];
     } control;
     memset(&control, 0, sizeof control);
     struct msghdr message = {0};
@@ -1064,16 +1133,32 @@ SBX_EXPORT int sbx_userns_fetch(const char *path)
     if (n < 0)
         return -err;
     struct cmsghdr *c = CMSG_FIRSTHDR(&message);
-    if (c == NULL || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+    if (c == NULL || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
         return -EPROTO;
-    int ns;
-    memcpy(&ns, CMSG_DATA(c), sizeof ns);
-    int rc = n == 1 ? sbx_userns_verify(ns) : -EPROTO;
+    // Every fd the kernel installed is closed unless it is taken (at most 3 fit in our buffer;
+    // more would have been closed by the kernel, with MSG_CTRUNC).
+    int fds[3] = {-1, -1, -1};
+    size_t bytes = c->cmsg_len >= CMSG_LEN(0) ? c->cmsg_len - CMSG_LEN(0) : 0;
+    int count = bytes / sizeof(int) > 3 ? 3 : (int)(bytes / sizeof(int));
+    if (count == 0)
+        return -EPROTO;
+    memcpy(fds, CMSG_DATA(c), count * sizeof(int));
+    int rc = n != 1 || (message.msg_flags & MSG_CTRUNC) || (count != 1 && count != 3) ? -EPROTO : sbx_userns_verify(fds[0]);
     if (rc < 0) {
-        close(ns);
+        for (int i = 0; i < count; i++)
+            close(fds[i]);
         return rc;
     }
-    return ns;
+    if (count == 3) {
+        if (byte == 'p' && spare_verify(fds[0], fds[1], fds[2]) == 0) {
+            *spare_userns = fds[1];
+            *spare_netns = fds[2];
+        } else {
+            close(fds[1]);
+            close(fds[2]);
+        }
+    }
+    return fds[0];
 }
 
 // Waits for PID 1 to exit and returns its wait status and rusage (which includes the payload and

@@ -63,14 +63,21 @@ internal static unsafe class Launcher
             var started = Stopwatch.GetTimestamp();
             bool mapsWritten = false;
             int pid;
-            using (SafeFileHandle? held = HeldUserNamespace(plan))
+            using (HeldUserNamespace? held = HeldUserNamespace(plan))
             {
                 args->UserNamespaceFd = -1;
+                args->SpareUserNamespaceFd = -1;
+                args->SpareNetworkNamespaceFd = -1;
                 if (held is not null)
                 {
-                    args->UserNamespaceFd = (int)held.DangerousGetHandle();
+                    args->UserNamespaceFd = (int)held.Held.DangerousGetHandle();
                     args->NestedUidMap = arena.String(UserNamespaceHolder.NestedMap(plan.IdMaps.SubordinateUids!));
                     args->NestedGidMap = arena.String(UserNamespaceHolder.NestedMap(plan.IdMaps.SubordinateGids!));
+                    if (held is { SpareUser: { } spareUser, SpareNetwork: { } spareNetwork })
+                    {
+                        args->SpareUserNamespaceFd = (int)spareUser.DangerousGetHandle();
+                        args->SpareNetworkNamespaceFd = (int)spareNetwork.DangerousGetHandle();
+                    }
                 }
                 pid = NativeExecutor.Spawn(args, out pidfd);
                 mapsWritten = held is not null && pid > 0;
@@ -78,6 +85,8 @@ internal static unsafe class Launcher
                 {
                     // Do without the holder: the way that needs none reports any failure it shares.
                     args->UserNamespaceFd = -1;
+                    args->SpareUserNamespaceFd = -1;
+                    args->SpareNetworkNamespaceFd = -1;
                     pid = NativeExecutor.Spawn(args, out pidfd);
                 }
             }
@@ -139,8 +148,9 @@ internal static unsafe class Launcher
     }
 
     // A subordinate range's maps come from a held user namespace when one can be had: PID 1 gets a
-    // user namespace nested in it, whose maps the executor writes, with no newuidmap or newgidmap.
-    private static SafeFileHandle? HeldUserNamespace(RuntimePlan plan) =>
+    // user namespace nested in it, whose maps the executor writes, with no newuidmap or newgidmap;
+    // or the holder's spare, made ahead of time with its network namespace.
+    private static HeldUserNamespace? HeldUserNamespace(RuntimePlan plan) =>
         plan.Namespaces.HasFlag(NamespaceSet.User) && plan.IdMaps.Kind == IdMapKind.SubordinateRange
             ? UserNamespaceHolder.TryAcquire(plan.IdMaps)
             : null;

@@ -18,6 +18,11 @@ namespace Sandbox.Runtime;
 /// idle. Whatever goes wrong here, the caller does without a holder (null), as before it existed;
 /// only a malformed <see cref="IdleVariable"/> is an error.
 /// </para>
+/// <para>
+/// Given the nested maps, the holder also makes the next sandbox's user namespace and network
+/// namespace while no one waits (a spare, sandbox_init.c): a new network namespace is the slowest
+/// part of a start (0.6 ms here). Each spare goes to one sandbox only.
+/// </para>
 /// </summary>
 internal static unsafe class UserNamespaceHolder
 {
@@ -32,9 +37,10 @@ internal static unsafe class UserNamespaceHolder
 
     /// <summary>
     /// A user namespace that holds <paramref name="plan"/>'s map (<see cref="IdMapKind.SubordinateRange"/>),
-    /// from the running holder or from one started now; null when holders are off or one cannot be had.
+    /// from the running holder (with its spare, when it has one) or from one started now; null when
+    /// holders are off or one cannot be had.
     /// </summary>
-    public static SafeFileHandle? TryAcquire(IdMapPlan plan, Func<string, string?>? env = null)
+    public static HeldUserNamespace? TryAcquire(IdMapPlan plan, Func<string, string?>? env = null)
     {
         env ??= Environment.GetEnvironmentVariable;
         if (plan.Kind != IdMapKind.SubordinateRange)
@@ -48,9 +54,8 @@ internal static unsafe class UserNamespaceHolder
             return null;
         // What a holder hands over is checked (sbx_userns_verify) whoever made the socket, so the
         // directory is checked only before we put a socket there.
-        int fd = NativeExecutor.UserNamespaceFetch(socket);
-        if (fd >= 0)
-            return new SafeFileHandle(fd, ownsHandle: true);
+        if (Fetch(socket) is HeldUserNamespace running)
+            return running;
         if (!IsPrivateDirectory(dir, Syscalls.EffectiveUserId))
             return null;
         try
@@ -62,9 +67,8 @@ internal static unsafe class UserNamespaceHolder
             using FileLock? held = FileLock.TryAcquire(Path.Combine(dir, "userns.lock"), exclusive: true, LockWait);
             if (held is null)
                 return null;
-            fd = NativeExecutor.UserNamespaceFetch(socket);
-            if (fd >= 0)
-                return new SafeFileHandle(fd, ownsHandle: true);
+            if (Fetch(socket) is HeldUserNamespace started)
+                return started;
             FileSystemCalls.Unlink(socket, directory: false);
             int listening = NativeExecutor.UserNamespaceListen(socket);
             if (listening < 0)
@@ -76,6 +80,17 @@ internal static unsafe class UserNamespaceHolder
         {
             return null;
         }
+    }
+
+    /// <summary>What the holder listening at <paramref name="socket"/> hands over; null when none answers.</summary>
+    internal static HeldUserNamespace? Fetch(string socket)
+    {
+        int fd = NativeExecutor.UserNamespaceFetch(socket, out int spareUser, out int spareNetwork);
+        if (fd < 0)
+            return null;
+        return new HeldUserNamespace(new SafeFileHandle(fd, ownsHandle: true),
+            spareUser >= 0 ? new SafeFileHandle(spareUser, ownsHandle: true) : null,
+            spareNetwork >= 0 ? new SafeFileHandle(spareNetwork, ownsHandle: true) : null);
     }
 
     /// <summary>
@@ -139,7 +154,12 @@ internal static unsafe class UserNamespaceHolder
         }
     }
 
-    private static SafeFileHandle? StartHolder(IdMapPlan plan, SafeFileHandle listener, int idleSeconds)
+    /// <summary>sandbox-init's arguments as a holder: its idle time, and the nested maps its spares get.</summary>
+    internal static string[] HolderArguments(IdMapPlan plan, int idleSeconds) =>
+        ["sandbox-init", "--hold-userns", idleSeconds.ToString(CultureInfo.InvariantCulture),
+         NestedMap(plan.SubordinateUids!), NestedMap(plan.SubordinateGids!)];
+
+    private static HeldUserNamespace? StartHolder(IdMapPlan plan, SafeFileHandle listener, int idleSeconds)
     {
         using var arena = new NativeArena();
         var (syncRead, syncWrite) = Syscalls.CreatePipe();
@@ -150,7 +170,7 @@ internal static unsafe class UserNamespaceHolder
             using (statusRead)
             using (statusWrite)
             {
-                int pid = SpawnStarter(arena, syncRead, statusWrite, listener, idleSeconds, out int pidfd);
+                int pid = SpawnStarter(arena, plan, syncRead, statusWrite, listener, idleSeconds, out int pidfd);
                 if (pid < 0)
                     return null;
                 // The starter has its own copies; ours must go, or the status pipe's EOF never comes.
@@ -161,7 +181,7 @@ internal static unsafe class UserNamespaceHolder
         }
     }
 
-    private static int SpawnStarter(NativeArena arena, SafeFileHandle syncRead, SafeFileHandle statusWrite, SafeFileHandle listener, int idleSeconds, out int pidfd)
+    private static int SpawnStarter(NativeArena arena, IdMapPlan plan, SafeFileHandle syncRead, SafeFileHandle statusWrite, SafeFileHandle listener, int idleSeconds, out int pidfd)
     {
         using SafeFileHandle init = Syscalls.OpenReadOnly(NativeExecutor.InitPath);
         int copy = NativeExecutor.ExecutableCopy((int)init.DangerousGetHandle());
@@ -171,14 +191,14 @@ internal static unsafe class UserNamespaceHolder
         args->StatusFd = (int)statusWrite.DangerousGetHandle();
         args->ListenFd = (int)listener.DangerousGetHandle();
         args->InitFd = (int)(executable ?? init).DangerousGetHandle();
-        args->Argv = arena.StringArray(["sandbox-init", "--hold-userns", idleSeconds.ToString(CultureInfo.InvariantCulture)]);
+        args->Argv = arena.StringArray(HolderArguments(plan, idleSeconds));
         args->StackSize = HolderStackSize;
         args->Stack = (byte*)arena.Allocate(2 * HolderStackSize, zero: false);
         return NativeExecutor.HolderSpawn(args, out pidfd);
     }
 
     // Places the starter, writes its maps, takes its namespace and lets it go; null if any of that fails.
-    private static SafeFileHandle? Release(IdMapPlan plan, int pid, int pidfd, SafeFileHandle syncWrite, SafeFileHandle statusRead)
+    private static HeldUserNamespace? Release(IdMapPlan plan, int pid, int pidfd, SafeFileHandle syncWrite, SafeFileHandle statusRead)
     {
         SafeFileHandle? ns = null;
         bool execed = false;
@@ -191,7 +211,7 @@ internal static unsafe class UserNamespaceHolder
             // EOF on the status pipe: the holder has exec'd, and no longer uses our memory (its
             // starter, which cloned it and exited, closed its own copy).
             execed = Syscalls.WriteByte(syncWrite, 1) && Syscalls.Read(statusRead, stackalloc byte[4]) == 0;
-            return execed ? ns : null;
+            return execed ? new HeldUserNamespace(ns!, null, null) : null;
         }
         catch (Exception e) when (e is LinuxException or SandboxException)
         {
@@ -210,5 +230,25 @@ internal static unsafe class UserNamespaceHolder
             NativeExecutor.Wait(pidfd, out _, out _, out _);
             Tmds.Linux.LibC.close(pidfd);
         }
+    }
+}
+
+/// <summary>
+/// A holder's user namespace, and the spare it handed over with it, if any: the next sandbox's user
+/// namespace, nested in the held one with its maps written, and its network namespace (loopback up).
+/// </summary>
+internal sealed class HeldUserNamespace(SafeFileHandle held, SafeFileHandle? spareUser, SafeFileHandle? spareNetwork) : IDisposable
+{
+    public SafeFileHandle Held { get; } = held;
+
+    public SafeFileHandle? SpareUser { get; } = spareUser;
+
+    public SafeFileHandle? SpareNetwork { get; } = spareNetwork;
+
+    public void Dispose()
+    {
+        Held.Dispose();
+        SpareUser?.Dispose();
+        SpareNetwork?.Dispose();
     }
 }
