@@ -21,7 +21,6 @@
 #include <linux/mount.h>
 #include <linux/openat2.h>
 #include <linux/sched.h>
-#include <net/if.h>
 #include <poll.h>
 #include <spawn.h>
 #include <sched.h>
@@ -55,6 +54,7 @@
 
 // ---- raw system calls: never touch errno (see header comment) -------------------------------
 #include "sandbox_syscall.h"
+#include "sandbox_kernel.h"
 
 static void raw_exit(int code)
 {
@@ -171,14 +171,6 @@ static void report(int fd, int32_t kind, int32_t step, int32_t error, int32_t va
     SYS3(SYS_write, fd, &r, sizeof r);
 }
 
-static size_t str_len(const char *s)
-{
-    size_t n = 0;
-    while (s[n])
-        n++;
-    return n;
-}
-
 static void reset_signal_dispositions(void)
 {
     // A signal arriving before exec would run .NET's copied handler, which writes into the runtime's
@@ -204,23 +196,6 @@ static int step_mount_setattr(const struct sbx_op *op)
     attr.attr_clr = op->arg;
     unsigned int at = (op->options & SBX_OPT_RECURSIVE) ? AT_RECURSIVE : 0;
     return (int)SYS5(SYS_mount_setattr, AT_FDCWD, op->target, at | AT_NO_AUTOMOUNT, &attr, sizeof attr);
-}
-
-static int step_loopback_up(void)
-{
-    long fd = SYS3(SYS_socket, AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return (int)fd;
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    memcpy(ifr.ifr_name, "lo", 3);
-    long rc = SYS3(SYS_ioctl, fd, SIOCGIFFLAGS, &ifr);
-    if (rc == 0) {
-        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-        rc = SYS3(SYS_ioctl, fd, SIOCSIFFLAGS, &ifr);
-    }
-    SYS1(SYS_close, fd);
-    return (int)rc;
 }
 
 static int step_pivot_root(const struct sbx_op *op)
@@ -269,22 +244,14 @@ static void fd_path(char *buf, long fd)
         buf[n] = prefix[n];
         n++;
     }
-    char digits[24];
-    int d = 0;
-    do {
-        digits[d++] = (char)('0' + fd % 10);
-        fd /= 10;
-    } while (fd > 0);
-    while (d > 0)
-        buf[n++] = digits[--d];
-    buf[n] = 0;
+    sbx_append_decimal(buf, n, fd);
 }
 
 // Splits op->target into a parent resolved inside op->root (an fd) and the last component, which
 // is copied into buf. Returns the parent fd or -errno.
 static long parent_in_root(const struct sbx_op *op, char *buf, size_t size, const char **name)
 {
-    size_t len = str_len(op->target);
+    size_t len = sbx_length(op->target);
     if (len + 1 > size)
         return -ENAMETOOLONG;
     size_t slash = len;
@@ -463,9 +430,9 @@ static int run_step(const struct sbx_op *op, struct sbx_spawn_args *a)
     case SBX_OP_PIVOT_ROOT:
         return step_pivot_root(op);
     case SBX_OP_SETHOSTNAME:
-        return (int)SYS2(SYS_sethostname, op->source, str_len(op->source));
+        return (int)SYS2(SYS_sethostname, op->source, sbx_length(op->source));
     case SBX_OP_LOOPBACK_UP:
-        return step_loopback_up();
+        return (int)sbx_loopback_up();
     case SBX_OP_UMOUNT:
         return (int)SYS2(SYS_umount2, op->target, MNT_DETACH);
     case SBX_OP_CLEAR_GROUPS:
@@ -589,7 +556,7 @@ static int payload_main(void *arg)
         rc = SYS3(SYS_execve, file, a->argv, a->envp);
     } else {
         // execvp(3)'s search, without its allocation: each PATH entry joined with the name.
-        size_t name_len = str_len(file);
+        size_t name_len = sbx_length(file);
         const char *p = a->search_path;
         rc = -ENOENT;
         for (;;) {
@@ -630,20 +597,6 @@ static int payload_main(void *arg)
     }
     payload_fail(a, 2, rc);
     return 0;
-}
-
-static void decimal(char *buf, long value)
-{
-    char digits[24];
-    int d = 0;
-    do {
-        digits[d++] = (char)('0' + value % 10);
-        value /= 10;
-    } while (value > 0);
-    int n = 0;
-    while (d > 0)
-        buf[n++] = digits[--d];
-    buf[n] = 0;
 }
 
 static int init_main(void *arg)
@@ -750,7 +703,7 @@ static int init_main(void *arg)
     SYS1(SYS_close, 1);
     SYS1(SYS_close, 2);
     char pid_text[24];
-    decimal(pid_text, payload);
+    sbx_append_decimal(pid_text, 0, payload);
     char *init_argv[] = {"sandbox-init", pid_text, 0};
     char *init_envp[] = {0};
     rc = SYS5(SYS_execveat, SBX_FD_INIT_EXE, "", init_argv, init_envp, AT_EMPTY_PATH);
@@ -802,24 +755,6 @@ static int clone_blocked(int (*fn)(void *), char *stack_top, uint64_t flags, voi
 // capability in it (kernel/capability.c: cap_capable() walks up to the namespace whose parent is
 // ours). Should joining the spare fail, the held namespace is joined as before.
 
-static long write_map(int pid, const char *file, const char *map)
-{
-    char path[64] = "/proc/";
-    decimal(path + 6, pid);
-    size_t n = str_len(path);
-    for (size_t i = 0; file[i]; i++)
-        path[n++] = file[i];
-    path[n] = 0;
-    long fd = SYS4(SYS_openat, AT_FDCWD, path, O_WRONLY | O_CLOEXEC, 0);
-    if (fd < 0)
-        return fd;
-    // One write(2): the kernel takes a map in a single write only.
-    long len = (long)str_len(map);
-    long rc = SYS3(SYS_write, fd, map, len);
-    SYS1(SYS_close, fd);
-    return rc < 0 ? rc : rc == len ? 0 : -EIO;
-}
-
 static int join_main(void *arg)
 {
     struct sbx_spawn_args *a = arg;
@@ -852,9 +787,9 @@ static int join_main(void *arg)
     }
     a->joined_pid = pid;
     a->joined_pidfd = pidfd;
-    rc = write_map(pid, "/uid_map", a->nested_uid_map);
+    rc = sbx_write_proc_file(pid, "uid_map", a->nested_uid_map);
     if (rc == 0)
-        rc = write_map(pid, "/gid_map", a->nested_gid_map);
+        rc = sbx_write_proc_file(pid, "gid_map", a->nested_gid_map);
     if (rc < 0)
         a->join_error = (int)-rc;
     return 0;
@@ -1258,7 +1193,7 @@ static int str_eq(const char *a, const char *b)
 // (*name, inside buf). -EINVAL for names no operation may act on.
 static int split_path(const char *path, char *buf, const char **name)
 {
-    size_t len = str_len(path);
+    size_t len = sbx_length(path);
     if (len == 0 || len >= SBX_PATH_MAX || path[0] == '/')
         return -EINVAL;
     for (size_t i = 0; i <= len; i++)
@@ -1293,7 +1228,7 @@ static long cached_parent(long rootfd, struct parent_cache *cache, const char *p
     long fd = open_beneath(rootfd, parent, O_PATH | O_DIRECTORY);
     if (fd < 0)
         return fd;
-    size_t n = str_len(parent);
+    size_t n = sbx_length(parent);
     for (size_t i = 0; i <= n; i++)
         cache->path[i] = parent[i];
     cache->fd = fd;

@@ -37,6 +37,7 @@
 #include <linux/signalfd.h>
 #include <linux/wait.h>
 
+#include "sandbox_kernel.h"
 #include "sandbox_protocol.h"
 #include "sandbox_syscall.h"
 
@@ -110,66 +111,17 @@ static void spare_close(struct spare *s)
     s->net = -1;
 }
 
-// "/proc/PID/NAME" in path (64 bytes).
-static void proc_path(char *path, long pid, const char *name)
+// "/proc/PID/ns/NAME", opened read-only.
+static long open_namespace(long pid, const char *name)
 {
-    static const char prefix[] = "/proc/";
-    int n = 0;
-    for (; prefix[n]; n++)
-        path[n] = prefix[n];
-    char digits[24];
-    int d = 0;
-    do {
-        digits[d++] = (char)('0' + pid % 10);
-        pid /= 10;
-    } while (pid > 0);
-    while (d > 0)
-        path[n++] = digits[--d];
-    path[n++] = '/';
-    for (int i = 0; name[i] && n < 63; i++)
+    char path[64] = "/proc/";
+    unsigned long n = sbx_append_decimal(path, 6, pid);
+    for (const char *part = "/ns/"; *part; part++)
+        path[n++] = *part;
+    for (unsigned long i = 0; name[i] && n < sizeof path - 1; i++)
         path[n++] = name[i];
     path[n] = 0;
-}
-
-static long write_id_map(long pid, const char *file, const char *map)
-{
-    char path[64];
-    proc_path(path, pid, file);
-    long fd = SYS4(SYS_openat, AT_FDCWD, path, O_WRONLY | O_CLOEXEC, 0);
-    if (fd < 0)
-        return fd;
-    unsigned long length = 0;
-    while (map[length])
-        length++;
-    // One write(2): the kernel takes a map in a single write only (user_namespaces(7)).
-    long rc = SYS3(SYS_write, fd, map, length);
-    SYS1(SYS_close, fd);
-    return rc < 0 ? rc : rc == (long)length ? 0 : -EIO;
-}
-
-// struct ifreq as SIOCGIFFLAGS and SIOCSIFFLAGS read it (include/uapi/linux/if.h): the interface
-// name, then ifr_flags at the start of a 24-byte union; 40 bytes on 64-bit. Spelled out because
-// linux/if.h needs the libc's struct sockaddr.
-struct interface_flags {
-    char name[16];
-    short flags;
-    char rest[22];
-};
-
-// ifconfig lo up, in the network namespace we are in; 0 or -errno.
-static long loopback_up(void)
-{
-    long fd = SYS3(SYS_socket, 2 /* AF_INET */, 2 /* SOCK_DGRAM */ | O_CLOEXEC, 0);
-    if (fd < 0)
-        return fd;
-    struct interface_flags request = {{'l', 'o'}, 0, {0}};
-    long rc = SYS3(SYS_ioctl, fd, 0x8913 /* SIOCGIFFLAGS */, &request);
-    if (rc == 0) {
-        request.flags |= 0x1 /* IFF_UP */ | 0x40 /* IFF_RUNNING */;
-        rc = SYS3(SYS_ioctl, fd, 0x8914 /* SIOCSIFFLAGS */, &request);
-    }
-    SYS1(SYS_close, fd);
-    return rc;
+    return SYS4(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
 }
 
 // Makes a spare, or leaves *s empty when any part fails (the caller then makes its own).
@@ -184,7 +136,7 @@ static void make_spare(struct spare *s, const char *uid_map, const char *gid_map
     long pid = SYS5(SYS_clone, CLONE_NEWUSER | CLONE_NEWNET | SIGCHLD, 0, 0, 0, 0);
     if (pid == 0) {
         SYS1(SYS_close, gate[1]);
-        long up = loopback_up();
+        long up = sbx_loopback_up();
         char byte;
         // EOF once we have written its maps and opened its namespaces: it may go.
         read_retrying(gate[0], &byte, 1);
@@ -192,12 +144,9 @@ static void make_spare(struct spare *s, const char *uid_map, const char *gid_map
     }
     SYS1(SYS_close, gate[0]);
     long user = -1, net = -1;
-    if (pid > 0 && write_id_map(pid, "uid_map", uid_map) == 0 && write_id_map(pid, "gid_map", gid_map) == 0) {
-        char path[64];
-        proc_path(path, pid, "ns/user");
-        user = SYS4(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
-        proc_path(path, pid, "ns/net");
-        net = SYS4(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+    if (pid > 0 && sbx_write_proc_file(pid, "uid_map", uid_map) == 0 && sbx_write_proc_file(pid, "gid_map", gid_map) == 0) {
+        user = open_namespace(pid, "user");
+        net = open_namespace(pid, "net");
     }
     SYS1(SYS_close, gate[1]);
     int status = -1;
