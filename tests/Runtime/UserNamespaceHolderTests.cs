@@ -36,7 +36,7 @@ public class UserNamespaceHolderTests
         var e = Assert.Throws<SandboxException>(() => UserNamespaceHolder.IdleSeconds(name => name == UserNamespaceHolder.IdleVariable ? value : null));
         Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.InvalidSpec));
         Assert.That(e.ExitCode, Is.EqualTo(125));
-        Assert.That(e.Message, Does.StartWith($"SANDBOX_USERNS_IDLE={value} is not a number of seconds from 0 to 604800").And.Contain("0 to run newuidmap for every sandbox"));
+        Assert.That(e.Message, Does.StartWith($"SANDBOX_USERNS_IDLE={value} is not a number of seconds from 0 to 604800").And.Contain("0 to start no holder"));
     }
 
     [Test]
@@ -95,6 +95,19 @@ public class UserNamespaceHolderTests
         Assert.That(UserNamespaceHolder.HolderArguments(range, 300),
             Is.EqualTo(new[] { "sandbox-init", "--hold-userns", "300", "0 0 1\n1 1 65536\n", "0 0 1\n1 1 1000\n" }),
             "the spares' maps are the held namespace's ids one to one, as a sandbox's nested map (NestedMap)");
+    }
+
+    [Test]
+    public void ASingleIdMapHasAHolderOfItsOwnWhoseSparesMapTheOneId()
+    {
+        var single = new IdMapPlan(IdMapKind.SingleId, 1000, 1000, null, null);
+        Assert.That(UserNamespaceHolder.NestedMaps(single), Is.EqualTo(("0 0 1\n", "0 0 1\n")));
+        Assert.That(UserNamespaceHolder.HolderArguments(single, 60), Is.EqualTo(new[] { "sandbox-init", "--hold-userns", "60", "0 0 1\n", "0 0 1\n" }));
+
+        string? path = UserNamespaceHolder.SocketPath("/run/user/1000/sandbox", single);
+        Assert.That(path, Does.Match(@"^/run/user/1000/sandbox/userns-[0-9a-f]{16}\.sock$"));
+        Assert.That(path, Is.Not.EqualTo(UserNamespaceHolder.SocketPath("/run/user/1000/sandbox", Range)), "not the subordinate range's holder");
+        Assert.That(path, Is.Not.EqualTo(UserNamespaceHolder.SocketPath("/run/user/1000/sandbox", single with { HostGid = 1001 })), "one per map");
     }
 
     [Test]

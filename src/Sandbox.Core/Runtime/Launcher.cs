@@ -71,8 +71,9 @@ internal static unsafe class Launcher
                 if (held is not null)
                 {
                     args->UserNamespaceFd = (int)held.Held.DangerousGetHandle();
-                    args->NestedUidMap = arena.String(UserNamespaceHolder.NestedMap(plan.IdMaps.SubordinateUids!));
-                    args->NestedGidMap = arena.String(UserNamespaceHolder.NestedMap(plan.IdMaps.SubordinateGids!));
+                    var (uids, gids) = UserNamespaceHolder.NestedMaps(plan.IdMaps);
+                    args->NestedUidMap = arena.String(uids);
+                    args->NestedGidMap = arena.String(gids);
                     if (held is { SpareUser: { } spareUser, SpareNetwork: { } spareNetwork })
                     {
                         args->SpareUserNamespaceFd = (int)spareUser.DangerousGetHandle();
@@ -147,13 +148,11 @@ internal static unsafe class Launcher
         }
     }
 
-    // A subordinate range's maps come from a held user namespace when one can be had: PID 1 gets a
-    // user namespace nested in it, whose maps the executor writes, with no newuidmap or newgidmap;
-    // or the holder's spare, made ahead of time with its network namespace.
+    // The maps come from a held user namespace when one can be had: PID 1 gets a user namespace
+    // nested in it, whose maps the executor writes (for a subordinate range: no newuidmap or
+    // newgidmap); or the holder's spare, made ahead of time with its network namespace.
     private static HeldUserNamespace? HeldUserNamespace(RuntimePlan plan) =>
-        plan.Namespaces.HasFlag(NamespaceSet.User) && plan.IdMaps.Kind == IdMapKind.SubordinateRange
-            ? UserNamespaceHolder.TryAcquire(plan.IdMaps)
-            : null;
+        plan.Namespaces.HasFlag(NamespaceSet.User) ? UserNamespaceHolder.TryAcquire(plan.IdMaps) : null;
 
     // Once a SandboxProcess exists it owns the arena and frees it after reaping PID 1.
     private static void Marshal(RuntimePlan plan, NativeArena arena, NativeSpawnArgs* args, Dictionary<int, IntPtr> outputs)

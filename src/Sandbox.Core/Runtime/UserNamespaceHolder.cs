@@ -21,7 +21,8 @@ namespace Sandbox.Runtime;
 /// <para>
 /// Given the nested maps, the holder also makes the next sandbox's user namespace and network
 /// namespace while no one waits (a spare, sandbox_init.c): a new network namespace is the slowest
-/// part of a start (0.6 ms here). Each spare goes to one sandbox only.
+/// part of a start (0.6 ms here). Each spare goes to one sandbox only. That is also why a single-id
+/// map has a holder: its map needs no helper, but its sandboxes get spares the same way.
 /// </para>
 /// </summary>
 internal static unsafe class UserNamespaceHolder
@@ -36,15 +37,13 @@ internal static unsafe class UserNamespaceHolder
     private const int MaxSocketPath = 107;
 
     /// <summary>
-    /// A user namespace that holds <paramref name="plan"/>'s map (<see cref="IdMapKind.SubordinateRange"/>),
-    /// from the running holder (with its spare, when it has one) or from one started now; null when
-    /// holders are off or one cannot be had.
+    /// A user namespace that holds <paramref name="plan"/>'s map, from the running holder (with its
+    /// spare, when it has one) or from one started now; null when holders are off or one cannot be had.
+    /// A single-id map needs no setuid helper, so its holder is there for the spares alone.
     /// </summary>
     public static HeldUserNamespace? TryAcquire(IdMapPlan plan, Func<string, string?>? env = null)
     {
         env ??= Environment.GetEnvironmentVariable;
-        if (plan.Kind != IdMapKind.SubordinateRange)
-            return null;
         int idle = IdleSeconds(env);
         if (idle == 0)
             return null;
@@ -101,6 +100,18 @@ internal static unsafe class UserNamespaceHolder
     public static string NestedMap(IdRange subordinate) =>
         string.Create(CultureInfo.InvariantCulture, $"0 0 1\n1 1 {subordinate.Count}\n");
 
+    /// <summary>
+    /// The uid and gid maps of a sandbox's user namespace nested in the holder of <paramref name="plan"/>'s
+    /// map: the held ids one to one (<see cref="NestedMap"/>); for a single-id map, its one id. That
+    /// namespace inherits the held one's denied setgroups (kernel/user_namespace.c, create_user_ns()
+    /// copies the parent's flags), as a single-id sandbox's own has always had.
+    /// </summary>
+    public static (string Uid, string Gid) NestedMaps(IdMapPlan plan) => plan.Kind switch
+    {
+        IdMapKind.SubordinateRange => (NestedMap(plan.SubordinateUids!), NestedMap(plan.SubordinateGids!)),
+        _ => ("0 0 1\n", "0 0 1\n"),
+    };
+
     /// <summary>The idle time <see cref="IdleVariable"/> gives (0: no holder), or the default when it is unset.</summary>
     /// <exception cref="SandboxException">The variable holds something else than such a number of seconds.</exception>
     internal static int IdleSeconds(Func<string, string?> env)
@@ -111,7 +122,7 @@ internal static unsafe class UserNamespaceHolder
         if (int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int seconds) && seconds <= MaxIdleSeconds)
             return seconds;
         throw new SandboxException(SandboxErrorCode.InvalidSpec,
-            $"{IdleVariable}={text} is not a number of seconds from 0 to {MaxIdleSeconds}: set how long the user-namespace holder waits for the next sandbox ({DefaultIdleSeconds} when unset), 0 to run newuidmap for every sandbox instead, or unset it");
+            $"{IdleVariable}={text} is not a number of seconds from 0 to {MaxIdleSeconds}: set how long the user-namespace holder waits for the next sandbox ({DefaultIdleSeconds} when unset), 0 to start no holder (then newuidmap runs for every sandbox with a subordinate range), or unset it");
     }
 
     /// <summary>
@@ -120,8 +131,10 @@ internal static unsafe class UserNamespaceHolder
     /// </summary>
     internal static string? SocketPath(string dir, IdMapPlan plan)
     {
-        string key = string.Create(CultureInfo.InvariantCulture,
-            $"{NativeExecutor.ExpectedAbiVersion} {plan.HostUid} {plan.HostGid} {plan.SubordinateUids!.Start} {plan.SubordinateUids.Count} {plan.SubordinateGids!.Start} {plan.SubordinateGids.Count}");
+        string key = plan.Kind == IdMapKind.SubordinateRange
+            ? string.Create(CultureInfo.InvariantCulture,
+                $"{NativeExecutor.ExpectedAbiVersion} {plan.HostUid} {plan.HostGid} {plan.SubordinateUids!.Start} {plan.SubordinateUids.Count} {plan.SubordinateGids!.Start} {plan.SubordinateGids.Count}")
+            : string.Create(CultureInfo.InvariantCulture, $"{NativeExecutor.ExpectedAbiVersion} single {plan.HostUid} {plan.HostGid}");
         string path = Path.Combine(dir, string.Create(CultureInfo.InvariantCulture, $"userns-{StableHash.Fnv1a(key):x16}.sock"));
         return Encoding.UTF8.GetByteCount(path) <= MaxSocketPath ? path : null;
     }
@@ -155,9 +168,11 @@ internal static unsafe class UserNamespaceHolder
     }
 
     /// <summary>sandbox-init's arguments as a holder: its idle time, and the nested maps its spares get.</summary>
-    internal static string[] HolderArguments(IdMapPlan plan, int idleSeconds) =>
-        ["sandbox-init", "--hold-userns", idleSeconds.ToString(CultureInfo.InvariantCulture),
-         NestedMap(plan.SubordinateUids!), NestedMap(plan.SubordinateGids!)];
+    internal static string[] HolderArguments(IdMapPlan plan, int idleSeconds)
+    {
+        var (uids, gids) = NestedMaps(plan);
+        return ["sandbox-init", "--hold-userns", idleSeconds.ToString(CultureInfo.InvariantCulture), uids, gids];
+    }
 
     private static HeldUserNamespace? StartHolder(IdMapPlan plan, SafeFileHandle listener, int idleSeconds)
     {
