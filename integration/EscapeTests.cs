@@ -9,6 +9,7 @@ namespace Sandbox.IntegrationTests;
 /// default sandbox as the unprivileged user, each expected to fail in a stated way. Every row names
 /// the defence that stops it; the payload prints BLOCKED or ESCAPED and the test wants BLOCKED.
 /// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
 [TestFixture]
 [Parallelizable(ParallelScope.None)]
 public sealed class EscapeTests
@@ -115,6 +116,38 @@ public sealed class EscapeTests
         finally
         {
             listener.Stop();
+        }
+    }
+
+    [Test]
+    public void TheCallersSessionSocketsAreOutOfReach()
+    {
+        // Stopped by: an empty tmpfs over $XDG_RUNTIME_DIR (and /run/user), where systemd --user,
+        // the D-Bus session bus and the agents listen; a read-only bind alone lets connect(2) through.
+        // Outside /tmp and $HOME, which are fresh anyway: under /var/tmp, as a runtime dir can be.
+        Require.That(Directory.Exists("/var/tmp"), "no /var/tmp to put a runtime directory outside /tmp and $HOME");
+        string runtime = Path.Combine("/var/tmp", "sandbox-xdg-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(runtime, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        string socket = Path.Combine(runtime, "bus");
+        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            listener.Bind(new UnixDomainSocketEndPoint(socket));
+            listener.Listen(1);
+            string script = $"if [ -e '{socket}' ] || ls -A '{runtime}' | grep -q .; then echo ESCAPED; else echo BLOCKED; fi";
+            // No holder in that directory: it would outlive the test by its idle time.
+            var env = new Dictionary<string, string> { ["XDG_RUNTIME_DIR"] = runtime, ["SANDBOX_USERNS_IDLE"] = "0" };
+            CliResult r = SandboxCli.Run(["run", "--", "/bin/sh", "-c", script], env: env);
+            Assert.That(r.StdoutText.Trim(), Is.EqualTo("BLOCKED"), r.ToString());
+
+            // What the caller binds there on purpose is reachable.
+            CliResult bound = SandboxCli.Run(["run", "-v", $"{socket}:{socket}", "--", "/bin/sh", "-c", $"[ -S '{socket}' ] && echo bound"], env: env);
+            Assert.That(bound.StdoutText.Trim(), Is.EqualTo("bound"), bound.ToString());
+        }
+        finally
+        {
+            listener.Dispose();
+            Directory.Delete(runtime, recursive: true);
         }
     }
 

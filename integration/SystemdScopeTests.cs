@@ -94,6 +94,10 @@ public sealed class SystemdScopeTests
         S='{{cli}}'
         section() { name=$1; shift; echo "=== $name"; "$@" 2>&1; echo "=== rc=$?"; }
         export HOME=/tmp/home-$(id -u); mkdir -p "$HOME"
+        # No user-namespace holder: one started in the first login session would outlive it (by its
+        # idle time), so logind would keep that user, its runtime dir and the manager's stale sockets
+        # for the second session, which is to have none.
+        export SANDBOX_USERNS_IDLE=0
         # until the payload has started (a file it makes) or the CLI ($2) has ended
         waitfor() { i=0; while [ ! -e "$1" ] && kill -0 "$2" 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; }
         if [ "$1" = with-manager ]; then

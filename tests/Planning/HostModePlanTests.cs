@@ -1,4 +1,5 @@
 using System.Collections.Immutable;
+using Sandbox.Rootfs;
 using Sandbox.Runtime;
 using Sandbox.Tests.TestSupport;
 
@@ -327,6 +328,49 @@ public class HostModePlanTests
         var plan = SandboxPlanner.Plan(new SandboxSpec(["true"]), _host.Context with { Home = home });
         Assert.That(plan.Process.Environment, Does.Contain("HOME=/root"));
         Assert.That(plan.Steps.Unconfined(), Does.Contain(new MountStep("tmpfs", "/newroot/root", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755")));
+    }
+
+    [Test]
+    public void TheUsersSocketDirectoriesAreHiddenByAnEmptyTmpfsBeforeAnyBindIntoThem()
+    {
+        // Planning takes the directories as given (HostContext.Current() keeps those that exist).
+        const string sockets = "/run/user";
+        string agent = _host.Dir.CreateDirectory("agent");
+        var host = _host.Context with { SocketDirectories = [sockets] };
+        var spec = new SandboxSpec(["true"]) { Binds = [new BindMount(agent, sockets + "/agent")] };
+        var steps = SandboxPlanner.Plan(spec, host).Steps.Unconfined();
+
+        int hidden = IndexOf(steps, new MountStep("tmpfs", "/newroot" + sockets, "tmpfs", MountFlags.NoSuid | MountFlags.NoDev | MountFlags.NoExec, "mode=0755"));
+        int readOnly = IndexOf(steps, new SetMountAttributesStep("/newroot", MountAttributes.ReadOnly | MountAttributes.NoSuid, MountAttributes.None, true));
+        int bind = IndexOf(steps, new MountStep("/oldroot" + agent, "/newroot" + sockets + "/agent", null, MountFlags.Bind | MountFlags.Recursive));
+        Assert.That(hidden, Is.GreaterThan(readOnly));
+        Assert.That(bind, Is.GreaterThan(hidden), "what the caller binds there on purpose stays reachable");
+
+        // Another root has none of the host's directories to hide.
+        string root = _host.Dir.CreateDirectory("rootdir");
+        var other = SandboxPlanner.Plan(new SandboxSpec(["true"]) { Root = RootSpec.Directory(root) }, host).Steps.Unconfined();
+        Assert.That(other.OfType<MountStep>().Select(m => m.Target), Has.None.EqualTo("/newroot" + sockets));
+    }
+
+    [Test]
+    public void SocketDirectoriesAreRunUserAndTheRuntimeDirectoryOutsideIt()
+    {
+        Func<string, bool> all = _ => true, none = _ => false;
+        Assert.That(HostContext.UserSocketDirectories("/run/user/1000", all), Is.EqualTo(new[] { "/run/user" }), "already under /run/user");
+        Assert.That(HostContext.UserSocketDirectories("/var/run-xdg", all), Is.EqualTo(new[] { "/run/user", "/var/run-xdg" }));
+        Assert.That(HostContext.UserSocketDirectories("/var/run-xdg", p => p != "/run/user"), Is.EqualTo(new[] { "/var/run-xdg" }));
+        Assert.That(HostContext.UserSocketDirectories("relative/dir", none), Is.Empty);
+        Assert.That(HostContext.UserSocketDirectories(null, none), Is.Empty);
+        Assert.That(HostContext.UserSocketDirectories("/", all), Is.EqualTo(new[] { "/run/user" }), "never the whole root");
+        Assert.That(HostContext.UserSocketDirectories("/missing", p => p == "/run/user"), Is.EqualTo(new[] { "/run/user" }));
+    }
+
+    [Test]
+    public void ASocketDirectoryUnderTheFreshTmpOrHomeNeedsNoTmpfsOfItsOwn()
+    {
+        var host = _host.Context with { SocketDirectories = ["/tmp/runtime-alice", _host.Home + "/.run"] };
+        var steps = SandboxPlanner.Plan(new SandboxSpec(["true"]), host).Steps.Unconfined();
+        Assert.That(steps.OfType<MountStep>().Select(m => m.Target), Has.None.EqualTo("/newroot/tmp/runtime-alice").And.None.EqualTo("/newroot" + _host.Home + "/.run"));
     }
 
     [Test]

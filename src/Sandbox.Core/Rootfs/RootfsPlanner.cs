@@ -5,20 +5,48 @@ using Sandbox.Runtime;
 namespace Sandbox.Rootfs;
 
 /// <summary>The facts about the calling host that a plan depends on; tests build their own.</summary>
+/// <param name="SocketDirectories">
+/// Host directories of per-user sockets that a sandbox of the host's root must not reach: /run/user
+/// and $XDG_RUNTIME_DIR (see <see cref="UserSocketDirectories"/>).
+/// </param>
 public sealed record HostContext(
     string? Home,
     string? Path,
     string? Term,
     Identity.IdentityEnvironment Identity,
     string HostProc = "/proc",
-    string? RuntimeDirectory = null)
+    string? RuntimeDirectory = null,
+    ImmutableArray<string> SocketDirectories = default)
 {
     public static HostContext Current() => new(
         System.Environment.GetEnvironmentVariable("HOME"),
         System.Environment.GetEnvironmentVariable("PATH"),
         System.Environment.GetEnvironmentVariable("TERM"),
         Sandbox.Identity.IdentityEnvironment.Current(),
-        RuntimeDirectory: System.IO.Path.TrimEndingDirectorySeparator(AppContext.BaseDirectory));
+        RuntimeDirectory: System.IO.Path.TrimEndingDirectorySeparator(AppContext.BaseDirectory),
+        SocketDirectories: UserSocketDirectories(System.Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR"), Directory.Exists));
+
+    /// <summary>
+    /// /run/user and $XDG_RUNTIME_DIR, those that exist. They hold the sockets of the user's session:
+    /// systemd --user (whose StartTransientUnit runs any command outside any sandbox), the D-Bus
+    /// session bus, ssh and gpg agents, podman's API, our user-namespace holder. A read-only bind does
+    /// not stop connect(2) on a socket (fs/namei.c, sb_permission(): a read-only mount refuses writes
+    /// to regular files, directories and symlinks only), and to those services root in the sandbox
+    /// is the caller's uid, so host mode hides these directories with an empty tmpfs.
+    /// </summary>
+    public static ImmutableArray<string> UserSocketDirectories(string? xdgRuntimeDir, Func<string, bool> exists)
+    {
+        var found = ImmutableArray.CreateBuilder<string>();
+        if (exists("/run/user"))
+            found.Add("/run/user");
+        if (xdgRuntimeDir is { Length: > 1 } runtime && runtime.StartsWith('/') && exists(runtime))
+        {
+            string resolved = HostPaths.Resolve(runtime);
+            if (resolved != "/" && !found.Any(d => RootfsPlanner.IsUnder(resolved, d)))
+                found.Add(resolved);
+        }
+        return found.ToImmutable();
+    }
 }
 
 /// <summary>
@@ -46,6 +74,13 @@ public static class RootfsPlanner
     private static readonly string[] s_maskedSysPaths = { "/sys/firmware", "/sys/devices/virtual/powercap" };
 
     private const MountFlags TmpfsFlags = MountFlags.NoSuid | MountFlags.NoDev;
+
+    // The host's session sockets (HostContext.UserSocketDirectories), in host mode: another root has
+    // none of the host's directories. One under the fresh /tmp or $HOME is hidden already.
+    private static string[] HiddenSocketDirectories(SandboxSpec spec, HostContext host, string home) =>
+        spec.Root is HostRoot && !host.SocketDirectories.IsDefault
+            ? host.SocketDirectories.Where(d => !IsUnder(d, "/tmp") && !IsUnder(d, home)).ToArray()
+            : [];
 
     /// <summary>The path of $HOME inside: the caller's home in host mode (when it exists), /root otherwise.</summary>
     public static string SandboxHome(SandboxSpec spec, HostContext host) =>
@@ -103,7 +138,8 @@ public static class RootfsPlanner
 
         // Paths that get a fresh tmpfs: what the host has below them is not what the sandbox sees.
         var tmpfsMounts = spec.TmpfsMounts.Select(t => TmpfsMount.Parse(t)).ToList();
-        string[] freshMounts = new[] { "/tmp", home }.Concat(tmpfsMounts.Select(t => t.Path)).ToArray();
+        string[] hiddenSockets = HiddenSocketDirectories(spec, host, home);
+        string[] freshMounts = new[] { "/tmp", home }.Concat(hiddenSockets).Concat(tmpfsMounts.Select(t => t.Path)).ToArray();
         var binds = spec.Binds.Select(b => ResolveBind(b, spec.Root, freshMounts)).ToList();
         if (directoryRoot)
         {
@@ -133,6 +169,8 @@ public static class RootfsPlanner
             throw new SandboxException(SandboxErrorCode.InvalidSpec,
                 "files in $HOME are only made for the host's root or a directory root, whose $HOME is a fresh tmpfs; an image keeps its home as it has it");
         }
+        foreach (string sockets in hiddenSockets)
+            steps.Add(new MountStep("tmpfs", In(sockets), "tmpfs", TmpfsFlags | MountFlags.NoExec, "mode=0755"));
         foreach (TmpfsMount tmpfs in tmpfsMounts)
         {
             if (!directoryRoot)
@@ -433,7 +471,7 @@ public static class RootfsPlanner
         }
     }
 
-    private static bool IsUnder(string path, string directory) =>
+    internal static bool IsUnder(string path, string directory) =>
         path == directory || path.StartsWith(directory.TrimEnd('/') + "/", StringComparison.Ordinal);
 
     private static (string Source, string Target, bool ReadOnly, bool IsFile) ResolveBind(BindMount bind, RootSpec root, string[] freshMounts)
