@@ -374,6 +374,40 @@ public class HostModePlanTests
     }
 
     [Test]
+    public void ContainerEngineSocketsAreCoveredWithDevNullUnlessBoundOnPurpose()
+    {
+        var host = _host.Context with { EngineSockets = ["/run/docker.sock", "/run/libvirt/libvirt-sock"] };
+        var steps = SandboxPlanner.Plan(new SandboxSpec(["true"]), host).Steps.Unconfined();
+        int dev = IndexOf(steps, new MountStep("/oldroot/dev/null", "/newroot/dev/null", null, MountFlags.Bind));
+        int docker = IndexOf(steps, new MountStep("/newroot/dev/null", "/newroot/run/docker.sock", null, MountFlags.Bind) { Optional = true });
+        IndexOf(steps, new MountStep("/newroot/dev/null", "/newroot/run/libvirt/libvirt-sock", null, MountFlags.Bind) { Optional = true });
+        Assert.That(docker, Is.GreaterThan(dev), "its /dev/null exists first");
+
+        // A -v of the socket is the caller's choice: it is bound after the cover, so it wins.
+        string socket = _host.Dir.CreateFile("docker.sock");
+        var bound = SandboxPlanner.Plan(new SandboxSpec(["true"]) { Binds = [new BindMount(socket, "/run/docker.sock")] }, host).Steps.Unconfined();
+        int cover = IndexOf(bound, new MountStep("/newroot/dev/null", "/newroot/run/docker.sock", null, MountFlags.Bind) { Optional = true });
+        int bind = IndexOf(bound, new MountStep("/oldroot" + socket, "/newroot/run/docker.sock", null, MountFlags.Bind | MountFlags.Recursive));
+        Assert.That(bind, Is.GreaterThan(cover));
+
+        // Another root has none of the host's sockets.
+        string root = _host.Dir.CreateDirectory("engine-root");
+        var other = SandboxPlanner.Plan(new SandboxSpec(["true"]) { Root = RootSpec.Directory(root) }, host).Steps.Unconfined();
+        Assert.That(other.OfType<MountStep>().Select(m => m.Target), Has.None.EqualTo("/newroot/run/docker.sock"));
+    }
+
+    [Test]
+    public void EngineSocketsThatExistAreFoundOnceEach()
+    {
+        Assert.That(HostContext.ExistingEngineSockets(_ => false), Is.Empty);
+        var docker = HostContext.ExistingEngineSockets(p => p.EndsWith("/docker.sock", StringComparison.Ordinal));
+        Assert.That(docker, Does.Contain("/run/docker.sock"));
+        if (new FileInfo("/var/run").LinkTarget is "/run" or "../run")
+            Assert.That(docker.Length, Is.EqualTo(1), "/var/run/docker.sock is /run/docker.sock here");
+        Assert.That(HostContext.KnownEngineSockets, Does.Contain("/var/run/docker.sock").And.Contain("/var/snap/lxd/common/lxd/unix.socket"));
+    }
+
+    [Test]
     public void MissingHome_FallsBackToRoot()
     {
         var host = _host.Context with { Home = _host.Dir.Combine("no-such-home") };

@@ -9,6 +9,9 @@ namespace Sandbox.Rootfs;
 /// Host directories of per-user sockets that a sandbox of the host's root must not reach: /run/user
 /// and $XDG_RUNTIME_DIR (see <see cref="UserSocketDirectories"/>).
 /// </param>
+/// <param name="EngineSockets">
+/// The sockets of container and VM engines on the host (see <see cref="ExistingEngineSockets"/>).
+/// </param>
 public sealed record HostContext(
     string? Home,
     string? Path,
@@ -16,15 +19,36 @@ public sealed record HostContext(
     Identity.IdentityEnvironment Identity,
     string HostProc = "/proc",
     string? RuntimeDirectory = null,
-    ImmutableArray<string> SocketDirectories = default)
+    ImmutableArray<string> SocketDirectories = default,
+    ImmutableArray<string> EngineSockets = default)
 {
+    /// <summary>
+    /// Sockets whose group is as good as root on the host: docker's (group docker), lxd's and incus's
+    /// (lxd, incus-admin), libvirt's (libvirt), and the root-only ones of containerd, podman and
+    /// buildkit. Under <c>--userns single</c> a sandbox keeps the caller's supplementary groups: with
+    /// setgroups denied they cannot be dropped (user_namespaces(7); CVE-2014-8989), as bubblewrap's
+    /// cannot. So host mode covers these with /dev/null, as runc masks paths; a subordinate range's
+    /// sandboxes have no groups (ClearGroupsStep), and a -v of one still binds it on purpose.
+    /// </summary>
+    internal static readonly string[] KnownEngineSockets =
+    {
+        "/run/docker.sock", "/var/run/docker.sock", "/run/containerd/containerd.sock", "/run/podman/podman.sock",
+        "/run/buildkit/buildkitd.sock", "/var/snap/lxd/common/lxd/unix.socket", "/var/lib/lxd/unix.socket",
+        "/var/lib/incus/unix.socket", "/run/libvirt/libvirt-sock", "/var/run/libvirt/libvirt-sock",
+    };
+
     public static HostContext Current() => new(
         System.Environment.GetEnvironmentVariable("HOME"),
         System.Environment.GetEnvironmentVariable("PATH"),
         System.Environment.GetEnvironmentVariable("TERM"),
         Sandbox.Identity.IdentityEnvironment.Current(),
         RuntimeDirectory: System.IO.Path.TrimEndingDirectorySeparator(AppContext.BaseDirectory),
-        SocketDirectories: UserSocketDirectories(System.Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR"), Directory.Exists));
+        SocketDirectories: UserSocketDirectories(System.Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR"), Directory.Exists),
+        EngineSockets: ExistingEngineSockets(File.Exists));
+
+    /// <summary>The <see cref="KnownEngineSockets"/> that exist, each once (/var/run is a link to /run).</summary>
+    public static ImmutableArray<string> ExistingEngineSockets(Func<string, bool> exists) =>
+        KnownEngineSockets.Where(exists).Select(HostPaths.Resolve).Distinct(StringComparer.Ordinal).ToImmutableArray();
 
     /// <summary>
     /// /run/user and $XDG_RUNTIME_DIR, those that exist. They hold the sockets of the user's session:
@@ -171,6 +195,12 @@ public static class RootfsPlanner
         }
         foreach (string sockets in hiddenSockets)
             steps.Add(new MountStep("tmpfs", In(sockets), "tmpfs", TmpfsFlags | MountFlags.NoExec, "mode=0755"));
+        if (spec.Root is HostRoot && !host.EngineSockets.IsDefault)
+        {
+            // Optional: one may vanish between planning and set-up (the engine stopped).
+            foreach (string socket in host.EngineSockets.Where(s => !freshMounts.Any(m => IsUnder(s, m))))
+                steps.Add(new MountStep(In("/dev/null"), In(socket), null, MountFlags.Bind) { Optional = true });
+        }
         foreach (TmpfsMount tmpfs in tmpfsMounts)
         {
             if (!directoryRoot)
