@@ -353,6 +353,28 @@ public class HostModePlanTests
     }
 
     [Test]
+    public void AHomeBelowASocketDirectoryIsMadeAgainAndMountedOnTopOfItsTmpfs()
+    {
+        // Outside /tmp, which is fresh anyway: a home below a runtime directory under /var/tmp.
+        string parent = Path.Combine("/var/tmp", "sandbox-tests-" + Guid.NewGuid().ToString("N"));
+        string homeDir = Directory.CreateDirectory(Path.Combine(parent, "home")).FullName;
+        try
+        {
+            var host = _host.Context with { Home = homeDir, SocketDirectories = [parent] };
+            var steps = SandboxPlanner.Plan(new SandboxSpec(["true"]), host).Steps.Unconfined();
+            int hidden = IndexOf(steps, new MountStep("tmpfs", "/newroot" + parent, "tmpfs", MountFlags.NoSuid | MountFlags.NoDev | MountFlags.NoExec, "mode=0755"));
+            int mkdir = IndexOf(steps, new MakeDirectoryStep("/newroot" + homeDir));
+            int home = IndexOf(steps, new MountStep("tmpfs", "/newroot" + homeDir, "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755"));
+            Assert.That(mkdir, Is.GreaterThan(hidden));
+            Assert.That(home, Is.GreaterThan(mkdir));
+        }
+        finally
+        {
+            Directory.Delete(parent, recursive: true);
+        }
+    }
+
+    [Test]
     public void SocketDirectoriesAreRunUserAndTheRuntimeDirectoryOutsideIt()
     {
         Func<string, bool> all = _ => true, none = _ => false;

@@ -29,7 +29,8 @@ internal sealed class FakeHost : IDisposable
             SubUidFile: _dir.Combine("no-such-subuid"),
             SubGidFile: _dir.Combine("no-such-subgid"),
             SearchPath: EmptyBin);
-        Context = new HostContext(Home, HostPath, Term, Identity, Proc);
+        // No session sockets or engines to hide unless a test says so: plans must not depend on the machine.
+        Context = new HostContext(Home, HostPath, Term, Identity, Proc, SocketDirectories: [], EngineSockets: []);
     }
 
     public TempDirectory Dir => _dir;

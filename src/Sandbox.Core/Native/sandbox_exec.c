@@ -758,28 +758,21 @@ static int clone_blocked(int (*fn)(void *), char *stack_top, uint64_t flags, voi
 static int join_main(void *arg)
 {
     struct sbx_spawn_args *a = arg;
-    if (a->spare_userns_fd >= 0 && SYS2(SYS_setns, a->spare_userns_fd, CLONE_NEWUSER) == 0) {
-        a->spare_joined = 1;
-        int pidfd = -1;
-        uint64_t flags = a->clone_flags & ~(uint64_t)(CLONE_NEWNET | CLONE_NEWUSER);
-        int pid = clone(init_main, a->stack + a->stack_size, (int)flags | CLONE_VM | CLONE_PIDFD | CLONE_PARENT | SIGCHLD, a, &pidfd);
-        if (pid < 0) {
-            a->join_error = errno;
+    a->spare_joined = a->spare_userns_fd >= 0 && SYS2(SYS_setns, a->spare_userns_fd, CLONE_NEWUSER) == 0;
+    if (!a->spare_joined) {
+        long rc = SYS2(SYS_setns, a->userns_fd, CLONE_NEWUSER);
+        if (rc < 0) {
+            a->join_error = (int)-rc;
             return 0;
         }
-        a->joined_pid = pid;
-        a->joined_pidfd = pidfd;
-        return 0;
-    }
-    long rc = SYS2(SYS_setns, a->userns_fd, CLONE_NEWUSER);
-    if (rc < 0) {
-        a->join_error = (int)-rc;
-        return 0;
     }
     // PID 1's stack is the first half; we run on the payload's half, which PID 1 uses only once it
-    // has been released, long after we have exited. CLONE_NEWNET is left to PID 1 (init_main).
+    // has been released, long after we have exited. CLONE_NEWNET is left to PID 1 (init_main); a
+    // spare's user namespace is PID 1's already.
+    uint64_t flags = a->clone_flags & ~(uint64_t)(CLONE_NEWNET | CLONE_NEWUSER);
+    if (!a->spare_joined)
+        flags |= CLONE_NEWUSER;
     int pidfd = -1;
-    uint64_t flags = (a->clone_flags & ~(uint64_t)CLONE_NEWNET) | CLONE_NEWUSER;
     int pid = clone(init_main, a->stack + a->stack_size, (int)flags | CLONE_VM | CLONE_PIDFD | CLONE_PARENT | SIGCHLD, a, &pidfd);
     if (pid < 0) {
         a->join_error = errno; // ours to read: the parent thread is suspended (CLONE_VFORK)
@@ -787,7 +780,9 @@ static int join_main(void *arg)
     }
     a->joined_pid = pid;
     a->joined_pidfd = pidfd;
-    rc = sbx_write_proc_file(pid, "uid_map", a->nested_uid_map);
+    if (a->spare_joined)
+        return 0; // the holder wrote the spare's maps
+    long rc = sbx_write_proc_file(pid, "uid_map", a->nested_uid_map);
     if (rc == 0)
         rc = sbx_write_proc_file(pid, "gid_map", a->nested_gid_map);
     if (rc < 0)
@@ -975,28 +970,6 @@ SBX_EXPORT int sbx_userns_listen(const char *path)
     return fd;
 }
 
-// 0 when fd is a user namespace that this process may use as a holder's: a direct child of our
-// own user namespace, owned by our effective uid. Anything else (another type, someone else's, a
-// namespace nested deeper, such as one a sandbox made inside itself) is -EPERM or -EINVAL: joining
-// it could give its owner capabilities over the sandbox.
-SBX_EXPORT int sbx_userns_verify(int fd)
-{
-    if (ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWUSER)
-        return -EINVAL;
-    uid_t owner = (uid_t)-1;
-    if (ioctl(fd, NS_GET_OWNER_UID, &owner) != 0 || owner != geteuid())
-        return -EPERM;
-    int parent = ioctl(fd, NS_GET_PARENT);
-    if (parent < 0)
-        return -EPERM;
-    struct stat theirs, ours;
-    int rc = fstat(parent, &theirs);
-    close(parent);
-    if (rc != 0 || stat("/proc/self/ns/user", &ours) != 0)
-        return -EPERM;
-    return theirs.st_dev == ours.st_dev && theirs.st_ino == ours.st_ino ? 0 : -EPERM;
-}
-
 // Whether fds a and b are the same namespace (nsfs: one inode per namespace).
 static int same_namespace(int a, int b)
 {
@@ -1004,27 +977,53 @@ static int same_namespace(int a, int b)
     return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+// 0 when fd is a user namespace owned by our effective uid whose parent is the namespace `parent`;
+// -EINVAL for another type, -EPERM for anything else.
+static int owned_child_userns(int fd, int parent)
+{
+    if (ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWUSER)
+        return -EINVAL;
+    uid_t owner = (uid_t)-1;
+    if (ioctl(fd, NS_GET_OWNER_UID, &owner) != 0 || owner != geteuid())
+        return -EPERM;
+    int theirs = ioctl(fd, NS_GET_PARENT);
+    if (theirs < 0)
+        return -EPERM;
+    int same = same_namespace(theirs, parent);
+    close(theirs);
+    return same ? 0 : -EPERM;
+}
+
+// 0 when fd is a user namespace that this process may use as a holder's: a direct child of our
+// own user namespace, owned by our effective uid. Anything else (another type, someone else's, a
+// namespace nested deeper, such as one a sandbox made inside itself) is -EPERM or -EINVAL: joining
+// it could give its owner capabilities over the sandbox.
+SBX_EXPORT int sbx_userns_verify(int fd)
+{
+    int ours = open("/proc/self/ns/user", O_RDONLY | O_CLOEXEC);
+    if (ours < 0)
+        return -EPERM;
+    int rc = owned_child_userns(fd, ours);
+    close(ours);
+    return rc;
+}
+
 // 0 when user and net are a spare of the held namespace held: a user namespace of our uid nested in
 // held, and a network namespace owned by that one (so root in the sandbox has CAP_NET_ADMIN over
 // it). Anything else is not joined.
 static int spare_verify(int held, int user, int net)
 {
-    if (ioctl(user, NS_GET_NSTYPE) != CLONE_NEWUSER || ioctl(net, NS_GET_NSTYPE) != CLONE_NEWNET)
+    int rc = owned_child_userns(user, held);
+    if (rc < 0)
+        return rc;
+    if (ioctl(net, NS_GET_NSTYPE) != CLONE_NEWNET)
         return -EINVAL;
-    uid_t owner = (uid_t)-1;
-    if (ioctl(user, NS_GET_OWNER_UID, &owner) != 0 || owner != geteuid())
-        return -EPERM;
-    int parent = ioctl(user, NS_GET_PARENT);
-    if (parent < 0)
-        return -EPERM;
-    int nested = same_namespace(parent, held);
-    close(parent);
     int owning = ioctl(net, NS_GET_USERNS);
     if (owning < 0)
         return -EPERM;
     int owned = same_namespace(owning, user);
     close(owning);
-    return nested && owned ? 0 : -EPERM;
+    return owned ? 0 : -EPERM;
 }
 
 // Connects to a holder at path and returns the user namespace fd it hands over (close-on-exec),

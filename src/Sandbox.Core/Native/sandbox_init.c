@@ -21,10 +21,10 @@
 // and every signal blocked.
 //
 // It is also the holder of a user namespace (sandbox_exec.c, "Joining a held user namespace"):
-// sandbox-init --hold-userns IDLE_SECONDS [UID_MAP GID_MAP], started inside that namespace with a
+// sandbox-init --hold-userns IDLE_SECONDS UID_MAP GID_MAP, started inside that namespace with a
 // listening socket at fd 3, hands the namespace to every process of its own user that connects, and
 // exits once no one has connected for IDLE_SECONDS. Sandboxes that joined keep the namespace alive
-// themselves. Given the maps of a sandbox's nested user namespace, it also makes the next sandbox's
+// themselves. With the maps of a sandbox's nested user namespace, it also makes the next sandbox's
 // user and network namespaces ahead of time (a spare; see "spares" below).
 #include <linux/errno.h>
 #include <linux/fcntl.h>
@@ -246,10 +246,10 @@ static int hold_userns(long argc, char **argv)
 {
     SYS5(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0);
     SYS5(SYS_prctl, PR_SET_NAME, "sandbox-userns", 0, 0, 0);
-    long idle = argc == 3 || argc == 5 ? parse_decimal(argv[2]) : -1;
+    long idle = argc == 5 ? parse_decimal(argv[2]) : -1;
     if (idle <= 0)
         return 125;
-    const char *uid_map = argc == 5 ? argv[3] : 0, *gid_map = argc == 5 ? argv[4] : 0;
+    const char *uid_map = argv[3], *gid_map = argv[4];
     // The executor blocked every signal around clone: SIGTERM and the rest act normally again.
     unsigned long long none = 0;
     SYS4(SYS_rt_sigprocmask, 2 /* SIG_SETMASK */, &none, 0, KERNEL_SIGSET_SIZE);
@@ -258,7 +258,7 @@ static int hold_userns(long argc, char **argv)
         return 125;
     struct spare spare = {-1, -1};
     long taker = -1;
-    int want_spare = uid_map != 0;
+    int want_spare = 1;
     for (;;) {
         // A spare is made only while no caller waits, so that no one waits for one. One attempt
         // per hand-over: a failure (say, user.max_net_namespaces reached) is not retried in a loop.
@@ -293,7 +293,7 @@ static int hold_userns(long argc, char **argv)
             if (taker < 0)
                 taker = -1;
         }
-        want_spare = uid_map != 0 && spare.user < 0;
+        want_spare = spare.user < 0;
     }
 }
 

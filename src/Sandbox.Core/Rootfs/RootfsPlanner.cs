@@ -7,10 +7,12 @@ namespace Sandbox.Rootfs;
 /// <summary>The facts about the calling host that a plan depends on; tests build their own.</summary>
 /// <param name="SocketDirectories">
 /// Host directories of per-user sockets that a sandbox of the host's root must not reach: /run/user
-/// and $XDG_RUNTIME_DIR (see <see cref="UserSocketDirectories"/>).
+/// and $XDG_RUNTIME_DIR (see <see cref="UserSocketDirectories"/>). Default: looked up on this host
+/// when a plan of the host's root needs them, and only then (no cost to other roots' starts).
 /// </param>
 /// <param name="EngineSockets">
-/// The sockets of container and VM engines on the host (see <see cref="ExistingEngineSockets"/>).
+/// The sockets of container and VM engines on the host (see <see cref="ExistingEngineSockets"/>);
+/// default: looked up as <paramref name="SocketDirectories"/> are.
 /// </param>
 public sealed record HostContext(
     string? Home,
@@ -42,9 +44,15 @@ public sealed record HostContext(
         System.Environment.GetEnvironmentVariable("PATH"),
         System.Environment.GetEnvironmentVariable("TERM"),
         Sandbox.Identity.IdentityEnvironment.Current(),
-        RuntimeDirectory: System.IO.Path.TrimEndingDirectorySeparator(AppContext.BaseDirectory),
-        SocketDirectories: UserSocketDirectories(System.Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR"), Directory.Exists),
-        EngineSockets: ExistingEngineSockets(File.Exists));
+        RuntimeDirectory: System.IO.Path.TrimEndingDirectorySeparator(AppContext.BaseDirectory));
+
+    /// <summary><see cref="SocketDirectories"/>, looked up on this host when not given.</summary>
+    internal ImmutableArray<string> SocketDirectoriesHere() => SocketDirectories.IsDefault
+        ? UserSocketDirectories(System.Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR"), Directory.Exists)
+        : SocketDirectories;
+
+    /// <summary><see cref="EngineSockets"/>, looked up on this host when not given.</summary>
+    internal ImmutableArray<string> EngineSocketsHere() => EngineSockets.IsDefault ? ExistingEngineSockets(File.Exists) : EngineSockets;
 
     /// <summary>The <see cref="KnownEngineSockets"/> that exist, each once (/var/run is a link to /run).</summary>
     public static ImmutableArray<string> ExistingEngineSockets(Func<string, bool> exists) =>
@@ -102,8 +110,8 @@ public static class RootfsPlanner
     // The host's session sockets (HostContext.UserSocketDirectories), in host mode: another root has
     // none of the host's directories. One under the fresh /tmp or $HOME is hidden already.
     private static string[] HiddenSocketDirectories(SandboxSpec spec, HostContext host, string home) =>
-        spec.Root is HostRoot && !host.SocketDirectories.IsDefault
-            ? host.SocketDirectories.Where(d => !IsUnder(d, "/tmp") && !IsUnder(d, home)).ToArray()
+        spec.Root is HostRoot
+            ? host.SocketDirectoriesHere().Where(d => !IsUnder(d, "/tmp") && !IsUnder(d, home)).ToArray()
             : [];
 
     /// <summary>The path of $HOME inside: the caller's home in host mode (when it exists), /root otherwise.</summary>
@@ -178,6 +186,9 @@ public static class RootfsPlanner
         AddDev(steps);
         AddProc(steps, host);
 
+        // First, so that a $HOME below one of them (an odd $XDG_RUNTIME_DIR) is made again and mounted on top.
+        foreach (string sockets in hiddenSockets)
+            steps.Add(new MountStep("tmpfs", In(sockets), "tmpfs", TmpfsFlags | MountFlags.NoExec, "mode=0755"));
         steps.Add(new MountStep("tmpfs", In("/tmp"), "tmpfs", TmpfsFlags, "mode=1777"));
         // $HOME may lie under /tmp (CI runners do that), just hidden by the fresh /tmp: recreate it.
         // An image's root is a throwaway copy already: its home directories stay as the image has them.
@@ -193,12 +204,10 @@ public static class RootfsPlanner
             throw new SandboxException(SandboxErrorCode.InvalidSpec,
                 "files in $HOME are only made for the host's root or a directory root, whose $HOME is a fresh tmpfs; an image keeps its home as it has it");
         }
-        foreach (string sockets in hiddenSockets)
-            steps.Add(new MountStep("tmpfs", In(sockets), "tmpfs", TmpfsFlags | MountFlags.NoExec, "mode=0755"));
-        if (spec.Root is HostRoot && !host.EngineSockets.IsDefault)
+        if (spec.Root is HostRoot)
         {
             // Optional: one may vanish between planning and set-up (the engine stopped).
-            foreach (string socket in host.EngineSockets.Where(s => !freshMounts.Any(m => IsUnder(s, m))))
+            foreach (string socket in host.EngineSocketsHere().Where(s => !freshMounts.Any(m => IsUnder(s, m))))
                 steps.Add(new MountStep(In("/dev/null"), In(socket), null, MountFlags.Bind) { Optional = true });
         }
         foreach (TmpfsMount tmpfs in tmpfsMounts)

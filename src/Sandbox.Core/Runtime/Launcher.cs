@@ -63,7 +63,7 @@ internal static unsafe class Launcher
             var started = Stopwatch.GetTimestamp();
             bool mapsWritten = false;
             int pid;
-            using (HeldUserNamespace? held = HeldUserNamespace(plan))
+            using (HeldUserNamespace? held = AcquireHeldUserNamespace(plan))
             {
                 args->UserNamespaceFd = -1;
                 args->SpareUserNamespaceFd = -1;
@@ -151,7 +151,7 @@ internal static unsafe class Launcher
     // The maps come from a held user namespace when one can be had: PID 1 gets a user namespace
     // nested in it, whose maps the executor writes (for a subordinate range: no newuidmap or
     // newgidmap); or the holder's spare, made ahead of time with its network namespace.
-    private static HeldUserNamespace? HeldUserNamespace(RuntimePlan plan) =>
+    private static HeldUserNamespace? AcquireHeldUserNamespace(RuntimePlan plan) =>
         plan.Namespaces.HasFlag(NamespaceSet.User) ? UserNamespaceHolder.TryAcquire(plan.IdMaps) : null;
 
     // Once a SandboxProcess exists it owns the arena and frees it after reaping PID 1.

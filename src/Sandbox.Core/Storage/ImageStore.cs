@@ -231,10 +231,10 @@ public sealed class ImageStore
 
             // Everything verified: move the new layers into place (metadata first: a directory under l/ always has it).
             foreach (var (key, meta) in metaUpdates)
-                WriteJsonAtomic(Path.Combine(LayerMetaDir, key + ".json"), JsonSerializer.SerializeToUtf8Bytes(meta, StoreJsonContext.Default.StoredLayerMeta));
+                WriteFileAtomic(Path.Combine(LayerMetaDir, key + ".json"), JsonSerializer.SerializeToUtf8Bytes(meta, StoreJsonContext.Default.StoredLayerMeta));
             foreach (var (key, dir, meta) in staged)
             {
-                WriteJsonAtomic(Path.Combine(LayerMetaDir, key + ".json"), JsonSerializer.SerializeToUtf8Bytes(meta, StoreJsonContext.Default.StoredLayerMeta));
+                WriteFileAtomic(Path.Combine(LayerMetaDir, key + ".json"), JsonSerializer.SerializeToUtf8Bytes(meta, StoreJsonContext.Default.StoredLayerMeta));
                 string target = Path.Combine(LayerRoot, key);
                 if (!FileSystemCalls.RenameNoReplace(dir.Path, target))
                 {
@@ -585,7 +585,7 @@ public sealed class ImageStore
         foreach (string familiar in record.Names.Select(ImageName.Familiar))
         {
             if (!onlyWhereWrong || ReadNameHint(familiar) != hex)
-                WriteJsonAtomic(NameHintPath(familiar), Encoding.ASCII.GetBytes(hex));
+                WriteFileAtomic(NameHintPath(familiar), Encoding.ASCII.GetBytes(hex));
         }
     }
 
@@ -796,7 +796,7 @@ public sealed class ImageStore
         Path.Combine(ImagesDir, Digest.Parse(digest, "record").Hex + ".json");
 
     private void WriteRecordFile(StoredImage record) =>
-        WriteJsonAtomic(RecordPath(record.Digest), JsonSerializer.SerializeToUtf8Bytes(record, StoreJsonContext.Default.StoredImage));
+        WriteFileAtomic(RecordPath(record.Digest), JsonSerializer.SerializeToUtf8Bytes(record, StoreJsonContext.Default.StoredImage));
 
     private List<StoredImage> LoadAll()
     {
@@ -854,11 +854,11 @@ public sealed class ImageStore
         if (File.Exists(path))
             return;
         Directory.CreateDirectory(dir);
-        WriteJsonAtomic(path, content);
+        WriteFileAtomic(path, content);
     }
 
     /// <summary>Writes a file whole or not at all: a hidden temporary beside it, then rename.</summary>
-    private static void WriteJsonAtomic(string path, byte[] content)
+    private static void WriteFileAtomic(string path, byte[] content)
     {
         string temp = Path.Combine(Path.GetDirectoryName(path)!, $".{Path.GetFileName(path)}.{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6))}.tmp");
         try
