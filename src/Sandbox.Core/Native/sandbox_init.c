@@ -297,15 +297,6 @@ static int hold_userns(long argc, char **argv)
     }
 }
 
-static int str_equal(const char *a, const char *b)
-{
-    while (*a && *a == *b) {
-        a++;
-        b++;
-    }
-    return *a == *b;
-}
-
 // The payload has exited with wait status `status`: end the sandbox, then report. Our own exit would
 // kill the rest of the PID namespace too, but the parent would then have to wait for all of that
 // exit to know the sandbox is gone, namespaces' teardown included (the mount namespace's unmounts
@@ -340,7 +331,7 @@ static void finish(int status)
 
 static int init_main(long argc, char **argv)
 {
-    if (argc >= 2 && str_equal(argv[1], "--hold-userns"))
+    if (argc >= 2 && sbx_str_equal(argv[1], "--hold-userns"))
         return hold_userns(argc, argv);
     SYS5(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0);
     if (argc != 2)

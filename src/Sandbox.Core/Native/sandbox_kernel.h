@@ -15,6 +15,15 @@ static inline unsigned long sbx_length(const char *s)
     return n;
 }
 
+static inline int sbx_str_equal(const char *a, const char *b)
+{
+    while (*a && *a == *b) {
+        a++;
+        b++;
+    }
+    return *a == *b;
+}
+
 // Writes value (>= 0) in decimal at buf[n] and a NUL after it; returns the new length.
 static inline unsigned long sbx_append_decimal(char *buf, unsigned long n, long value)
 {
