@@ -86,7 +86,7 @@ public sealed class UserNamespaceHolderTests
         string[] lines = second.StdoutText.Split('\n');
         Assert.That(lines[0], Is.EqualTo(user), "the sandbox's user namespace is the spare's");
         Assert.That(lines[1], Is.EqualTo(network), "the sandbox's network namespace is the spare's");
-        Assert.That(string.Join(' ', lines[2].Split(' ', StringSplitOptions.RemoveEmptyEntries)), Is.EqualTo("0 0 1"), "nested in the held namespace");
+        Assert.That(Columns(lines[2]), Is.EqualTo("0 0 1"), "nested in the held namespace");
         Assert.That(second.StdoutText, Does.Contain("lo: <LOOPBACK,UP,LOWER_UP> mtu 1280"), "loopback up, and ours to change");
 
         CliResult third = Run(tmp, "readlink /proc/self/ns/user /proc/self/ns/net");
@@ -99,9 +99,7 @@ public sealed class UserNamespaceHolderTests
     public void ASpareThatIsNotNestedInTheHeldNamespaceIsNotJoined()
     {
         using var tmp = new HolderDir();
-        Assert.That(Run(tmp, "true").ExitCode, Is.EqualTo(0));
-        int holder = SingleHolder(tmp);
-        string socket = Directory.GetFiles(SocketDirectory(tmp), "userns-*.sock").Single();
+        var (holder, socket) = StartedHolder(tmp);
         // The held namespace stays ours to offer (this fd keeps it) after its holder is gone.
         using var held = File.OpenHandle($"/proc/{holder}/ns/user");
         Kill(holder);
@@ -125,7 +123,7 @@ public sealed class UserNamespaceHolderTests
             string[] lines = r.StdoutText.Split('\n');
             Assert.That(lines[0], Is.Not.EqualTo(new FileInfo($"/proc/{unshare.Id}/ns/net").LinkTarget), "not the offered network namespace");
             Assert.That(lines[1], Is.Not.EqualTo(new FileInfo($"/proc/{unshare.Id}/ns/user").LinkTarget), "not the offered user namespace");
-            Assert.That(string.Join(' ', lines[2].Split(' ', StringSplitOptions.RemoveEmptyEntries)), Is.EqualTo("0 0 1"), "nested in the held namespace, as without a spare");
+            Assert.That(Columns(lines[2]), Is.EqualTo("0 0 1"), "nested in the held namespace, as without a spare");
         }
         finally
         {
@@ -188,9 +186,7 @@ public sealed class UserNamespaceHolderTests
     public void AStaleSocketAndAListenerThatSendsNothingAreReplaced()
     {
         using var tmp = new HolderDir();
-        Assert.That(Run(tmp, "true").ExitCode, Is.EqualTo(0));
-        int holder = SingleHolder(tmp);
-        string socket = Directory.GetFiles(SocketDirectory(tmp), "userns-*.sock").Single();
+        var (holder, socket) = StartedHolder(tmp);
 
         // Killed: its socket file stays behind and refuses connections.
         Kill(holder);
@@ -210,9 +206,8 @@ public sealed class UserNamespaceHolderTests
     public void ANamespaceThatCannotHoldASandboxIsJoinedInVainAndNewuidmapWritesTheMap()
     {
         using var tmp = new HolderDir();
-        Assert.That(Run(tmp, "true").ExitCode, Is.EqualTo(0));
-        string socket = Directory.GetFiles(SocketDirectory(tmp), "userns-*.sock").Single();
-        Kill(SingleHolder(tmp));
+        var (holder, socket) = StartedHolder(tmp);
+        Kill(holder);
 
         // A user namespace of ours with no map at all: it passes the check (a direct child of
         // ours, owned by us), but no user namespace can be made in it (the creator's ids are not
@@ -339,8 +334,17 @@ public sealed class UserNamespaceHolderTests
 
     // /proc/self/uid_map, its columns joined by single spaces.
     private static string MapOf(CliResult r) =>
-        string.Concat(r.StdoutText.Split('\n').Skip(1).Where(l => l.Trim().Length > 0)
-            .Select(l => string.Join(' ', l.Split(' ', StringSplitOptions.RemoveEmptyEntries)) + "\n"));
+        string.Concat(r.StdoutText.Split('\n').Skip(1).Where(l => l.Trim().Length > 0).Select(l => Columns(l) + "\n"));
+
+    // A line of /proc/PID/uid_map (columns padded with spaces) as "inside outside count".
+    private static string Columns(string line) => string.Join(' ', line.Split(' ', StringSplitOptions.RemoveEmptyEntries));
+
+    // After a first run: its holder, the only one listening in tmp, and that holder's socket.
+    private static (int Holder, string Socket) StartedHolder(HolderDir tmp)
+    {
+        Assert.That(Run(tmp, "true").ExitCode, Is.EqualTo(0));
+        return (SingleHolder(tmp), Directory.GetFiles(SocketDirectory(tmp), "userns-*.sock").Single());
+    }
 
     /// <summary>The pids of the processes listening on a socket in this test's socket directory.</summary>
     private static List<int> Holders(HolderDir tmp)

@@ -697,6 +697,24 @@ public class ImageStoreTests
     }
 
     [Test]
+    public void PruneLeavesTheHintsOfCurrentNamesAndNothingElse()
+    {
+        using var temp = new Scratch();
+        var (store, app, _) = AppAndOther(temp);
+        string orphan = store.NameHintPath("gone:latest"); // its image was removed, its hint not (a crash between the two)
+        File.WriteAllText(orphan, Hex(app));
+        string halfWritten = Path.Combine(store.Root, "names", ".0123456789abcdef.a1b2c3d4e5f6.tmp");
+        File.WriteAllText(halfWritten, "");
+
+        store.Prune();
+        Assert.That(File.Exists(orphan), Is.False, "no image has that name");
+        Assert.That(File.Exists(halfWritten), Is.False, "a dead process's temporary");
+        Assert.That(Directory.GetFiles(Path.Combine(store.Root, "names")).Order(),
+            Is.EqualTo(new[] { store.NameHintPath("app:latest"), store.NameHintPath("other:latest") }.Order()));
+        Assert.That(store.Find("app")!.Digest, Is.EqualTo(app.Digest));
+    }
+
+    [Test]
     public void HintsFollowTheirNamesAndGoWithThem()
     {
         using var temp = new Scratch();

@@ -111,16 +111,11 @@ static void spare_close(struct spare *s)
     s->net = -1;
 }
 
-// "/proc/PID/ns/NAME", opened read-only.
+// A process's namespace ("ns/user", "ns/net"), opened read-only.
 static long open_namespace(long pid, const char *name)
 {
-    char path[64] = "/proc/";
-    unsigned long n = sbx_append_decimal(path, 6, pid);
-    for (const char *part = "/ns/"; *part; part++)
-        path[n++] = *part;
-    for (unsigned long i = 0; name[i] && n < sizeof path - 1; i++)
-        path[n++] = name[i];
-    path[n] = 0;
+    char path[SBX_PROC_PATH_SIZE];
+    sbx_proc_path(path, pid, name);
     return SYS4(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
 }
 
@@ -145,8 +140,8 @@ static void make_spare(struct spare *s, const char *uid_map, const char *gid_map
     SYS1(SYS_close, gate[0]);
     long user = -1, net = -1;
     if (pid > 0 && sbx_write_proc_file(pid, "uid_map", uid_map) == 0 && sbx_write_proc_file(pid, "gid_map", gid_map) == 0) {
-        user = open_namespace(pid, "user");
-        net = open_namespace(pid, "net");
+        user = open_namespace(pid, "ns/user");
+        net = open_namespace(pid, "ns/net");
     }
     SYS1(SYS_close, gate[1]);
     int status = -1;

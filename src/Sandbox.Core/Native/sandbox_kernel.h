@@ -39,15 +39,29 @@ static inline unsigned long sbx_append_decimal(char *buf, unsigned long n, long 
     return n;
 }
 
+#define SBX_PROC_PATH_SIZE 64
+
+// "/proc/PID/NAME" into path (SBX_PROC_PATH_SIZE bytes; a longer NAME is cut short).
+static inline void sbx_proc_path(char *path, long pid, const char *name)
+{
+    const char *prefix = "/proc/";
+    unsigned long n = 0;
+    while (prefix[n]) {
+        path[n] = prefix[n];
+        n++;
+    }
+    n = sbx_append_decimal(path, n, pid);
+    path[n++] = '/';
+    for (unsigned long i = 0; name[i] && n < SBX_PROC_PATH_SIZE - 1; i++)
+        path[n++] = name[i];
+    path[n] = 0;
+}
+
 // Writes map to /proc/PID/FILE (uid_map, gid_map or setgroups).
 static inline long sbx_write_proc_file(long pid, const char *file, const char *map)
 {
-    char path[64] = "/proc/";
-    unsigned long n = sbx_append_decimal(path, 6, pid);
-    path[n++] = '/';
-    for (unsigned long i = 0; file[i] && n < sizeof path - 1; i++)
-        path[n++] = file[i];
-    path[n] = 0;
+    char path[SBX_PROC_PATH_SIZE];
+    sbx_proc_path(path, pid, file);
     long fd = SYS4(SYS_openat, AT_FDCWD, path, O_WRONLY | O_CLOEXEC, 0);
     if (fd < 0)
         return fd;

@@ -65,9 +65,7 @@ internal static unsafe class Launcher
             int pid;
             using (HeldUserNamespace? held = AcquireHeldUserNamespace(plan))
             {
-                args->UserNamespaceFd = -1;
-                args->SpareUserNamespaceFd = -1;
-                args->SpareNetworkNamespaceFd = -1;
+                WithoutHeldNamespace(args);
                 if (held is not null)
                 {
                     args->UserNamespaceFd = (int)held.Held.DangerousGetHandle();
@@ -85,9 +83,7 @@ internal static unsafe class Launcher
                 if (pid < 0 && held is not null)
                 {
                     // Do without the holder: the way that needs none reports any failure it shares.
-                    args->UserNamespaceFd = -1;
-                    args->SpareUserNamespaceFd = -1;
-                    args->SpareNetworkNamespaceFd = -1;
+                    WithoutHeldNamespace(args);
                     pid = NativeExecutor.Spawn(args, out pidfd);
                 }
             }
@@ -146,6 +142,13 @@ internal static unsafe class Launcher
             }
             throw;
         }
+    }
+
+    private static void WithoutHeldNamespace(NativeSpawnArgs* args)
+    {
+        args->UserNamespaceFd = -1;
+        args->SpareUserNamespaceFd = -1;
+        args->SpareNetworkNamespaceFd = -1;
     }
 
     // The maps come from a held user namespace when one can be had: PID 1 gets a user namespace

@@ -722,10 +722,17 @@ public sealed class ImageStore
             }
             foreach (string stale in Directory.EnumerateFiles(ImagesDir, ".*").ToList())
                 File.Delete(stale); // half-written records of dead processes
-            foreach (string stale in Directory.EnumerateFiles(NamesDir, ".*").ToList())
-                File.Delete(stale); // and name hints
+            // names/ holds the hints of the names the records have, and nothing else: half-written
+            // hints of dead processes go, and so do hints whose name no image has any more (a crash
+            // between a record's removal and its hints'); a store made before hints gets them here.
+            var hints = all.SelectMany(r => r.Names).Select(n => NameHintPath(ImageName.Familiar(n))).ToHashSet(StringComparer.Ordinal);
+            foreach (string file in Directory.EnumerateFiles(NamesDir).ToList())
+            {
+                if (!hints.Contains(file))
+                    File.Delete(file);
+            }
             foreach (StoredImage record in all)
-                WriteNameHints(record, onlyWhereWrong: true); // a store made before hints gets them here
+                WriteNameHints(record, onlyWhereWrong: true);
 
             var usedBlobs = all.SelectMany(r => r.HasManifest ? new[] { r.Digest, r.ConfigDigest } : [r.ConfigDigest]).ToHashSet(StringComparer.Ordinal);
             int blobsRemoved = 0;
