@@ -171,14 +171,17 @@ internal static unsafe partial class NativeExecutor
     internal const int ExpectedAbiVersion = 11;
 
     /// <summary>
-    /// The executor's entry points, bound with dlopen/dlsym (NativeLibrary) from the directory this
-    /// assembly ships in, on first use. Not [LibraryImport]: the runtime resolves those lazily through
-    /// its probing logic, which reads the assembly's DllImportSearchPath attributes by reflection
-    /// (~0.25 ms of a NativeAOT warm start in perf).
+    /// The executor's entry points, bound with dlsym (NativeLibrary) on first use: from the executable
+    /// itself when it has them (the NativeAOT CLI links the executor in: Sandbox.Cli.csproj), else
+    /// from libsandbox_exec.so, loaded from the directory this assembly ships in. Not
+    /// [LibraryImport]: the runtime resolves those lazily through its probing logic, which reads the
+    /// assembly's DllImportSearchPath attributes by reflection (~0.25 ms of a NativeAOT warm start in perf).
     /// </summary>
     private static class Exports
     {
-        public static readonly nint Library = NativeLibrary.Load(Path.Combine(Directory, LibraryName));
+        public static readonly nint Library = NativeLibrary.TryGetExport(NativeLibrary.GetMainProgramHandle(), "sbx_abi_version", out _)
+            ? NativeLibrary.GetMainProgramHandle()
+            : NativeLibrary.Load(Path.Combine(Directory, LibraryName));
         public static readonly delegate* unmanaged<int> AbiVersion = (delegate* unmanaged<int>)Get("sbx_abi_version");
         public static readonly delegate* unmanaged<int> OpSize = (delegate* unmanaged<int>)Get("sbx_op_size");
         public static readonly delegate* unmanaged<int> ArgsSize = (delegate* unmanaged<int>)Get("sbx_args_size");
