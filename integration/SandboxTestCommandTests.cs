@@ -15,36 +15,6 @@ public sealed class SandboxTestCommandTests
     [OneTimeSetUp]
     public void Unprivileged() => Require.Unprivileged();
 
-    private static string RepositoryRoot()
-    {
-        if (Environment.GetEnvironmentVariable("SANDBOX_REPO_ROOT") is { Length: > 0 } configured)
-            return configured;
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Sandbox.sln")))
-                return dir.FullName;
-        }
-        throw new InvalidOperationException("Sandbox.sln not found above " + AppContext.BaseDirectory);
-    }
-
-    private static void CopyTree(string from, string to)
-    {
-        foreach (string dir in Directory.EnumerateDirectories(from, "*", SearchOption.AllDirectories))
-        {
-            string rel = Path.GetRelativePath(from, dir);
-            if (rel.Split('/').Any(p => p is "bin" or "obj" or "TestResults"))
-                continue;
-            Directory.CreateDirectory(Path.Combine(to, rel));
-        }
-        foreach (string file in Directory.EnumerateFiles(from, "*", SearchOption.AllDirectories))
-        {
-            string rel = Path.GetRelativePath(from, file);
-            if (rel.Split('/').Any(p => p is "bin" or "obj" or "TestResults"))
-                continue;
-            File.Copy(file, Path.Combine(to, rel));
-        }
-    }
-
     /// <summary>
     /// A fresh $HOME is a new machine to NuGet: without its migration marker the SDK's first NuGet
     /// call starts `sh -c umask` and seven `ls -ld` before it builds. A stand-in `dotnet` (first on
@@ -86,7 +56,7 @@ public sealed class SandboxTestCommandTests
     {
         using var work = new TempDir();
         string sample = Path.Combine(work.Path, "HelloSandbox");
-        CopyTree(Path.Combine(RepositoryRoot(), "examples", "HelloSandbox"), sample);
+        Repository.CopyTree(Path.Combine(Repository.Root(), "examples", "HelloSandbox"), sample);
         string sln = Path.Combine(sample, "HelloSandbox.sln");
 
         var env = new Dictionary<string, string> { ["SANDBOX_DEMO_SECRET"] = "host-only-secret", ["DOTNET_NOLOGO"] = "1" };

@@ -62,9 +62,13 @@ internal static class SandboxCli
 {
     public static string Binary => Path.Combine(AppContext.BaseDirectory, "sandbox");
 
-    public static ProcessStartInfo StartInfo(IEnumerable<string> args, IDictionary<string, string>? env = null)
+    public static ProcessStartInfo StartInfo(IEnumerable<string> args, IDictionary<string, string>? env = null) =>
+        StartInfo(Binary, args, env);
+
+    /// <summary>A start of another build of the CLI (<paramref name="binary"/>: the NativeAOT one).</summary>
+    public static ProcessStartInfo StartInfo(string binary, IEnumerable<string> args, IDictionary<string, string>? env = null)
     {
-        var psi = new ProcessStartInfo(Binary)
+        var psi = new ProcessStartInfo(binary)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -85,6 +89,10 @@ internal static class SandboxCli
 
     public static CliResult Run(IEnumerable<string> args, byte[]? stdin = null, IDictionary<string, string>? env = null, TimeSpan? limit = null) =>
         Run(StartInfo(args, env), $"sandbox {string.Join(' ', args)}", stdin, limit);
+
+    /// <summary>Runs another build of the CLI (<paramref name="binary"/>) to its end.</summary>
+    public static CliResult RunBinary(string binary, params string[] args) =>
+        Run(StartInfo(binary, args), $"{binary} {string.Join(' ', args)}", stdin: null, limit: null);
 
     /// <summary>A shell command line that runs the CLI (<see cref="Binary"/>), for redirections and pipelines the test needs around it.</summary>
     public static CliResult Shell(string script, TimeSpan? limit = null)
@@ -197,6 +205,55 @@ internal sealed class TempDir : IDisposable
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or SandboxException)
         {
             TestContext.Progress.WriteLine($"could not remove {Path}: {e.Message}");
+        }
+    }
+}
+
+/// <summary>The source tree these tests were built from.</summary>
+internal static class Repository
+{
+    /// <summary>$SANDBOX_REPO_ROOT, else the directory of Sandbox.sln above the tests' own directory.</summary>
+    public static string Root()
+    {
+        if (Environment.GetEnvironmentVariable("SANDBOX_REPO_ROOT") is { Length: > 0 } configured)
+            return configured;
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Sandbox.sln")))
+                return dir.FullName;
+        }
+        throw new InvalidOperationException($"no Sandbox.sln above {AppContext.BaseDirectory}");
+    }
+
+    /// <summary>Whether a build can write into these projects (src/PROJECT/obj): ci/test runs from the CI user's copy; a root-owned checkout run by hand cannot.</summary>
+    public static bool IsWritable(string root, params string[] projects)
+    {
+        foreach (string project in projects)
+        {
+            string probe = Path.Combine(root, "src", project, $".write-probe-{Guid.NewGuid():N}");
+            try
+            {
+                File.WriteAllText(probe, "");
+                File.Delete(probe);
+            }
+            catch (Exception e) when (e is UnauthorizedAccessException or IOException)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>Copies a directory tree without build output (bin, obj, TestResults) and .git.</summary>
+    public static void CopyTree(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (string file in Directory.EnumerateFiles(from))
+            File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
+        foreach (string dir in Directory.EnumerateDirectories(from))
+        {
+            if (Path.GetFileName(dir) is not ("bin" or "obj" or "TestResults" or ".git"))
+                CopyTree(dir, Path.Combine(to, Path.GetFileName(dir)));
         }
     }
 }

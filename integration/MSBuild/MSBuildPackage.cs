@@ -23,8 +23,8 @@ internal sealed class MSBuildPackage : IDisposable
         Version = $"0.1.0-it.g{Guid.NewGuid():N}"[..24];
         Feed = Path.Combine(_dir.Path, "feed");
         Directory.CreateDirectory(Feed);
-        string root = RepositoryRoot();
-        string source = IsWritable(root) ? root : CopySources(root, Path.Combine(_dir.Path, "src"));
+        string root = Repository.Root();
+        string source = Repository.IsWritable(root, "Sandbox.Core", "Sandbox.Cli", "Sandbox.MSBuild") ? root : CopySources(root, Path.Combine(_dir.Path, "src"));
         DotnetRun.Result r = DotnetRun.Run("bash", [Path.Combine(source, "ci", "pack-msbuild"), Feed, $"-p:Version={Version}"], source, TimeSpan.FromMinutes(4));
         Assert.That(r.ExitCode, Is.EqualTo(0), $"ci/pack-msbuild failed:\n{r}");
         Assert.That(File.Exists(Path.Combine(Feed, $"Sandbox.MSBuild.{Version}.nupkg")), Is.True, r.ToString());
@@ -34,35 +34,6 @@ internal sealed class MSBuildPackage : IDisposable
 
     /// <summary>The directory holding the .nupkg (a local NuGet feed).</summary>
     public string Feed { get; }
-
-    /// <summary>The directory of Sandbox.sln, walking up from the tests' own directory.</summary>
-    public static string RepositoryRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Sandbox.sln")))
-                return dir.FullName;
-        }
-        throw new InvalidOperationException($"no Sandbox.sln above {AppContext.BaseDirectory}");
-    }
-
-    private static bool IsWritable(string root)
-    {
-        foreach (string project in new[] { "Sandbox.Core", "Sandbox.Cli", "Sandbox.MSBuild" })
-        {
-            string probe = Path.Combine(root, "src", project, $".write-probe-{Guid.NewGuid():N}");
-            try
-            {
-                File.WriteAllText(probe, "");
-                File.Delete(probe);
-            }
-            catch (Exception e) when (e is UnauthorizedAccessException or IOException)
-            {
-                return false;
-            }
-        }
-        return true;
-    }
 
     /// <summary>What ci/pack-msbuild needs, without bin/ and obj/.</summary>
     private static string CopySources(string root, string target)
@@ -77,21 +48,8 @@ internal sealed class MSBuildPackage : IDisposable
             File.Copy(from, to);
         }
         foreach (string project in new[] { "Sandbox.Core", "Sandbox.Cli", "Sandbox.MSBuild" })
-            CopyTree(Path.Combine(root, "src", project), Path.Combine(target, "src", project));
+            Repository.CopyTree(Path.Combine(root, "src", project), Path.Combine(target, "src", project));
         return target;
-    }
-
-    private static void CopyTree(string from, string to)
-    {
-        Directory.CreateDirectory(to);
-        foreach (string file in Directory.EnumerateFiles(from))
-            File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
-        foreach (string dir in Directory.EnumerateDirectories(from))
-        {
-            if (Path.GetFileName(dir) is "bin" or "obj" or "TestResults" or ".git")
-                continue;
-            CopyTree(dir, Path.Combine(to, Path.GetFileName(dir)));
-        }
     }
 
     public void Dispose()

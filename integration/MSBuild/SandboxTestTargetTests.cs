@@ -193,7 +193,7 @@ public sealed class SandboxTestTargetTests
         // examples/HelloSandbox as a user would take the package: a PackageReference in every project
         // (Directory.Build.targets), `dotnet build HelloSandbox.sln -t:SandboxTest` (the library is skipped).
         string sample = Path.Combine(_dir!.Path, "HelloSandbox");
-        CopyTree(Path.Combine(MSBuildPackage.RepositoryRoot(), "examples", "HelloSandbox"), sample);
+        Repository.CopyTree(Path.Combine(Repository.Root(), "examples", "HelloSandbox"), sample);
         File.Copy(Path.Combine(_workspace, "nuget.config"), Path.Combine(sample, "nuget.config"));
         File.WriteAllText(Path.Combine(sample, "Directory.Build.targets"), $"""
             <Project>
@@ -229,18 +229,6 @@ public sealed class SandboxTestTargetTests
         Match m = Regex.Match(output, Regex.Escape(prefix) + @"(\d+) passed, (\d+) failed, (\d+) skipped");
         Assert.That(m.Success, Is.True, $"no summary line ({prefix}...) in:\n{output}");
         return (int.Parse(m.Groups[1].Value), int.Parse(m.Groups[2].Value), int.Parse(m.Groups[3].Value));
-    }
-
-    private static void CopyTree(string from, string to)
-    {
-        Directory.CreateDirectory(to);
-        foreach (string file in Directory.EnumerateFiles(from))
-            File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
-        foreach (string dir in Directory.EnumerateDirectories(from))
-        {
-            if (Path.GetFileName(dir) is not ("bin" or "obj" or "TestResults"))
-                CopyTree(dir, Path.Combine(to, Path.GetFileName(dir)));
-        }
     }
 
     private static string Describe(int pid)

@@ -1,0 +1,99 @@
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+using Sandbox.IntegrationTests.MSBuild;
+
+namespace Sandbox.IntegrationTests;
+
+/// <summary>
+/// The NativeAOT CLI, as ci/publish-aot builds it (the build users install and ci/bench measures):
+/// it runs sandboxes, with the native executor linked into the executable instead of loaded from
+/// libsandbox_exec.so, and its start-up layout list (src/Sandbox.Cli/startup-methods.txt) still
+/// names the methods of this build. The rest of the suite runs the JIT build.
+/// </summary>
+[TestFixture]
+[Parallelizable(ParallelScope.None)]
+public sealed class NativeAotCliTests
+{
+    private TempDir? _out;
+    private string _publishOutput = "";
+
+    private string Cli => Path.Combine(_out!.Path, "sandbox");
+
+    [OneTimeSetUp]
+    public void Publish()
+    {
+        Require.Unprivileged();
+        string root = Repository.Root();
+        Require.That(Repository.IsWritable(root, "Sandbox.Core", "Sandbox.Cli"),
+            $"the NativeAOT build writes into {root}/src/*/obj: run from a writable checkout (ci/test runs from the CI user's copy)");
+        _out = new TempDir();
+        DotnetRun.Result r = DotnetRun.Run("bash", [Path.Combine(root, "ci", "publish-aot"), _out.Path], root, TimeSpan.FromMinutes(8));
+        Assert.That(r.ExitCode, Is.EqualTo(0), $"ci/publish-aot failed:\n{r}");
+        Assert.That(File.Exists(Cli), Is.True, r.ToString());
+        _publishOutput = r.Output;
+    }
+
+    [OneTimeTearDown]
+    public void RemoveBuild() => _out?.Dispose();
+
+    [Test]
+    public void RunsASandboxAndPassesOnItsOutputAndExitCode()
+    {
+        CliResult r = Run(["run", "--", "/bin/sh", "-c", "echo out; echo err >&2; exit 7"]);
+        Assert.That(r.ExitCode, Is.EqualTo(7), r.ToString());
+        Assert.That(r.StdoutText, Is.EqualTo("out\n"), r.ToString());
+        Assert.That(r.Stderr, Is.EqualTo("err\n"), r.ToString());
+
+        // An error path: its message comes through the same trimmed, reflection-free code.
+        CliResult missing = Run(["run", "--", "/no/such/command"]);
+        Assert.That(missing.ExitCode, Is.EqualTo(127), missing.ToString());
+        Assert.That(missing.Stderr, Does.Contain("/no/such/command"), missing.ToString());
+    }
+
+    /// <summary>
+    /// Sandbox.Cli.csproj links the executor in and exports its entry points; NativeExecutor binds
+    /// them from the executable. Were the export lost, it would quietly dlopen the library published
+    /// beside it (as the JIT build does) and lose the start-up time: the running CLI's mappings show
+    /// which one it did.
+    /// </summary>
+    [Test]
+    public void BindsTheNativeExecutorLinkedIntoItsOwnExecutable()
+    {
+        Assert.That(File.Exists(Path.Combine(_out!.Path, "libsandbox_exec.so")), Is.True,
+            "the library is published beside the CLI (this test would prove nothing without it)");
+        using var cli = Process.Start(SandboxCli.StartInfo(Cli, ["run", "--", "/bin/sh", "-c", "echo ready; exec sleep 30"]))!;
+        try
+        {
+            Assert.That(cli.StandardOutput.ReadLine(), Is.EqualTo("ready"), "the sandbox did not start");
+            string maps = File.ReadAllText($"/proc/{cli.Id}/maps");
+            Assert.That(maps, Does.Contain(Cli), "the CLI's own executable is mapped");
+            Assert.That(maps, Does.Not.Contain("libsandbox_exec.so"), "the CLI loaded the executor library instead of using the one linked in");
+        }
+        finally
+        {
+            // SIGTERM goes on to the payload (docker's --sig-proxy): sleep dies of it, and so the run.
+            HostProcesses.Signal(cli.Id, "TERM");
+            if (!cli.WaitForExit(TimeSpan.FromSeconds(20)))
+                cli.Kill(entireProcessTree: true);
+        }
+        Assert.That(cli.ExitCode, Is.EqualTo(128 + 15), cli.StandardError.ReadToEnd());
+    }
+
+    /// <summary>
+    /// ci/publish-aot counts how many methods of the start-up layout list this build has. Renamed
+    /// methods lose their place in the layout, and the warm start its speed, silently: below 90% the
+    /// list is stale and ci/startup-order must make it anew.
+    /// </summary>
+    [Test]
+    public void StartupLayoutListNamesTheMethodsOfThisBuild()
+    {
+        Match m = Regex.Match(_publishOutput, @"start-up layout: (\d+) of the (\d+) methods");
+        Assert.That(m.Success, Is.True, $"ci/publish-aot printed no start-up layout line:\n{_publishOutput}");
+        int found = int.Parse(m.Groups[1].Value), listed = int.Parse(m.Groups[2].Value);
+        Assert.That(listed, Is.GreaterThan(500), "src/Sandbox.Cli/startup-methods.txt lists too few methods to be a start path");
+        Assert.That(found, Is.GreaterThanOrEqualTo(listed * 9 / 10),
+            $"only {found} of the {listed} methods in src/Sandbox.Cli/startup-methods.txt are in this build: run ci/startup-order");
+    }
+
+    private CliResult Run(string[] args) => SandboxCli.RunBinary(Cli, args);
+}
