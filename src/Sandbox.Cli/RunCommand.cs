@@ -61,9 +61,25 @@ internal sealed class RunCommand : Command
     /// </summary>
     public (List<string> OwnTokens, ImmutableArray<string> PayloadCommand) Split(IReadOnlyList<string> tokens)
     {
-        int at = tokens.ToList().FindIndex(t => t == "--root");
-        string? store = at >= 0 && at + 1 < tokens.Count ? tokens[at + 1] : tokens.FirstOrDefault(t => t.StartsWith("--root=", StringComparison.Ordinal))?[7..];
+        string? store = StoreDirectory(tokens);
         return SandboxOptions.Split(this, tokens, t => t == "host" || Directory.Exists(t) || IsImageArchive(t) || ImageExists(t, store), maxPositionals: 1);
+    }
+
+    // --root DIR or --root=DIR, for the image lookup before the parse. A loop, not LINQ, on the
+    // warm-start path (RootfsPlanner says why).
+    private static string? StoreDirectory(IReadOnlyList<string> tokens)
+    {
+        for (int i = 0; i < tokens.Count; i++)
+        {
+            if (tokens[i] == "--root")
+                return i + 1 < tokens.Count ? tokens[i + 1] : null;
+        }
+        for (int i = 0; i < tokens.Count; i++)
+        {
+            if (tokens[i].StartsWith("--root=", StringComparison.Ordinal))
+                return tokens[i][7..];
+        }
+        return null;
     }
 
     /// <summary>docker save, podman save and skopeo write these; anything else that exists is a command.</summary>

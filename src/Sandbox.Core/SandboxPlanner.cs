@@ -153,7 +153,15 @@ public static class SandboxPlanner
             vars.RemoveAll(v => v.Key == name);
             vars.Add(new(name, value));
         }
-        searchPath = vars.Last(v => v.Key == "PATH").Value;
-        return vars.Select(v => $"{v.Key}={v.Value}").ToImmutableArray();
+        // Loops, not LINQ, on the warm-start path (RootfsPlanner says why).
+        searchPath = "";
+        var environment = ImmutableArray.CreateBuilder<string>(vars.Count);
+        foreach (var (name, value) in vars)
+        {
+            if (name == "PATH")
+                searchPath = value;
+            environment.Add($"{name}={value}");
+        }
+        return environment.MoveToImmutable();
     }
 }
