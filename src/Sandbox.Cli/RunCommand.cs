@@ -72,7 +72,11 @@ internal sealed class RunCommand : Command
         for (int i = 0; i < tokens.Count; i++)
         {
             if (tokens[i] == "--root")
-                return i + 1 < tokens.Count ? tokens[i + 1] : null;
+            {
+                if (i + 1 < tokens.Count)
+                    return tokens[i + 1];
+                break;
+            }
         }
         for (int i = 0; i < tokens.Count; i++)
         {
