@@ -234,9 +234,9 @@ public sealed class StorageProbeCache
         string[]? lines = Linux.FileSystemCalls.TryReadAllLines(_file);
         if (lines is null || lines.Length == 0 || lines[0] != "boot\t" + _boot)
             return entries;
-        for (int i = 1; i < lines.Length; i++)
+        foreach (string line in lines.Skip(1))
         {
-            string[] parts = lines[i].Split('\t');
+            string[] parts = line.Split('\t');
             if (parts.Length == 2 && parts[1] == "ok")
                 entries[parts[0]] = null;
             else if (parts.Length == 3 && parts[1] == "fail")

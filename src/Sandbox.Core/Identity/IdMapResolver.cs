@@ -81,14 +81,12 @@ public static class IdMapResolver
 
     private static string? FindExecutable(string name, string? searchPath)
     {
-        foreach (string dir in (searchPath ?? "/usr/local/bin:/usr/bin:/bin").Split(':', StringSplitOptions.RemoveEmptyEntries))
+        foreach (string dir in (searchPath ?? "/usr/local/bin:/usr/bin:/bin").Split(':', StringSplitOptions.RemoveEmptyEntries).Append("/usr/bin"))
         {
             string candidate = Path.Combine(dir, name);
             if (File.Exists(candidate))
                 return candidate;
         }
-        // Where Debian's uidmap puts them, when PATH misses it (a loop, not LINQ's Append: RootfsPlanner says why).
-        string fallback = Path.Combine("/usr/bin", name);
-        return File.Exists(fallback) ? fallback : null;
+        return null;
     }
 }

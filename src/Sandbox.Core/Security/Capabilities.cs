@@ -34,13 +34,7 @@ public static class Capabilities
 
     public static string Name(int capability) => capability < s_names.Length ? "CAP_" + s_names[capability] : $"capability {capability}";
 
-    public static ulong Mask(IEnumerable<string> names)
-    {
-        ulong mask = 0;
-        foreach (string n in names)
-            mask |= 1UL << Parse(n);
-        return mask;
-    }
+    public static ulong Mask(IEnumerable<string> names) => names.Aggregate(0UL, (mask, n) => mask | (1UL << Parse(n)));
 
     public static ulong All => (1UL << s_names.Length) - 1;
 

@@ -561,12 +561,7 @@ public sealed class ImageStore
         if (bytes is null)
             return null;
         StoredImage record = ParseRecord(file, bytes);
-        foreach (string n in record.Names)
-        {
-            if (ImageName.Familiar(n) == familiar)
-                return record;
-        }
-        return null;
+        return record.Names.Any(n => ImageName.Familiar(n) == familiar) ? record : null;
     }
 
     /// <summary>names/KEY for a name's familiar form (<see cref="ImageName.Familiar"/>).</summary>

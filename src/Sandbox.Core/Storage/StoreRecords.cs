@@ -36,26 +36,15 @@ internal sealed class StoredImage
         Size = Size,
         Platform = Platform,
         SourceFormat = SourceFormat,
-        Layers = LayerInfos(root),
+        Layers = Layers.Select(l => new LayerInfo
+        {
+            DiffId = l.DiffId,
+            Directory = Path.Combine(root, ImageStore.LayersDirectoryName, l.Key),
+            Size = l.Size,
+            Ownership = l.Owners?.ToOwnership() ?? LayerOwnership.Legacy,
+        }).ToImmutableArray(),
         Config = Config.ToConfig(),
     };
-
-    // A loop, not LINQ: `run IMAGE` comes through here at every start (RootfsPlanner says why).
-    private ImmutableArray<LayerInfo> LayerInfos(string root)
-    {
-        var layers = ImmutableArray.CreateBuilder<LayerInfo>(Layers.Count);
-        foreach (StoredLayer l in Layers)
-        {
-            layers.Add(new LayerInfo
-            {
-                DiffId = l.DiffId,
-                Directory = Path.Combine(root, ImageStore.LayersDirectoryName, l.Key),
-                Size = l.Size,
-                Ownership = l.Owners?.ToOwnership() ?? LayerOwnership.Legacy,
-            });
-        }
-        return layers.MoveToImmutable();
-    }
 }
 
 internal sealed class StoredLayer
