@@ -179,9 +179,7 @@ internal static unsafe partial class NativeExecutor
     /// </summary>
     private static class Exports
     {
-        public static readonly nint Library = NativeLibrary.TryGetExport(NativeLibrary.GetMainProgramHandle(), "sbx_abi_version", out _)
-            ? NativeLibrary.GetMainProgramHandle()
-            : NativeLibrary.Load(Path.Combine(Directory, LibraryName));
+        public static readonly nint Library = Bind();
         public static readonly delegate* unmanaged<int> AbiVersion = (delegate* unmanaged<int>)Get("sbx_abi_version");
         public static readonly delegate* unmanaged<int> OpSize = (delegate* unmanaged<int>)Get("sbx_op_size");
         public static readonly delegate* unmanaged<int> ArgsSize = (delegate* unmanaged<int>)Get("sbx_args_size");
@@ -201,6 +199,12 @@ internal static unsafe partial class NativeExecutor
             (delegate* unmanaged<int, byte**, byte***, int*, byte*, int, void>)Get("sbx_run_helpers");
 
         private static nint Get(string name) => NativeLibrary.GetExport(Library, name);
+
+        private static nint Bind()
+        {
+            nint self = NativeLibrary.GetMainProgramHandle();
+            return NativeLibrary.TryGetExport(self, "sbx_abi_version", out _) ? self : NativeLibrary.Load(Path.Combine(Directory, LibraryName));
+        }
     }
 
     /// <summary>Where the executor and sandbox-init ship: next to the app (the CLI, or a test host).</summary>

@@ -221,40 +221,18 @@ static int step_pivot_root(const struct sbx_op *op)
     return (int)SYS1(SYS_chdir, "/");
 }
 
-// The directory confined steps resolve in (op->root), opened once for a run of steps instead of
-// once per step by its absolute path: 21 openat and close pairs instead of 43 on a warm start of a
-// directory root. The fd stays right for as long as nothing is mounted on that directory itself,
-// which only a mount can do, and a confined mount's target may resolve to it (a symlink to "/"):
-// so the fd is dropped after every mount, and before every unconfined step (a mount, pivot_root
-// or chdir by absolute path), as a fresh open would see what those change.
-struct root_dir {
-    const char *path;
-    long fd;
-};
-
-static void root_dir_forget(struct root_dir *dir)
+static long open_in_root(const char *root, const char *relative, long flags)
 {
-    if (dir->fd >= 0)
-        SYS1(SYS_close, dir->fd);
-    dir->fd = -1;
-    dir->path = 0;
-}
-
-static long open_in_root(struct root_dir *dir, const char *root, const char *relative, long flags)
-{
-    if (dir->fd < 0 || !sbx_str_equal(dir->path, root)) {
-        root_dir_forget(dir);
-        long rootfd = SYS4(SYS_openat, AT_FDCWD, root, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
-        if (rootfd < 0)
-            return rootfd;
-        dir->fd = rootfd;
-        dir->path = root;
-    }
+    long rootfd = SYS4(SYS_openat, AT_FDCWD, root, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+    if (rootfd < 0)
+        return rootfd;
     struct open_how how;
     memset(&how, 0, sizeof how);
     how.flags = (uint64_t)(flags | O_CLOEXEC);
     how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-    return SYS4(SYS_openat2, dir->fd, *relative ? relative : ".", &how, sizeof how);
+    long fd = SYS4(SYS_openat2, rootfd, *relative ? relative : ".", &how, sizeof how);
+    SYS1(SYS_close, rootfd);
+    return fd;
 }
 
 // "/oldroot/proc/self/fd/N" into buf.
@@ -271,7 +249,7 @@ static void fd_path(char *buf, long fd)
 
 // Splits op->target into a parent resolved inside op->root (an fd) and the last component, which
 // is copied into buf. Returns the parent fd or -errno.
-static long parent_in_root(struct root_dir *dir, const struct sbx_op *op, char *buf, size_t size, const char **name)
+static long parent_in_root(const struct sbx_op *op, char *buf, size_t size, const char **name)
 {
     size_t len = sbx_length(op->target);
     if (len + 1 > size)
@@ -283,31 +261,28 @@ static long parent_in_root(struct root_dir *dir, const struct sbx_op *op, char *
         buf[i] = op->target[i];
     *name = buf + slash;
     if (slash == 0)
-        return open_in_root(dir, op->root, "", O_PATH | O_DIRECTORY);
+        return open_in_root(op->root, "", O_PATH | O_DIRECTORY);
     buf[slash - 1] = 0;
-    long fd = open_in_root(dir, op->root, buf, O_PATH | O_DIRECTORY);
+    long fd = open_in_root(op->root, buf, O_PATH | O_DIRECTORY);
     return fd;
 }
 
-static int run_step_in_root(struct root_dir *dir, const struct sbx_op *op, struct sbx_spawn_args *a)
+static int run_step_in_root(const struct sbx_op *op, struct sbx_spawn_args *a)
 {
     long rc, fd;
     const char *name;
     char *buf = a->path_buffer;
     switch (op->kind) {
     case SBX_OP_MOUNT:
-        fd = open_in_root(dir, op->root, op->target, O_PATH);
+        fd = open_in_root(op->root, op->target, O_PATH);
         if (fd < 0)
             return (int)fd;
         fd_path(buf, fd);
         rc = SYS5(SYS_mount, op->source, buf, op->fstype, op->flags, op->data);
         SYS1(SYS_close, fd);
-        // The target may have been the directory itself (a symlink to "/" in the image): what it
-        // names has changed then, so the next step opens it again.
-        root_dir_forget(dir);
         return (int)rc;
     case SBX_OP_MOUNT_SETATTR: {
-        fd = open_in_root(dir, op->root, op->target, O_PATH);
+        fd = open_in_root(op->root, op->target, O_PATH);
         if (fd < 0)
             return (int)fd;
         struct mount_attr attr;
@@ -322,7 +297,7 @@ static int run_step_in_root(struct root_dir *dir, const struct sbx_op *op, struc
     case SBX_OP_MKDIR:
     case SBX_OP_CREATE_FILE:
     case SBX_OP_SYMLINK:
-        fd = parent_in_root(dir, op, buf, a->path_buffer_size, &name);
+        fd = parent_in_root(op, buf, a->path_buffer_size, &name);
         if (fd < 0)
             return (int)fd;
         if (op->kind == SBX_OP_MKDIR) {
@@ -426,12 +401,11 @@ static int step_run(const struct sbx_op *op, struct sbx_spawn_args *a, int *stat
     return 0;
 }
 
-static int run_step(struct root_dir *dir, const struct sbx_op *op, struct sbx_spawn_args *a)
+static int run_step(const struct sbx_op *op, struct sbx_spawn_args *a)
 {
     long rc;
     if (op->root)
-        return run_step_in_root(dir, op, a);
-    root_dir_forget(dir); // an unconfined step may mount, pivot or chdir: what the path names may change
+        return run_step_in_root(op, a);
     switch (op->kind) {
     case SBX_OP_MOUNT:
         return (int)SYS5(SYS_mount, op->source, op->target, op->fstype, op->flags, op->data);
@@ -656,7 +630,6 @@ static int init_main(void *arg)
         raw_exit(125); // the parent gave up before releasing us
     SYS1(SYS_close, 3);
 
-    struct root_dir dir = {0, -1};
     for (int i = 0; i < a->op_count; i++) {
         const struct sbx_op *op = &a->ops[i];
         int rc;
@@ -666,7 +639,6 @@ static int init_main(void *arg)
             continue;
         if (op->kind == SBX_OP_RUN) {
             int status = 0;
-            root_dir_forget(&dir); // the program (fuse-overlayfs) mounts
             rc = step_run(op, a, &status);
             if (rc == 0 && status != 0) {
                 // error 0: the program ran and failed; value: its wait status.
@@ -674,7 +646,7 @@ static int init_main(void *arg)
                 raw_exit(125);
             }
         } else {
-            rc = run_step(&dir, op, a);
+            rc = run_step(op, a);
         }
         if (rc == -ENOENT && (op->options & SBX_OPT_OPTIONAL))
             continue;
@@ -683,8 +655,6 @@ static int init_main(void *arg)
             raw_exit(125);
         }
     }
-
-    root_dir_forget(&dir);
 
     // Two pipes between sandbox-init and the payload: "go" (init -> payload) and the exec status
     // (payload -> init, close-on-exec in the payload).
