@@ -42,8 +42,12 @@ internal readonly record struct SeccompInput(int Nr, uint Arch, ulong Instructio
 /// </summary>
 internal static class BpfInterpreter
 {
-    public static uint Run(ImmutableArray<BpfInstruction> program, SeccompInput input)
+    public static uint Run(ImmutableArray<BpfInstruction> program, SeccompInput input) => Run(program, input, out _);
+
+    /// <summary>Runs the program; <paramref name="executed"/> is how many instructions it ran, RET included.</summary>
+    public static uint Run(ImmutableArray<BpfInstruction> program, SeccompInput input, out int executed)
     {
+        executed = 0;
         byte[] data = input.ToBytes();
         uint a = 0;
         int pc = 0;
@@ -52,6 +56,7 @@ internal static class BpfInterpreter
             if (pc < 0 || pc >= program.Length)
                 throw new InvalidOperationException($"pc {pc} outside the program (length {program.Length})");
             BpfInstruction i = program[pc];
+            executed++;
             switch (i.Code)
             {
                 case Bpf.LoadWordAbsolute:
