@@ -51,6 +51,25 @@ public sealed class NativeAotCliTests
     }
 
     /// <summary>
+    /// The CLI hands the unmapping of its memory to a child that waits for its exit
+    /// (ProcessTeardown.HandOff; ProcessTeardownTests inspects one): that child must end with it.
+    /// It shares the CLI's memory, and with it the CLI's command line, so the marker finds it.
+    /// </summary>
+    [Test]
+    public void LeavesNoProcessBehindWhenItExits()
+    {
+        string marker = "teardown-" + Guid.NewGuid().ToString("N");
+        for (int i = 0; i < 3; i++)
+        {
+            CliResult r = Run(["run", "--", "/bin/true", marker]);
+            Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        }
+        List<int> left = [];
+        Assert.That(HostProcesses.WaitUntil(() => (left = HostProcesses.WithMarker(marker)).Count == 0, TimeSpan.FromSeconds(5)), Is.True,
+            $"processes of the CLI outlived it: {string.Join(", ", left)}");
+    }
+
+    /// <summary>
     /// Sandbox.Cli.csproj links the executor in and exports its entry points; NativeExecutor binds
     /// them from the executable. Were the export lost, it would quietly dlopen the library published
     /// beside it (as the JIT build does) and lose the start-up time: the running CLI's mappings show

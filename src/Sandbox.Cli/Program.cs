@@ -37,7 +37,7 @@ internal static class Program
             ParseResult parse = run.Parse(own);
             if (parse.Errors.Count > 0)
                 return ParseFailed(CreateRoot().Parse(["run", .. own]));
-            return WithRenderer(run.EventsFormat, run.Stats, parse, renderer =>
+            int exitCode = WithRenderer(run.EventsFormat, run.Stats, parse, renderer =>
             {
                 SandboxSpec spec = run.BuildSpec(parse, command);
                 string? kept = null;
@@ -46,6 +46,8 @@ internal static class Program
                     renderer.Note($"the root's changes are kept in {kept}");
                 return code;
             });
+            Runtime.ProcessTeardown.HandOff();
+            return exitCode;
         }
         if (args.Length > 0 && args[0] == "test" && !wantsHelp)
         {

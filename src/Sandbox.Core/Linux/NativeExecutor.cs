@@ -191,6 +191,7 @@ internal static unsafe partial class NativeExecutor
         public static readonly delegate* unmanaged<int, int, int> Kill = (delegate* unmanaged<int, int, int>)Get("sbx_pidfd_kill");
         public static readonly delegate* unmanaged<int> HolderArgsSize = (delegate* unmanaged<int>)Get("sbx_holder_args_size");
         public static readonly delegate* unmanaged<NativeHolderArgs*, int*, int> HolderSpawn = (delegate* unmanaged<NativeHolderArgs*, int*, int>)Get("sbx_holder_spawn");
+        public static readonly delegate* unmanaged<int> DeferTeardown = (delegate* unmanaged<int>)Get("sbx_defer_teardown");
         public static readonly delegate* unmanaged<int, int> ExecutableCopy = (delegate* unmanaged<int, int>)Get("sbx_executable_copy");
         public static readonly delegate* unmanaged<byte*, int> UserNamespaceListen = (delegate* unmanaged<byte*, int>)Get("sbx_userns_listen");
         public static readonly delegate* unmanaged<byte*, int*, int*, int> UserNamespaceFetch = (delegate* unmanaged<byte*, int*, int*, int>)Get("sbx_userns_fetch");
@@ -257,6 +258,12 @@ internal static unsafe partial class NativeExecutor
 
     /// <summary>A sealed memfd copy of the executable open at <paramref name="fd"/>, or -errno.</summary>
     public static int ExecutableCopy(int fd) => Exports.ExecutableCopy(fd);
+
+    /// <summary>
+    /// Makes the child that unmaps this process's memory after its exit (sandbox_exec.c,
+    /// sbx_defer_teardown): its pid, or -errno. For a process about to exit only.
+    /// </summary>
+    public static int DeferTeardown() => LoadError is null ? Exports.DeferTeardown() : -38 /* ENOSYS */;
 
     /// <summary>A listening socket at <paramref name="path"/>, or -errno.</summary>
     public static int UserNamespaceListen(string path)

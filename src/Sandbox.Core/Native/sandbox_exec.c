@@ -1120,6 +1120,48 @@ SBX_EXPORT int sbx_pidfd_kill(int pidfd, int sig)
     return (int)SYS4(SYS_pidfd_send_signal, pidfd, sig, 0, 0);
 }
 
+// ---- handing the address space's teardown to a child -----------------------------------------
+//
+// A process's exit unmaps its address space before its parent learns of it (do_exit: exit_mm comes
+// before exit_notify). For the NativeAOT CLI that was 0.25 to 0.35 ms between its exit_group and
+// its caller's wake-up (perf tracepoints, median 343 us), mostly unmapping the ~1,400 pages it has
+// mapped. A CLONE_VM child that outlives us holds the address space, so that our exit only drops a
+// reference; it waits on our pidfd, which becomes readable once our whole thread group has exited
+// (pidfd_open(2)), and then exits and unmaps it, off our caller's path (median 90 us from
+// exit_group to the caller's wake-up). It holds no fd but the pidfd (a caller reading our output to
+// its end would wait for it), keeps every signal blocked (our handlers are .NET's: they must not
+// run on its stack), and makes only raw system calls on a small stack of its own.
+
+static char teardown_stack[16384] __attribute__((aligned(64)));
+
+static int teardown_main(void *arg)
+{
+    int pidfd = (int)(long)arg;
+    if (pidfd > 0)
+        SYS3(SYS_close_range, 0, pidfd - 1, 0);
+    SYS3(SYS_close_range, pidfd + 1, ~0U, 0);
+    struct pollfd wait_for = {pidfd, POLLIN, 0};
+    while (SYS3(SYS_poll, &wait_for, 1, -1) == -EINTR) {
+    }
+    raw_exit(0);
+    return 0;
+}
+
+// Called by the CLI right before it exits; returns the child's pid or -errno.
+SBX_EXPORT int sbx_defer_teardown(void)
+{
+    long pidfd = SYS2(SYS_pidfd_open, SYS0(SYS_getpid), 0);
+    if (pidfd < 0)
+        return (int)pidfd;
+    uint64_t all = ~0ULL, old = 0;
+    SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &all, &old, 8);
+    int pid = clone(teardown_main, teardown_stack + sizeof teardown_stack, CLONE_VM | SIGCHLD, (void *)pidfd);
+    int error = pid < 0 ? errno : 0;
+    SYS4(SYS_rt_sigprocmask, SIG_SETMASK, &old, 0, 8);
+    SYS1(SYS_close, pidfd);
+    return pid < 0 ? -error : pid;
+}
+
 // ---- file operations inside a user namespace (the layer store's owners) ----------------------
 //
 // An unprivileged user cannot chown a file to one of its subordinate ids, nor remove what such an
