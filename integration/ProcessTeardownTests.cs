@@ -40,6 +40,7 @@ public sealed unsafe class ProcessTeardownTests
             foreach (int signal in new[] { 1, 2, 3, 10, 12, 13, 14, 15, 17, 28 })
                 Assert.That((blocked >> (signal - 1)) & 1, Is.EqualTo(1UL), $"signal {signal} is not blocked (SigBlk {blocked:x})");
             Assert.That(Field(status, "State"), Does.StartWith("S"), "it sleeps until we exit");
+            Assert.That(Field(status, "Name"), Is.EqualTo("sandbox-exit"), "a name of its own: its command line is ours");
 
             using var mem = new FileStream($"/proc/{pid}/mem", FileMode.Open, FileAccess.Read);
             mem.Position = (long)probe;

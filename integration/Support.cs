@@ -142,9 +142,12 @@ internal static class HostProcesses
 {
     /// <summary>
     /// Host pids whose command line contains <paramref name="marker"/> (and, when given, starts with
-    /// <paramref name="commandPrefix"/>: the CLI's own command line holds the marker too).
+    /// <paramref name="commandPrefix"/>: the CLI's own command line holds the marker too). With
+    /// <paramref name="exceptExitHelpers"/>, not the CLI's "sandbox-exit" child, which shares the
+    /// CLI's command line and unmaps its memory just after the CLI has exited (ProcessTeardown): it
+    /// is no process of the sandbox.
     /// </summary>
-    public static List<int> WithMarker(string marker, string? commandPrefix = null)
+    public static List<int> WithMarker(string marker, string? commandPrefix = null, bool exceptExitHelpers = false)
     {
         var found = new List<int>();
         foreach (string dir in Directory.EnumerateDirectories("/proc"))
@@ -154,7 +157,8 @@ internal static class HostProcesses
             try
             {
                 string cmdline = File.ReadAllText(Path.Combine(dir, "cmdline")).Replace('\0', ' ');
-                if (cmdline.Contains(marker) && (commandPrefix is null || cmdline.StartsWith(commandPrefix, StringComparison.Ordinal)))
+                if (cmdline.Contains(marker) && (commandPrefix is null || cmdline.StartsWith(commandPrefix, StringComparison.Ordinal)) &&
+                    !(exceptExitHelpers && File.ReadAllText(Path.Combine(dir, "comm")).TrimEnd('\n') == "sandbox-exit"))
                     found.Add(pid);
             }
             catch (IOException)
