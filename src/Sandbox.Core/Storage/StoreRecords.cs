@@ -26,25 +26,35 @@ internal sealed class StoredImage
     public List<StoredLayer> Layers { get; set; } = [];
     public StoredConfig Config { get; set; } = new();
 
-    public ImageRecord ToRecord(string root) => new()
+    public ImageRecord ToRecord(string root)
     {
-        Digest = Digest,
-        ConfigDigest = ConfigDigest,
-        Names = [.. Names],
-        Created = Created,
-        Imported = Imported,
-        Size = Size,
-        Platform = Platform,
-        SourceFormat = SourceFormat,
-        Layers = Layers.Select(l => new LayerInfo
+        // A loop, not Select().ToImmutableArray(): every `run IMAGE` converts its record, and
+        // NativeAOT resolves a LINQ operator's generic calls at their first use (RootfsPlanner).
+        var layers = ImmutableArray.CreateBuilder<LayerInfo>(Layers.Count);
+        foreach (StoredLayer l in Layers)
         {
-            DiffId = l.DiffId,
-            Directory = Path.Combine(root, ImageStore.LayersDirectoryName, l.Key),
-            Size = l.Size,
-            Ownership = l.Owners?.ToOwnership() ?? LayerOwnership.Legacy,
-        }).ToImmutableArray(),
-        Config = Config.ToConfig(),
-    };
+            layers.Add(new LayerInfo
+            {
+                DiffId = l.DiffId,
+                Directory = Path.Combine(root, ImageStore.LayersDirectoryName, l.Key),
+                Size = l.Size,
+                Ownership = l.Owners?.ToOwnership() ?? LayerOwnership.Legacy,
+            });
+        }
+        return new()
+        {
+            Digest = Digest,
+            ConfigDigest = ConfigDigest,
+            Names = [.. Names],
+            Created = Created,
+            Imported = Imported,
+            Size = Size,
+            Platform = Platform,
+            SourceFormat = SourceFormat,
+            Layers = layers.MoveToImmutable(),
+            Config = Config.ToConfig(),
+        };
+    }
 }
 
 internal sealed class StoredLayer
@@ -129,7 +139,9 @@ internal sealed class StoredConfig
         Cmd = Cmd is null ? null : [.. Cmd],
         WorkingDir = WorkingDir,
         User = User,
-        Labels = (Labels ?? []).ToImmutableDictionary(StringComparer.Ordinal),
+        // Most images have no labels: no dictionary to build then (the default comparer of string
+        // keys is ordinal too).
+        Labels = Labels is { Count: > 0 } labels ? labels.ToImmutableDictionary(StringComparer.Ordinal) : ImmutableDictionary<string, string>.Empty,
         StopSignal = StopSignal,
     };
 }
