@@ -26,6 +26,8 @@ public sealed unsafe class ProcessTeardownTests
         try
         {
             *probe = 0x5555_6666_7777_8888;
+            // One child per process: a second would share the first one's stack.
+            Assert.That(NativeExecutor.DeferTeardown(), Is.EqualTo(-114 /* EALREADY */));
 
             // It closes every fd but our pidfd first thing: a caller reading the CLI's output to
             // its end must not wait for it.

@@ -1148,9 +1148,13 @@ static int teardown_main(void *arg)
     return 0;
 }
 
-// Called by the CLI right before it exits; returns the child's pid or -errno.
+// Called by the CLI right before it exits; returns the child's pid or -errno. Once per process:
+// there is one stack for the child (-EALREADY after the first call).
 SBX_EXPORT int sbx_defer_teardown(void)
 {
+    static int made;
+    if (__atomic_exchange_n(&made, 1, __ATOMIC_SEQ_CST))
+        return -EALREADY;
     long pidfd = SYS2(SYS_pidfd_open, SYS0(SYS_getpid), 0);
     if (pidfd < 0)
         return (int)pidfd;
