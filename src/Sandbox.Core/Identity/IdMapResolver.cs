@@ -14,12 +14,11 @@ public sealed record IdentityEnvironment(
     string? SearchPath = null)
 {
     /// <summary>
-    /// The name /etc/subuid lists the user under. Looked up on each use when not known: through NSS
-    /// (getpwuid_r: nsswitch.conf, then /etc/passwd or a directory service), which took 80 to 100 us
-    /// in a fresh process here, so that a <c>--userns single</c> start, which never needs it, does
-    /// not pay for it.
+    /// The name /etc/subuid lists the user under. Looked up on each use when not known, so that a
+    /// <c>--userns single</c> start, which never needs it, does not pay for it: from /etc/passwd when
+    /// nsswitch.conf reads that first, else through NSS (<see cref="HostUserName"/>).
     /// </summary>
-    public string UserName => KnownUserName ?? System.Environment.UserName;
+    public string UserName => KnownUserName ?? HostUserName.Of(Uid, static () => System.Environment.UserName);
 
     public static IdentityEnvironment Current() => new(
         Linux.Syscalls.RealUserId,
