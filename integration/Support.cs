@@ -144,8 +144,8 @@ internal static class HostProcesses
     /// Host pids whose command line contains <paramref name="marker"/> (and, when given, starts with
     /// <paramref name="commandPrefix"/>: the CLI's own command line holds the marker too). With
     /// <paramref name="exceptExitHelpers"/>, not the CLI's "sandbox-exit" child, which shares the
-    /// CLI's command line and unmaps its memory just after the CLI has exited (ProcessTeardown): it
-    /// is no process of the sandbox.
+    /// CLI's command line, lives from the sandbox's start, and unmaps the CLI's memory just after the
+    /// CLI has exited (ProcessTeardown): it is no process of the sandbox.
     /// </summary>
     public static List<int> WithMarker(string marker, string? commandPrefix = null, bool exceptExitHelpers = false)
     {

@@ -41,12 +41,17 @@ internal static class Program
             {
                 SandboxSpec spec = run.BuildSpec(parse, command);
                 string? kept = null;
-                int code = ExecuteForResult(spec, renderer, started: e => kept = (e.Root as ImageRoot)?.KeptChanges).ExitCode;
+                // The teardown child is made while the sandbox starts, when this thread would only
+                // wait, not at the end of the run, where its clone would delay the exit.
+                int code = ExecuteForResult(spec, renderer, started: e =>
+                {
+                    kept = (e.Root as ImageRoot)?.KeptChanges;
+                    Runtime.ProcessTeardown.HandOff();
+                }).ExitCode;
                 if (kept is not null)
                     renderer.Note($"the root's changes are kept in {kept}");
                 return code;
             });
-            Runtime.ProcessTeardown.HandOff();
             return exitCode;
         }
         if (args.Length > 0 && args[0] == "test" && !wantsHelp)
