@@ -108,7 +108,7 @@ public sealed class SystemdScopeTests
           mkdir -p /tmp/sync-placement
           "$S" run -v /tmp/sync-placement:/tmp/sync --memory 200m -- sh -c 'touch /tmp/sync/ready; sleep 5' > /tmp/placement.out 2>&1 & cli=$!
           waitfor /tmp/sync-placement/ready $cli
-          section placement sh -c 'echo "cli $0"; for d in $(find /sys/fs/cgroup -name "sandbox*" -type d | sort); do echo "$d procs=[$(cat $d/cgroup.procs | tr "\n" " ")] memory.max=$(cat $d/memory.max)"; done' "$cli"
+          section placement sh -c 'echo "cli $0"; for d in $(find /sys/fs/cgroup -name "sandbox*" -type d | sort); do echo "$d procs=[$(for p in $(cat $d/cgroup.procs); do printf "%s:%s " $p "$(cat /proc/$p/comm)"; done)] memory.max=$(cat $d/memory.max)"; done' "$cli"
           wait $cli; echo "placement run exited $?"; cat /tmp/placement.out
           # without $DBUS_SESSION_BUS_ADDRESS and without a user bus: the manager's private socket
           mkdir -p /tmp/rt && ln -s "$XDG_RUNTIME_DIR/systemd" /tmp/rt/systemd
@@ -244,11 +244,12 @@ public sealed class SystemdScopeTests
         const string Scope = @"/sys/fs/cgroup/user\.slice/user-\d+\.slice/user@\d+\.service/app\.slice/(?<scope>sandbox-(?<pid>\d+)-[0-9a-f]{8}\.scope)";
         // The supervisor (the CLI) left the scope's root for a leaf (no internal processes), and the
         // sandbox's own cgroup beside it carries the limit.
-        Match supervisor = Regex.Match(s.Output, $@"^{Scope}/sandbox\.supervisor procs=\[{cli} \]", RegexOptions.Multiline);
+        // Beside the CLI: its teardown child (ProcessTeardown), made in its cgroup once the sandbox runs.
+        Match supervisor = Regex.Match(s.Output, $@"^{Scope}/sandbox\.supervisor procs=\[{cli}:\S+ (\d+:sandbox-exit )?\]", RegexOptions.Multiline);
         Assert.That(supervisor.Success, Is.True, s.Output);
         Assert.That(supervisor.Groups["pid"].Value, Is.EqualTo(cli), "the scope is named after the CLI's pid");
         string scope = Regex.Escape(supervisor.Groups["scope"].Value);
-        Assert.That(s.Output, Does.Match($@"(?m)^/sys/fs/cgroup/\S+/{scope}/sandbox-{cli}-\d+ procs=\[\d+ [^\]]*\] memory\.max=209715200$"));
+        Assert.That(s.Output, Does.Match($@"(?m)^/sys/fs/cgroup/\S+/{scope}/sandbox-{cli}-\d+ procs=\[\d+:\S+ [^\]]*\] memory\.max=209715200$"));
         Assert.That(s.Output, Does.Match($@"(?m)^/sys/fs/cgroup/\S+/{scope} procs=\[\] "), "the scope's root holds no process");
     }
 

@@ -140,8 +140,9 @@ internal static class Program
         using SandboxExecution execution = observe is null && renderer.DirectOutput is DirectOutput direct
             ? SandboxRunner.Start(spec, direct)
             : SandboxRunner.Start(spec);
-        started?.Invoke(execution);
-        // Signals to us go to the payload (docker's --sig-proxy): it decides how to end.
+        // Signals to us go to the payload (docker's --sig-proxy): it decides how to end. Registered
+        // first thing once it runs, before `started`: until then a SIGTERM ends this process by
+        // default (and the sandbox with it, as its parent's death kills it).
         var registrations = new List<PosixSignalRegistration>();
         foreach (int signal in new[] { 1, 2, 3, 10, 12, 15 })
         {
@@ -151,6 +152,7 @@ internal static class Program
                 execution.Signal(signal);
             }));
         }
+        started?.Invoke(execution);
         try
         {
             var outcome = Consume(execution, renderer, observe);
