@@ -222,34 +222,19 @@ static long hand_over(long connection, long ns, struct spare *spare)
 // node, which runs many sandboxes and lives on).
 #define SPARE_DELAY_NS 50000000
 
-// How long after that caller's exit the spare still waits. The exit is when that caller's own caller
-// (a shell, a test runner) is woken and its sandbox's PID 1 is torn down; a new network namespace
-// is about 1 ms in the kernel without a preemption point (setup_net; this kernel is PREEMPT_NONE),
-// and made at once it kept one of two CPUs from them: the caller's parent woke a median 596 µs after
-// the caller's exit instead of 80 µs (perf sched tracepoints, 100 runs each, alternating). A next
-// `sandbox run` fetches about 2.5 ms after the last one's exit (its own NativeAOT start), so the
-// spare is still ready for it.
-#define SPARE_SETTLE_NS 500000
-
 // Whether it is time to make the next spare: the caller that took the last one (taker: its pidfd,
-// or -1 if none or unknown) has exited SPARE_SETTLE_NS ago, or SPARE_DELAY_NS have passed; not while
-// a caller waits to be accepted. Made while that sandbox still starts, it competes with it for the
-// CPU and the kernel's network locks: on two CPUs, 400 interleaved starts measured no gain at all
-// that way (6.72 against 6.65 ms), against 0.65 ms (8.36 against 7.71 ms) made after the taker's exit.
+// or -1 if none or unknown) has exited, or SPARE_DELAY_NS have passed; not while a caller waits to
+// be accepted. Made while that sandbox still starts, it competes with it for the CPU and the
+// kernel's network locks: on two CPUs, 400 interleaved starts measured no gain at all that way
+// (6.72 against 6.65 ms), against 0.65 ms (8.36 against 7.71 ms) made after the taker's exit.
 static int time_for_spare(long taker)
 {
     struct pollfd fds[2] = {{HOLDER_FD_LISTEN, POLLIN, 0}, {(int)taker, POLLIN, 0}};
     struct __kernel_timespec wait = {0, taker >= 0 ? SPARE_DELAY_NS : 0};
     long ready = SYS5(SYS_ppoll, fds, taker >= 0 ? 2 : 1, &wait, 0, KERNEL_SIGSET_SIZE);
-    if (ready == -EINTR || (ready > 0 && (fds[0].revents & POLLIN)))
+    if (ready == -EINTR)
         return 0;
-    if (taker >= 0 && ready > 0) {
-        struct __kernel_timespec settle = {0, SPARE_SETTLE_NS};
-        ready = SYS5(SYS_ppoll, fds, 1, &settle, 0, KERNEL_SIGSET_SIZE);
-        if (ready != 0)
-            return 0; // a caller waits (or a signal came): serve it first, as above
-    }
-    return 1;
+    return ready <= 0 || !(fds[0].revents & POLLIN);
 }
 
 static int hold_userns(long argc, char **argv)
