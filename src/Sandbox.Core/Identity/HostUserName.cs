@@ -3,15 +3,16 @@ using System.Globalization;
 namespace Sandbox.Identity;
 
 /// <summary>
-/// The host user's name, as /etc/subuid lists users (subuid(5)). Through NSS (getpwuid_r) this costs
-/// a fresh process 80 to 100 µs here: glibc first tries nscd's socket, twice (a socket and a failed
-/// connect each time there is no nscd), then parses nsswitch.conf, then reads /etc/passwd. That is
-/// every default-mode start's cost, so when nsswitch.conf makes "files" the first source of the
-/// passwd database, the entry is read from /etc/passwd directly: NSS would return that same entry,
-/// the first with the uid, from that same file (glibc nss/nss_files, files-pwd.c). Whatever this
-/// reader does not understand goes to NSS as before.
+/// The host user's name, as /etc/subuid lists users (subuid(5)), needed at every default-mode start.
+/// Through NSS (getpwuid_r), glibc first tries nscd's socket, twice (a socket and a failed connect
+/// each time there is no nscd), then parses nsswitch.conf, then reads /etc/passwd. So when
+/// nsswitch.conf makes "files" the first source of the passwd database, the entry is read from
+/// /etc/passwd directly: NSS would return that same entry, the first with the uid, from that same
+/// file (glibc nss/nss_files, files-pwd.c). Whatever this reader does not understand goes to NSS as
+/// before. Measured with uprobes on the CLI (150 alternating runs each): from the planner's start to
+/// the root's planning, 168 µs through NSS, 144 µs this way.
 /// </summary>
-public static class HostUserName
+internal static class HostUserName
 {
     // isspace(3) in the C locale, as glibc's parser uses it.
     private const string Blanks = " \t\n\v\f\r";
