@@ -81,20 +81,10 @@ public sealed class NativeAotCliTests
         try
         {
             Assert.That(cli.StandardOutput.ReadLine(), Is.EqualTo("ready"), "the sandbox did not start");
-            var children = new List<string>();
-            foreach (string dir in Directory.EnumerateDirectories("/proc"))
-            {
-                try
-                {
-                    string status = File.ReadAllText(Path.Combine(dir, "status"));
-                    if (status.Contains($"\nPPid:\t{cli.Id}\n"))
-                        children.Add(status.Split('\n')[0]);
-                }
-                catch (IOException)
-                {
-                }
-            }
-            Assert.That(children, Does.Contain("Name:\tsandbox-exit"), "the CLI's children: " + string.Join(", ", children));
+            // The payload may print before the CLI has got back from starting it: wait a little.
+            List<string> children = [];
+            HostProcesses.WaitUntil(() => (children = ChildrenOf(cli.Id)).Contains("sandbox-exit"), TimeSpan.FromSeconds(5));
+            Assert.That(children, Does.Contain("sandbox-exit"), "the CLI's children: " + string.Join(", ", children));
         }
         finally
         {
@@ -103,6 +93,25 @@ public sealed class NativeAotCliTests
                 cli.Kill(entireProcessTree: true);
         }
         Assert.That(cli.ExitCode, Is.EqualTo(128 + 15), cli.StandardError.ReadToEnd());
+    }
+
+    // The names (comm) of the processes whose parent is pid.
+    private static List<string> ChildrenOf(int pid)
+    {
+        var names = new List<string>();
+        foreach (string dir in Directory.EnumerateDirectories("/proc"))
+        {
+            try
+            {
+                string status = File.ReadAllText(Path.Combine(dir, "status"));
+                if (status.Contains($"\nPPid:\t{pid}\n"))
+                    names.Add(status.Split('\n')[0]["Name:\t".Length..]);
+            }
+            catch (IOException)
+            {
+            }
+        }
+        return names;
     }
 
     /// <summary>
