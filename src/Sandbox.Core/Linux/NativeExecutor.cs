@@ -261,7 +261,7 @@ internal static unsafe partial class NativeExecutor
 
     /// <summary>
     /// Makes the child that unmaps this process's memory after its exit (sandbox_exec.c,
-    /// sbx_defer_teardown): its pid, or -errno. For a process about to exit only.
+    /// sbx_defer_teardown): its pid, or -errno. Once per process; it waits for this process's exit.
     /// </summary>
     public static int DeferTeardown() => LoadError is null ? Exports.DeferTeardown() : -38 /* ENOSYS */;
 

@@ -1131,7 +1131,8 @@ SBX_EXPORT int sbx_pidfd_kill(int pidfd, int sig)
 // exit_group to the caller's wake-up). It holds no fd but the pidfd (a caller reading our output to
 // its end would wait for it), keeps every signal blocked (our handlers are .NET's: they must not
 // run on its stack), makes only raw system calls on a small stack of its own, and is named
-// "sandbox-exit". It outlives us by the unmapping, a fraction of a millisecond.
+// "sandbox-exit". It lives beside us, asleep, and outlives us by the unmapping, a fraction of a
+// millisecond.
 
 static char teardown_stack[16384] __attribute__((aligned(64)));
 
@@ -1148,8 +1149,10 @@ static int teardown_main(void *arg)
     return 0;
 }
 
-// Called by the CLI right before it exits; returns the child's pid or -errno. Once per process:
-// there is one stack for the child (-EALREADY after the first call).
+// Returns the child's pid or -errno. The child only waits for our exit, so it may be made at any
+// time before it: the CLI makes it once its sandbox has started, while it would only wait for PID 1
+// (made right before the exit, its clone was on the exit's path). Once per process: there is one
+// stack for the child (-EALREADY after the first call).
 SBX_EXPORT int sbx_defer_teardown(void)
 {
     static int made;
