@@ -68,6 +68,15 @@ public class HostUserNameTests
     }
 
     [Test]
+    public void ANonAsciiNameAndALeadingZeroUid()
+    {
+        const string passwd = "eve:x:01000:1000::/home/eve:/bin/sh\njörg:x:1000:1000::/home/jorg:/bin/sh\n";
+        Assert.That(Lookup(1000, "passwd: files\n", passwd), Is.EqualTo("eve"), "01000 is uid 1000 to glibc's strtoul too");
+        Assert.That(Lookup(1000, "passwd: files\n", "jörg:x:1000:1000::/home/jorg:/bin/sh\n"), Is.EqualTo("jörg"));
+        Assert.That(_nssCalls, Is.Zero);
+    }
+
+    [Test]
     public void AUidWithoutAnEntry_AsksNss()
     {
         Assert.That(Lookup(4242, "passwd: files\n"), Is.EqualTo("from-nss"));

@@ -53,6 +53,32 @@ public class IdMapResolverTests
     }
 
     [Test]
+    public void FindRange_ReadsFieldsAsDigitsOnly()
+    {
+        string file = SubFile(
+            "alice: 100000:65536\n" +
+            "alice:99999999999999999999:65536\n" +
+            "alice:+5:10\n" +
+            "alice:0300000:0065536\r\n");
+        Assert.That(IdMapResolver.FindRange(file, "alice", 1000), Is.EqualTo(new IdRange(300000, 65536)));
+    }
+
+    [Test]
+    public void FindRange_MatchesTheUidAsText()
+    {
+        // newuidmap compares the owner with strcmp (shadow's find_range): it would refuse this range.
+        string file = SubFile("01000:200000:4096\n");
+        Assert.That(IdMapResolver.FindRange(file, "alice", 1000), Is.Null);
+    }
+
+    [Test]
+    public void FindRange_MatchesANonAsciiName()
+    {
+        string file = SubFile("jorg:1:1\njörg:100000:65536\n");
+        Assert.That(IdMapResolver.FindRange(file, "jörg", 1000), Is.EqualTo(new IdRange(100000, 65536)));
+    }
+
+    [Test]
     public void FindRange_CapsTheCountAt65536()
     {
         string file = SubFile("alice:100000:1000000\n");

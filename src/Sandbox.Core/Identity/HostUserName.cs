@@ -1,5 +1,3 @@
-using System.Globalization;
-
 namespace Sandbox.Identity;
 
 /// <summary>
@@ -14,11 +12,6 @@ namespace Sandbox.Identity;
 /// </summary>
 internal static class HostUserName
 {
-    // isspace(3) in the C locale, as glibc's parser uses it.
-    private const string Blanks = " \t\n\v\f\r";
-    private const string BlanksOrColon = Blanks + ":";
-    private const string BlanksOrBracket = Blanks + "[";
-
     /// <param name="nss">The NSS lookup, for whatever the files cannot answer.</param>
     public static string Of(uint uid, Func<string> nss, string nsswitchFile = "/etc/nsswitch.conf", string passwdFile = "/etc/passwd") =>
         PasswdIsFilesFirst(nsswitchFile) && FromPasswdFile(passwdFile, uid) is { } name ? name : nss();
@@ -32,46 +25,58 @@ internal static class HostUserName
     /// </summary>
     internal static bool PasswdIsFilesFirst(string nsswitchFile)
     {
-        string[]? lines = Linux.FileSystemCalls.TryReadAllLines(nsswitchFile);
-        if (lines is null)
+        if (!ByteLines.TryRead(nsswitchFile, out ByteLines lines))
             return false;
-        string? services = null;
-        foreach (string raw in lines)
+        bool found = false;
+        ReadOnlySpan<byte> services = default;
+        foreach (ReadOnlySpan<byte> raw in lines)
         {
-            ReadOnlySpan<char> line = raw.AsSpan().TrimStart(Blanks);
-            int end = line.IndexOfAny(BlanksOrColon);
-            if (end <= 0 || !line[..end].SequenceEqual("passwd"))
+            ReadOnlySpan<byte> line = AsciiText.TrimStartBlanks(raw);
+            int end = AsciiText.IndexOfBlankOr(line, (byte)':');
+            if (end <= 0 || !line[..end].SequenceEqual("passwd"u8))
                 continue;
-            services = line[end..].TrimStart(BlanksOrColon).ToString();
+            services = line[end..];
+            while (!services.IsEmpty && (AsciiText.IsBlank(services[0]) || services[0] == ':'))
+                services = services[1..];
+            found = true;
         }
-        if (services is null)
+        if (!found)
             return false;
-        int first = services.AsSpan().IndexOfAny(BlanksOrBracket);
-        return (first < 0 ? services : services[..first]) == "files";
+        int first = AsciiText.IndexOfBlankOr(services, (byte)'[');
+        return (first < 0 ? services : services[..first]).SequenceEqual("files"u8);
     }
 
     /// <summary>
     /// The name of the first /etc/passwd entry with <paramref name="uid"/> (passwd(5)), as the files
     /// source finds it: blank and '#' lines skipped. Null when there is none, or when the file holds
     /// what only NSS interprets safely: compat-mode '+'/'-' lines, or an entry this reader cannot parse.
+    /// The uid field is read as a decimal number, as glibc's strtoul reads it ("01000" is uid 1000).
     /// </summary>
     internal static string? FromPasswdFile(string passwdFile, uint uid)
     {
-        string[]? lines = Linux.FileSystemCalls.TryReadAllLines(passwdFile);
-        if (lines is null)
+        if (!ByteLines.TryRead(passwdFile, out ByteLines lines))
             return null;
-        string uidText = uid.ToString(CultureInfo.InvariantCulture);
-        foreach (string raw in lines)
+        foreach (ReadOnlySpan<byte> raw in lines)
         {
-            string line = raw.TrimStart();
-            if (line.Length == 0 || line[0] == '#')
+            ReadOnlySpan<byte> line = AsciiText.TrimStartBlanks(raw);
+            if (line.IsEmpty || line[0] == '#')
                 continue;
-            string[] fields = line.Split(':');
-            if (line[0] is '+' or '-' || fields.Length != 7 || fields[0].Length == 0 ||
-                fields[2].Length == 0 || fields[2].AsSpan().ContainsAnyExceptInRange('0', '9'))
+            if (line[0] is (byte)'+' or (byte)'-')
                 return null;
-            if (fields[2] == uidText)
-                return fields[0];
+            int fields = 0;
+            ReadOnlySpan<byte> name = default, id = default;
+            foreach (Range field in line.Split((byte)':'))
+            {
+                if (fields == 0)
+                    name = line[field];
+                else if (fields == 2)
+                    id = line[field];
+                fields++;
+            }
+            if (fields != 7 || name.IsEmpty || !AsciiText.TryParseDecimal(id, out long number) || number > uint.MaxValue)
+                return null;
+            if (number == uid)
+                return System.Text.Encoding.UTF8.GetString(name);
         }
         return null;
     }

@@ -1,4 +1,3 @@
-using System.Globalization;
 using Sandbox.Runtime;
 
 namespace Sandbox.Identity;
@@ -68,34 +67,53 @@ public static class IdMapResolver
     /// </summary>
     public static IdRange? FindRange(string file, string userName, uint uid)
     {
-        string[]? lines = Linux.FileSystemCalls.TryReadAllLines(file);
-        if (lines is null)
+        if (!ByteLines.TryRead(file, out ByteLines lines))
             return null;
-        string uidText = uid.ToString(CultureInfo.InvariantCulture);
-        foreach (string raw in lines)
+        // The uid as newuidmap looks it up: its decimal text, compared as a string (shadow's
+        // lib/subordinateio.c, find_range uses strcmp on the owner), so "01000" is no match.
+        ReadOnlySpan<byte> uidText = AsciiText.Decimal(uid, stackalloc byte[10]);
+        byte[] nameBytes = System.Text.Encoding.UTF8.GetBytes(userName);
+        foreach (ReadOnlySpan<byte> raw in lines)
         {
-            string line = raw.Trim();
-            if (line.Length == 0 || line.StartsWith('#'))
+            ReadOnlySpan<byte> line = AsciiText.TrimBlanks(raw);
+            if (line.IsEmpty || line[0] == '#')
                 continue;
-            string[] fields = line.Split(':');
-            if (fields.Length != 3 || (fields[0] != userName && fields[0] != uidText))
+            int fields = 0;
+            ReadOnlySpan<byte> owner = default, start = default, count = default;
+            foreach (Range field in line.Split((byte)':'))
+            {
+                switch (fields++)
+                {
+                    case 0: owner = line[field]; break;
+                    case 1: start = line[field]; break;
+                    case 2: count = line[field]; break;
+                }
+            }
+            if (fields != 3 || !(owner.SequenceEqual(nameBytes) || owner.SequenceEqual(uidText)))
                 continue;
-            if (!long.TryParse(fields[1], NumberStyles.None, CultureInfo.InvariantCulture, out long start) ||
-                !long.TryParse(fields[2], NumberStyles.None, CultureInfo.InvariantCulture, out long count) || count <= 0)
+            if (!AsciiText.TryParseDecimal(start, out long first) || !AsciiText.TryParseDecimal(count, out long length) || length <= 0)
                 continue;
-            return new IdRange(start, Math.Min(count, 65536));
+            return new IdRange(first, Math.Min(length, 65536));
         }
         return null;
     }
 
+    /// <summary>
+    /// The first <paramref name="name"/> in the search path that is not a directory (what File.Exists
+    /// finds), then /usr/bin's: one stat(2) per directory, without a split or LINQ on the warm start.
+    /// </summary>
     private static string? FindExecutable(string name, string? searchPath)
     {
-        foreach (string dir in (searchPath ?? "/usr/local/bin:/usr/bin:/bin").Split(':', StringSplitOptions.RemoveEmptyEntries).Append("/usr/bin"))
+        string path = searchPath ?? "/usr/local/bin:/usr/bin:/bin";
+        foreach (Range dir in path.AsSpan().Split(':'))
         {
-            string candidate = Path.Combine(dir, name);
-            if (File.Exists(candidate))
+            if (dir.Start.Equals(dir.End))
+                continue;
+            string candidate = Path.Join(path.AsSpan(dir), name);
+            if (Linux.Syscalls.KindOf(candidate) == Linux.PathKind.Other)
                 return candidate;
         }
-        return null;
+        string fallback = Path.Join("/usr/bin", name);
+        return Linux.Syscalls.KindOf(fallback) == Linux.PathKind.Other ? fallback : null;
     }
 }

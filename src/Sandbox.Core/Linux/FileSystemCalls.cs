@@ -186,8 +186,17 @@ internal static unsafe partial class FileSystemCalls
     /// A whole file's bytes, read to its end (st_size is only the first guess: /proc and /sys files
     /// say 0); null when it is missing. Other failures throw.
     /// </summary>
-    public static byte[]? TryReadAllBytes(string path)
+    public static byte[]? TryReadAllBytes(string path) =>
+        TryReadAllBytes(path, out int length) is byte[] bytes ? (length == bytes.Length ? bytes : bytes[..length]) : null;
+
+    /// <summary>
+    /// As <see cref="TryReadAllBytes(string)"/>, but the file is the first <paramref name="length"/>
+    /// bytes of the buffer returned, which is not copied to fit: for parsers of small files on the
+    /// warm start's path, where each fresh page of heap costs a fault.
+    /// </summary>
+    public static byte[]? TryReadAllBytes(string path, out int length)
     {
+        length = 0;
         int fd = OpenOrNull(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
             return null;
@@ -196,8 +205,9 @@ internal static unsafe partial class FileSystemCalls
             stat st;
             if (fstat(fd, &st) != 0)
                 throw new LinuxException("fstat", path, errno);
-            // One byte more than the size, so that a file of the size it says ends in one pass.
-            byte[] bytes = new byte[Math.Clamp(st.st_size + 1, 4096, Array.MaxLength)];
+            // One byte more than the size, so that a file of the size it says ends in one pass; a
+            // page for those that say 0 (/proc, /sys).
+            byte[] bytes = new byte[st.st_size > 0 ? Math.Min(st.st_size + 1, Array.MaxLength) : 4096];
             int total = 0;
             while (true)
             {
@@ -215,7 +225,10 @@ internal static unsafe partial class FileSystemCalls
                 if (n < 0)
                     throw new LinuxException("read", path, errno);
                 if (n == 0)
-                    return bytes[..total];
+                {
+                    length = total;
+                    return bytes;
+                }
                 total += (int)n;
             }
         }

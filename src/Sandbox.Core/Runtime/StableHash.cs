@@ -18,4 +18,18 @@ internal static class StableHash
         }
         return hash;
     }
+
+    /// <summary>
+    /// <see cref="Fnv1a"/> as 16 lowercase hex digits (what ":x16" formats), written without the
+    /// formatting machinery: the name of a file looked up on every warm start.
+    /// </summary>
+    public static string Fnv1aHex(string text)
+    {
+        ulong hash = Fnv1a(text);
+        return string.Create(16, hash, static (digits, value) =>
+        {
+            for (int i = digits.Length - 1; i >= 0; i--, value >>= 4)
+                digits[i] = "0123456789abcdef"[(int)(value & 0xF)];
+        });
+    }
 }

@@ -135,7 +135,7 @@ internal static unsafe class UserNamespaceHolder
             ? string.Create(CultureInfo.InvariantCulture,
                 $"{NativeExecutor.ExpectedAbiVersion} {plan.HostUid} {plan.HostGid} {plan.SubordinateUids!.Start} {plan.SubordinateUids.Count} {plan.SubordinateGids!.Start} {plan.SubordinateGids.Count}")
             : string.Create(CultureInfo.InvariantCulture, $"{NativeExecutor.ExpectedAbiVersion} single {plan.HostUid} {plan.HostGid}");
-        string path = Path.Combine(dir, string.Create(CultureInfo.InvariantCulture, $"userns-{StableHash.Fnv1a(key):x16}.sock"));
+        string path = Path.Combine(dir, $"userns-{StableHash.Fnv1aHex(key)}.sock");
         return Encoding.UTF8.GetByteCount(path) <= MaxSocketPath ? path : null;
     }
 
