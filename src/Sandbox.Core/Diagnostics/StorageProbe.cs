@@ -30,13 +30,16 @@ public sealed class StorageProbe : IStorageDriverHost
     {
         _cache = cacheFile is null ? null : new StorageProbeCache(cacheFile, ReadBootId());
         _refresh = refresh;
-        KernelRelease = ReadLine("/proc/sys/kernel/osrelease");
-        KernelVersion = HostCheck.ParseKernelVersion(KernelRelease);
+        _kernelRelease = new Lazy<string?>(() => ReadLine("/proc/sys/kernel/osrelease"), LazyThreadSafetyMode.None);
     }
 
-    public string? KernelRelease { get; }
+    // Read only when a message needs it (a probe's advice): not on a warm `run IMAGE`, whose probe
+    // answers come from the cache.
+    private readonly Lazy<string?> _kernelRelease;
 
-    public Version? KernelVersion { get; }
+    public string? KernelRelease => _kernelRelease.Value;
+
+    public Version? KernelVersion => HostCheck.ParseKernelVersion(KernelRelease);
 
     /// <summary>The cache file for a store: under $XDG_RUNTIME_DIR (per boot, per user) when there is one of ours, else in the store.</summary>
     public static string CacheFileFor(string storeRoot)
@@ -234,9 +237,9 @@ public sealed class StorageProbeCache
         string[]? lines = Linux.FileSystemCalls.TryReadAllLines(_file);
         if (lines is null || lines.Length == 0 || lines[0] != "boot\t" + _boot)
             return entries;
-        foreach (string line in lines.Skip(1))
+        for (int i = 1; i < lines.Length; i++)
         {
-            string[] parts = line.Split('\t');
+            string[] parts = lines[i].Split('\t');
             if (parts.Length == 2 && parts[1] == "ok")
                 entries[parts[0]] = null;
             else if (parts.Length == 3 && parts[1] == "fail")

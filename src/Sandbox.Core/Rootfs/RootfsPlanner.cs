@@ -339,7 +339,8 @@ public static class RootfsPlanner
             throw new SandboxException(SandboxErrorCode.InvalidSpec, $"image {image.Image.Name ?? image.Image.Digest} has no layers");
         foreach (string layer in layers)
         {
-            if (!Directory.Exists(layer))
+            // One stat(2), not Directory.Exists's path handling around it: each warm `run IMAGE` checks.
+            if (Syscalls.KindOf(layer) != PathKind.Directory)
                 throw new SandboxException(SandboxErrorCode.InvalidSpec, $"layer {layer} of image {image.Image.Name ?? image.Image.Digest} is missing from the store: import the image again");
         }
         return layers;

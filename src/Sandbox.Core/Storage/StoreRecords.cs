@@ -141,7 +141,7 @@ internal sealed class StoredConfig
         User = User,
         // Most images have no labels: no dictionary to build then (the default comparer of string
         // keys is ordinal too).
-        Labels = Labels is { Count: > 0 } labels ? labels.ToImmutableDictionary(StringComparer.Ordinal) : ImmutableDictionary<string, string>.Empty,
+        Labels = Labels is { Count: > 0 } labels ? labels.ToImmutableDictionary(StringComparer.Ordinal) : System.Collections.ObjectModel.ReadOnlyDictionary<string, string>.Empty,
         StopSignal = StopSignal,
     };
 }
