@@ -91,15 +91,19 @@ public class StoredImageReaderTests
     [Test]
     public void MissingPropertiesKeepTheDefaultsAndUnknownOnesAreIgnored()
     {
-        StoredImage image = Read("""{"digest":"sha256:00","future":{"x":[1,2]},"layers":[{"key":"k","unknown":true}]}""");
+        StoredImage image = Read("""
+            {"digest":"sha256:00","future":{"x":[1,{"y":[]}]},"layers":[{"key":"k","unknown":true,"more":[{},[]],
+             "owners":{"kind":"flattened","extra":{"a":[1]}}}],"config":{"newField":[["x"]],"user":"u"},"last":7}
+            """);
         Assert.Multiple(() =>
         {
             Assert.That(image.SchemaVersion, Is.EqualTo(1));
             Assert.That(image.Names, Is.Empty);
             Assert.That(image.OwnershipFlattened, Is.True);
             Assert.That(image.Layers.Single().Key, Is.EqualTo("k"));
-            Assert.That(image.Layers.Single().Owners, Is.Null);
+            Assert.That(image.Layers.Single().Owners!.Kind, Is.EqualTo("flattened"));
             Assert.That(image.Config.Env, Is.Null);
+            Assert.That(image.Config.User, Is.EqualTo("u"), "read after an unknown nested property");
         });
     }
 
@@ -122,6 +126,11 @@ public class StoredImageReaderTests
     [TestCase("""{"layers":[{"owners":{"hostUid":-1}}]}""")]
     [TestCase("""{"config":{"labels":{"a":1}}}""")]
     [TestCase("""{"digest":"sha256:00" """)]
+    [TestCase("""{"digest":"sha256:00"} {}""")]
+    [TestCase("""{"names":["a",{}]}""")]
+    [TestCase("""{"layers":[{"key":"k"},5]}""")]
+    [TestCase("""{"config":{"env":["A=b"],"cmd":{}}}""")]
+    [TestCase("""{"layers":[{"owners":{"kind":"mapped","gidCount":"many"}}]}""")]
     public void DamagedRecordsAreJsonErrorsAsWithTheSerializer(string json)
     {
         Assert.Throws(Is.InstanceOf<JsonException>(), () => JsonSerializer.Deserialize(json, StoreJsonContext.Default.StoredImage));
