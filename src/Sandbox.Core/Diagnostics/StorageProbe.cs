@@ -65,19 +65,8 @@ public sealed class StorageProbe : IStorageDriverHost
     public string? FindFuseOverlayfs() => FindProgram("fuse-overlayfs");
 
     /// <summary>PATH, then /usr/bin and /usr/local/bin (PATH may be minimal under CI runners).</summary>
-    internal static string? FindProgram(string name)
-    {
-        string path = (Environment.GetEnvironmentVariable("PATH") ?? "") + ":/usr/local/bin:/usr/bin:/bin";
-        foreach (string dir in path.Split(':', StringSplitOptions.RemoveEmptyEntries))
-        {
-            if (!dir.StartsWith('/'))
-                continue;
-            string candidate = Path.Combine(dir, name);
-            if (File.Exists(candidate))
-                return candidate;
-        }
-        return null;
-    }
+    internal static string? FindProgram(string name) =>
+        Runtime.ProgramSearch.Find(name, (Environment.GetEnvironmentVariable("PATH") ?? "") + ":/usr/local/bin:/usr/bin:/bin");
 
     private string? Cached(string key, Func<string?> probe)
     {

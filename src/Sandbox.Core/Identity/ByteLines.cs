@@ -59,45 +59,11 @@ internal ref struct ByteLines
 internal static class AsciiText
 {
     /// <summary>isspace(3) in the C locale: what glibc's parsers of these files skip.</summary>
-    public static bool IsBlank(byte c) => c is (byte)' ' or (byte)'\t' or (byte)'\n' or (byte)'\v' or (byte)'\f' or (byte)'\r';
+    public static ReadOnlySpan<byte> Blanks => " \t\n\v\f\r"u8;
 
-    public static ReadOnlySpan<byte> TrimStartBlanks(ReadOnlySpan<byte> text)
-    {
-        int start = 0;
-        while (start < text.Length && IsBlank(text[start]))
-            start++;
-        return text[start..];
-    }
+    public static ReadOnlySpan<byte> BlanksOrColon => " \t\n\v\f\r:"u8;
 
-    public static ReadOnlySpan<byte> TrimBlanks(ReadOnlySpan<byte> text)
-    {
-        text = TrimStartBlanks(text);
-        int end = text.Length;
-        while (end > 0 && IsBlank(text[end - 1]))
-            end--;
-        return text[..end];
-    }
-
-    /// <summary>The index of the first blank or <paramref name="other"/>, or -1.</summary>
-    public static int IndexOfBlankOr(ReadOnlySpan<byte> text, byte other)
-    {
-        for (int i = 0; i < text.Length; i++)
-        {
-            if (IsBlank(text[i]) || text[i] == other)
-                return i;
-        }
-        return -1;
-    }
-
-    public static bool IsDigits(ReadOnlySpan<byte> text)
-    {
-        foreach (byte c in text)
-        {
-            if (c is < (byte)'0' or > (byte)'9')
-                return false;
-        }
-        return !text.IsEmpty;
-    }
+    public static ReadOnlySpan<byte> BlanksOrBracket => " \t\n\v\f\r["u8;
 
     /// <summary>
     /// A non-negative decimal of digits only (leading zeros allowed; no sign, blank or separator),
@@ -106,16 +72,14 @@ internal static class AsciiText
     public static bool TryParseDecimal(ReadOnlySpan<byte> text, out long value)
     {
         value = 0;
-        if (!IsDigits(text))
-            return false;
         foreach (byte c in text)
         {
             int digit = c - '0';
-            if (value > (long.MaxValue - digit) / 10)
+            if (digit is < 0 or > 9 || value > (long.MaxValue - digit) / 10)
                 return false;
             value = value * 10 + digit;
         }
-        return true;
+        return !text.IsEmpty;
     }
 
     /// <summary>A number's decimal digits, as ToString(InvariantCulture) writes them, without culture data.</summary>

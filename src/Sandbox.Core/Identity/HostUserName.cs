@@ -31,18 +31,16 @@ internal static class HostUserName
         ReadOnlySpan<byte> services = default;
         foreach (ReadOnlySpan<byte> raw in lines)
         {
-            ReadOnlySpan<byte> line = AsciiText.TrimStartBlanks(raw);
-            int end = AsciiText.IndexOfBlankOr(line, (byte)':');
+            ReadOnlySpan<byte> line = raw.TrimStart(AsciiText.Blanks);
+            int end = line.IndexOfAny(AsciiText.BlanksOrColon);
             if (end <= 0 || !line[..end].SequenceEqual("passwd"u8))
                 continue;
-            services = line[end..];
-            while (!services.IsEmpty && (AsciiText.IsBlank(services[0]) || services[0] == ':'))
-                services = services[1..];
+            services = line[end..].TrimStart(AsciiText.BlanksOrColon);
             found = true;
         }
         if (!found)
             return false;
-        int first = AsciiText.IndexOfBlankOr(services, (byte)'[');
+        int first = services.IndexOfAny(AsciiText.BlanksOrBracket);
         return (first < 0 ? services : services[..first]).SequenceEqual("files"u8);
     }
 
@@ -58,7 +56,7 @@ internal static class HostUserName
             return null;
         foreach (ReadOnlySpan<byte> raw in lines)
         {
-            ReadOnlySpan<byte> line = AsciiText.TrimStartBlanks(raw);
+            ReadOnlySpan<byte> line = raw.TrimStart(AsciiText.Blanks);
             if (line.IsEmpty || line[0] == '#')
                 continue;
             if (line[0] is (byte)'+' or (byte)'-')

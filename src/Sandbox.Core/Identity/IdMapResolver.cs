@@ -75,7 +75,7 @@ public static class IdMapResolver
         byte[] nameBytes = System.Text.Encoding.UTF8.GetBytes(userName);
         foreach (ReadOnlySpan<byte> raw in lines)
         {
-            ReadOnlySpan<byte> line = AsciiText.TrimBlanks(raw);
+            ReadOnlySpan<byte> line = raw.Trim(AsciiText.Blanks);
             if (line.IsEmpty || line[0] == '#')
                 continue;
             int fields = 0;
@@ -98,22 +98,7 @@ public static class IdMapResolver
         return null;
     }
 
-    /// <summary>
-    /// The first <paramref name="name"/> in the search path that is not a directory (what File.Exists
-    /// finds), then /usr/bin's: one stat(2) per directory, without a split or LINQ on the warm start.
-    /// </summary>
-    private static string? FindExecutable(string name, string? searchPath)
-    {
-        string path = searchPath ?? "/usr/local/bin:/usr/bin:/bin";
-        foreach (Range dir in path.AsSpan().Split(':'))
-        {
-            if (dir.Start.Equals(dir.End))
-                continue;
-            string candidate = Path.Join(path.AsSpan(dir), name);
-            if (Linux.Syscalls.KindOf(candidate) == Linux.PathKind.Other)
-                return candidate;
-        }
-        string fallback = Path.Join("/usr/bin", name);
-        return Linux.Syscalls.KindOf(fallback) == Linux.PathKind.Other ? fallback : null;
-    }
+    // The search path, then /usr/bin: where the uidmap package puts them, should PATH be minimal.
+    private static string? FindExecutable(string name, string? searchPath) =>
+        ProgramSearch.Find(name, (searchPath ?? "/usr/local/bin:/usr/bin:/bin") + ":/usr/bin");
 }

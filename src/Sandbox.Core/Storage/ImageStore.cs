@@ -571,20 +571,11 @@ public sealed class ImageStore
     /// <summary>The image hex a name's hint holds; null when there is none or it holds anything else.</summary>
     private string? ReadNameHint(string familiar)
     {
-        byte[]? hint = FileSystemCalls.TryReadAllBytes(NameHintPath(familiar), out int length);
-        if (hint is null || length != 64)
+        byte[]? hint = FileSystemCalls.TryReadAllBytes(NameHintPath(familiar));
+        if (hint is not { Length: 64 })
             return null;
-        // Checked as bytes and widened by hand: hex digits are ASCII, and this runs on every warm start.
-        foreach (byte c in hint.AsSpan(0, length))
-        {
-            if (!char.IsAsciiHexDigitLower((char)c))
-                return null;
-        }
-        return string.Create(length, hint, static (hex, bytes) =>
-        {
-            for (int i = 0; i < hex.Length; i++)
-                hex[i] = (char)bytes[i];
-        });
+        string hex = Encoding.ASCII.GetString(hint);
+        return Digest.IsLowerHex(hex) ? hex : null;
     }
 
     /// <summary>Points the hints of <paramref name="record"/>'s names at it (after its record is written).</summary>
