@@ -221,18 +221,47 @@ static int step_pivot_root(const struct sbx_op *op)
     return (int)SYS1(SYS_chdir, "/");
 }
 
-static long open_in_root(const char *root, const char *relative, long flags)
+// The directory that in-root steps resolve in, opened once for a run of such steps instead of once
+// per step (two system calls fewer each, about 35 steps per start). It is per spawn (the executor
+// shares its memory with the parent, which may be starting other sandboxes) and is closed before
+// any step that is not resolved in it: such a step (a mount on the root's own path, a pivot) may
+// change what that path names, and the next in-root step must see it as a fresh open would.
+struct root_cache {
+    const char *root; // the op->root string the fd was opened from; NULL when none is open
+    long fd;
+};
+
+static void root_cache_close(struct root_cache *cache)
 {
-    long rootfd = SYS4(SYS_openat, AT_FDCWD, root, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+    if (cache->root) {
+        SYS1(SYS_close, cache->fd);
+        cache->root = NULL;
+    }
+}
+
+static long root_cache_get(struct root_cache *cache, const char *root)
+{
+    if (cache->root && (cache->root == root || sbx_str_equal(cache->root, root)))
+        return cache->fd;
+    root_cache_close(cache);
+    long fd = SYS4(SYS_openat, AT_FDCWD, root, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return fd;
+    cache->root = root;
+    cache->fd = fd;
+    return fd;
+}
+
+static long open_in_root(struct root_cache *cache, const char *root, const char *relative, long flags)
+{
+    long rootfd = root_cache_get(cache, root);
     if (rootfd < 0)
         return rootfd;
     struct open_how how;
     memset(&how, 0, sizeof how);
     how.flags = (uint64_t)(flags | O_CLOEXEC);
     how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-    long fd = SYS4(SYS_openat2, rootfd, *relative ? relative : ".", &how, sizeof how);
-    SYS1(SYS_close, rootfd);
-    return fd;
+    return SYS4(SYS_openat2, rootfd, *relative ? relative : ".", &how, sizeof how);
 }
 
 // "/oldroot/proc/self/fd/N" into buf.
@@ -249,7 +278,7 @@ static void fd_path(char *buf, long fd)
 
 // Splits op->target into a parent resolved inside op->root (an fd) and the last component, which
 // is copied into buf. Returns the parent fd or -errno.
-static long parent_in_root(const struct sbx_op *op, char *buf, size_t size, const char **name)
+static long parent_in_root(struct root_cache *cache, const struct sbx_op *op, char *buf, size_t size, const char **name)
 {
     size_t len = sbx_length(op->target);
     if (len + 1 > size)
@@ -261,28 +290,31 @@ static long parent_in_root(const struct sbx_op *op, char *buf, size_t size, cons
         buf[i] = op->target[i];
     *name = buf + slash;
     if (slash == 0)
-        return open_in_root(op->root, "", O_PATH | O_DIRECTORY);
+        return open_in_root(cache, op->root, "", O_PATH | O_DIRECTORY);
     buf[slash - 1] = 0;
-    long fd = open_in_root(op->root, buf, O_PATH | O_DIRECTORY);
+    long fd = open_in_root(cache, op->root, buf, O_PATH | O_DIRECTORY);
     return fd;
 }
 
-static int run_step_in_root(const struct sbx_op *op, struct sbx_spawn_args *a)
+static int run_step_in_root(struct root_cache *cache, const struct sbx_op *op, struct sbx_spawn_args *a)
 {
     long rc, fd;
     const char *name;
     char *buf = a->path_buffer;
     switch (op->kind) {
     case SBX_OP_MOUNT:
-        fd = open_in_root(op->root, op->target, O_PATH);
+        fd = open_in_root(cache, op->root, op->target, O_PATH);
         if (fd < 0)
             return (int)fd;
         fd_path(buf, fd);
         rc = SYS5(SYS_mount, op->source, buf, op->fstype, op->flags, op->data);
         SYS1(SYS_close, fd);
+        // A mount on the root itself covers the directory the cached fd holds.
+        if (!*op->target)
+            root_cache_close(cache);
         return (int)rc;
     case SBX_OP_MOUNT_SETATTR: {
-        fd = open_in_root(op->root, op->target, O_PATH);
+        fd = open_in_root(cache, op->root, op->target, O_PATH);
         if (fd < 0)
             return (int)fd;
         struct mount_attr attr;
@@ -297,7 +329,7 @@ static int run_step_in_root(const struct sbx_op *op, struct sbx_spawn_args *a)
     case SBX_OP_MKDIR:
     case SBX_OP_CREATE_FILE:
     case SBX_OP_SYMLINK:
-        fd = parent_in_root(op, buf, a->path_buffer_size, &name);
+        fd = parent_in_root(cache, op, buf, a->path_buffer_size, &name);
         if (fd < 0)
             return (int)fd;
         if (op->kind == SBX_OP_MKDIR) {
@@ -401,11 +433,12 @@ static int step_run(const struct sbx_op *op, struct sbx_spawn_args *a, int *stat
     return 0;
 }
 
-static int run_step(const struct sbx_op *op, struct sbx_spawn_args *a)
+static int run_step(struct root_cache *cache, const struct sbx_op *op, struct sbx_spawn_args *a)
 {
     long rc;
     if (op->root)
-        return run_step_in_root(op, a);
+        return run_step_in_root(cache, op, a);
+    root_cache_close(cache);
     switch (op->kind) {
     case SBX_OP_MOUNT:
         return (int)SYS5(SYS_mount, op->source, op->target, op->fstype, op->flags, op->data);
@@ -630,6 +663,7 @@ static int init_main(void *arg)
         raw_exit(125); // the parent gave up before releasing us
     SYS1(SYS_close, 3);
 
+    struct root_cache cache = {NULL, -1};
     for (int i = 0; i < a->op_count; i++) {
         const struct sbx_op *op = &a->ops[i];
         int rc;
@@ -639,6 +673,7 @@ static int init_main(void *arg)
             continue;
         if (op->kind == SBX_OP_RUN) {
             int status = 0;
+            root_cache_close(&cache);
             rc = step_run(op, a, &status);
             if (rc == 0 && status != 0) {
                 // error 0: the program ran and failed; value: its wait status.
@@ -646,7 +681,7 @@ static int init_main(void *arg)
                 raw_exit(125);
             }
         } else {
-            rc = run_step(op, a);
+            rc = run_step(&cache, op, a);
         }
         if (rc == -ENOENT && (op->options & SBX_OPT_OPTIONAL))
             continue;
@@ -655,6 +690,7 @@ static int init_main(void *arg)
             raw_exit(125);
         }
     }
+    root_cache_close(&cache);
 
     // Two pipes between sandbox-init and the payload: "go" (init -> payload) and the exec status
     // (payload -> init, close-on-exec in the payload).
