@@ -118,6 +118,31 @@ public sealed class RuntimeTests
         Assert.That(p.ExitCode, Is.EqualTo(3), "the payload's own exit code after its trap");
     }
 
+    /// <summary>
+    /// The CLI forwards SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2 and SIGTERM (docker's --sig-proxy)
+    /// through a handler of the native executor that wakes the supervisor's poll loop: each one must
+    /// arrive, in order, and none may end the CLI by its default action.
+    /// </summary>
+    [Test]
+    public void EveryProxiedSignalReachesThePayload()
+    {
+        string[] names = ["HUP", "INT", "QUIT", "USR1", "USR2"];
+        string traps = string.Join(" ", names.Select(n => $"trap 'echo got-{n}' {n};"));
+        using var p = Process.Start(SandboxCli.StartInfo(["run", "--", "/bin/sh", "-c", $"{traps} trap 'echo got-TERM; exit 4' TERM; echo ready; while :; do sleep 0.05; done"]))!;
+        p.StandardInput.Close();
+        Assert.That(p.StandardOutput.ReadLine(), Is.EqualTo("ready"));
+        foreach (string name in names)
+        {
+            HostProcesses.Signal(p.Id, name);
+            Assert.That(p.StandardOutput.ReadLine(), Is.EqualTo($"got-{name}"), $"SIG{name} did not reach the payload");
+            Assert.That(p.HasExited, Is.False, $"SIG{name} ended the CLI instead of being forwarded");
+        }
+        HostProcesses.Signal(p.Id, "TERM");
+        Assert.That(p.WaitForExit(TimeSpan.FromSeconds(10)), Is.True, "the sandbox did not end after SIGTERM");
+        Assert.That(p.StandardOutput.ReadToEnd().Trim(), Is.EqualTo("got-TERM"));
+        Assert.That(p.ExitCode, Is.EqualTo(4), "the payload's own exit code after its trap");
+    }
+
     [Test]
     public void PayloadHasNoNewPrivilegesAndItsOwnSession()
     {

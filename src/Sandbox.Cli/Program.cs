@@ -1,6 +1,5 @@
 using System.Collections.Immutable;
 using System.CommandLine;
-using System.Runtime.InteropServices;
 
 namespace Sandbox.Cli;
 
@@ -140,32 +139,17 @@ internal static class Program
         using SandboxExecution execution = observe is null && renderer.DirectOutput is DirectOutput direct
             ? SandboxRunner.Start(spec, direct)
             : SandboxRunner.Start(spec);
-        // Signals to us go to the payload (docker's --sig-proxy): it decides how to end. Registered
-        // first thing once it runs, before `started`: until then a SIGTERM ends this process by
-        // default (and the sandbox with it, as its parent's death kills it).
-        var registrations = new List<PosixSignalRegistration>();
-        foreach (int signal in new[] { 1, 2, 3, 10, 12, 15 })
-        {
-            registrations.Add(PosixSignalRegistration.Create((PosixSignal)signal, context =>
-            {
-                context.Cancel = true;
-                execution.Signal(signal);
-            }));
-        }
+        // Signals to us go to the payload (docker's --sig-proxy): it decides how to end. Forwarded
+        // from the first thing once it runs, before `started`: until then a SIGTERM ends this
+        // process by default (and the sandbox with it, as its parent's death kills it). SIGHUP,
+        // SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGTERM; their actions come back at the run's end.
+        execution.ForwardSignals(1, 2, 3, 10, 12, 15);
         started?.Invoke(execution);
-        try
-        {
-            var outcome = Consume(execution, renderer, observe);
-            // This process exits soon after: the kernel's teardown of the sandbox's namespaces need
-            // not hold up our exit (init reaps PID 1); bubblewrap's parent does not wait for it either.
-            execution.LeavePidOneToInit();
-            return outcome;
-        }
-        finally
-        {
-            foreach (var r in registrations)
-                r.Dispose();
-        }
+        var outcome = Consume(execution, renderer, observe);
+        // This process exits soon after: the kernel's teardown of the sandbox's namespaces need
+        // not hold up our exit (init reaps PID 1); bubblewrap's parent does not wait for it either.
+        execution.LeavePidOneToInit();
+        return outcome;
     }
 
     // Blocking, on the main thread: a run needs no thread pool.

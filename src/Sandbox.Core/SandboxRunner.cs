@@ -80,6 +80,10 @@ public sealed class SandboxExecution : IDisposable
     private long _deadline;
     private int _reason = (int)TerminationReason.Exited;
 
+    // ForwardSignals: the signals, and the pipe their numbers arrive in (-1: none forwarded).
+    private int[]? _forwardedSignals;
+    private int _signalFd = -1;
+
     private readonly Cgroups.SandboxCgroup? _cgroup;
 
     /// <summary>The copy driver's per-run root, removed once PID 1 (and so every process that could use it) is gone.</summary>
@@ -157,6 +161,24 @@ public sealed class SandboxExecution : IDisposable
 
     /// <summary>Forwards a signal to the payload (through PID 1).</summary>
     public bool Signal(int signal) => _process.Signal(signal);
+
+    /// <summary>
+    /// From now until the run ends, <paramref name="signals"/> sent to this process go to the payload
+    /// (through PID 1) instead of taking their action (docker's --sig-proxy). A handler of the native
+    /// executor writes each into a pipe that the supervisor's poll(2) loop reads, so this starts no
+    /// thread (sandbox_exec.c, sbx_signals_forward); their former actions come back when the
+    /// supervision ends. For one run at a time in a process (the CLI's).
+    /// </summary>
+    public void ForwardSignals(params ReadOnlySpan<int> signals)
+    {
+        if (_forwardedSignals is not null)
+            throw new InvalidOperationException("signals are forwarded already");
+        int fd = NativeExecutor.ForwardSignals(signals);
+        if (fd < 0)
+            throw new SandboxException(SandboxErrorCode.Internal, $"could not forward signals to the sandbox: {Errno.Describe(-fd)}");
+        _forwardedSignals = signals.ToArray();
+        Volatile.Write(ref _signalFd, fd);
+    }
 
     /// <summary>Kills every process of the sandbox.</summary>
     public void Kill() => Terminate(TerminationReason.Cancelled);
@@ -318,8 +340,11 @@ public sealed class SandboxExecution : IDisposable
         // Output waits for the started event, so a consumer always sees that first; PID 1 reports
         // it right after the payload's exec, so at most a pipeful of output waits.
         bool takeOutput = _started || !_reportsOpen;
-        Span<PollEntry> entries = stackalloc PollEntry[3];
+        Span<PollEntry> entries = stackalloc PollEntry[4];
         int count = 0;
+        int signalFd = Volatile.Read(ref _signalFd);
+        if (signalFd >= 0)
+            entries[count++] = new PollEntry(signalFd, PollEntry.In);
         if (_reportsOpen)
             entries[count++] = new PollEntry(_process.ReportsFd, PollEntry.In);
         if (takeOutput && _stdout.Open)
@@ -339,7 +364,11 @@ public sealed class SandboxExecution : IDisposable
         {
             if (!entry.Ready)
                 continue;
-            if (entry.Fd == _process.ReportsFd)
+            if (entry.Fd == signalFd)
+            {
+                ForwardPendingSignals(signalFd);
+            }
+            else if (entry.Fd == _process.ReportsFd)
             {
                 _reportsOpen = _process.PumpReports(_ =>
                 {
@@ -351,6 +380,17 @@ public sealed class SandboxExecution : IDisposable
             {
                 (entry.Fd == _stdout.Fd ? _stdout : _stderr).Transfer(this);
             }
+        }
+    }
+
+    private void ForwardPendingSignals(int fd)
+    {
+        Span<byte> numbers = stackalloc byte[64];
+        int n;
+        while ((n = Syscalls.ReadNonBlocking(fd, numbers)) > 0)
+        {
+            foreach (byte signal in numbers[..n])
+                Signal(signal);
         }
     }
 
@@ -400,6 +440,11 @@ public sealed class SandboxExecution : IDisposable
     {
         if (Interlocked.Exchange(ref _supervisionEnded, 1) != 0)
             return;
+        if (_forwardedSignals is int[] signals)
+        {
+            Volatile.Write(ref _signalFd, -1);
+            NativeExecutor.RestoreSignals(signals);
+        }
         _stdout.Dispose();
         _stderr.Dispose();
         _cgroup?.Dispose();

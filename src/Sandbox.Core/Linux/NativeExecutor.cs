@@ -168,7 +168,7 @@ internal unsafe struct NativeFileArgs
 internal static unsafe partial class NativeExecutor
 {
     public const string LibraryName = "libsandbox_exec.so";
-    internal const int ExpectedAbiVersion = 11;
+    internal const int ExpectedAbiVersion = 12;
 
     /// <summary>
     /// The executor's entry points, bound with dlsym (NativeLibrary) on first use: from the executable
@@ -192,6 +192,8 @@ internal static unsafe partial class NativeExecutor
         public static readonly delegate* unmanaged<int> HolderArgsSize = (delegate* unmanaged<int>)Get("sbx_holder_args_size");
         public static readonly delegate* unmanaged<NativeHolderArgs*, int*, int> HolderSpawn = (delegate* unmanaged<NativeHolderArgs*, int*, int>)Get("sbx_holder_spawn");
         public static readonly delegate* unmanaged<int> DeferTeardown = (delegate* unmanaged<int>)Get("sbx_defer_teardown");
+        public static readonly delegate* unmanaged<int*, int, int> SignalsForward = (delegate* unmanaged<int*, int, int>)Get("sbx_signals_forward");
+        public static readonly delegate* unmanaged<int*, int, void> SignalsRestore = (delegate* unmanaged<int*, int, void>)Get("sbx_signals_restore");
         public static readonly delegate* unmanaged<int, int> ExecutableCopy = (delegate* unmanaged<int, int>)Get("sbx_executable_copy");
         public static readonly delegate* unmanaged<byte*, int> UserNamespaceListen = (delegate* unmanaged<byte*, int>)Get("sbx_userns_listen");
         public static readonly delegate* unmanaged<byte*, int*, int*, int> UserNamespaceFetch = (delegate* unmanaged<byte*, int*, int*, int>)Get("sbx_userns_fetch");
@@ -264,6 +266,24 @@ internal static unsafe partial class NativeExecutor
     /// sbx_defer_teardown): its pid, or -errno. Once per process; it waits for this process's exit.
     /// </summary>
     public static int DeferTeardown() => LoadError is null ? Exports.DeferTeardown() : -38 /* ENOSYS */;
+
+    /// <summary>
+    /// Makes <paramref name="signals"/> write their numbers into a pipe instead of taking their action
+    /// (sandbox_exec.c, sbx_signals_forward): the pipe's read end, which the caller must not close,
+    /// or -errno. Undone by <see cref="RestoreSignals"/>.
+    /// </summary>
+    public static int ForwardSignals(ReadOnlySpan<int> signals)
+    {
+        fixed (int* p = signals)
+            return Exports.SignalsForward(p, signals.Length);
+    }
+
+    /// <summary>Gives <paramref name="signals"/> back the actions they had before <see cref="ForwardSignals"/>.</summary>
+    public static void RestoreSignals(ReadOnlySpan<int> signals)
+    {
+        fixed (int* p = signals)
+            Exports.SignalsRestore(p, signals.Length);
+    }
 
     /// <summary>A listening socket at <paramref name="path"/>, or -errno.</summary>
     public static int UserNamespaceListen(string path)

@@ -250,6 +250,19 @@ internal static unsafe partial class Syscalls
         }
     }
 
+    /// <summary>read(2) from a non-blocking descriptor: the bytes read, or -errno (-EAGAIN: nothing to read now).</summary>
+    public static int ReadNonBlocking(int fd, Span<byte> buffer)
+    {
+        fixed (byte* b = buffer)
+        {
+            long n;
+            do
+                n = read(fd, b, buffer.Length);
+            while (n < 0 && errno == Errno.EINTR);
+            return n < 0 ? -errno : (int)n;
+        }
+    }
+
     internal static byte[] NulTerminated(string s)
     {
         byte[] bytes = new byte[Encoding.UTF8.GetByteCount(s) + 1];
