@@ -8,7 +8,11 @@ namespace Sandbox;
 /// <summary>Turns a user's <see cref="SandboxSpec"/> into a <see cref="RuntimePlan"/> (pure: no privileges, no side effects).</summary>
 public static class SandboxPlanner
 {
-    public static RuntimePlan Plan(SandboxSpec spec, HostContext host)
+    /// <param name="idMapsResolved">
+    /// Called with the id maps as soon as they are known, before the rest is planned: the runner asks
+    /// the user-namespace holder for them then, so that its answer comes while this plans.
+    /// </param>
+    public static RuntimePlan Plan(SandboxSpec spec, HostContext host, Action<IdMapPlan>? idMapsResolved = null)
     {
         if (spec.Root is ImageRoot image)
             spec = ApplyImageConfig(spec, image.Image);
@@ -27,6 +31,7 @@ public static class SandboxPlanner
         IdMapPlan idMaps = IdMapResolver.Resolve(spec.UserNamespace, host.Identity);
         if (spec.Root is ImageRoot imageRoot)
             CheckImageOwners(imageRoot.Image, idMaps); // throws when the layers were written for another range
+        idMapsResolved?.Invoke(idMaps);
         NamespaceSet namespaces = NamespaceSet.All;
         if (spec.Network == NetworkMode.Host)
             namespaces &= ~NamespaceSet.Network;

@@ -195,22 +195,30 @@ public sealed class SandboxExecution : IDisposable
             root = ImageRootPreparer.Choose(image, storage ?? new Diagnostics.StorageProbe(Diagnostics.StorageProbe.CacheFileFor(ImageRootPreparer.StoreOf(image))), warn, mayPtrace);
             spec = spec with { Root = root.Root };
         }
+        // The holder is asked for its namespace as soon as the id maps are known: it answers while
+        // the rest is planned (HolderRequest), and Launcher takes the answer.
+        HolderRequest? holderRequest = null;
         try
         {
-            RuntimePlan plan = SandboxPlanner.Plan(spec, host);
+            RuntimePlan plan = SandboxPlanner.Plan(spec, host, idMaps => holderRequest = UserNamespaceHolder.Request(idMaps));
             if (root is not null && SandboxPlanner.CheckImageOwners(root.Root.Image, plan.IdMaps) is string ownersWarning)
                 warn(ownersWarning);
             root?.Materialize(plan.IdMaps, host.Identity);
-            return Start(spec, plan, root, output, cancellationToken, warn);
+            return Start(spec, plan, root, output, cancellationToken, warn, holderRequest);
         }
         catch
         {
             root?.Dispose();
             throw;
         }
+        finally
+        {
+            holderRequest?.Dispose();
+        }
     }
 
-    private static SandboxExecution Start(SandboxSpec spec, RuntimePlan plan, ImageRootPreparer? root, DirectOutput? output, CancellationToken cancellationToken, Action<string> warn)
+    private static SandboxExecution Start(SandboxSpec spec, RuntimePlan plan, ImageRootPreparer? root, DirectOutput? output, CancellationToken cancellationToken, Action<string> warn,
+        HolderRequest? holderRequest = null)
     {
         if (plan.IdMaps.Kind == IdMapKind.SingleId && (plan.Process.Uid is > 0 || plan.Process.Gid is > 0))
         {
@@ -229,7 +237,7 @@ public sealed class SandboxExecution : IDisposable
             (outRead, outWrite) = OutputChannel(output?.Stdout);
             (errRead, errWrite) = OutputChannel(output?.Stderr);
             // PID 1 joins the cgroup before it is released: nothing of the payload ever runs unlimited.
-            SandboxProcess process = Launcher.Start(plan, new StdioPlan(stdin, outWrite, errWrite), cgroup is null ? null : cgroup.AddProcess);
+            SandboxProcess process = Launcher.Start(plan, new StdioPlan(stdin, outWrite, errWrite), cgroup is null ? null : cgroup.AddProcess, holderRequest);
             var execution = new SandboxExecution(process, cgroup, spec,
                 new OutputPump(outRead, OutputStream.Stdout, output?.Stdout), new OutputPump(errRead, OutputStream.Stderr, output?.Stderr), cancellationToken, root);
             return execution;

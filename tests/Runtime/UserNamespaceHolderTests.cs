@@ -154,6 +154,55 @@ public class UserNamespaceHolderTests
         }
     }
 
+    [Test]
+    public void ARequestAheadIsNoneWhenHoldersAreOffAndUnconnectedWhenNoHolderListens()
+    {
+        string root = Directory.CreateTempSubdirectory("holder-").FullName;
+        try
+        {
+            Assert.That(UserNamespaceHolder.Request(Range, Env(("XDG_RUNTIME_DIR", root), (UserNamespaceHolder.IdleVariable, "0"))), Is.Null);
+            using HolderRequest? request = UserNamespaceHolder.Request(Range, Env(("XDG_RUNTIME_DIR", root)));
+            Assert.That(request, Is.Not.Null);
+            Assert.That(request!.Plan, Is.EqualTo(Range));
+            Assert.That(request.Connection, Is.Null, "no socket there: no connection, and TryAcquire starts a holder");
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// A request connects before the holder answers; a holder that never does (stopped, say) must not
+    /// hang the run: the answer is awaited for a second (SO_RCVTIMEO), as a fetch's is.
+    /// </summary>
+    [Test]
+    public void AnAnswerNoHolderSendsIsAwaitedForASecondOnly()
+    {
+        string root = Directory.CreateTempSubdirectory("holder-").FullName;
+        int listening = -1;
+        try
+        {
+            string dir = UserNamespaceHolder.SocketDirectoryPath(Env(("XDG_RUNTIME_DIR", root)), Syscalls.EffectiveUserId);
+            Directory.CreateDirectory(dir);
+            listening = NativeExecutor.UserNamespaceListen(UserNamespaceHolder.SocketPath(dir, Range)!);
+            Assert.That(listening, Is.GreaterThanOrEqualTo(0));
+            using HolderRequest? request = UserNamespaceHolder.Request(Range, Env(("XDG_RUNTIME_DIR", root)));
+            Assert.That(request?.Connection, Is.Not.Null, "the listening socket takes the connection into its backlog");
+            var clock = Stopwatch.StartNew();
+            int rc = NativeExecutor.UserNamespaceReceive(request!.Connection!, out int spareUser, out int spareNetwork);
+            Assert.That(rc, Is.EqualTo(-11), "EAGAIN: the receive timed out");
+            Assert.That((spareUser, spareNetwork), Is.EqualTo((-1, -1)));
+            Assert.That(clock.Elapsed, Is.GreaterThan(TimeSpan.FromMilliseconds(900)).And.LessThan(TimeSpan.FromSeconds(10)));
+        }
+        finally
+        {
+            if (listening >= 0)
+                Tmds.Linux.LibC.close(listening);
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
     private static Func<string, string?> Env(params (string Name, string Value)[] values) =>
         name => values.FirstOrDefault(v => v.Name == name).Value;
 

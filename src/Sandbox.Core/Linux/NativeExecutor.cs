@@ -197,6 +197,8 @@ internal static unsafe partial class NativeExecutor
         public static readonly delegate* unmanaged<int, int> ExecutableCopy = (delegate* unmanaged<int, int>)Get("sbx_executable_copy");
         public static readonly delegate* unmanaged<byte*, int> UserNamespaceListen = (delegate* unmanaged<byte*, int>)Get("sbx_userns_listen");
         public static readonly delegate* unmanaged<byte*, int*, int*, int> UserNamespaceFetch = (delegate* unmanaged<byte*, int*, int*, int>)Get("sbx_userns_fetch");
+        public static readonly delegate* unmanaged<byte*, int> UserNamespaceConnect = (delegate* unmanaged<byte*, int>)Get("sbx_userns_connect");
+        public static readonly delegate* unmanaged<int, int*, int*, int> UserNamespaceReceive = (delegate* unmanaged<int, int*, int*, int>)Get("sbx_userns_receive");
         public static readonly delegate* unmanaged<int, int> UserNamespaceVerify = (delegate* unmanaged<int, int>)Get("sbx_userns_verify");
         public static readonly delegate* unmanaged<int, byte**, byte***, int*, byte*, int, void> RunHelpers =
             (delegate* unmanaged<int, byte**, byte***, int*, byte*, int, void>)Get("sbx_run_helpers");
@@ -301,6 +303,22 @@ internal static unsafe partial class NativeExecutor
         using var arena = new NativeArena();
         int user = -1, network = -1;
         int rc = Exports.UserNamespaceFetch(arena.String(path), &user, &network);
+        (spareUser, spareNetwork) = (user, network);
+        return rc;
+    }
+
+    /// <summary>A socket connected to the holder at <paramref name="path"/>, whose answer <see cref="UserNamespaceReceive"/> reads; or -errno.</summary>
+    public static int UserNamespaceConnect(string path)
+    {
+        using var arena = new NativeArena();
+        return Exports.UserNamespaceConnect(arena.String(path));
+    }
+
+    /// <summary>What the holder connected at <paramref name="connection"/> hands over, as <see cref="UserNamespaceFetch"/> returns it.</summary>
+    public static int UserNamespaceReceive(SafeHandle connection, out int spareUser, out int spareNetwork)
+    {
+        int user = -1, network = -1;
+        int rc = Exports.UserNamespaceReceive((int)connection.DangerousGetHandle(), &user, &network);
         (spareUser, spareNetwork) = (user, network);
         return rc;
     }

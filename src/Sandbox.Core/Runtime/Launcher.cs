@@ -29,7 +29,8 @@ internal static unsafe class Launcher
     private const ulong CLONE_NEWPID = 0x20000000;
     private const ulong CLONE_NEWNET = 0x40000000;
 
-    public static SandboxProcess Start(RuntimePlan plan, StdioPlan stdio, Action<int>? beforeRelease = null)
+    /// <param name="holderRequest">The holder's answer for <paramref name="plan"/>'s id maps, asked for ahead (<see cref="UserNamespaceHolder.Request"/>).</param>
+    public static SandboxProcess Start(RuntimePlan plan, StdioPlan stdio, Action<int>? beforeRelease = null, HolderRequest? holderRequest = null)
     {
         if (NativeExecutor.LoadError is string loadError)
             throw new SandboxException(SandboxErrorCode.NativeExecutorUnavailable, loadError);
@@ -63,7 +64,7 @@ internal static unsafe class Launcher
             var started = Stopwatch.GetTimestamp();
             bool mapsWritten = false;
             int pid;
-            using (HeldUserNamespace? held = AcquireHeldUserNamespace(plan))
+            using (HeldUserNamespace? held = AcquireHeldUserNamespace(plan, holderRequest))
             {
                 WithoutHeldNamespace(args);
                 if (held is not null)
@@ -154,8 +155,8 @@ internal static unsafe class Launcher
     // The maps come from a held user namespace when one can be had: PID 1 gets a user namespace
     // nested in it, whose maps the executor writes (for a subordinate range: no newuidmap or
     // newgidmap); or the holder's spare, made ahead of time with its network namespace.
-    private static HeldUserNamespace? AcquireHeldUserNamespace(RuntimePlan plan) =>
-        plan.Namespaces.HasFlag(NamespaceSet.User) ? UserNamespaceHolder.TryAcquire(plan.IdMaps) : null;
+    private static HeldUserNamespace? AcquireHeldUserNamespace(RuntimePlan plan, HolderRequest? request) =>
+        plan.Namespaces.HasFlag(NamespaceSet.User) ? UserNamespaceHolder.TryAcquire(plan.IdMaps, request) : null;
 
     // Once a SandboxProcess exists it owns the arena and frees it after reaping PID 1.
     private static void Marshal(RuntimePlan plan, NativeArena arena, NativeSpawnArgs* args, Dictionary<int, IntPtr> outputs)
