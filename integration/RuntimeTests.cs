@@ -288,6 +288,23 @@ public sealed class RuntimeTests
         Assert.That(lines.Skip(3).Select(l => l.Trim()), Is.EqualTo(masked.Select(_ => "0")), "masked /proc files read as empty: " + string.Join(",", masked));
     }
 
+    /// <summary>
+    /// runc's masked directories get a read-only empty tmpfs; the executor tells them from the masked
+    /// files when it masks them (the planner stats nothing), so this checks what it found.
+    /// </summary>
+    [Test]
+    public void MaskedDirectoriesAreEmptyAndReadOnly()
+    {
+        string[] masked = new[] { "/proc/acpi", "/proc/asound", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap" }
+            .Where(Directory.Exists).ToArray();
+        Assert.That(masked, Is.Not.Empty, "the host has none of the masked directories");
+        CliResult r = SandboxCli.Sh(string.Join("; ", masked.Select(d =>
+            $"echo \"{d} $(ls -A {d} | wc -l) $(test -d {d} && echo dir) $(touch {d}/x 2>/dev/null && echo writable || echo read-only)\"")));
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(r.StdoutText.Split('\n', StringSplitOptions.RemoveEmptyEntries),
+            Is.EqualTo(masked.Select(d => $"{d} 0 dir read-only")), r.ToString());
+    }
+
     [Test]
     public void OptionsForHostnameWorkdirAndTmpfs()
     {

@@ -4,7 +4,7 @@ using Sandbox.Rootfs;
 
 namespace Sandbox.Tests.TestSupport;
 
-/// <summary>A fake host for planning: a home that exists, a fake /proc, and no subuid range.</summary>
+/// <summary>A fake host for planning: a home that exists, and no subuid range.</summary>
 internal sealed class FakeHost : IDisposable
 {
     public const string HostPath = "/opt/fake/bin:/usr/bin:/bin";
@@ -15,12 +15,6 @@ internal sealed class FakeHost : IDisposable
     public FakeHost()
     {
         Home = _dir.CreateDirectory("home", "alice");
-        Proc = _dir.CreateDirectory("proc");
-        _dir.CreateFile("proc/kcore");
-        _dir.CreateFile("proc/timer_list");
-        _dir.CreateDirectory("proc", "acpi");
-        _dir.CreateDirectory("proc", "sys");
-        _dir.CreateFile("proc/sysrq-trigger");
         EmptyBin = _dir.CreateDirectory("emptybin");
         Identity = new IdentityEnvironment(
             1000,
@@ -30,14 +24,12 @@ internal sealed class FakeHost : IDisposable
             SubGidFile: _dir.Combine("no-such-subgid"),
             SearchPath: EmptyBin);
         // No session sockets or engines to hide unless a test says so: plans must not depend on the machine.
-        Context = new HostContext(Home, HostPath, Term, Identity, Proc, SocketDirectories: [], EngineSockets: []);
+        Context = new HostContext(Home, HostPath, Term, Identity, SocketDirectories: [], EngineSockets: []);
     }
 
     public TempDirectory Dir => _dir;
 
     public string Home { get; }
-
-    public string Proc { get; }
 
     public string EmptyBin { get; }
 

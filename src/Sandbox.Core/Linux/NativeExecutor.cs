@@ -20,6 +20,7 @@ internal enum NativeStepKind
     ChangeDirectory = 11,
     Unshare = 12,
     Run = 13,
+    Mask = 14,
 }
 
 [Flags]

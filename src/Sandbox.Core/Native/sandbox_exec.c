@@ -77,6 +77,7 @@ enum sbx_op_kind {
     SBX_OP_CHDIR = 11,       // chdir(target)
     SBX_OP_UNSHARE = 12,     // unshare(flags)
     SBX_OP_RUN = 13,         // run source (argv, envp) to its exit; its stderr (head) into output; fail unless it exits 0
+    SBX_OP_MASK = 14,        // hide target (in root only): a read-only empty tmpfs on a directory, source bound on anything else
 };
 
 enum sbx_op_option {
@@ -313,6 +314,24 @@ static int run_step_in_root(struct root_cache *cache, const struct sbx_op *op, s
         if (!*op->target)
             root_cache_close(cache);
         return (int)rc;
+    case SBX_OP_MASK: {
+        // runc's maskPaths, with the target's kind read here rather than by the planner from the
+        // host: what the step hides is what it finds (in the new procfs, in a sysfs, or an image's
+        // file of that name).
+        fd = open_in_root(cache, op->root, op->target, O_PATH);
+        if (fd < 0)
+            return (int)fd;
+        struct stat st;
+        rc = SYS4(SYS_newfstatat, fd, "", &st, AT_EMPTY_PATH);
+        if (rc == 0) {
+            fd_path(buf, fd);
+            rc = S_ISDIR(st.st_mode)
+                ? SYS5(SYS_mount, "tmpfs", buf, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0555")
+                : SYS5(SYS_mount, op->source, buf, 0, MS_BIND, 0);
+        }
+        SYS1(SYS_close, fd);
+        return (int)rc;
+    }
     case SBX_OP_MOUNT_SETATTR: {
         fd = open_in_root(cache, op->root, op->target, O_PATH);
         if (fd < 0)

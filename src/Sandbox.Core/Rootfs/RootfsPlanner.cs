@@ -19,7 +19,6 @@ public sealed record HostContext(
     string? Path,
     string? Term,
     Identity.IdentityEnvironment Identity,
-    string HostProc = "/proc",
     string? RuntimeDirectory = null,
     ImmutableArray<string> SocketDirectories = default,
     ImmutableArray<string> EngineSockets = default)
@@ -213,7 +212,7 @@ public static class RootfsPlanner
         steps.Add(new SetMountAttributesStep(NewRoot, (readOnlyRoot ? MountAttributes.ReadOnly : MountAttributes.None) | MountAttributes.NoSuid, MountAttributes.None, Recursive: true));
 
         AddDev(steps);
-        AddProc(steps, host);
+        AddProc(steps);
 
         // First, so that a $HOME below one of them (an odd $XDG_RUNTIME_DIR) is made again and mounted on top.
         foreach (string sockets in hiddenSockets)
@@ -513,37 +512,24 @@ public static class RootfsPlanner
         steps.Add(new MountStep("tmpfs", In("/dev/shm"), "tmpfs", TmpfsFlags, "mode=1777"));
     }
 
-    private static void AddProc(ImmutableArray<SetupStep>.Builder steps, HostContext host)
+    private static void AddProc(ImmutableArray<SetupStep>.Builder steps)
     {
-        // A fresh procfs for the new PID namespace: the payload sees only its own processes.
+        // A fresh procfs for the new PID namespace: the payload sees only its own processes. What
+        // this kernel lacks of the paths below is skipped when the steps run (Optional: ENOENT), as
+        // runc does, so planning makes no stat of them.
         steps.Add(new MountStep("proc", In("/proc"), "proc", MountFlags.NoSuid | MountFlags.NoDev | MountFlags.NoExec));
         foreach (string name in s_readOnlyProcPaths)
         {
-            if (Syscalls.KindOf(System.IO.Path.Combine(host.HostProc, name)) == PathKind.Missing)
-                continue;
             string target = In("/proc/" + name);
             steps.Add(new MountStep(target, target, null, MountFlags.Bind | MountFlags.Recursive) { Optional = true });
             steps.Add(new SetMountAttributesStep(target, MountAttributes.ReadOnly | MountAttributes.NoSuid | MountAttributes.NoDev | MountAttributes.NoExec, MountAttributes.None, Recursive: true) { Optional = true });
         }
         // runc also hides these sysfs directories (firmware tables, power capping controls).
+        string nullDevice = In("/dev/null");
         foreach (string path in s_maskedSysPaths)
-        {
-            if (Syscalls.KindOf(path) == PathKind.Directory)
-                steps.Add(new MountStep("tmpfs", In(path), "tmpfs", MountFlags.ReadOnly | MountFlags.NoSuid | MountFlags.NoDev | MountFlags.NoExec, "size=0,mode=0555") { Optional = true });
-        }
+            steps.Add(new MaskStep(In(path), nullDevice) { Optional = true });
         foreach (string name in s_maskedProcPaths)
-        {
-            PathKind kind = Syscalls.KindOf(System.IO.Path.Combine(host.HostProc, name));
-            string target = In("/proc/" + name);
-            if (kind == PathKind.Directory)
-            {
-                steps.Add(new MountStep("tmpfs", target, "tmpfs", MountFlags.ReadOnly | MountFlags.NoSuid | MountFlags.NoDev | MountFlags.NoExec, "size=0,mode=0555") { Optional = true });
-            }
-            else if (kind == PathKind.Other)
-            {
-                steps.Add(new MountStep(In("/dev/null"), target, null, MountFlags.Bind) { Optional = true });
-            }
-        }
+            steps.Add(new MaskStep(In("/proc/" + name), nullDevice) { Optional = true });
     }
 
     internal static bool IsUnder(string path, string directory) =>

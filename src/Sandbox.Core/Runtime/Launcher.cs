@@ -272,6 +272,11 @@ internal static unsafe class Launcher
                 n.Kind = (int)NativeStepKind.Unshare;
                 n.Flags = CLONE_NEWCGROUP;
                 break;
+            case MaskStep k:
+                n.Kind = (int)NativeStepKind.Mask;
+                n.Source = arena.String(k.NullDevice);
+                n.Target = arena.String(k.Target);
+                break;
             case RunProgramStep r:
                 n.Kind = (int)NativeStepKind.Run;
                 n.Source = arena.String(r.Program);

@@ -152,6 +152,19 @@ public sealed record CreateFileStep(string Target, int Mode = 0b110_100_100) : S
     public override string Describe() => $"create file {Target}";
 }
 
+/// <summary>
+/// Hides <paramref name="Target"/> as runc's maskedPaths does: a read-only empty tmpfs over it when it
+/// is a directory, <paramref name="NullDevice"/> bound over it otherwise. Which one is decided when
+/// the step runs, on what the target is then (so planning stats nothing); with
+/// <see cref="SetupStep.Optional"/>, a target that does not exist is skipped.
+/// </summary>
+public sealed record MaskStep(string Target, string NullDevice) : SetupStep
+{
+    public override string? TargetPath => Target;
+
+    public override string Describe() => $"mask {Target}";
+}
+
 /// <summary>pivot_root into <paramref name="NewRoot"/>; the old root stays at <paramref name="PutOld"/> (relative) or is detached when null.</summary>
 public sealed record PivotRootStep(string NewRoot, string? PutOld) : SetupStep
 {
