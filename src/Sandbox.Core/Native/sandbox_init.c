@@ -222,35 +222,22 @@ static long hand_over(long connection, long ns, struct spare *spare)
 // node, which runs many sandboxes and lives on).
 #define SPARE_DELAY_NS 50000000
 
-// How long the next spare waits after the taker's exit. The taker's parent learns of that exit at
-// the same moment we do; a clone that makes a network namespace (0.6 ms in the kernel) started at
-// once, on that CPU, ran before the parent woke up, and so made the sandbox's run look that much
-// longer to whoever waits for it (perf sched tracepoints: 1 ms from the CLI's last thread's exit
-// to its parent's wake-up, against 0.1 without the spare). A next run needs over 2 ms from its
-// exec to its request (the runtime's start alone is 1.5 ms), so the spare is ready before then.
-#define SPARE_AFTER_EXIT_NS 1000000
-
 // Whether it is time to make the next spare: the caller that took the last one (taker: its pidfd,
-// or -1 if none or unknown) has exited SPARE_AFTER_EXIT_NS ago, or SPARE_DELAY_NS have passed; not
-// while a caller waits to be accepted. Made while that sandbox still starts, it competes with it
-// for the CPU and the kernel's network locks: on two CPUs, 400 interleaved starts measured no gain
-// at all that way (6.72 against 6.65 ms), against 0.65 ms (8.36 against 7.71 ms) made after the
-// taker's exit.
+// or -1 if none or unknown) has exited, or SPARE_DELAY_NS have passed; not while a caller waits to
+// be accepted. Made while that sandbox still starts, it competes with it for the CPU and the
+// kernel's network locks: on two CPUs, 400 interleaved starts measured no gain at all that way
+// (6.72 against 6.65 ms), against 0.65 ms (8.36 against 7.71 ms) made after the taker's exit.
+// Nor 1 ms after that exit (to let the taker's parent wake up first): the next run's start then
+// shared the CPU with it, and two builds interleaved (300 rounds, each run after an untimed one of
+// its own) gave 6.08 against 5.94 and 5.38 against 5.27 ms for the delay.
 static int time_for_spare(long taker)
 {
     struct pollfd fds[2] = {{HOLDER_FD_LISTEN, POLLIN, 0}, {(int)taker, POLLIN, 0}};
     struct __kernel_timespec wait = {0, taker >= 0 ? SPARE_DELAY_NS : 0};
     long ready = SYS5(SYS_ppoll, fds, taker >= 0 ? 2 : 1, &wait, 0, KERNEL_SIGSET_SIZE);
-    if (ready == -EINTR || (ready > 0 && (fds[0].revents & POLLIN)))
+    if (ready == -EINTR)
         return 0;
-    if (ready > 0) {
-        // The taker has exited: let its parent run first.
-        struct __kernel_timespec after = {0, SPARE_AFTER_EXIT_NS};
-        ready = SYS5(SYS_ppoll, fds, 1, &after, 0, KERNEL_SIGSET_SIZE);
-        if (ready != 0)
-            return 0;
-    }
-    return 1;
+    return ready <= 0 || !(fds[0].revents & POLLIN);
 }
 
 static int hold_userns(long argc, char **argv)
