@@ -50,6 +50,8 @@
 #define SBX_EXPORT __attribute__((visibility("default")))
 // 10: struct sbx_report carries CPU times (32 bytes; sandbox_protocol.h).
 // 11: a holder hands over a spare user and network namespace (sbx_userns_fetch, sbx_spawn_args).
+// 12: SBX_OP_MASK; the holder asked ahead (sbx_userns_connect, sbx_userns_receive); signals to
+//     the CLI forwarded through a pipe (sbx_signals_forward, sbx_signals_restore).
 #define SBX_ABI_VERSION 12
 
 // ---- raw system calls: never touch errno (see header comment) -------------------------------

@@ -286,10 +286,6 @@ internal static unsafe class UserNamespaceHolder
 }
 
 /// <summary>
-/// A holder's user namespace, and the spare it handed over with it, if any: the next sandbox's user
-/// namespace, nested in the held one with its maps written, and its network namespace (loopback up).
-/// </summary>
-/// <summary>
 /// A connection to the holder of <see cref="Plan"/>'s map, made ahead (<see cref="UserNamespaceHolder.Request"/>);
 /// <see cref="Connection"/> is null when no holder was listening. Disposing it unread leaves the
 /// holder's spare with the holder when the answer was not sent yet, and closes it when it was.
@@ -303,6 +299,10 @@ internal sealed class HolderRequest(IdMapPlan plan, SafeFileHandle? connection) 
     public void Dispose() => Connection?.Dispose();
 }
 
+/// <summary>
+/// A holder's user namespace, and the spare it handed over with it, if any: the next sandbox's user
+/// namespace, nested in the held one with its maps written, and its network namespace (loopback up).
+/// </summary>
 internal sealed class HeldUserNamespace(SafeFileHandle held, SafeFileHandle? spareUser, SafeFileHandle? spareNetwork) : IDisposable
 {
     public SafeFileHandle Held { get; } = held;
