@@ -50,7 +50,6 @@ public static class SandboxPlanner
             Uid = user?.Uid,
             Gid = user?.Gid,
             CapabilityBoundingSet = capabilities,
-            LastCapability = Security.Capabilities.LastOnThisKernel(),
             SeccompProgram = Security.SeccompPlanner.Program(spec.Seccomp, capabilities),
         };
         return new RuntimePlan(process, namespaces, idMaps, steps);

@@ -107,18 +107,6 @@ public sealed class SyscallsTests
     }
 
     [Test]
-    public void TheLastCapabilityComesFromTheKernelFileOrFallsBackToTheKnownNames()
-    {
-        using var dir = new TempDirectory();
-        Directory.CreateDirectory(dir.Combine("kernel"));
-        File.WriteAllText(dir.Combine("kernel/cap_last_cap"), "37\n");
-        Assert.That(Capabilities.LastOnThisKernel(dir.Path), Is.EqualTo(37));
-        File.WriteAllText(dir.Combine("kernel/cap_last_cap"), "garbage");
-        Assert.That(Capabilities.LastOnThisKernel(dir.Path), Is.EqualTo(Capabilities.LastOnThisKernel(dir.Combine("missing"))));
-        Assert.That(Capabilities.LastOnThisKernel(dir.Combine("missing")), Is.GreaterThanOrEqualTo(40));
-    }
-
-    [Test]
     public void TryListDirectoryGivesEveryNameButDotAndDotDotAcrossSeveralReads()
     {
         using var dir = new TempDirectory();

@@ -142,7 +142,7 @@ struct sbx_spawn_args {
     int32_t go_write_fd;          // set in the child: the payload closes its copy of the write end
     int32_t status_fd;            // set in the child: the payload's exec status (close-on-exec)
     uint64_t keep_capabilities;   // bounding set kept for the payload (bit N = capability N)
-    int32_t last_capability;      // /proc/sys/kernel/cap_last_cap; -1 leaves the bounding set alone
+    int32_t last_capability;      // the highest capability to drop (up to the kernel's last); -1 leaves the bounding set alone
     uint32_t seccomp_length;      // instructions in seccomp_filter; 0 = no filter
     const void *seccomp_filter;   // struct sock_filter[seccomp_length], built by the C# side
     // A held user namespace (see "Joining a held user namespace" below), or -1: then clone(2) makes
@@ -564,10 +564,14 @@ static int payload_main(void *arg)
     if (a->last_capability >= 0) {
         // Bound what root in the sandbox's user namespace can hold to docker's default set: the
         // bounding set survives exec, and an exec'ing root gets exactly it (capabilities(7)).
+        // Capability numbers are contiguous: the first one the kernel refuses as invalid (EINVAL,
+        // prctl(2)) is past its last (/proc/sys/kernel/cap_last_cap), and so is every one after it.
         for (int cap = 0; cap <= a->last_capability && cap < 64; cap++) {
             if (!(a->keep_capabilities & (1ULL << cap))) {
                 long rc = SYS5(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0);
-                if (rc < 0 && rc != -EINVAL)
+                if (rc == -EINVAL)
+                    break;
+                if (rc < 0)
                     payload_fail(a, 3, rc);
             }
         }

@@ -31,8 +31,12 @@ public sealed record ProcessPlan(
     /// <summary>The capability bounding set of the payload (bit N = capability N); null leaves it as it is.</summary>
     public ulong? CapabilityBoundingSet { get; init; }
 
-    /// <summary>The highest capability number of this kernel, for dropping the rest of the bounding set.</summary>
-    public int LastCapability { get; init; } = 40;
+    /// <summary>
+    /// The highest capability number to drop from the bounding set. The executor stops at the first
+    /// number the kernel does not know (PR_CAPBSET_DROP fails with EINVAL), so the default, 63,
+    /// covers any kernel without reading /proc/sys/kernel/cap_last_cap (20 µs of a start).
+    /// </summary>
+    public int LastCapability { get; init; } = 63;
 
     /// <summary>A seccomp BPF program (struct sock_filter, 8 bytes each, packed little-endian); empty for none.</summary>
     public ImmutableArray<ulong> SeccompProgram { get; init; } = ImmutableArray<ulong>.Empty;

@@ -60,13 +60,4 @@ public static class Capabilities
                 yield return "CAP_" + s_names[i];
         }
     }
-
-    /// <summary>The highest capability this kernel knows (/proc/sys/kernel/cap_last_cap).</summary>
-    public static int LastOnThisKernel(string procSys = "/proc/sys")
-    {
-        string? text = Linux.Syscalls.TryReadSmallFile(Path.Combine(procSys, "kernel", "cap_last_cap"));
-        return int.TryParse(text, System.Globalization.NumberStyles.AllowTrailingWhite, System.Globalization.CultureInfo.InvariantCulture, out int last)
-            ? last
-            : s_names.Length - 1;
-    }
 }
