@@ -350,8 +350,10 @@ static int init_main(long argc, char **argv)
 
     // Release the payload, then learn whether its exec worked: EOF on the status pipe means it did
     // (the payload's write end is close-on-exec); a record means it failed before or at exec.
+    // EPIPE: the payload has exited already, having failed in its set-up (it does that before it
+    // waits for this byte); its record says why, below.
     long written = SYS3(SYS_write, SBX_FD_INIT_GO, "g", 1);
-    if (written != 1) {
+    if (written != 1 && written != -EPIPE) {
         report(SBX_REPORT_SETUP_FAILED, -1, written < 0 ? (int32_t)-written : EIO, 0);
         return 125;
     }

@@ -203,6 +203,9 @@ internal sealed class SandboxProcess : IDisposable
             return new SandboxException(SandboxErrorCode.SetupFailed, $"could not switch to the user {_plan.Process.Uid}:{_plan.Process.Gid}: {Errno.Describe(errno)} (a uid other than 0 needs a subordinate id range: --userns=subuid)");
         if (stage == 4)
             return new SandboxException(SandboxErrorCode.SetupFailed, $"could not install the seccomp filter: {Errno.Describe(errno)}");
+        if (stage == 6)
+            return new SandboxException(SandboxErrorCode.SetupFailed,
+                $"the command could not wait for the sandbox's init under its seccomp filter: {Errno.Describe(errno)} (a profile must allow read)");
         return errno switch
         {
             Errno.ENOENT or Errno.ENOTDIR => new SandboxException(SandboxErrorCode.CommandNotFound,
