@@ -26,6 +26,28 @@ public sealed class SecurityOptionsTests
         Assert.That(plain.StdoutText.Trim(), Is.EqualTo("made"), "without the profile mkdir works: the test can tell");
     }
 
+    /// <summary>
+    /// The payload reads sandbox-init's go byte under its filter (it sets itself up while PID 1 execs
+    /// sandbox-init): a profile that refuses read(2) ends the run with an error that says so, not
+    /// with a silent exit code.
+    /// </summary>
+    [Test]
+    public void AProfileThatRefusesReadIsReportedAsSuch()
+    {
+        using var dir = new TempDir();
+        string profile = Path.Combine(dir.Path, "profile.json");
+        File.WriteAllText(profile, """
+            {
+              "defaultAction": "SCMP_ACT_ALLOW",
+              "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
+              "syscalls": [ { "names": ["read"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1 } ]
+            }
+            """);
+        CliResult r = SandboxCli.Run("run", "--security-opt", $"seccomp={profile}", "--", "/bin/true");
+        Assert.That(r.ExitCode, Is.EqualTo(125), r.ToString());
+        Assert.That(r.Stderr, Does.Contain("a profile must allow read"), r.ToString());
+    }
+
     [Test]
     public void UnconfinedTurnsTheFilterOffAndTheDefaultIsOn()
     {
