@@ -12,14 +12,7 @@ public sealed class SecurityOptionsTests
     public void ADockerProfileIsCompiledAndEnforced()
     {
         using var dir = new TempDir();
-        string profile = Path.Combine(dir.Path, "profile.json");
-        File.WriteAllText(profile, """
-            {
-              "defaultAction": "SCMP_ACT_ALLOW",
-              "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
-              "syscalls": [ { "names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1 } ]
-            }
-            """);
+        string profile = ProfileRefusing(dir, "mkdir", "mkdirat");
         CliResult r = SandboxCli.Sh("mkdir /tmp/x 2>&1; echo rc=$?", "--security-opt", $"seccomp={profile}");
         Assert.That(r.StdoutText, Does.Contain("Operation not permitted").And.Contain("rc=1"), r.ToString());
         CliResult plain = SandboxCli.Sh("mkdir /tmp/x && echo made");
@@ -35,14 +28,7 @@ public sealed class SecurityOptionsTests
     public void AProfileThatRefusesReadIsReportedAsSuch()
     {
         using var dir = new TempDir();
-        string profile = Path.Combine(dir.Path, "profile.json");
-        File.WriteAllText(profile, """
-            {
-              "defaultAction": "SCMP_ACT_ALLOW",
-              "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
-              "syscalls": [ { "names": ["read"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1 } ]
-            }
-            """);
+        string profile = ProfileRefusing(dir, "read");
         CliResult r = SandboxCli.Run("run", "--security-opt", $"seccomp={profile}", "--", "/bin/true");
         Assert.That(r.ExitCode, Is.EqualTo(125), r.ToString());
         Assert.That(r.Stderr, Does.Contain("a profile must allow read"), r.ToString());
@@ -65,5 +51,20 @@ public sealed class SecurityOptionsTests
         CliResult bad = SandboxCli.Sh("true", "--cap-add", "NOT_A_CAP");
         Assert.That(bad.ExitCode, Is.EqualTo(125));
         Assert.That(bad.Stderr, Does.Contain("unknown capability"));
+    }
+
+    /// <summary>A profile in Docker's format in <paramref name="dir"/> that allows everything but <paramref name="names"/> (EPERM).</summary>
+    private static string ProfileRefusing(TempDir dir, params string[] names)
+    {
+        string profile = Path.Combine(dir.Path, "profile.json");
+        string list = string.Join(", ", names.Select(n => $"\"{n}\""));
+        File.WriteAllText(profile, $$"""
+            {
+              "defaultAction": "SCMP_ACT_ALLOW",
+              "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
+              "syscalls": [ { "names": [{{list}}], "action": "SCMP_ACT_ERRNO", "errnoRet": 1 } ]
+            }
+            """);
+        return profile;
     }
 }
