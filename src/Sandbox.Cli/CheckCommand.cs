@@ -1,4 +1,4 @@
-using System.CommandLine;
+using Sandbox.Cli.CommandLine;
 using Sandbox.Diagnostics;
 
 namespace Sandbox.Cli;

@@ -1,4 +1,4 @@
-using System.CommandLine;
+using Sandbox.Cli.CommandLine;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -37,7 +37,7 @@ internal sealed class ImageCommand : Command
         var userns = new Option<string>("--userns")
         {
             Description = "File owners: auto (kept under your subuid range when you have one, else yours), subuid (kept; fail without a range), single (every file yours)",
-            DefaultValueFactory = _ => "auto",
+            DefaultValue = "auto",
         };
         var command = new Command("import", "Import an image from a docker archive, an OCI archive or an OCI layout directory") { file, name, platform, quiet, userns };
         command.SetAction(parse => Guarded(() =>

@@ -1,5 +1,5 @@
 using System.Collections.Immutable;
-using System.CommandLine;
+using Sandbox.Cli.CommandLine;
 
 namespace Sandbox.Cli;
 
@@ -37,7 +37,6 @@ internal sealed class RunCommand : Command
     {
         Description = "The command and its arguments (put -- before it when it starts with -)",
         Arity = ArgumentArity.ZeroOrMore,
-        DefaultValueFactory = static _ => [], // not by reflection: see SandboxOptions' constructor
     };
 
     public RunCommand() : base("run", "Run a command in a new sandbox")

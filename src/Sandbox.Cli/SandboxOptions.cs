@@ -1,5 +1,5 @@
 using System.Collections.Immutable;
-using System.CommandLine;
+using Sandbox.Cli.CommandLine;
 using Sandbox.Cgroups;
 
 namespace Sandbox.Cli;
@@ -28,17 +28,17 @@ internal sealed class SandboxOptions
     private readonly Option<string> _hostname = new("--hostname")
     {
         Description = "Hostname inside the sandbox",
-        DefaultValueFactory = _ => "sandbox",
+        DefaultValue = "sandbox",
     };
     private readonly Option<string> _network = new("--network")
     {
         Description = "none: a private network with loopback up (default); host: the host's network",
-        DefaultValueFactory = _ => "none",
+        DefaultValue = "none",
     };
     private readonly Option<string> _userns = new("--userns")
     {
         Description = "Id mapping: auto (a subuid range when available), single (0 -> you), subuid",
-        DefaultValueFactory = _ => "auto",
+        DefaultValue = "auto",
     };
     private readonly Option<string?> _timeout = new("--timeout")
     {
@@ -52,7 +52,7 @@ internal sealed class SandboxOptions
     private readonly Option<string> _events = new("--events")
     {
         Description = "Output format: console (the payload's bytes, unchanged) or json (JSON lines of events)",
-        DefaultValueFactory = _ => "console",
+        DefaultValue = "console",
     };
     private readonly Option<string?> _memory = new("--memory", "-m")
     {
@@ -89,7 +89,7 @@ internal sealed class SandboxOptions
     private readonly Option<string> _limits = new("--limits")
     {
         Description = "required (default): exit 125 when limits cannot be enforced; best-effort: run without them, with a warning",
-        DefaultValueFactory = _ => "required",
+        DefaultValue = "required",
     };
     private readonly Option<bool> _stats = new("--stats")
     {
@@ -122,15 +122,6 @@ internal sealed class SandboxOptions
     {
         Description = "Every capability (still only inside the sandbox's user namespace) and no seccomp filter: for trusted payloads that need them",
     };
-    public SandboxOptions()
-    {
-        // An option left out gets DefaultValueFactory's value; without a factory, System.CommandLine
-        // makes an empty T[] with Array.CreateInstance, which NativeAOT resolves by reflection at run
-        // time: about 0.1 ms of a warm start in perf, for nothing.
-        foreach (Option<string[]> repeatable in new[] { _volumes, _tmpfs, _env, _deviceReadBps, _deviceWriteBps, _capAdd, _capDrop, _securityOpt })
-            repeatable.DefaultValueFactory = static _ => [];
-    }
-
     public IEnumerable<Option> All =>
     [
         _volumes, _tmpfs, _env, _hostname, _network, _userns, _timeout, _interactive, _events,
@@ -256,7 +247,7 @@ internal sealed class SandboxOptions
                 // Not ours and not the payload's (that comes after the command or --): docker's answer.
                 if (option is null && name is not ("-h" or "--help" or "-?"))
                     throw new SandboxException(SandboxErrorCode.InvalidSpec, $"unknown flag: {name} (see 'sandbox {command.Name} --help'; put -- before a command that starts with -)");
-                bool takesValue = option is not null && option.ValueType != typeof(bool) && !t.Contains('=');
+                bool takesValue = option is not null && option.TakesValue && !t.Contains('=');
                 if (takesValue && i + 1 < tokens.Count)
                     own.Add(tokens[++i]);
                 continue;
@@ -295,7 +286,7 @@ internal sealed class SandboxOptions
     {
         foreach (Option option in command.Options)
         {
-            if (option.Name == name || option.Aliases.Contains(name))
+            if (option.HasName(name))
                 return option;
         }
         return null;

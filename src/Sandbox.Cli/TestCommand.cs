@@ -1,5 +1,5 @@
 using System.Collections.Immutable;
-using System.CommandLine;
+using Sandbox.Cli.CommandLine;
 using System.Diagnostics;
 
 namespace Sandbox.Cli;
@@ -37,7 +37,6 @@ internal sealed class TestCommand : Command
     {
         Description = "Arguments for dotnet test, after -- (e.g. -- --filter Category=Fast --blame-hang-timeout 5m)",
         Arity = ArgumentArity.ZeroOrMore,
-        DefaultValueFactory = static _ => [], // not by reflection: see SandboxOptions' constructor
     };
 
     public TestCommand() : base("test", "Run `dotnet test` in a sandbox: network off, workspace writable, everything else read-only or fresh")

@@ -1,5 +1,5 @@
 using System.Collections.Immutable;
-using System.CommandLine;
+using Sandbox.Cli.CommandLine;
 using Sandbox.Cli;
 using Sandbox.Tests.TestSupport;
 
@@ -11,10 +11,9 @@ public class RunCommandBuildSpecTests
     private static SandboxSpec Build(params string[] args)
     {
         var run = new RunCommand();
-        var root = new RootCommand { run };
         var (own, command) = run.Split(args);
-        ParseResult parse = root.Parse(["run", .. own]);
-        Assert.That(parse.Errors, Is.Empty, string.Join("; ", parse.Errors.Select(e => e.Message)));
+        ParseResult parse = run.Parse(own);
+        Assert.That(parse.Errors, Is.Empty, string.Join("; ", parse.Errors));
         return run.BuildSpec(parse, command);
     }
 
@@ -167,10 +166,9 @@ public class RunCommandBuildSpecTests
     public void EventsFormat()
     {
         var run = new RunCommand();
-        var root = new RootCommand { run };
-        Assert.That(run.EventsFormat(root.Parse(["run"])), Is.EqualTo("console"));
-        Assert.That(run.EventsFormat(root.Parse(["run", "--events", "json"])), Is.EqualTo("json"));
-        var e = Assert.Throws<SandboxException>(() => run.EventsFormat(root.Parse(["run", "--events", "xml"])));
+        Assert.That(run.EventsFormat(run.Parse([])), Is.EqualTo("console"));
+        Assert.That(run.EventsFormat(run.Parse(["--events", "json"])), Is.EqualTo("json"));
+        var e = Assert.Throws<SandboxException>(() => run.EventsFormat(run.Parse(["--events", "xml"])));
         Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.InvalidSpec));
     }
 

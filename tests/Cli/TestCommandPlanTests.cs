@@ -1,4 +1,4 @@
-using System.CommandLine;
+using Sandbox.Cli.CommandLine;
 using Sandbox.Cli;
 using Sandbox.Tests.TestSupport;
 
@@ -28,7 +28,7 @@ public class TestCommandPlanTests
         var test = new TestCommand();
         var (own, testArgs) = test.Split(args);
         ParseResult parse = test.Parse(own);
-        Assert.That(parse.Errors, Is.Empty, string.Join("; ", parse.Errors.Select(e => e.Message)));
+        Assert.That(parse.Errors, Is.Empty, string.Join("; ", parse.Errors));
         return test.Plan(parse, testArgs, _dir.Combine("repo"), _home, nugetPackages: null);
     }
 
