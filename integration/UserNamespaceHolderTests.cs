@@ -368,8 +368,8 @@ public sealed class UserNamespaceHolderTests
             {
             }
         }
-        // A holder making its next spare has a child for about a millisecond (sandbox_init.c,
-        // make_spare: a fork, so with the listening socket at fd 3 too): it is not a second holder.
+        // A holder making its next spare has a child, its maker (sandbox_init.c, start_spare: a fork,
+        // so with the listening socket at fd 3 until it closes it): it is not a second holder.
         var listening = pids.ToHashSet();
         pids.RemoveAll(pid => ParentOf(pid) is int parent && listening.Contains(parent));
         return pids;

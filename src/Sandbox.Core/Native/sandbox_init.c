@@ -90,11 +90,11 @@ static long read_retrying(int fd, void *buffer, unsigned long size)
 // A new network namespace is the slowest part of a sandbox's start: copy_net_ns() registers a
 // loopback device and its sysctl tables in every per-network subsystem (0.6 ms here, measured with
 // a C loop of unshare(CLONE_NEWNET) in a user namespace; bringing lo up is 0.1 ms more). So while no
-// one is waiting, the holder makes the pair the next sandbox would make: a user namespace nested in
-// ours with the sandbox's map, and a network namespace owned by that one, so that root in the
-// sandbox keeps CAP_NET_ADMIN over its own network (a network namespace the holder itself made
-// would belong to the held namespace, out of the sandbox's reach). Each pair goes to one caller
-// only and is then closed here; a caller that finds none makes its own, as before.
+// one is waiting, a child of the holder makes the pair the next sandbox would make: a user
+// namespace nested in ours with the sandbox's map, and a network namespace owned by that one, so
+// that root in the sandbox keeps CAP_NET_ADMIN over its own network (a network namespace the holder
+// itself made would belong to the held namespace, out of the sandbox's reach). Each pair goes to
+// one caller only and is then closed here; a caller that finds none makes its own, as before.
 
 struct spare {
     long user;
@@ -119,40 +119,103 @@ static long open_namespace(long pid, const char *name)
     return SYS4(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
 }
 
-// Makes a spare, or leaves *s empty when any part fails (the caller then makes its own).
-static void make_spare(struct spare *s, const char *uid_map, const char *gid_map)
+// A spare is made by a child of ours, the maker, which runs as SCHED_IDLE (sched(7); any thread may
+// lower its own policy so): it gets a CPU only when no ordinary task wants one, and the holder stays
+// free to answer callers meanwhile. Made at ordinary priority, in the holder itself, it competed
+// with the very task that had to run first: the taker's exit (time_for_spare) woke the holder and the
+// taker's parent together, often on one CPU while the other sat idle, and the holder ran first for
+// the whole 0.6 ms of the spare (sched_switch traces of warm runs on two CPUs: one run in four;
+// sched_yield(2) before it did not change that). A caller that comes while a spare is being made
+// gets none, as when making one fails, and makes its own.
+// The holder's listening socket (sbx_holder_args.listen_fd in sandbox_exec.c becomes fd 3).
+#define HOLDER_FD_LISTEN 3
+
+struct spare_maker {
+    long pid;    // 0 when there is no maker
+    long pidfd;  // readable once it has exited: then it is reaped (reap_maker)
+    long report; // read end: one byte once its namespaces exist, EOF if that failed; -1 once read
+    long gate;   // write end: closed once we have written its maps and opened its namespaces
+};
+
+// Starts a maker, or leaves *m empty when that fails (then no spare this time).
+static void start_spare(struct spare_maker *m)
 {
-    int gate[2];
-    if (SYS2(SYS_pipe2, gate, O_CLOEXEC) < 0)
+    int report[2], gate[2];
+    if (SYS2(SYS_pipe2, report, O_CLOEXEC) < 0)
         return;
-    // fork(2)-like (no CLONE_VM): the child returns here on a copy of our stack. Its new user
-    // namespace gives it every capability there, maps or not, and owns its new network namespace
-    // (clone(2) makes the user namespace first), so it may bring lo up at once.
-    long pid = SYS5(SYS_clone, CLONE_NEWUSER | CLONE_NEWNET | SIGCHLD, 0, 0, 0, 0);
+    if (SYS2(SYS_pipe2, gate, O_CLOEXEC) < 0) {
+        SYS1(SYS_close, report[0]);
+        SYS1(SYS_close, report[1]);
+        return;
+    }
+    // fork(2)-like (no CLONE_VM): the child returns here on a copy of our stack.
+    long pid = SYS5(SYS_clone, SIGCHLD, 0, 0, 0, 0);
     if (pid == 0) {
+        SYS1(SYS_close, HOLDER_FD_LISTEN);
+        SYS1(SYS_close, report[0]);
         SYS1(SYS_close, gate[1]);
-        long up = sbx_loopback_up();
-        char byte;
-        // EOF once we have written its maps and opened its namespaces: it may go.
+        int no_priority = 0; // struct sched_param
+        SYS3(SYS_sched_setscheduler, 0, SCHED_IDLE, &no_priority);
+        // The new user namespace is made first (user_namespaces(7)) and gives us every capability
+        // there, maps or not; it owns the new network namespace, so we may bring lo up at once.
+        char byte = 'r';
+        if (SYS1(SYS_unshare, CLONE_NEWUSER | CLONE_NEWNET) != 0 || sbx_loopback_up() != 0 ||
+            SYS3(SYS_write, report[1], &byte, 1) != 1)
+            exit_with(1);
+        // EOF once we have written its maps and opened its namespaces (or exited): it may go.
         read_retrying(gate[0], &byte, 1);
-        exit_with(up == 0 ? 0 : 1);
+        exit_with(0);
     }
+    SYS1(SYS_close, report[1]);
     SYS1(SYS_close, gate[0]);
-    long user = -1, net = -1;
-    if (pid > 0 && sbx_write_proc_file(pid, "uid_map", uid_map) == 0 && sbx_write_proc_file(pid, "gid_map", gid_map) == 0) {
-        user = open_namespace(pid, "ns/user");
-        net = open_namespace(pid, "ns/net");
+    long pidfd = pid > 0 ? SYS2(SYS_pidfd_open, pid, 0) : -1;
+    if (pidfd < 0) {
+        // Without a pidfd we would not know when to reap it: closing the gate ends it at once.
+        SYS1(SYS_close, report[0]);
+        SYS1(SYS_close, gate[1]);
+        if (pid > 0)
+            SYS4(SYS_wait4, pid, 0, 0, 0);
+        return;
     }
-    SYS1(SYS_close, gate[1]);
-    int status = -1;
-    if (pid > 0) {
-        while (SYS4(SYS_wait4, pid, &status, 0, 0) == -EINTR) {
-        }
+    m->pid = pid;
+    m->pidfd = pidfd;
+    m->report = report[0];
+    m->gate = gate[1];
+}
+
+// The maker has reported (its report pipe is readable): its namespaces become the spare, with the
+// sandbox's maps, or *s stays empty when it failed. The maker then exits at its own pace; it is
+// reaped once its pidfd says so, not waited for here, where its low priority would hold us up.
+static void finish_spare(struct spare_maker *m, struct spare *s, const char *uid_map, const char *gid_map)
+{
+    char byte;
+    if (read_retrying(m->report, &byte, 1) == 1 && sbx_write_proc_file(m->pid, "uid_map", uid_map) == 0 &&
+        sbx_write_proc_file(m->pid, "gid_map", gid_map) == 0) {
+        s->user = open_namespace(m->pid, "ns/user");
+        s->net = open_namespace(m->pid, "ns/net");
+        if (s->user < 0 || s->net < 0)
+            spare_close(s);
     }
-    s->user = user;
-    s->net = net;
-    if (status != 0 || user < 0 || net < 0)
-        spare_close(s);
+    SYS1(SYS_close, m->report);
+    SYS1(SYS_close, m->gate);
+    m->report = -1;
+    m->gate = -1;
+}
+
+// The maker has exited (its pidfd is readable).
+static void reap_maker(struct spare_maker *m)
+{
+    SYS4(SYS_wait4, m->pid, 0, 0, 0);
+    SYS1(SYS_close, m->pidfd);
+    if (m->report >= 0) {
+        // It exited before it reported (a signal): no spare.
+        SYS1(SYS_close, m->report);
+        SYS1(SYS_close, m->gate);
+    }
+    m->pid = 0;
+    m->pidfd = -1;
+    m->report = -1;
+    m->gate = -1;
 }
 
 // ---- the holder of a user namespace ----------------------------------------------------------
@@ -162,7 +225,6 @@ static void make_spare(struct spare *s, const char *uid_map, const char *gid_map
 #define SCM_RIGHTS 1
 #define SO_PEERCRED 17
 #define MSG_NOSIGNAL 0x4000
-#define HOLDER_FD_LISTEN 3
 
 struct io_vector {
     void *base;
@@ -255,27 +317,38 @@ static int hold_userns(long argc, char **argv)
     if (ns < 0)
         return 125;
     struct spare spare = {-1, -1};
+    struct spare_maker maker = {0, -1, -1, -1};
     long taker = -1;
     int want_spare = 1;
     for (;;) {
-        // A spare is made only while no caller waits, so that no one waits for one. One attempt
-        // per hand-over: a failure (say, user.max_net_namespaces reached) is not retried in a loop.
-        if (want_spare && time_for_spare(taker)) {
+        // A spare is started only while no caller waits. One attempt per hand-over: a failure (say,
+        // user.max_net_namespaces reached) is not retried in a loop.
+        if (want_spare && spare.user < 0 && maker.pid == 0 && time_for_spare(taker)) {
             if (taker >= 0)
                 SYS1(SYS_close, taker);
             taker = -1;
-            make_spare(&spare, uid_map, gid_map);
+            start_spare(&maker);
             want_spare = 0;
         }
-        struct pollfd listening = {HOLDER_FD_LISTEN, POLLIN, 0};
+        // A negative fd is ignored (poll(2)): the maker's report counts until it is read, its pidfd
+        // until it is reaped.
+        struct pollfd fds[3] = {{HOLDER_FD_LISTEN, POLLIN, 0}, {(int)maker.report, POLLIN, 0}, {(int)maker.pidfd, POLLIN, 0}};
         struct __kernel_timespec timeout = {idle, 0};
-        long ready = SYS5(SYS_ppoll, &listening, 1, &timeout, 0, KERNEL_SIGSET_SIZE);
+        long ready = SYS5(SYS_ppoll, fds, 3, &timeout, 0, KERNEL_SIGSET_SIZE);
         if (ready == 0)
             return 0; // idle: a new caller finds the socket refusing and starts another holder
         if (ready < 0) {
             if (ready == -EINTR)
                 continue;
             return 125;
+        }
+        if (fds[1].revents) {
+            finish_spare(&maker, &spare, uid_map, gid_map);
+            continue;
+        }
+        if (fds[2].revents) {
+            reap_maker(&maker);
+            continue;
         }
         long connection = SYS4(SYS_accept4, HOLDER_FD_LISTEN, 0, 0, O_CLOEXEC);
         if (connection < 0)
