@@ -11,19 +11,16 @@ internal sealed class SandboxOptions
     {
         Description = "Bind a host path: HOST:CONTAINER[:ro|rw] (repeatable)",
         HelpName = "HOST:CONTAINER[:ro]",
-        Arity = ArgumentArity.ZeroOrMore,
     };
     private readonly Option<string[]> _tmpfs = new("--tmpfs")
     {
         Description = "Mount a fresh tmpfs at PATH (repeatable)",
         HelpName = "PATH",
-        Arity = ArgumentArity.ZeroOrMore,
     };
     private readonly Option<string[]> _env = new("--env", "-e")
     {
         Description = "Set NAME=VALUE inside, or pass the host's NAME through (repeatable). Nothing else of the host's environment gets in",
         HelpName = "NAME[=VALUE]",
-        Arity = ArgumentArity.ZeroOrMore,
     };
     private readonly Option<string> _hostname = new("--hostname")
     {
@@ -78,13 +75,11 @@ internal sealed class SandboxOptions
     {
         Description = "Read rate limit for a block device, e.g. /dev/sda:10mb (cgroup io.max)",
         HelpName = "DEVICE:RATE",
-        Arity = ArgumentArity.ZeroOrMore,
     };
     private readonly Option<string[]> _deviceWriteBps = new("--device-write-bps")
     {
         Description = "Write rate limit for a block device, e.g. /dev/sda:10mb (cgroup io.max)",
         HelpName = "DEVICE:RATE",
-        Arity = ArgumentArity.ZeroOrMore,
     };
     private readonly Option<string> _limits = new("--limits")
     {
@@ -99,19 +94,16 @@ internal sealed class SandboxOptions
     {
         Description = "Add a capability to docker's default set inside the sandbox's user namespace (e.g. NET_ADMIN, or ALL); repeatable",
         HelpName = "CAP",
-        Arity = ArgumentArity.ZeroOrMore,
     };
     private readonly Option<string[]> _capDrop = new("--cap-drop")
     {
         Description = "Drop a capability from docker's default set (or ALL); repeatable",
         HelpName = "CAP",
-        Arity = ArgumentArity.ZeroOrMore,
     };
     private readonly Option<string[]> _securityOpt = new("--security-opt")
     {
         Description = "seccomp=unconfined turns the default seccomp filter off; seccomp=PROFILE.json uses a profile in Docker's format",
         HelpName = "OPT",
-        Arity = ArgumentArity.ZeroOrMore,
     };
     private readonly Option<string?> _user = new("--user", "-u")
     {

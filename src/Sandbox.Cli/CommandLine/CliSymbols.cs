@@ -43,13 +43,8 @@ internal abstract class Option
     /// <summary>Also accepted after the names of the command's subcommands.</summary>
     public bool Recursive { get; init; }
 
-    /// <summary>Kept for the symmetry with arguments; an option is repeatable exactly when its type is an array.</summary>
-    public ArgumentArity Arity { get; init; }
-
     /// <summary>False for a flag, which takes no value word.</summary>
     public abstract bool TakesValue { get; }
-
-    internal abstract bool IsRepeatable { get; }
 
     internal bool HasName(string name)
     {
@@ -83,8 +78,6 @@ internal sealed class Option<T> : Option
     public T? DefaultValue { get; init; }
 
     public override bool TakesValue => typeof(T) != typeof(bool);
-
-    internal override bool IsRepeatable => typeof(T) == typeof(string[]);
 
     internal T? Default() => DefaultValue ?? (typeof(T) == typeof(string[]) ? (T)(object)Array.Empty<string>() : default);
 
