@@ -119,6 +119,9 @@ static long open_namespace(long pid, const char *name)
     return SYS4(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
 }
 
+// The holder's listening socket (sbx_holder_args.listen_fd in sandbox_exec.c becomes fd 3).
+#define HOLDER_FD_LISTEN 3
+
 // A spare is made by a child of ours, the maker, which runs as SCHED_IDLE (sched(7); any thread may
 // lower its own policy so): it gets a CPU only when no ordinary task wants one, and the holder stays
 // free to answer callers meanwhile. Made at ordinary priority, in the holder itself, it competed
@@ -127,9 +130,6 @@ static long open_namespace(long pid, const char *name)
 // the whole 0.6 ms of the spare (sched_switch traces of warm runs on two CPUs: one run in four;
 // sched_yield(2) before it did not change that). A caller that comes while a spare is being made
 // gets none, as when making one fails, and makes its own.
-// The holder's listening socket (sbx_holder_args.listen_fd in sandbox_exec.c becomes fd 3).
-#define HOLDER_FD_LISTEN 3
-
 struct spare_maker {
     long pid;    // 0 when there is no maker
     long pidfd;  // readable once it has exited: then it is reaped (reap_maker)
@@ -148,14 +148,17 @@ static void start_spare(struct spare_maker *m)
         SYS1(SYS_close, report[1]);
         return;
     }
-    // fork(2)-like (no CLONE_VM): the child returns here on a copy of our stack.
-    long pid = SYS5(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    // fork(2)-like (no CLONE_VM): the child returns here on a copy of our stack. Its pidfd comes
+    // with it (CLONE_PIDFD: stored through clone's third argument, parent_tid, on x86_64 and
+    // aarch64 alike).
+    int pidfd = -1;
+    long pid = SYS5(SYS_clone, CLONE_PIDFD | SIGCHLD, 0, &pidfd, 0, 0);
     if (pid == 0) {
         SYS1(SYS_close, HOLDER_FD_LISTEN);
         SYS1(SYS_close, report[0]);
         SYS1(SYS_close, gate[1]);
         int no_priority = 0; // struct sched_param
-        SYS3(SYS_sched_setscheduler, 0, SCHED_IDLE, &no_priority);
+        SYS3(SYS_sched_setscheduler, 0, SCHED_IDLE, &no_priority); // on failure, it only competes
         // The new user namespace is made first (user_namespaces(7)) and gives us every capability
         // there, maps or not; it owns the new network namespace, so we may bring lo up at once.
         char byte = 'r';
@@ -168,13 +171,9 @@ static void start_spare(struct spare_maker *m)
     }
     SYS1(SYS_close, report[1]);
     SYS1(SYS_close, gate[0]);
-    long pidfd = pid > 0 ? SYS2(SYS_pidfd_open, pid, 0) : -1;
-    if (pidfd < 0) {
-        // Without a pidfd we would not know when to reap it: closing the gate ends it at once.
+    if (pid < 0) {
         SYS1(SYS_close, report[0]);
         SYS1(SYS_close, gate[1]);
-        if (pid > 0)
-            SYS4(SYS_wait4, pid, 0, 0, 0);
         return;
     }
     m->pid = pid;
