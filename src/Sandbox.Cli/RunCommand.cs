@@ -137,8 +137,9 @@ internal sealed class RunCommand : Command
     {
         if (root is null or "host")
             return RootSpec.Host;
-        bool layout = Directory.Exists(root) && File.Exists(Path.Combine(root, "oci-layout"));
-        if (Directory.Exists(root) && !layout)
+        bool directory = Directory.Exists(root);
+        bool layout = directory && File.Exists(Path.Combine(root, "oci-layout"));
+        if (directory && !layout)
             return RootSpec.Directory(root);
         var images = new Storage.ImageStore(Storage.StoreLocation.Resolve(store));
         Images.ImageRecord image;

@@ -25,16 +25,32 @@ public static class Capabilities
     /// <summary>CAP_SYS_ADMIN, SYS_ADMIN or sys_admin → 21.</summary>
     public static int Parse(string name)
     {
-        string n = name.Trim().ToUpperInvariant();
-        if (n.StartsWith("CAP_", StringComparison.Ordinal))
+        // Compared ignoring case, not upper-cased into a new string: every start resolves docker's
+        // default set (the first Resolve took 21 µs of a warm run by uprobes; this and the cached
+        // default mask measured no faster end to end, 1,500 paired rounds, but allocate nothing).
+        ReadOnlySpan<char> n = name.AsSpan().Trim();
+        if (n.StartsWith("CAP_", StringComparison.OrdinalIgnoreCase))
             n = n[4..];
-        int index = Array.IndexOf(s_names, n);
-        return index >= 0 ? index : throw new SandboxException(SandboxErrorCode.InvalidSpec, $"unknown capability '{name}' (see capabilities(7), e.g. NET_ADMIN or CAP_SYS_PTRACE)");
+        for (int i = 0; i < s_names.Length; i++)
+        {
+            if (n.Equals(s_names[i], StringComparison.OrdinalIgnoreCase))
+                return i;
+        }
+        throw new SandboxException(SandboxErrorCode.InvalidSpec, $"unknown capability '{name}' (see capabilities(7), e.g. NET_ADMIN or CAP_SYS_PTRACE)");
     }
 
     public static string Name(int capability) => capability < s_names.Length ? "CAP_" + s_names[capability] : $"capability {capability}";
 
-    public static ulong Mask(IEnumerable<string> names) => names.Aggregate(0UL, (mask, n) => mask | (1UL << Parse(n)));
+    // A loop, not LINQ, on the warm-start path (RootfsPlanner says why).
+    public static ulong Mask(IEnumerable<string> names)
+    {
+        ulong mask = 0;
+        foreach (string n in names)
+            mask |= 1UL << Parse(n);
+        return mask;
+    }
+
+    private static readonly ulong s_dockerDefaultMask = Mask(DockerDefault);
 
     public static ulong All => (1UL << s_names.Length) - 1;
 
@@ -44,7 +60,7 @@ public static class Capabilities
     /// </summary>
     public static ulong Resolve(IEnumerable<string> add, IEnumerable<string> drop)
     {
-        ulong set = Mask(DockerDefault);
+        ulong set = s_dockerDefaultMask;
         foreach (string d in drop)
             set &= d.Equals("ALL", StringComparison.OrdinalIgnoreCase) ? 0 : ~(1UL << Parse(d));
         foreach (string a in add)
