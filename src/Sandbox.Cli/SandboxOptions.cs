@@ -192,8 +192,6 @@ internal sealed class SandboxOptions
         }
         if (parse.GetValue(_privileged))
             spec = spec with { CapAdd = spec.CapAdd.Add("ALL"), Seccomp = SeccompPolicy.Unconfined };
-        // Fail now on an unknown capability name, with the option's words.
-        Security.Capabilities.Resolve(spec.CapAdd, spec.CapDrop);
         foreach (string e in parse.GetValue(_env) ?? [])
         {
             int eq = e.IndexOf('=');
@@ -235,7 +233,7 @@ internal sealed class SandboxOptions
             {
                 own.Add(t);
                 string name = t.Split('=', 2)[0];
-                Option? option = Find(command, name);
+                Option? option = command.FindOption(name);
                 // Not ours and not the payload's (that comes after the command or --): docker's answer.
                 if (option is null && name is not ("-h" or "--help" or "-?"))
                     throw new SandboxException(SandboxErrorCode.InvalidSpec, $"unknown flag: {name} (see 'sandbox {command.Name} --help'; put -- before a command that starts with -)");
@@ -272,16 +270,6 @@ internal sealed class SandboxOptions
         for (int i = start; i < tokens.Count; i++)
             rest.Add(tokens[i]);
         return rest.MoveToImmutable();
-    }
-
-    private static Option? Find(Command command, string name)
-    {
-        foreach (Option option in command.Options)
-        {
-            if (option.HasName(name))
-                return option;
-        }
-        return null;
     }
 }
 

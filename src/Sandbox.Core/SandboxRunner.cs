@@ -395,7 +395,7 @@ public sealed class SandboxExecution : IDisposable
     {
         Span<byte> numbers = stackalloc byte[64];
         int n;
-        while ((n = Syscalls.ReadNonBlocking(fd, numbers)) > 0)
+        while ((n = Syscalls.TryRead(fd, numbers)) > 0)
         {
             foreach (byte signal in numbers[..n])
                 Signal(signal);

@@ -182,6 +182,28 @@ internal class Command : IEnumerable
 
     internal bool HasName(string name) => Name == name || Aliases.Contains(name);
 
+    /// <summary>This command's own option named <paramref name="name"/> (or with that alias); null when it has none.</summary>
+    public Option? FindOption(string name)
+    {
+        foreach (Option option in Options)
+        {
+            if (option.HasName(name))
+                return option;
+        }
+        return null;
+    }
+
+    /// <summary>The subcommand named <paramref name="name"/> (or with that alias); null when there is none.</summary>
+    public Command? FindSubcommand(string name)
+    {
+        foreach (Command subcommand in Subcommands)
+        {
+            if (subcommand.HasName(name))
+                return subcommand;
+        }
+        return null;
+    }
+
     /// <summary>Parses <paramref name="args"/> with this command as the first (its name not among them).</summary>
     public ParseResult Parse(IReadOnlyList<string> args) => Parser.Parse(this, args);
 }

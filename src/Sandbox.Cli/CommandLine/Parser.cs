@@ -4,42 +4,28 @@ using System.Text;
 namespace Sandbox.Cli.CommandLine;
 
 /// <summary>What a command line says: the command chosen, its options' and arguments' values, and what is wrong with it.</summary>
-internal sealed class ParseResult
+internal sealed class ParseResult(IReadOnlyList<Command> path, Dictionary<Option, object?> options, Dictionary<Argument, object> arguments,
+    List<string> errors, bool helpRequested, bool versionRequested)
 {
-    private readonly IReadOnlyList<Command> _path;
-    private readonly Dictionary<Option, object?> _options;
-    private readonly Dictionary<Argument, object> _arguments;
-
-    internal ParseResult(IReadOnlyList<Command> path, Dictionary<Option, object?> options, Dictionary<Argument, object> arguments,
-        List<string> errors, bool helpRequested, bool versionRequested)
-    {
-        _path = path;
-        _options = options;
-        _arguments = arguments;
-        Errors = errors;
-        HelpRequested = helpRequested;
-        VersionRequested = versionRequested;
-    }
-
     /// <summary>The command the words chose (the last subcommand named).</summary>
-    public Command Command => _path[^1];
+    public Command Command => Path[^1];
 
     /// <summary>Empty when the line is good, or when it asks for help (help wins, as everywhere).</summary>
-    public IReadOnlyList<string> Errors { get; }
+    public IReadOnlyList<string> Errors { get; } = errors;
 
-    public bool HelpRequested { get; }
+    public bool HelpRequested { get; } = helpRequested;
 
-    public bool VersionRequested { get; }
+    public bool VersionRequested { get; } = versionRequested;
 
     /// <summary>The commands from the first parsed to <see cref="Command"/>.</summary>
-    internal IReadOnlyList<Command> Path => _path;
+    internal IReadOnlyList<Command> Path { get; } = path;
 
     /// <summary>How a user types the command: "sandbox image import".</summary>
-    public string CommandPath => Parser.PathText(_path);
+    public string CommandPath => Parser.PathText(Path);
 
-    public T? GetValue<T>(Option<T> option) => _options.TryGetValue(option, out object? value) ? (T?)value : option.Default();
+    public T? GetValue<T>(Option<T> option) => options.TryGetValue(option, out object? value) ? (T?)value : option.Default();
 
-    public T? GetValue<T>(Argument<T> argument) => _arguments.TryGetValue(argument, out object? value) ? (T)value : argument.Default();
+    public T? GetValue<T>(Argument<T> argument) => arguments.TryGetValue(argument, out object? value) ? (T)value : argument.Default();
 
     /// <summary>
     /// Does what the line asks: help (stdout, 0), the version, the errors (stderr, docker's 125 for a bad
@@ -142,7 +128,7 @@ internal static class Parser
             }
             if (positionals.Count == 0 && command.Subcommands.Count > 0)
             {
-                Command? subcommand = FindSubcommand(command, arg);
+                Command? subcommand = command.FindSubcommand(arg);
                 if (subcommand is null)
                     errors.Add($"'{arg}' is not a command of '{PathText(path)}'");
                 else
@@ -203,23 +189,12 @@ internal static class Parser
     /// <summary>The command's own options first, then the recursive options of the commands above it.</summary>
     private static Option? Find(List<Command> path, string name)
     {
-        for (int level = path.Count - 1; level >= 0; level--)
+        if (path[^1].FindOption(name) is Option own)
+            return own;
+        for (int level = path.Count - 2; level >= 0; level--)
         {
-            foreach (Option option in path[level].Options)
-            {
-                if ((level == path.Count - 1 || option.Recursive) && option.HasName(name))
-                    return option;
-            }
-        }
-        return null;
-    }
-
-    private static Command? FindSubcommand(Command command, string name)
-    {
-        foreach (Command subcommand in command.Subcommands)
-        {
-            if (subcommand.HasName(name))
-                return subcommand;
+            if (path[level].FindOption(name) is { Recursive: true } inherited)
+                return inherited;
         }
         return null;
     }

@@ -237,21 +237,12 @@ internal static unsafe partial class Syscalls
 
     public static int Read(SafeFileHandle handle, Span<byte> buffer)
     {
-        int fd = (int)handle.DangerousGetHandle();
-        fixed (byte* b = buffer)
-        {
-            long n;
-            do
-                n = read(fd, b, buffer.Length);
-            while (n < 0 && errno == Errno.EINTR);
-            if (n < 0)
-                throw new LinuxException("read", null, errno);
-            return (int)n;
-        }
+        int n = TryRead((int)handle.DangerousGetHandle(), buffer);
+        return n >= 0 ? n : throw new LinuxException("read", null, -n);
     }
 
-    /// <summary>read(2) from a non-blocking descriptor: the bytes read, or -errno (-EAGAIN: nothing to read now).</summary>
-    public static int ReadNonBlocking(int fd, Span<byte> buffer)
+    /// <summary>read(2), retried on EINTR: the bytes read, or -errno (-EAGAIN from a non-blocking descriptor with nothing to read).</summary>
+    public static int TryRead(int fd, Span<byte> buffer)
     {
         fixed (byte* b = buffer)
         {
