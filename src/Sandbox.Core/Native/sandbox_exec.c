@@ -115,6 +115,7 @@ struct sbx_op {
 enum sbx_spawn_flag {
     SBX_FLAG_NO_NEW_PRIVS = 1,
     SBX_FLAG_SETSID = 2,
+    SBX_FLAG_IDLE_EXIT = 4,       // nobody waits for PID 1's exit: sandbox-init --idle-exit
 };
 
 struct sbx_spawn_args {
@@ -775,7 +776,7 @@ static int init_main(void *arg)
     SYS1(SYS_close, 2);
     char pid_text[24];
     sbx_append_decimal(pid_text, 0, payload);
-    char *init_argv[] = {"sandbox-init", pid_text, 0};
+    char *init_argv[] = {"sandbox-init", pid_text, (a->flags & SBX_FLAG_IDLE_EXIT) ? "--idle-exit" : 0, 0};
     char *init_envp[] = {0};
     rc = SYS5(SYS_execveat, SBX_FD_INIT_EXE, "", init_argv, init_envp, AT_EMPTY_PATH);
     report(SBX_FD_REPORT, SBX_REPORT_SETUP_FAILED, a->op_count + 1, (int)-rc, 0);
