@@ -493,22 +493,23 @@ public static class RootfsPlanner
         // A minimal /dev as bubblewrap builds it: device nodes cannot be created in a user namespace
         // (mknod needs CAP_MKNOD in the initial namespace), so the host's harmless ones are bound in.
         steps.Add(new MountStep("tmpfs", In("/dev"), "tmpfs", MountFlags.NoSuid | MountFlags.NoExec, "mode=0755"));
+        // Every entry of /dev first, then the mounts: the executor resolves /dev once for a run of
+        // entries in it, and any mount ends such a run (sandbox_exec.c, parent_in_root).
         foreach (string device in s_devices)
-        {
             steps.Add(new CreateFileStep(In("/dev/" + device), 0b110_110_110));
-            steps.Add(new MountStep(HostPaths.Under(OldRoot, "/dev/" + device), In("/dev/" + device), null, MountFlags.Bind));
-        }
         steps.Add(new SymlinkStep("/proc/self/fd", In("/dev/fd")));
         steps.Add(new SymlinkStep("/proc/self/fd/0", In("/dev/stdin")));
         steps.Add(new SymlinkStep("/proc/self/fd/1", In("/dev/stdout")));
         steps.Add(new SymlinkStep("/proc/self/fd/2", In("/dev/stderr")));
         steps.Add(new SymlinkStep("/proc/kcore", In("/dev/core")));
+        steps.Add(new SymlinkStep("pts/ptmx", In("/dev/ptmx")));
         steps.Add(new MakeDirectoryStep(In("/dev/pts")));
         steps.Add(new MakeDirectoryStep(In("/dev/shm"), 0b111_111_111));
+        foreach (string device in s_devices)
+            steps.Add(new MountStep(HostPaths.Under(OldRoot, "/dev/" + device), In("/dev/" + device), null, MountFlags.Bind));
         // newinstance: a private devpts, so the host's terminals are not reachable (devpts docs,
         // Documentation/filesystems/devpts.rst); no gid= option, since gid 5 may not be mapped.
         steps.Add(new MountStep("devpts", In("/dev/pts"), "devpts", MountFlags.NoSuid | MountFlags.NoExec, "newinstance,ptmxmode=0666,mode=0620"));
-        steps.Add(new SymlinkStep("pts/ptmx", In("/dev/ptmx")));
         steps.Add(new MountStep("tmpfs", In("/dev/shm"), "tmpfs", TmpfsFlags, "mode=1777"));
     }
 
