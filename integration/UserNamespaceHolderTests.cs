@@ -70,28 +70,33 @@ public sealed class UserNamespaceHolderTests
         using var tmp = new HolderDir();
         Assert.That(Run(tmp, "true").ExitCode, Is.EqualTo(0));
         int holder = SingleHolder(tmp);
-        (string user, string network) = WaitForSpare(holder);
+        Spare spare = WaitForSpare(holder);
 
         // NET_ADMIN: root in the sandbox must own its network namespace, as without a spare. It stays
         // a while, so that its namespaces' inodes cannot be reused by the holder's next spare.
-        const string Script = "readlink /proc/self/ns/user /proc/self/ns/net; cat /proc/self/uid_map; " +
-                              "/bin/busybox ip link set lo mtu 1280 && /bin/busybox ip link show lo && sleep 2";
-        Task<CliResult> running = Task.Run(() => Run(tmp, Script, options: ["--cap-add", "NET_ADMIN"]));
+        const string Script = "readlink /proc/self/ns/user /proc/self/ns/net /proc/self/ns/ipc /proc/self/ns/uts; cat /proc/self/uid_map; " +
+                              "/bin/busybox hostname; /bin/busybox ip link set lo mtu 1280 && /bin/busybox ip link show lo && sleep 2";
+        Task<CliResult> running = Task.Run(() => Run(tmp, Script, options: ["--cap-add", "NET_ADMIN", "--hostname", "spare-test"]));
 
         // A spare goes to one sandbox only: the holder makes the next one, and the next run gets that.
-        (string nextUser, string nextNetwork) = WaitForSpare(holder, other: user);
-        Assert.That(nextNetwork, Is.Not.EqualTo(network));
+        Spare next = WaitForSpare(holder, other: spare.User);
+        Assert.That(next.Network, Is.Not.EqualTo(spare.Network));
         CliResult second = running.Result;
         Assert.That(second.ExitCode, Is.EqualTo(0), second.ToString());
         string[] lines = second.StdoutText.Split('\n');
-        Assert.That(lines[0], Is.EqualTo(user), "the sandbox's user namespace is the spare's");
-        Assert.That(lines[1], Is.EqualTo(network), "the sandbox's network namespace is the spare's");
-        Assert.That(Columns(lines[2]), Is.EqualTo("0 0 1"), "nested in the held namespace");
+        Assert.That(lines[0], Is.EqualTo(spare.User), "the sandbox's user namespace is the spare's");
+        Assert.That(lines[1], Is.EqualTo(spare.Network), "the sandbox's network namespace is the spare's");
+        Assert.That(lines[2], Is.EqualTo(spare.Ipc), "the sandbox's IPC namespace is the spare's");
+        Assert.That(lines[3], Is.EqualTo(spare.Uts), "the sandbox's UTS namespace is the spare's");
+        Assert.That(lines[2], Is.Not.EqualTo(new FileInfo("/proc/self/ns/ipc").LinkTarget), "not the host's IPC namespace");
+        Assert.That(lines[3], Is.Not.EqualTo(new FileInfo("/proc/self/ns/uts").LinkTarget), "not the host's UTS namespace");
+        Assert.That(Columns(lines[4]), Is.EqualTo("0 0 1"), "nested in the held namespace");
+        Assert.That(lines, Does.Contain("spare-test"), "the hostname is set in the spare's UTS namespace");
         Assert.That(second.StdoutText, Does.Contain("lo: <LOOPBACK,UP,LOWER_UP> mtu 1280"), "loopback up, and ours to change");
 
-        CliResult third = Run(tmp, "readlink /proc/self/ns/user /proc/self/ns/net");
+        CliResult third = Run(tmp, "readlink /proc/self/ns/user /proc/self/ns/net /proc/self/ns/ipc /proc/self/ns/uts");
         Assert.That(third.ExitCode, Is.EqualTo(0), third.ToString());
-        Assert.That(third.StdoutText, Is.EqualTo($"{nextUser}\n{nextNetwork}\n"));
+        Assert.That(third.StdoutText, Is.EqualTo($"{next.User}\n{next.Network}\n{next.Ipc}\n{next.Uts}\n"));
         Assert.That(SingleHolder(tmp), Is.EqualTo(holder));
     }
 
@@ -291,7 +296,7 @@ public sealed class UserNamespaceHolderTests
     /// The holder's spare once it has one (its user and network namespaces besides the held one), as
     /// /proc shows them; one whose user namespace is not <paramref name="other"/>, when given.
     /// </summary>
-    private static (string User, string Network) WaitForSpare(int holder, string? other = null)
+    private static Spare WaitForSpare(int holder, string? other = null)
     {
         string held = new FileInfo($"/proc/{holder}/ns/user").LinkTarget!;
         List<string?> fds = [];
@@ -299,11 +304,15 @@ public sealed class UserNamespaceHolderTests
         {
             fds = FileDescriptorsOf(holder);
             return fds.Count(f => f!.StartsWith("user:", StringComparison.Ordinal) && f != held && f != other) == 1 &&
-                   fds.Count(f => f!.StartsWith("net:", StringComparison.Ordinal)) == 1 && !fds.Any(f => f!.StartsWith("pipe:", StringComparison.Ordinal));
+                   fds.Count(f => f!.StartsWith("net:", StringComparison.Ordinal)) == 1 && fds.Count(f => f!.StartsWith("ipc:", StringComparison.Ordinal)) == 1 &&
+                   fds.Count(f => f!.StartsWith("uts:", StringComparison.Ordinal)) == 1 && !fds.Any(f => f!.StartsWith("pipe:", StringComparison.Ordinal));
         }, TimeSpan.FromSeconds(10));
         Assert.That(made, Is.True, "the holder should make a spare while idle: " + string.Join(", ", fds));
-        return (fds.Single(f => f!.StartsWith("user:", StringComparison.Ordinal) && f != held)!, fds.Single(f => f!.StartsWith("net:", StringComparison.Ordinal))!);
+        string Single(string type) => fds.Single(f => f!.StartsWith(type + ":", StringComparison.Ordinal) && f != held)!;
+        return new Spare(Single("user"), Single("net"), Single("ipc"), Single("uts"));
     }
+
+    private sealed record Spare(string User, string Network, string Ipc, string Uts);
 
     private static List<string?> FileDescriptorsOf(int pid) =>
         Directory.GetFiles($"/proc/{pid}/fd").Select(f => new FileInfo(f).LinkTarget).Where(t => t is not null).ToList();

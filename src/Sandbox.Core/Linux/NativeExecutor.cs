@@ -97,6 +97,20 @@ internal unsafe struct NativeSpawnArgs
     public int SpareUserNamespaceFd;
     public int SpareNetworkNamespaceFd;
     public int SpareJoined;
+    public int SpareIpcNamespaceFd;
+    public int SpareUtsNamespaceFd;
+}
+
+/// <summary>The fds of a holder's spare as sbx_userns_receive hands them over (SBX_SPARE_*), -1 each when there is none.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct NativeSpareFds
+{
+    public int User;
+    public int Network;
+    public int Ipc;
+    public int Uts;
+
+    public static NativeSpareFds None => new() { User = -1, Network = -1, Ipc = -1, Uts = -1 };
 }
 
 /// <summary>struct sbx_holder_args: the holder of a user namespace, before it execs.</summary>
@@ -171,7 +185,7 @@ internal unsafe struct NativeFileArgs
 internal static unsafe partial class NativeExecutor
 {
     public const string LibraryName = "libsandbox_exec.so";
-    internal const int ExpectedAbiVersion = 12;
+    internal const int ExpectedAbiVersion = 13;
 
     /// <summary>
     /// The executor's entry points, bound with dlsym (NativeLibrary) on first use: from the executable
@@ -199,9 +213,9 @@ internal static unsafe partial class NativeExecutor
         public static readonly delegate* unmanaged<int*, int, void> SignalsRestore = (delegate* unmanaged<int*, int, void>)Get("sbx_signals_restore");
         public static readonly delegate* unmanaged<int, int> ExecutableCopy = (delegate* unmanaged<int, int>)Get("sbx_executable_copy");
         public static readonly delegate* unmanaged<byte*, int> UserNamespaceListen = (delegate* unmanaged<byte*, int>)Get("sbx_userns_listen");
-        public static readonly delegate* unmanaged<byte*, int*, int*, int> UserNamespaceFetch = (delegate* unmanaged<byte*, int*, int*, int>)Get("sbx_userns_fetch");
+        public static readonly delegate* unmanaged<byte*, NativeSpareFds*, int> UserNamespaceFetch = (delegate* unmanaged<byte*, NativeSpareFds*, int>)Get("sbx_userns_fetch");
         public static readonly delegate* unmanaged<byte*, int> UserNamespaceConnect = (delegate* unmanaged<byte*, int>)Get("sbx_userns_connect");
-        public static readonly delegate* unmanaged<int, int*, int*, int> UserNamespaceReceive = (delegate* unmanaged<int, int*, int*, int>)Get("sbx_userns_receive");
+        public static readonly delegate* unmanaged<int, NativeSpareFds*, int> UserNamespaceReceive = (delegate* unmanaged<int, NativeSpareFds*, int>)Get("sbx_userns_receive");
         public static readonly delegate* unmanaged<int, int> UserNamespaceVerify = (delegate* unmanaged<int, int>)Get("sbx_userns_verify");
         public static readonly delegate* unmanaged<int, byte**, byte***, int*, byte*, int, void> RunHelpers =
             (delegate* unmanaged<int, byte**, byte***, int*, byte*, int, void>)Get("sbx_run_helpers");
@@ -299,14 +313,15 @@ internal static unsafe partial class NativeExecutor
 
     /// <summary>
     /// The user namespace a holder at <paramref name="path"/> hands over, verified; or -errno. With it,
-    /// the spare's user and network namespaces when the holder had one and it passed the check, else -1.
+    /// the spare's user, network, IPC and UTS namespaces when the holder had one and it passed the
+    /// check, else -1 each.
     /// </summary>
-    public static int UserNamespaceFetch(string path, out int spareUser, out int spareNetwork)
+    public static int UserNamespaceFetch(string path, out NativeSpareFds spare)
     {
         using var arena = new NativeArena();
-        int user = -1, network = -1;
-        int rc = Exports.UserNamespaceFetch(arena.String(path), &user, &network);
-        (spareUser, spareNetwork) = (user, network);
+        NativeSpareFds fds = NativeSpareFds.None;
+        int rc = Exports.UserNamespaceFetch(arena.String(path), &fds);
+        spare = fds;
         return rc;
     }
 
@@ -318,11 +333,11 @@ internal static unsafe partial class NativeExecutor
     }
 
     /// <summary>What the holder connected at <paramref name="connection"/> hands over, as <see cref="UserNamespaceFetch"/> returns it.</summary>
-    public static int UserNamespaceReceive(SafeHandle connection, out int spareUser, out int spareNetwork)
+    public static int UserNamespaceReceive(SafeHandle connection, out NativeSpareFds spare)
     {
-        int user = -1, network = -1;
-        int rc = Exports.UserNamespaceReceive((int)connection.DangerousGetHandle(), &user, &network);
-        (spareUser, spareNetwork) = (user, network);
+        NativeSpareFds fds = NativeSpareFds.None;
+        int rc = Exports.UserNamespaceReceive((int)connection.DangerousGetHandle(), &fds);
+        spare = fds;
         return rc;
     }
 

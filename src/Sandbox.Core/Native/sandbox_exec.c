@@ -52,7 +52,7 @@
 // 11: a holder hands over a spare user and network namespace (sbx_userns_fetch, sbx_spawn_args).
 // 12: SBX_OP_MASK; the holder asked ahead (sbx_userns_connect, sbx_userns_receive); signals to
 //     the CLI forwarded through a pipe (sbx_signals_forward, sbx_signals_restore).
-#define SBX_ABI_VERSION 12
+#define SBX_ABI_VERSION 13
 
 // ---- raw system calls: never touch errno (see header comment) -------------------------------
 #include "sandbox_syscall.h"
@@ -112,6 +112,9 @@ struct sbx_op {
     char *output;
 };
 
+// A holder's spare, as sbx_userns_receive hands its fds over (sandbox_init.c sends them in this order).
+enum { SBX_SPARE_USER, SBX_SPARE_NET, SBX_SPARE_IPC, SBX_SPARE_UTS, SBX_SPARE_COUNT };
+
 enum sbx_spawn_flag {
     SBX_FLAG_NO_NEW_PRIVS = 1,
     SBX_FLAG_SETSID = 2,
@@ -159,6 +162,8 @@ struct sbx_spawn_args {
     int32_t spare_userns_fd;
     int32_t spare_netns_fd;
     int32_t spare_joined;         // set by the joining child: PID 1 is in the spare's user namespace
+    int32_t spare_ipcns_fd;       // the spare's IPC and UTS namespaces, owned by its user namespace
+    int32_t spare_utsns_fd;
 };
 
 #include "sandbox_protocol.h"
@@ -716,6 +721,22 @@ static int init_main(void *arg)
     // we make one below as without a spare.
     int net_joined = (a->clone_flags & CLONE_NEWNET) && a->spare_joined &&
                      SYS2(SYS_setns, a->spare_netns_fd, CLONE_NEWNET) == 0;
+    // Its IPC and UTS namespaces likewise: the joining child left them out of our clone. Should
+    // joining one fail, we make our own, as clone(2) would have.
+    uint64_t still_shared = 0;
+    if (a->spare_joined) {
+        if ((a->clone_flags & CLONE_NEWIPC) && SYS2(SYS_setns, a->spare_ipcns_fd, CLONE_NEWIPC) != 0)
+            still_shared |= CLONE_NEWIPC;
+        if ((a->clone_flags & CLONE_NEWUTS) && SYS2(SYS_setns, a->spare_utsns_fd, CLONE_NEWUTS) != 0)
+            still_shared |= CLONE_NEWUTS;
+    }
+    if (still_shared) {
+        long rc = SYS1(SYS_unshare, still_shared);
+        if (rc < 0) {
+            report(SBX_FD_REPORT, SBX_REPORT_SETUP_FAILED, a->op_count + 2, (int)-rc, 0);
+            raw_exit(125);
+        }
+    }
     if (arrange_fds(a) < 0)
         raw_exit(125);
 
@@ -882,6 +903,8 @@ static int join_main(void *arg)
     uint64_t flags = a->clone_flags & ~(uint64_t)(CLONE_NEWNET | CLONE_NEWUSER);
     if (!a->spare_joined)
         flags |= CLONE_NEWUSER;
+    else
+        flags &= ~(uint64_t)(CLONE_NEWIPC | CLONE_NEWUTS); // PID 1 joins the spare's (init_main)
     int pidfd = -1;
     int pid = clone(init_main, a->stack + a->stack_size, (int)flags | CLONE_VM | CLONE_PIDFD | CLONE_PARENT | SIGCHLD, a, &pidfd);
     if (pid < 0) {
@@ -1118,22 +1141,32 @@ SBX_EXPORT int sbx_userns_verify(int fd)
     return rc;
 }
 
-// 0 when user and net are a spare of the held namespace held: a user namespace of our uid nested in
-// held, and a network namespace owned by that one (so root in the sandbox has CAP_NET_ADMIN over
-// it). Anything else is not joined.
-static int spare_verify(int held, int user, int net)
+// 0 when fd is a namespace of the given type owned by the user namespace user, else -errno.
+static int owned_namespace(int fd, int type, int user)
 {
-    int rc = owned_child_userns(user, held);
-    if (rc < 0)
-        return rc;
-    if (ioctl(net, NS_GET_NSTYPE) != CLONE_NEWNET)
+    if (ioctl(fd, NS_GET_NSTYPE) != type)
         return -EINVAL;
-    int owning = ioctl(net, NS_GET_USERNS);
+    int owning = ioctl(fd, NS_GET_USERNS);
     if (owning < 0)
         return -EPERM;
     int owned = same_namespace(owning, user);
     close(owning);
     return owned ? 0 : -EPERM;
+}
+
+// 0 when spare[] (user, net, ipc, uts) is a spare of the held namespace held: a user namespace of
+// our uid nested in held, and network, IPC and UTS namespaces owned by that one (so root in the
+// sandbox has CAP_NET_ADMIN and CAP_SYS_ADMIN over them). Anything else is not joined.
+static int spare_verify(int held, const int *spare)
+{
+    int rc = owned_child_userns(spare[SBX_SPARE_USER], held);
+    if (rc == 0)
+        rc = owned_namespace(spare[SBX_SPARE_NET], CLONE_NEWNET, spare[SBX_SPARE_USER]);
+    if (rc == 0)
+        rc = owned_namespace(spare[SBX_SPARE_IPC], CLONE_NEWIPC, spare[SBX_SPARE_USER]);
+    if (rc == 0)
+        rc = owned_namespace(spare[SBX_SPARE_UTS], CLONE_NEWUTS, spare[SBX_SPARE_USER]);
+    return rc;
 }
 
 // Connects to a holder at path: the connected socket (close-on-exec), or -errno: -ENOENT or
@@ -1159,17 +1192,17 @@ SBX_EXPORT int sbx_userns_connect(const char *path)
 
 // Reads what the holder connected at fd hands over (the caller still closes fd): the user
 // namespace fd (close-on-exec), verified by sbx_userns_verify; or -errno. When the holder also
-// hands over a spare that spare_verify accepts, *spare_userns and *spare_netns get its fds
-// (close-on-exec); else they are -1.
-SBX_EXPORT int sbx_userns_receive(int fd, int *spare_userns, int *spare_netns)
+// hands over a spare that spare_verify accepts, spare[SBX_SPARE_COUNT] gets its fds (user, net,
+// ipc, uts; close-on-exec); else they are -1.
+SBX_EXPORT int sbx_userns_receive(int fd, int *spare)
 {
-    *spare_userns = -1;
-    *spare_netns = -1;
+    for (int i = 0; i < SBX_SPARE_COUNT; i++)
+        spare[i] = -1;
     char byte;
     struct iovec iov = {&byte, 1};
     union {
         struct cmsghdr header;
-        char space[CMSG_SPACE(3 * sizeof(int))];
+        char space[CMSG_SPACE((1 + SBX_SPARE_COUNT) * sizeof(int))];
     } control;
     memset(&control, 0, sizeof control);
     struct msghdr message = {0};
@@ -1186,41 +1219,42 @@ SBX_EXPORT int sbx_userns_receive(int fd, int *spare_userns, int *spare_netns)
     struct cmsghdr *c = CMSG_FIRSTHDR(&message);
     if (c == NULL || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
         return -EPROTO;
-    // Every fd the kernel installed is closed unless it is taken (at most 3 fit in our buffer;
-    // more would have been closed by the kernel, with MSG_CTRUNC).
-    int fds[3] = {-1, -1, -1};
+    // Every fd the kernel installed is closed unless it is taken (at most 1 + SBX_SPARE_COUNT fit
+    // in our buffer; more would have been closed by the kernel, with MSG_CTRUNC).
+    enum { MAX_FDS = 1 + SBX_SPARE_COUNT };
+    int fds[MAX_FDS];
     size_t bytes = c->cmsg_len >= CMSG_LEN(0) ? c->cmsg_len - CMSG_LEN(0) : 0;
-    int count = bytes / sizeof(int) > 3 ? 3 : (int)(bytes / sizeof(int));
+    int count = bytes / sizeof(int) > MAX_FDS ? MAX_FDS : (int)(bytes / sizeof(int));
     if (count == 0)
         return -EPROTO;
     memcpy(fds, CMSG_DATA(c), count * sizeof(int));
-    int rc = n != 1 || (message.msg_flags & MSG_CTRUNC) || (count != 1 && count != 3) ? -EPROTO : sbx_userns_verify(fds[0]);
+    int rc = n != 1 || (message.msg_flags & MSG_CTRUNC) || (count != 1 && count != MAX_FDS) ? -EPROTO : sbx_userns_verify(fds[0]);
     if (rc < 0) {
         for (int i = 0; i < count; i++)
             close(fds[i]);
         return rc;
     }
-    if (count == 3) {
-        if (byte == 'p' && spare_verify(fds[0], fds[1], fds[2]) == 0) {
-            *spare_userns = fds[1];
-            *spare_netns = fds[2];
+    if (count == MAX_FDS) {
+        if (byte == 'p' && spare_verify(fds[0], fds + 1) == 0) {
+            for (int i = 0; i < SBX_SPARE_COUNT; i++)
+                spare[i] = fds[1 + i];
         } else {
-            close(fds[1]);
-            close(fds[2]);
+            for (int i = 1; i < MAX_FDS; i++)
+                close(fds[i]);
         }
     }
     return fds[0];
 }
 
 // sbx_userns_connect and sbx_userns_receive in one: what the holder at path hands over, or -errno.
-SBX_EXPORT int sbx_userns_fetch(const char *path, int *spare_userns, int *spare_netns)
+SBX_EXPORT int sbx_userns_fetch(const char *path, int *spare)
 {
-    *spare_userns = -1;
-    *spare_netns = -1;
+    for (int i = 0; i < SBX_SPARE_COUNT; i++)
+        spare[i] = -1;
     int fd = sbx_userns_connect(path);
     if (fd < 0)
         return fd;
-    int rc = sbx_userns_receive(fd, spare_userns, spare_netns);
+    int rc = sbx_userns_receive(fd, spare);
     close(fd);
     return rc;
 }

@@ -81,10 +81,12 @@ internal static unsafe class Launcher
                     var (uids, gids) = UserNamespaceHolder.NestedMaps(plan.IdMaps);
                     args->NestedUidMap = arena.String(uids);
                     args->NestedGidMap = arena.String(gids);
-                    if (held is { SpareUser: { } spareUser, SpareNetwork: { } spareNetwork })
+                    if (held.Spare is { } spare)
                     {
-                        args->SpareUserNamespaceFd = (int)spareUser.DangerousGetHandle();
-                        args->SpareNetworkNamespaceFd = (int)spareNetwork.DangerousGetHandle();
+                        args->SpareUserNamespaceFd = (int)spare.User.DangerousGetHandle();
+                        args->SpareNetworkNamespaceFd = (int)spare.Network.DangerousGetHandle();
+                        args->SpareIpcNamespaceFd = (int)spare.Ipc.DangerousGetHandle();
+                        args->SpareUtsNamespaceFd = (int)spare.Uts.DangerousGetHandle();
                     }
                 }
                 pid = NativeExecutor.Spawn(args, out pidfd);
@@ -158,6 +160,8 @@ internal static unsafe class Launcher
         args->UserNamespaceFd = -1;
         args->SpareUserNamespaceFd = -1;
         args->SpareNetworkNamespaceFd = -1;
+        args->SpareIpcNamespaceFd = -1;
+        args->SpareUtsNamespaceFd = -1;
     }
 
     // The maps come from a held user namespace when one can be had: PID 1 gets a user namespace

@@ -96,8 +96,8 @@ internal static unsafe class UserNamespaceHolder
     /// <summary>What the holder listening at <paramref name="socket"/> hands over; null when none answers.</summary>
     internal static HeldUserNamespace? Fetch(string socket)
     {
-        int fd = NativeExecutor.UserNamespaceFetch(socket, out int spareUser, out int spareNetwork);
-        return Held(fd, spareUser, spareNetwork);
+        int fd = NativeExecutor.UserNamespaceFetch(socket, out NativeSpareFds spare);
+        return Held(fd, spare);
     }
 
     /// <summary>
@@ -118,16 +118,14 @@ internal static unsafe class UserNamespaceHolder
 
     private static HeldUserNamespace? Receive(SafeFileHandle connection)
     {
-        int fd = NativeExecutor.UserNamespaceReceive(connection, out int spareUser, out int spareNetwork);
+        int fd = NativeExecutor.UserNamespaceReceive(connection, out NativeSpareFds spare);
         connection.Dispose();
-        return Held(fd, spareUser, spareNetwork);
+        return Held(fd, spare);
     }
 
-    private static HeldUserNamespace? Held(int fd, int spareUser, int spareNetwork) => fd < 0
+    private static HeldUserNamespace? Held(int fd, NativeSpareFds spare) => fd < 0
         ? null
-        : new HeldUserNamespace(new SafeFileHandle(fd, ownsHandle: true),
-            spareUser >= 0 ? new SafeFileHandle(spareUser, ownsHandle: true) : null,
-            spareNetwork >= 0 ? new SafeFileHandle(spareNetwork, ownsHandle: true) : null);
+        : new HeldUserNamespace(new SafeFileHandle(fd, ownsHandle: true), spare.User >= 0 ? new SpareNamespaces(spare) : null);
 
     /// <summary>
     /// The map of a sandbox's user namespace nested in the holder's: the holder's ids one to one, in
@@ -263,7 +261,7 @@ internal static unsafe class UserNamespaceHolder
             // EOF on the status pipe: the holder has exec'd, and no longer uses our memory (its
             // starter, which cloned it and exited, closed its own copy).
             execed = Syscalls.WriteByte(syncWrite, 1) && Syscalls.Read(statusRead, stackalloc byte[4]) == 0;
-            return execed ? new HeldUserNamespace(ns!, null, null) : null;
+            return execed ? new HeldUserNamespace(ns!, null) : null;
         }
         catch (Exception e) when (e is LinuxException or SandboxException)
         {
@@ -299,22 +297,39 @@ internal sealed class HolderRequest(IdMapPlan plan, SafeFileHandle? connection) 
     public void Dispose() => Connection?.Dispose();
 }
 
-/// <summary>
-/// A holder's user namespace, and the spare it handed over with it, if any: the next sandbox's user
-/// namespace, nested in the held one with its maps written, and its network namespace (loopback up).
-/// </summary>
-internal sealed class HeldUserNamespace(SafeFileHandle held, SafeFileHandle? spareUser, SafeFileHandle? spareNetwork) : IDisposable
+/// <summary>A holder's user namespace, and the spare it handed over with it, if any.</summary>
+internal sealed class HeldUserNamespace(SafeFileHandle held, SpareNamespaces? spare) : IDisposable
 {
     public SafeFileHandle Held { get; } = held;
 
-    public SafeFileHandle? SpareUser { get; } = spareUser;
-
-    public SafeFileHandle? SpareNetwork { get; } = spareNetwork;
+    public SpareNamespaces? Spare { get; } = spare;
 
     public void Dispose()
     {
         Held.Dispose();
-        SpareUser?.Dispose();
-        SpareNetwork?.Dispose();
+        Spare?.Dispose();
+    }
+}
+
+/// <summary>
+/// A spare: the next sandbox's user namespace, nested in the held one with its maps written, and
+/// the network (loopback up), IPC and UTS namespaces it owns.
+/// </summary>
+internal sealed class SpareNamespaces(NativeSpareFds fds) : IDisposable
+{
+    public SafeFileHandle User { get; } = new(fds.User, ownsHandle: true);
+
+    public SafeFileHandle Network { get; } = new(fds.Network, ownsHandle: true);
+
+    public SafeFileHandle Ipc { get; } = new(fds.Ipc, ownsHandle: true);
+
+    public SafeFileHandle Uts { get; } = new(fds.Uts, ownsHandle: true);
+
+    public void Dispose()
+    {
+        User.Dispose();
+        Network.Dispose();
+        Ipc.Dispose();
+        Uts.Dispose();
     }
 }
