@@ -111,24 +111,28 @@ public sealed class UserNamespaceHolderTests
 
         // A user namespace of ours with a network namespace, but a direct child of ours rather than
         // of the held one, and without a map: joining it would run the sandbox as nobody.
-        using var unshare = System.Diagnostics.Process.Start("unshare", ["--user", "--net", "sleep", "60"])!;
+        using var unshare = System.Diagnostics.Process.Start("unshare", ["--user", "--net", "--ipc", "--uts", "sleep", "60"])!;
         try
         {
             string ours = new FileInfo("/proc/self/ns/user").LinkTarget!;
             Assert.That(HostProcesses.WaitUntil(() => new FileInfo($"/proc/{unshare.Id}/ns/user").LinkTarget != ours, TimeSpan.FromSeconds(5)), Is.True);
             using var bogusUser = File.OpenHandle($"/proc/{unshare.Id}/ns/user");
             using var bogusNetwork = File.OpenHandle($"/proc/{unshare.Id}/ns/net");
+            using var bogusIpc = File.OpenHandle($"/proc/{unshare.Id}/ns/ipc");
+            using var bogusUts = File.OpenHandle($"/proc/{unshare.Id}/ns/uts");
             var (impostor, serving) = Impostor(socket, connection => FileDescriptorPassing.Send((int)connection.Handle, 'p',
-                (int)held.DangerousGetHandle(), (int)bogusUser.DangerousGetHandle(), (int)bogusNetwork.DangerousGetHandle()));
+                (int)held.DangerousGetHandle(), (int)bogusUser.DangerousGetHandle(), (int)bogusNetwork.DangerousGetHandle(),
+                (int)bogusIpc.DangerousGetHandle(), (int)bogusUts.DangerousGetHandle()));
             using Socket listening = impostor;
 
-            CliResult r = Run(tmp, "readlink /proc/self/ns/net; " + PrintIds);
+            CliResult r = Run(tmp, "readlink /proc/self/ns/net; " + PrintIds + "; readlink /proc/self/ns/ipc");
             Assert.That(serving.Wait(TimeSpan.FromSeconds(5)), Is.True, "the run took what was offered");
             Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
             string[] lines = r.StdoutText.Split('\n');
             Assert.That(lines[0], Is.Not.EqualTo(new FileInfo($"/proc/{unshare.Id}/ns/net").LinkTarget), "not the offered network namespace");
             Assert.That(lines[1], Is.Not.EqualTo(new FileInfo($"/proc/{unshare.Id}/ns/user").LinkTarget), "not the offered user namespace");
             Assert.That(Columns(lines[2]), Is.EqualTo("0 0 1"), "nested in the held namespace, as without a spare");
+            Assert.That(lines[^2], Does.StartWith("ipc:").And.Not.EqualTo(new FileInfo($"/proc/{unshare.Id}/ns/ipc").LinkTarget), "not the offered IPC namespace");
         }
         finally
         {
