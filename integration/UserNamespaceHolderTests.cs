@@ -74,7 +74,7 @@ public sealed class UserNamespaceHolderTests
 
         // NET_ADMIN: root in the sandbox must own its network namespace, as without a spare. It stays
         // a while, so that its namespaces' inodes cannot be reused by the holder's next spare.
-        const string Script = "readlink /proc/self/ns/user /proc/self/ns/net /proc/self/ns/ipc /proc/self/ns/uts; cat /proc/self/uid_map; " +
+        const string Script = "readlink /proc/self/ns/user /proc/self/ns/net /proc/self/ns/ipc /proc/self/ns/uts /proc/self/ns/mnt; cat /proc/self/uid_map; " +
                               "/bin/busybox hostname; /bin/busybox ip link set lo mtu 1280 && /bin/busybox ip link show lo && sleep 2";
         Task<CliResult> running = Task.Run(() => Run(tmp, Script, options: ["--cap-add", "NET_ADMIN", "--hostname", "spare-test"]));
 
@@ -88,16 +88,50 @@ public sealed class UserNamespaceHolderTests
         Assert.That(lines[1], Is.EqualTo(spare.Network), "the sandbox's network namespace is the spare's");
         Assert.That(lines[2], Is.EqualTo(spare.Ipc), "the sandbox's IPC namespace is the spare's");
         Assert.That(lines[3], Is.EqualTo(spare.Uts), "the sandbox's UTS namespace is the spare's");
+        Assert.That(lines[4], Is.EqualTo(spare.Mount), "the sandbox's mount namespace is the spare's prepared one");
         Assert.That(lines[2], Is.Not.EqualTo(new FileInfo("/proc/self/ns/ipc").LinkTarget), "not the host's IPC namespace");
         Assert.That(lines[3], Is.Not.EqualTo(new FileInfo("/proc/self/ns/uts").LinkTarget), "not the host's UTS namespace");
-        Assert.That(Columns(lines[4]), Is.EqualTo("0 0 1"), "nested in the held namespace");
+        Assert.That(Columns(lines[5]), Is.EqualTo("0 0 1"), "nested in the held namespace");
         Assert.That(lines, Does.Contain("spare-test"), "the hostname is set in the spare's UTS namespace");
         Assert.That(second.StdoutText, Does.Contain("lo: <LOOPBACK,UP,LOWER_UP> mtu 1280"), "loopback up, and ours to change");
 
-        CliResult third = Run(tmp, "readlink /proc/self/ns/user /proc/self/ns/net /proc/self/ns/ipc /proc/self/ns/uts");
+        CliResult third = Run(tmp, "readlink /proc/self/ns/user /proc/self/ns/net /proc/self/ns/ipc /proc/self/ns/uts /proc/self/ns/mnt");
         Assert.That(third.ExitCode, Is.EqualTo(0), third.ToString());
-        Assert.That(third.StdoutText, Is.EqualTo($"{next.User}\n{next.Network}\n{next.Ipc}\n{next.Uts}\n"));
+        Assert.That(third.StdoutText, Is.EqualTo($"{next.User}\n{next.Network}\n{next.Ipc}\n{next.Uts}\n{next.Mount}\n"));
         Assert.That(SingleHolder(tmp), Is.EqualTo(holder));
+    }
+
+    [Test]
+    public void APreparedMountNamespaceIsDroppedWhenTheHoldersMountsChange()
+    {
+        // The spare's mount namespace is a copy of the holder's mounts, made ahead of time: after a
+        // mount, a sandbox must see it (here through -v), not the copy. As root of a user and mount
+        // namespace of our own (unshare -Urm), where this test may mount, with the holder started in
+        // it; the script waits until that holder's spare has its prepared mount namespace (two mount
+        // namespaces among its fds: its own and the spare's) before it mounts.
+        Require.Command("/usr/bin/unshare");
+        using var tmp = new HolderDir();
+        string mountPoint = Path.Combine(tmp.Path, "mp");
+        Directory.CreateDirectory(mountPoint);
+        string cli = SandboxCli.Binary;
+        string script = $$"""
+            export TMPDIR='{{tmp.Path}}' XDG_RUNTIME_DIR=
+            '{{cli}}' run --userns single -- true || exit 11
+            ours=$(readlink /proc/self/ns/mnt)
+            for i in $(seq 100); do
+              for p in $(pgrep -x sandbox-userns); do
+                [ "$(readlink /proc/$p/ns/mnt)" = "$ours" ] && [ "$(ls -l /proc/$p/fd | grep -c 'mnt:')" = 2 ] && ready=1
+              done
+              [ -n "$ready" ] && break
+              sleep 0.1
+            done
+            [ -n "$ready" ] || exit 12
+            mount -t tmpfs none '{{mountPoint}}' && echo mounted-after > '{{mountPoint}}/f' || exit 13
+            '{{cli}}' run --userns single -v '{{mountPoint}}:/tmp/x' -- cat /tmp/x/f
+            """;
+        CliResult r = SandboxCli.Shell($"unshare --user --map-root-user --mount /bin/sh -c '{script.Replace("'", "'\\''")}'");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(r.StdoutText, Is.EqualTo("mounted-after\n"), "the sandbox saw the mount made after its spare was prepared");
     }
 
     [Test]
@@ -302,21 +336,23 @@ public sealed class UserNamespaceHolderTests
     /// </summary>
     private static Spare WaitForSpare(int holder, string? other = null)
     {
-        string held = new FileInfo($"/proc/{holder}/ns/user").LinkTarget!;
+        // The holder keeps its own user and mount namespaces open; the spare's are the others.
+        string held = new FileInfo($"/proc/{holder}/ns/user").LinkTarget!, ownMounts = new FileInfo($"/proc/{holder}/ns/mnt").LinkTarget!;
         List<string?> fds = [];
         bool made = HostProcesses.WaitUntil(() =>
         {
             fds = FileDescriptorsOf(holder);
             return fds.Count(f => f!.StartsWith("user:", StringComparison.Ordinal) && f != held && f != other) == 1 &&
                    fds.Count(f => f!.StartsWith("net:", StringComparison.Ordinal)) == 1 && fds.Count(f => f!.StartsWith("ipc:", StringComparison.Ordinal)) == 1 &&
-                   fds.Count(f => f!.StartsWith("uts:", StringComparison.Ordinal)) == 1 && !fds.Any(f => f!.StartsWith("pipe:", StringComparison.Ordinal));
+                   fds.Count(f => f!.StartsWith("uts:", StringComparison.Ordinal)) == 1 &&
+                   fds.Count(f => f!.StartsWith("mnt:", StringComparison.Ordinal) && f != ownMounts) == 1 && !fds.Any(f => f!.StartsWith("pipe:", StringComparison.Ordinal));
         }, TimeSpan.FromSeconds(10));
         Assert.That(made, Is.True, "the holder should make a spare while idle: " + string.Join(", ", fds));
-        string Single(string type) => fds.Single(f => f!.StartsWith(type + ":", StringComparison.Ordinal) && f != held)!;
-        return new Spare(Single("user"), Single("net"), Single("ipc"), Single("uts"));
+        string Single(string type) => fds.Single(f => f!.StartsWith(type + ":", StringComparison.Ordinal) && f != held && f != ownMounts)!;
+        return new Spare(Single("user"), Single("net"), Single("ipc"), Single("uts"), Single("mnt"));
     }
 
-    private sealed record Spare(string User, string Network, string Ipc, string Uts);
+    private sealed record Spare(string User, string Network, string Ipc, string Uts, string Mount);
 
     private static List<string?> FileDescriptorsOf(int pid) =>
         Directory.GetFiles($"/proc/{pid}/fd").Select(f => new FileInfo(f).LinkTarget).Where(t => t is not null).ToList();

@@ -36,15 +36,17 @@ public class HostModePlanTests
 
         SetupStep[] expected =
         {
-            new MountStep(null, "/", null, MountFlags.Recursive | MountFlags.Slave),
-            new MountStep("tmpfs", "/tmp", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755"),
-            new MakeDirectoryStep("/tmp/newroot"),
-            new MakeDirectoryStep("/tmp/oldroot"),
-            new PivotRootStep("/tmp", "oldroot"),
+            // The five steps a holder's prepared mount namespace has done (sandbox_init.c, prepare_mount_namespace).
+            new MountStep(null, "/", null, MountFlags.Recursive | MountFlags.Slave) { PreparedBySpare = true },
+            new MountStep("tmpfs", "/tmp", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755") { PreparedBySpare = true },
+            new MakeDirectoryStep("/tmp/newroot") { PreparedBySpare = true },
+            new MakeDirectoryStep("/tmp/oldroot") { PreparedBySpare = true },
+            new PivotRootStep("/tmp", "oldroot") { PreparedBySpare = true },
             new MountStep("/oldroot", "/newroot", null, MountFlags.Bind | MountFlags.Recursive),
             new SetMountAttributesStep("/newroot", MountAttributes.ReadOnly | MountAttributes.NoSuid, MountAttributes.None, Recursive: true),
         };
         Assert.That(steps.Take(expected.Length), Is.EqualTo(expected));
+        Assert.That(Plan().Steps.Count(s => s.PreparedBySpare), Is.EqualTo(5), "only those");
     }
 
     [Test]
@@ -212,7 +214,7 @@ public class HostModePlanTests
         Assert.That(plan.IdMaps.SubordinateGids, Is.EqualTo(new IdRange(200000, 65536)));
         Assert.That(plan.Steps[0], Is.EqualTo(new ClearGroupsStep()));
         Assert.That(plan.Steps.OfType<ClearGroupsStep>().Count(), Is.EqualTo(1));
-        Assert.That(MountSequence(plan.Steps)[0], Is.EqualTo(new MountStep(null, "/", null, MountFlags.Recursive | MountFlags.Slave)));
+        Assert.That(MountSequence(plan.Steps)[0], Is.EqualTo(new MountStep(null, "/", null, MountFlags.Recursive | MountFlags.Slave) { PreparedBySpare = true }));
     }
 
     [Test]
@@ -223,7 +225,7 @@ public class HostModePlanTests
         int unshare = steps.IndexOf(new UnshareCgroupNamespaceStep());
         int firstMount = steps.IndexOf(steps.OfType<MountStep>().First());
         Assert.That(unshare, Is.LessThan(firstMount));
-        Assert.That(steps[unshare + 1], Is.EqualTo(new MountStep(null, "/", null, MountFlags.Recursive | MountFlags.Slave)));
+        Assert.That(steps[unshare + 1], Is.EqualTo(new MountStep(null, "/", null, MountFlags.Recursive | MountFlags.Slave) { PreparedBySpare = true }));
     }
 
     [Test]

@@ -34,7 +34,7 @@ public class ImageRootPlanTests
     private ImmutableArray<SetupStep> Plan(ImageRoot root) =>
         SandboxPlanner.Plan(new SandboxSpec(["/bin/true"]) { Root = root }, _host.Context).Steps.Unconfined();
 
-    private static int PivotIntoScratch(ImmutableArray<SetupStep> steps) => steps.IndexOf(new PivotRootStep("/tmp", "oldroot"));
+    private static int PivotIntoScratch(ImmutableArray<SetupStep> steps) => steps.IndexOf(new PivotRootStep("/tmp", "oldroot") { PreparedBySpare = true });
 
     [Test]
     public void HomeFilesWithAnImageRoot_Throw()

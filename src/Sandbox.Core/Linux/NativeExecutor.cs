@@ -29,6 +29,7 @@ internal enum NativeStepOptions
     None = 0,
     Optional = 1,
     Recursive = 2,
+    PreparedBySpare = 4,
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -99,6 +100,8 @@ internal unsafe struct NativeSpawnArgs
     public int SpareJoined;
     public int SpareIpcNamespaceFd;
     public int SpareUtsNamespaceFd;
+    public int SpareMountNamespaceFd;
+    public int MountPrepared;
 }
 
 /// <summary>The fds of a holder's spare as sbx_userns_receive hands them over (SBX_SPARE_*), -1 each when there is none.</summary>
@@ -109,8 +112,10 @@ internal struct NativeSpareFds
     public int Network;
     public int Ipc;
     public int Uts;
+    /// <summary>The prepared mount namespace; -1 when the spare came without one.</summary>
+    public int Mount;
 
-    public static NativeSpareFds None => new() { User = -1, Network = -1, Ipc = -1, Uts = -1 };
+    public static NativeSpareFds None => new() { User = -1, Network = -1, Ipc = -1, Uts = -1, Mount = -1 };
 }
 
 /// <summary>struct sbx_holder_args: the holder of a user namespace, before it execs.</summary>
@@ -185,7 +190,7 @@ internal unsafe struct NativeFileArgs
 internal static unsafe partial class NativeExecutor
 {
     public const string LibraryName = "libsandbox_exec.so";
-    internal const int ExpectedAbiVersion = 13;
+    internal const int ExpectedAbiVersion = 14;
 
     /// <summary>
     /// The executor's entry points, bound with dlsym (NativeLibrary) on first use: from the executable

@@ -52,7 +52,7 @@
 // 11: a holder hands over a spare user and network namespace (sbx_userns_fetch, sbx_spawn_args).
 // 12: SBX_OP_MASK; the holder asked ahead (sbx_userns_connect, sbx_userns_receive); signals to
 //     the CLI forwarded through a pipe (sbx_signals_forward, sbx_signals_restore).
-#define SBX_ABI_VERSION 13
+#define SBX_ABI_VERSION 14
 
 // ---- raw system calls: never touch errno (see header comment) -------------------------------
 #include "sandbox_syscall.h"
@@ -85,6 +85,7 @@ enum sbx_op_kind {
 enum sbx_op_option {
     SBX_OPT_OPTIONAL = 1,   // ENOENT on the target or source skips the step (masking absent paths)
     SBX_OPT_RECURSIVE = 2,  // AT_RECURSIVE for mount_setattr
+    SBX_OPT_PREPARED = 4,   // done already in a spare's prepared mount namespace: skipped when PID 1 joined one
 };
 
 // The old root stays at /oldroot until the final pivot; its procfs gives /proc/self/fd paths, which
@@ -113,7 +114,8 @@ struct sbx_op {
 };
 
 // A holder's spare, as sbx_userns_receive hands its fds over (sandbox_init.c sends them in this order).
-enum { SBX_SPARE_USER, SBX_SPARE_NET, SBX_SPARE_IPC, SBX_SPARE_UTS, SBX_SPARE_COUNT };
+// SBX_SPARE_MNT is -1 when the spare comes without a prepared mount namespace.
+enum { SBX_SPARE_USER, SBX_SPARE_NET, SBX_SPARE_IPC, SBX_SPARE_UTS, SBX_SPARE_MNT, SBX_SPARE_COUNT };
 
 enum sbx_spawn_flag {
     SBX_FLAG_NO_NEW_PRIVS = 1,
@@ -164,6 +166,8 @@ struct sbx_spawn_args {
     int32_t spare_joined;         // set by the joining child: PID 1 is in the spare's user namespace
     int32_t spare_ipcns_fd;       // the spare's IPC and UTS namespaces, owned by its user namespace
     int32_t spare_utsns_fd;
+    int32_t spare_mntns_fd;       // the spare's prepared mount namespace, or -1 (sandbox_init.c, "spares")
+    int32_t mount_prepared;       // set by PID 1: it joined spare_mntns_fd, so SBX_OPT_PREPARED steps are done
 };
 
 #include "sandbox_protocol.h"
@@ -722,13 +726,24 @@ static int init_main(void *arg)
     int net_joined = (a->clone_flags & CLONE_NEWNET) && a->spare_joined &&
                      SYS2(SYS_setns, a->spare_netns_fd, CLONE_NEWNET) == 0;
     // Its IPC and UTS namespaces likewise: the joining child left them out of our clone. Should
-    // joining one fail, we make our own, as clone(2) would have.
+    // joining one fail, we make our own, as clone(2) would have. The prepared mount namespace too,
+    // where the plan's steps marked SBX_OPT_PREPARED are done already; joining it (setns(2) needs
+    // CAP_SYS_ADMIN and CAP_SYS_CHROOT in its owner, the spare's user namespace, which we have)
+    // makes its root, the scratch tmpfs, our root and working directory. Failing that, a copy of
+    // our own mounts as clone(2) would have made, and every step runs.
     uint64_t still_shared = 0;
+    a->mount_prepared = 0;
     if (a->spare_joined) {
         if ((a->clone_flags & CLONE_NEWIPC) && SYS2(SYS_setns, a->spare_ipcns_fd, CLONE_NEWIPC) != 0)
             still_shared |= CLONE_NEWIPC;
         if ((a->clone_flags & CLONE_NEWUTS) && SYS2(SYS_setns, a->spare_utsns_fd, CLONE_NEWUTS) != 0)
             still_shared |= CLONE_NEWUTS;
+        if ((a->clone_flags & CLONE_NEWNS) && a->spare_mntns_fd >= 0) {
+            if (SYS2(SYS_setns, a->spare_mntns_fd, CLONE_NEWNS) == 0)
+                a->mount_prepared = 1;
+            else
+                still_shared |= CLONE_NEWNS;
+        }
     }
     if (still_shared) {
         long rc = SYS1(SYS_unshare, still_shared);
@@ -765,6 +780,8 @@ static int init_main(void *arg)
         // A spare's loopback is up already (the holder brought it up); SIOCSIFFLAGS would only
         // wait for the RTNL lock, which the holder's next spare or a torn-down namespace may hold.
         if (op->kind == SBX_OP_LOOPBACK_UP && net_joined)
+            continue;
+        if ((op->options & SBX_OPT_PREPARED) && a->mount_prepared)
             continue;
         if (op->kind == SBX_OP_RUN) {
             int status = 0;
@@ -905,6 +922,8 @@ static int join_main(void *arg)
         flags |= CLONE_NEWUSER;
     else
         flags &= ~(uint64_t)(CLONE_NEWIPC | CLONE_NEWUTS); // PID 1 joins the spare's (init_main)
+    if (a->spare_joined && a->spare_mntns_fd >= 0)
+        flags &= ~(uint64_t)CLONE_NEWNS; // likewise its prepared mount namespace
     int pidfd = -1;
     int pid = clone(init_main, a->stack + a->stack_size, (int)flags | CLONE_VM | CLONE_PIDFD | CLONE_PARENT | SIGCHLD, a, &pidfd);
     if (pid < 0) {
@@ -1157,6 +1176,7 @@ static int owned_namespace(int fd, int type, int user)
 // 0 when spare[] (user, net, ipc, uts) is a spare of the held namespace held: a user namespace of
 // our uid nested in held, and network, IPC and UTS namespaces owned by that one (so root in the
 // sandbox has CAP_NET_ADMIN and CAP_SYS_ADMIN over them). Anything else is not joined.
+// (spare[SBX_SPARE_MNT] is checked by prepared_mount_verify.)
 static int spare_verify(int held, const int *spare)
 {
     int rc = owned_child_userns(spare[SBX_SPARE_USER], held);
@@ -1167,6 +1187,22 @@ static int spare_verify(int held, const int *spare)
     if (rc == 0)
         rc = owned_namespace(spare[SBX_SPARE_UTS], CLONE_NEWUTS, spare[SBX_SPARE_USER]);
     return rc;
+}
+
+// 0 when mnt is a mount namespace owned by the spare's user namespace and holder_mnt, the holder's
+// own mount namespace, from which it was copied, is ours: a namespace made from another mount
+// table than the caller's would show the sandbox other files than the ones its plan names.
+static int prepared_mount_verify(int user, int mnt, int holder_mnt)
+{
+    int rc = owned_namespace(mnt, CLONE_NEWNS, user);
+    if (rc < 0)
+        return rc;
+    int ours = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    if (ours < 0)
+        return -EPERM;
+    int same = same_namespace(ours, holder_mnt);
+    close(ours);
+    return same ? 0 : -EXDEV;
 }
 
 // Connects to a holder at path: the connected socket (close-on-exec), or -errno: -ENOENT or
@@ -1193,7 +1229,8 @@ SBX_EXPORT int sbx_userns_connect(const char *path)
 // Reads what the holder connected at fd hands over (the caller still closes fd): the user
 // namespace fd (close-on-exec), verified by sbx_userns_verify; or -errno. When the holder also
 // hands over a spare that spare_verify accepts, spare[SBX_SPARE_COUNT] gets its fds (user, net,
-// ipc, uts; close-on-exec); else they are -1.
+// ipc, uts, and the prepared mount namespace if it came and prepared_mount_verify accepts it;
+// close-on-exec); else they are -1.
 SBX_EXPORT int sbx_userns_receive(int fd, int *spare)
 {
     for (int i = 0; i < SBX_SPARE_COUNT; i++)
@@ -1202,7 +1239,7 @@ SBX_EXPORT int sbx_userns_receive(int fd, int *spare)
     struct iovec iov = {&byte, 1};
     union {
         struct cmsghdr header;
-        char space[CMSG_SPACE((1 + SBX_SPARE_COUNT) * sizeof(int))];
+        char space[CMSG_SPACE((2 + SBX_SPARE_COUNT) * sizeof(int))];
     } control;
     memset(&control, 0, sizeof control);
     struct msghdr message = {0};
@@ -1219,29 +1256,39 @@ SBX_EXPORT int sbx_userns_receive(int fd, int *spare)
     struct cmsghdr *c = CMSG_FIRSTHDR(&message);
     if (c == NULL || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
         return -EPROTO;
-    // Every fd the kernel installed is closed unless it is taken (at most 1 + SBX_SPARE_COUNT fit
-    // in our buffer; more would have been closed by the kernel, with MSG_CTRUNC).
-    enum { MAX_FDS = 1 + SBX_SPARE_COUNT };
+    // Every fd the kernel installed is closed unless it is taken (at most MAX_FDS fit in our buffer;
+    // more would have been closed by the kernel, with MSG_CTRUNC): 1 ('n'), the held namespace;
+    // 5 ('p'), with a spare; 7 ('m'), with its prepared mount namespace and the holder's own.
+    enum { MAX_FDS = 2 + SBX_SPARE_COUNT, WITH_SPARE = SBX_SPARE_COUNT };
     int fds[MAX_FDS];
     size_t bytes = c->cmsg_len >= CMSG_LEN(0) ? c->cmsg_len - CMSG_LEN(0) : 0;
     int count = bytes / sizeof(int) > MAX_FDS ? MAX_FDS : (int)(bytes / sizeof(int));
     if (count == 0)
         return -EPROTO;
     memcpy(fds, CMSG_DATA(c), count * sizeof(int));
-    int rc = n != 1 || (message.msg_flags & MSG_CTRUNC) || (count != 1 && count != MAX_FDS) ? -EPROTO : sbx_userns_verify(fds[0]);
+    int expected = byte == 'n' ? 1 : byte == 'p' ? WITH_SPARE : byte == 'm' ? MAX_FDS : -1;
+    int rc = n != 1 || (message.msg_flags & MSG_CTRUNC) || count != expected ? -EPROTO : sbx_userns_verify(fds[0]);
     if (rc < 0) {
         for (int i = 0; i < count; i++)
             close(fds[i]);
         return rc;
     }
-    if (count == MAX_FDS) {
-        if (byte == 'p' && spare_verify(fds[0], fds + 1) == 0) {
-            for (int i = 0; i < SBX_SPARE_COUNT; i++)
+    if (count > 1) {
+        if (spare_verify(fds[0], fds + 1) == 0) {
+            for (int i = 0; i < SBX_SPARE_MNT; i++)
                 spare[i] = fds[1 + i];
+            if (count == MAX_FDS && prepared_mount_verify(fds[1 + SBX_SPARE_USER], fds[1 + SBX_SPARE_MNT], fds[MAX_FDS - 1]) == 0)
+                spare[SBX_SPARE_MNT] = fds[1 + SBX_SPARE_MNT];
+            else if (count == MAX_FDS)
+                close(fds[1 + SBX_SPARE_MNT]);
         } else {
-            for (int i = 1; i < MAX_FDS; i++)
+            for (int i = 1; i < WITH_SPARE; i++)
                 close(fds[i]);
+            if (count == MAX_FDS)
+                close(fds[1 + SBX_SPARE_MNT]);
         }
+        if (count == MAX_FDS)
+            close(fds[MAX_FDS - 1]);
     }
     return fds[0];
 }

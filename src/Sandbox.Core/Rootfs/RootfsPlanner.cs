@@ -148,12 +148,14 @@ public static class RootfsPlanner
             steps.Add(new ClearGroupsStep());
         steps.Add(new UnshareCgroupNamespaceStep());
 
-        // Our mounts must not propagate back to the host (mount_namespaces(7), MS_SLAVE).
-        steps.Add(new MountStep(null, "/", null, MountFlags.Recursive | MountFlags.Slave));
-        steps.Add(new MountStep("tmpfs", Scratch, "tmpfs", TmpfsFlags, "mode=0755"));
-        steps.Add(new MakeDirectoryStep(HostPaths.Under(Scratch, NewRoot)));
-        steps.Add(new MakeDirectoryStep(HostPaths.Under(Scratch, OldRoot)));
-        steps.Add(new PivotRootStep(Scratch, OldRoot.TrimStart('/')));
+        // Our mounts must not propagate back to the host (mount_namespaces(7), MS_SLAVE). These five
+        // steps are the same for every plan: a holder's spare may bring a mount namespace in which
+        // they are done (sandbox_init.c, prepare_mount_namespace does them; keep the two in step).
+        steps.Add(new MountStep(null, "/", null, MountFlags.Recursive | MountFlags.Slave) { PreparedBySpare = true });
+        steps.Add(new MountStep("tmpfs", Scratch, "tmpfs", TmpfsFlags, "mode=0755") { PreparedBySpare = true });
+        steps.Add(new MakeDirectoryStep(HostPaths.Under(Scratch, NewRoot)) { PreparedBySpare = true });
+        steps.Add(new MakeDirectoryStep(HostPaths.Under(Scratch, OldRoot)) { PreparedBySpare = true });
+        steps.Add(new PivotRootStep(Scratch, OldRoot.TrimStart('/')) { PreparedBySpare = true });
 
         bool readOnlyRoot = spec.Root is not ImageRoot { ReadOnly: false };
         if (spec.Root is ImageRoot image)

@@ -87,6 +87,9 @@ internal static unsafe class Launcher
                         args->SpareNetworkNamespaceFd = (int)spare.Network.DangerousGetHandle();
                         args->SpareIpcNamespaceFd = (int)spare.Ipc.DangerousGetHandle();
                         args->SpareUtsNamespaceFd = (int)spare.Uts.DangerousGetHandle();
+                        // Only for a plan that starts where the prepared namespace stands (the
+                        // RootfsPlanner's); a helper's plan of its own expects a plain copy of ours.
+                        args->SpareMountNamespaceFd = spare.Mount is { } mount && StartsPrepared(plan) ? (int)mount.DangerousGetHandle() : -1;
                     }
                 }
                 pid = NativeExecutor.Spawn(args, out pidfd);
@@ -162,6 +165,17 @@ internal static unsafe class Launcher
         args->SpareNetworkNamespaceFd = -1;
         args->SpareIpcNamespaceFd = -1;
         args->SpareUtsNamespaceFd = -1;
+        args->SpareMountNamespaceFd = -1;
+    }
+
+    private static bool StartsPrepared(RuntimePlan plan)
+    {
+        foreach (SetupStep step in plan.Steps)
+        {
+            if (step.PreparedBySpare)
+                return true;
+        }
+        return false;
     }
 
     // The maps come from a held user namespace when one can be had: PID 1 gets a user namespace
@@ -227,7 +241,10 @@ internal static unsafe class Launcher
 
     private static NativeStep ToNative(SetupStep step, NativeArena arena)
     {
-        var n = new NativeStep { Options = step.Optional ? (int)NativeStepOptions.Optional : 0 };
+        var n = new NativeStep
+        {
+            Options = (step.Optional ? (int)NativeStepOptions.Optional : 0) | (step.PreparedBySpare ? (int)NativeStepOptions.PreparedBySpare : 0),
+        };
         switch (step)
         {
             case MountStep m:

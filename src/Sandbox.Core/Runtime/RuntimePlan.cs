@@ -108,6 +108,12 @@ public abstract record SetupStep
     public bool Optional { get; init; }
 
     /// <summary>
+    /// Done already in a holder's prepared mount namespace (sandbox_init.c,
+    /// prepare_mount_namespace, which does these same steps): skipped when PID 1 joins one.
+    /// </summary>
+    public bool PreparedBySpare { get; init; }
+
+    /// <summary>
     /// When set, the target is resolved inside this directory as if it were / (openat2's
     /// RESOLVE_IN_ROOT): no symlink under the new root can send the step outside it.
     /// </summary>

@@ -313,7 +313,9 @@ internal sealed class HeldUserNamespace(SafeFileHandle held, SpareNamespaces? sp
 
 /// <summary>
 /// A spare: the next sandbox's user namespace, nested in the held one with its maps written, and
-/// the network (loopback up), IPC and UTS namespaces it owns.
+/// the network (loopback up), IPC and UTS namespaces it owns; with them, when the holder's mount
+/// table is the caller's and has not changed since, a mount namespace already in the state every
+/// plan starts from (the steps marked <see cref="SetupStep.PreparedBySpare"/>).
 /// </summary>
 internal sealed class SpareNamespaces(NativeSpareFds fds) : IDisposable
 {
@@ -325,11 +327,14 @@ internal sealed class SpareNamespaces(NativeSpareFds fds) : IDisposable
 
     public SafeFileHandle Uts { get; } = new(fds.Uts, ownsHandle: true);
 
+    public SafeFileHandle? Mount { get; } = fds.Mount >= 0 ? new(fds.Mount, ownsHandle: true) : null;
+
     public void Dispose()
     {
         User.Dispose();
         Network.Dispose();
         Ipc.Dispose();
         Uts.Dispose();
+        Mount?.Dispose();
     }
 }
