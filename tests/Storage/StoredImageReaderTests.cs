@@ -136,4 +136,74 @@ public class StoredImageReaderTests
         Assert.Throws(Is.InstanceOf<JsonException>(), () => JsonSerializer.Deserialize(json, StoreJsonContext.Default.StoredImage));
         Assert.Throws(Is.InstanceOf<JsonException>(), () => Read(json));
     }
+
+    [Test]
+    public void StringsWithEveryEscapeAndNonAsciiTextReadAsTheSerializerReadsThem()
+    {
+        const string json = """{"digest":"a\"b\\c\/d\b\f\n\r\t\u00e9\u6f22\ud83d\ude00 é漢😀 end","names":["x\u0000y"]}""";
+        StoredImage ours = Read(json);
+        StoredImage theirs = JsonSerializer.Deserialize(json, StoreJsonContext.Default.StoredImage)!;
+        Assert.That(ours.Digest, Is.EqualTo(theirs.Digest));
+        Assert.That(ours.Digest, Is.EqualTo("a\"b\\c/d\b\f\n\r\t\u00e9\u6f22\U0001F600 \u00e9\u6f22\U0001F600 end"));
+        Assert.That(ours.Names, Is.EqualTo(theirs.Names));
+    }
+
+    [TestCase("2026-11-27T20:57:53.6085399+00:00")]
+    [TestCase("2026-11-27T20:57:53.6+02:00")]
+    [TestCase("2026-11-27T20:57:53-05:30")]
+    [TestCase("2026-11-27T20:57:53Z")]
+    [TestCase("2026-11-27T20:57:53.1234567Z")]
+    [TestCase("2026-11-27T20:57:53.1234567899Z")]
+    [TestCase("2026-11-27T20:57:53")]
+    [TestCase("2026-11-27")]
+    public void DatesReadAsTheSerializerReadsThem(string date)
+    {
+        string json = $$"""{"created":"{{date}}","imported":"{{date}}"}""";
+        StoredImage ours = Read(json);
+        StoredImage theirs = JsonSerializer.Deserialize(json, StoreJsonContext.Default.StoredImage)!;
+        Assert.That(ours.Created, Is.EqualTo(theirs.Created));
+        Assert.That(ours.Created!.Value.Offset, Is.EqualTo(theirs.Created!.Value.Offset));
+        Assert.That(ours.Imported, Is.EqualTo(theirs.Imported));
+    }
+
+    [TestCase("""{"digest":"a\x"}""")]
+    [TestCase("""{"digest":"\ud83d"}""")]
+    [TestCase("""{"digest":"\ude00"}""")]
+    [TestCase("""{"digest":"\u12"}""")]
+    [TestCase("""{"size":01}""")]
+    [TestCase("""{"size":1.}""")]
+    [TestCase("""{"size":-}""")]
+    [TestCase("""{"size":1e}""")]
+    [TestCase("""{"size":+1}""")]
+    [TestCase("""{"size":9223372036854775808}""")]
+    [TestCase("""{"schemaVersion":2147483648}""")]
+    [TestCase("""{"size":1e3}""")]
+    [TestCase("""{"hasManifest":tru}""")]
+    [TestCase("""{"digest":"a",}""")]
+    [TestCase("""{"names":["a",]}""")]
+    [TestCase("""{'digest':"a"}""")]
+    [TestCase("""{"created":"2026-13-01T00:00:00Z"}""")]
+    [TestCase("""{"created":"2026-02-30T00:00:00Z"}""")]
+    [TestCase("""{"created":"2026-11-27T24:00:00Z"}""")]
+    [TestCase("""{"created":"2026-11-27T20:57:53.12345678901234567Z"}""")]
+    public void MalformedJsonIsAnErrorAsWithTheSerializer(string json)
+    {
+        Assert.Throws(Is.InstanceOf<JsonException>(), () => JsonSerializer.Deserialize(json, StoreJsonContext.Default.StoredImage));
+        Assert.Throws(Is.InstanceOf<JsonException>(), () => Read(json));
+    }
+
+    [Test]
+    public void AControlCharacterInAStringAndInvalidUtf8AreErrors()
+    {
+        Assert.Throws(Is.InstanceOf<JsonException>(), () => StoredImageReader.Read(Encoding.UTF8.GetBytes("{\"digest\":\"a\tb\"}")));
+        Assert.Throws(Is.InstanceOf<JsonException>(), () => StoredImageReader.Read(new byte[] { (byte)'{', (byte)'"', 0xC3, (byte)'"', (byte)':', (byte)'1', (byte)'}' }));
+    }
+
+    [Test]
+    public void NestingDeeperThanTheSerializersLimitIsRefusedAndUpToItIsRead()
+    {
+        string Nested(int depth) => "{\"future\":" + new string('[', depth - 1) + new string(']', depth - 1) + "}";
+        Assert.That(Read(Nested(RecordJson.MaxDepth)).SchemaVersion, Is.EqualTo(1));
+        Assert.Throws(Is.InstanceOf<JsonException>(), () => Read(Nested(RecordJson.MaxDepth + 1)));
+    }
 }
