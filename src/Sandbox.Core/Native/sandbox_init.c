@@ -25,7 +25,7 @@
 // listening socket at fd 3, hands the namespace to every process of its own user that connects, and
 // exits once no one has connected for IDLE_SECONDS. Sandboxes that joined keep the namespace alive
 // themselves. With the maps of a sandbox's nested user namespace, it also makes the next sandbox's
-// user and network namespaces ahead of time (a spare; see "spares" below).
+// user, network, IPC, UTS and mount namespaces ahead of time (a spare; see "spares" below).
 #include <linux/errno.h>
 #include <linux/fcntl.h>
 #include <linux/mount.h>
@@ -87,7 +87,7 @@ static long read_retrying(int fd, void *buffer, unsigned long size)
     return n;
 }
 
-// ---- spares: the next sandbox's user and network namespaces, made ahead of time ---------------
+// ---- spares: the next sandbox's namespaces, made ahead of time --------------------------------
 // A new network namespace is the slowest part of a sandbox's start: copy_net_ns() registers a
 // loopback device and its sysctl tables in every per-network subsystem (0.6 ms here, measured with
 // a C loop of unshare(CLONE_NEWNET) in a user namespace; bringing lo up is 0.1 ms more). So while no
@@ -233,9 +233,8 @@ static void start_spare(struct spare_maker *m)
     m->mounts_changed = 0;
 }
 
-// The maker has reported (its report pipe is readable): its namespaces become the spare, with the
-// sandbox's maps, or *s stays empty when it failed. The maker then exits at its own pace; it is
-// reaped once its pidfd says so, not waited for here, where its low priority would hold us up.
+// Done with the maker's reports: closing the gate lets it exit at its own pace; it is reaped once its
+// pidfd says so, not waited for here, where its low priority would hold us up.
 static void maker_done(struct spare_maker *m)
 {
     SYS1(SYS_close, m->report);
@@ -245,8 +244,9 @@ static void maker_done(struct spare_maker *m)
     m->preparing = 0;
 }
 
-// Its first report: the spare is usable from now on, without a mount namespace; the maker goes on
-// to prepare one (finish_mount).
+// The maker's first report (its report pipe is readable): its namespaces become the spare, with the
+// sandbox's maps, or *s stays empty when it failed. The spare is usable from now on, without a
+// mount namespace; the maker goes on to prepare one (finish_mount).
 static void finish_spare(struct spare_maker *m, struct spare *s, const char *uid_map, const char *gid_map)
 {
     char byte;
@@ -405,6 +405,11 @@ static int hold_userns(long argc, char **argv)
     // the prepared namespace of the spare (or of the one being made) out of date.
     long own_mnt = SYS4(SYS_openat, AT_FDCWD, "/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC, 0);
     long mounts = SYS4(SYS_openat, AT_FDCWD, "/proc/self/mounts", O_RDONLY | O_CLOEXEC, 0);
+    if (mounts < 0 && own_mnt >= 0) {
+        // Unwatched, a prepared namespace could go stale: spares then go without one (hand_over).
+        SYS1(SYS_close, own_mnt);
+        own_mnt = -1;
+    }
     struct spare spare = {{-1, -1, -1, -1, -1}};
     struct spare_maker maker = {0, -1, -1, -1, 0, 0};
     long taker = -1;
