@@ -61,6 +61,36 @@ public sealed class ImageRunTests
     }
 
     [Test]
+    public void EachRunSeesItsOwnRootWhateverOverlayTheHoldersSpareCameWith()
+    {
+        // The holder's next spare comes with the last run's overlay mounted (sandbox_init.c,
+        // mount_overlay): the same image again starts on it, with a fresh upper; another store's
+        // overlay, a directory root and --read-only must each still see exactly their own root.
+        string image = TestImages.Path("image-oci.tar");
+        using var otherStore = new TempDir();
+        using var directory = new TempDir();
+        Directory.CreateDirectory(Path.Combine(directory.Path, "bin"));
+        File.Copy("/bin/busybox", Path.Combine(directory.Path, "bin", "busybox"));
+        File.WriteAllText(Path.Combine(directory.Path, "only-in-the-directory"), "");
+        const string Probe = "if [ -e /keep/scratch ]; then echo leaked; else echo fresh; fi; echo x > /keep/scratch; cat /added.txt";
+        for (int round = 0; round < 3; round++)
+        {
+            foreach (string store in new[] { _store.Path, _store.Path, otherStore.Path, _store.Path })
+            {
+                CliResult r = SandboxCli.Run("run", "--root", store, image, "sh", "-c", Probe);
+                Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+                Assert.That(r.StdoutText, Is.EqualTo("fresh\nadded in layer 3\n"), $"round {round}, store {store}: {r}");
+            }
+            CliResult dir = SandboxCli.Run("run", directory.Path, "/bin/busybox", "ls", "/");
+            Assert.That(dir.ExitCode, Is.EqualTo(0), dir.ToString());
+            Assert.That(dir.StdoutText, Does.Contain("only-in-the-directory").And.Not.Contain("added.txt"), dir.ToString());
+            CliResult readOnly = SandboxCli.Run("run", "--root", _store.Path, "--read-only", image, "sh", "-c",
+                "cat /added.txt; if touch /keep/x 2>/dev/null; then echo written; else echo refused; fi");
+            Assert.That(readOnly.StdoutText, Is.EqualTo("added in layer 3\nrefused\n"), readOnly.ToString());
+        }
+    }
+
+    [Test]
     public void AnImportedNameRunsAndBindsAndLimitsWorkTheSame()
     {
         string image = TestImages.Path("image-docker.tar");

@@ -59,6 +59,24 @@ public class ImageRootPlanTests
     }
 
     [Test]
+    public void TheOverlaysStepsAreMarkedForAPreparedNamespaceExceptWithKeep()
+    {
+        // sandbox_init.c's mount_overlay replays exactly these five: the upper and work directories,
+        // into the store, the mount, back to /.
+        var steps = Plan(new ImageRoot(_image, Driver: StorageDriver.Overlay));
+        Assert.That(steps.Where(s => s.OverlayPreparedBySpare), Is.EqualTo(new SetupStep[]
+        {
+            new MakeDirectoryStep("/upper") { OverlayPreparedBySpare = true },
+            new MakeDirectoryStep("/work") { OverlayPreparedBySpare = true },
+            new ChangeDirectoryStep($"/oldroot{_store}/l") { OverlayPreparedBySpare = true },
+            new MountStep("overlay", "/newroot", "overlay", MountFlags.None, "lowerdir=bbbb:aaaa,upperdir=/upper,workdir=/work,userxattr") { OverlayPreparedBySpare = true },
+            new ChangeDirectoryStep("/") { OverlayPreparedBySpare = true },
+        }));
+        string keep = _host.Dir.CreateDirectory("kept-marks");
+        Assert.That(Plan(new ImageRoot(_image, KeepDirectory: keep, Driver: StorageDriver.Overlay)).Where(s => s.OverlayPreparedBySpare), Is.Empty);
+    }
+
+    [Test]
     public void FuseOverlayfsRunsTheHostProgramOnTheScratchRootBeforeTheRootIsUsed()
     {
         var steps = Plan(new ImageRoot(_image, Driver: StorageDriver.FuseOverlayfs) { FuseOverlayfsProgram = "/usr/bin/fuse-overlayfs" });

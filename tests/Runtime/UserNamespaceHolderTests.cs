@@ -142,11 +142,11 @@ public class UserNamespaceHolderTests
         string root = Directory.CreateTempSubdirectory("holder-").FullName;
         try
         {
-            Assert.That(NativeExecutor.UserNamespaceFetch(Path.Combine(root, "none.sock"), out _), Is.EqualTo(-2), "ENOENT");
+            Assert.That(NativeExecutor.UserNamespaceFetch(Path.Combine(root, "none.sock"), out _, out _), Is.EqualTo(-2), "ENOENT");
             int listening = NativeExecutor.UserNamespaceListen(Path.Combine(root, "closed.sock"));
             Assert.That(listening, Is.GreaterThanOrEqualTo(0));
             Tmds.Linux.LibC.close(listening);
-            Assert.That(NativeExecutor.UserNamespaceFetch(Path.Combine(root, "closed.sock"), out _), Is.EqualTo(-111), "ECONNREFUSED");
+            Assert.That(NativeExecutor.UserNamespaceFetch(Path.Combine(root, "closed.sock"), out _, out _), Is.EqualTo(-111), "ECONNREFUSED");
         }
         finally
         {
@@ -190,9 +190,9 @@ public class UserNamespaceHolderTests
             using HolderRequest? request = UserNamespaceHolder.Request(Range, Env(("XDG_RUNTIME_DIR", root)));
             Assert.That(request?.Connection, Is.Not.Null, "the listening socket takes the connection into its backlog");
             var clock = Stopwatch.StartNew();
-            int rc = NativeExecutor.UserNamespaceReceive(request!.Connection!, out NativeSpareFds spare);
+            int rc = NativeExecutor.UserNamespaceReceive(request!.Connection!, out NativeSpareFds spare, out string? overlay);
             Assert.That(rc, Is.EqualTo(-11), "EAGAIN: the receive timed out");
-            Assert.That((spare.User, spare.Network, spare.Ipc, spare.Uts), Is.EqualTo((-1, -1, -1, -1)));
+            Assert.That((spare.User, spare.Network, spare.Ipc, spare.Uts, spare.Mount, overlay), Is.EqualTo((-1, -1, -1, -1, -1, (string?)null)));
             Assert.That(clock.Elapsed, Is.GreaterThan(TimeSpan.FromMilliseconds(900)).And.LessThan(TimeSpan.FromSeconds(10)));
         }
         finally

@@ -30,6 +30,7 @@ internal enum NativeStepOptions
     Optional = 1,
     Recursive = 2,
     PreparedBySpare = 4,
+    OverlayPreparedBySpare = 8,
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -102,6 +103,7 @@ internal unsafe struct NativeSpawnArgs
     public int SpareUtsNamespaceFd;
     public int SpareMountNamespaceFd;
     public int MountPrepared;
+    public int OverlayPrepared;
 }
 
 /// <summary>The fds of a holder's spare as sbx_userns_receive hands them over (SBX_SPARE_*), -1 each when there is none.</summary>
@@ -114,6 +116,8 @@ internal struct NativeSpareFds
     public int Uts;
     /// <summary>The prepared mount namespace; -1 when the spare came without one.</summary>
     public int Mount;
+    /// <summary>The length of the overlay the prepared mount namespace has mounted (<see cref="NativeExecutor.OverlayHintSize"/>), 0 when none.</summary>
+    public int OverlayLength;
 
     public static NativeSpareFds None => new() { User = -1, Network = -1, Ipc = -1, Uts = -1, Mount = -1 };
 }
@@ -190,7 +194,7 @@ internal unsafe struct NativeFileArgs
 internal static unsafe partial class NativeExecutor
 {
     public const string LibraryName = "libsandbox_exec.so";
-    internal const int ExpectedAbiVersion = 14;
+    internal const int ExpectedAbiVersion = 15;
 
     /// <summary>
     /// The executor's entry points, bound with dlsym (NativeLibrary) on first use: from the executable
@@ -218,9 +222,9 @@ internal static unsafe partial class NativeExecutor
         public static readonly delegate* unmanaged<int*, int, void> SignalsRestore = (delegate* unmanaged<int*, int, void>)Get("sbx_signals_restore");
         public static readonly delegate* unmanaged<int, int> ExecutableCopy = (delegate* unmanaged<int, int>)Get("sbx_executable_copy");
         public static readonly delegate* unmanaged<byte*, int> UserNamespaceListen = (delegate* unmanaged<byte*, int>)Get("sbx_userns_listen");
-        public static readonly delegate* unmanaged<byte*, NativeSpareFds*, int> UserNamespaceFetch = (delegate* unmanaged<byte*, NativeSpareFds*, int>)Get("sbx_userns_fetch");
+        public static readonly delegate* unmanaged<byte*, NativeSpareFds*, byte*, int> UserNamespaceFetch = (delegate* unmanaged<byte*, NativeSpareFds*, byte*, int>)Get("sbx_userns_fetch");
         public static readonly delegate* unmanaged<byte*, int> UserNamespaceConnect = (delegate* unmanaged<byte*, int>)Get("sbx_userns_connect");
-        public static readonly delegate* unmanaged<int, NativeSpareFds*, int> UserNamespaceReceive = (delegate* unmanaged<int, NativeSpareFds*, int>)Get("sbx_userns_receive");
+        public static readonly delegate* unmanaged<int, NativeSpareFds*, byte*, int> UserNamespaceReceive = (delegate* unmanaged<int, NativeSpareFds*, byte*, int>)Get("sbx_userns_receive");
         public static readonly delegate* unmanaged<int, int> UserNamespaceVerify = (delegate* unmanaged<int, int>)Get("sbx_userns_verify");
         public static readonly delegate* unmanaged<int, byte**, byte***, int*, byte*, int, void> RunHelpers =
             (delegate* unmanaged<int, byte**, byte***, int*, byte*, int, void>)Get("sbx_run_helpers");
@@ -321,14 +325,23 @@ internal static unsafe partial class NativeExecutor
     /// the spare's user, network, IPC and UTS namespaces when the holder had one and it passed the
     /// check, else -1 each.
     /// </summary>
-    public static int UserNamespaceFetch(string path, out NativeSpareFds spare)
+    public static int UserNamespaceFetch(string path, out NativeSpareFds spare, out string? overlay)
     {
         using var arena = new NativeArena();
         NativeSpareFds fds = NativeSpareFds.None;
-        int rc = Exports.UserNamespaceFetch(arena.String(path), &fds);
+        byte* hint = (byte*)arena.Allocate(OverlayHintSize, zero: false);
+        int rc = Exports.UserNamespaceFetch(arena.String(path), &fds, hint);
         spare = fds;
+        overlay = OverlayOf(fds, hint);
         return rc;
     }
+
+    /// <summary>The most a holder says of the overlay a spare has mounted (sandbox_exec.c, SBX_OVERLAY_HINT_SIZE).</summary>
+    public const int OverlayHintSize = 8192;
+
+    // "DIRECTORY\0DATA\0" as the holder sent it, or null.
+    private static string? OverlayOf(NativeSpareFds fds, byte* hint) =>
+        fds.Mount >= 0 && fds.OverlayLength is > 0 and <= OverlayHintSize ? System.Text.Encoding.UTF8.GetString(hint, fds.OverlayLength) : null;
 
     /// <summary>A socket connected to the holder at <paramref name="path"/>, whose answer <see cref="UserNamespaceReceive"/> reads; or -errno.</summary>
     public static int UserNamespaceConnect(string path)
@@ -338,11 +351,14 @@ internal static unsafe partial class NativeExecutor
     }
 
     /// <summary>What the holder connected at <paramref name="connection"/> hands over, as <see cref="UserNamespaceFetch"/> returns it.</summary>
-    public static int UserNamespaceReceive(SafeHandle connection, out NativeSpareFds spare)
+    public static int UserNamespaceReceive(SafeHandle connection, out NativeSpareFds spare, out string? overlay)
     {
+        using var arena = new NativeArena();
         NativeSpareFds fds = NativeSpareFds.None;
-        int rc = Exports.UserNamespaceReceive((int)connection.DangerousGetHandle(), &fds);
+        byte* hint = (byte*)arena.Allocate(OverlayHintSize, zero: false);
+        int rc = Exports.UserNamespaceReceive((int)connection.DangerousGetHandle(), &fds, hint);
         spare = fds;
+        overlay = OverlayOf(fds, hint);
         return rc;
     }
 

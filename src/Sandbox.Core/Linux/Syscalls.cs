@@ -235,6 +235,20 @@ internal static unsafe partial class Syscalls
         return n == 1;
     }
 
+    /// <summary>One write(2) of all of <paramref name="bytes"/> (a datagram on a SOCK_SEQPACKET socket), retried on EINTR; false when it was not written whole.</summary>
+    public static bool TryWrite(SafeFileHandle handle, ReadOnlySpan<byte> bytes)
+    {
+        int fd = (int)handle.DangerousGetHandle();
+        long n;
+        fixed (byte* b = bytes)
+        {
+            do
+                n = write(fd, b, bytes.Length);
+            while (n < 0 && errno == Errno.EINTR);
+        }
+        return n == bytes.Length;
+    }
+
     public static int Read(SafeFileHandle handle, Span<byte> buffer)
     {
         int n = TryRead((int)handle.DangerousGetHandle(), buffer);

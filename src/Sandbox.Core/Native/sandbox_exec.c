@@ -52,7 +52,7 @@
 // 11: a holder hands over a spare user and network namespace (sbx_userns_fetch, sbx_spawn_args).
 // 12: SBX_OP_MASK; the holder asked ahead (sbx_userns_connect, sbx_userns_receive); signals to
 //     the CLI forwarded through a pipe (sbx_signals_forward, sbx_signals_restore).
-#define SBX_ABI_VERSION 14
+#define SBX_ABI_VERSION 15
 
 // ---- raw system calls: never touch errno (see header comment) -------------------------------
 #include "sandbox_syscall.h"
@@ -86,6 +86,7 @@ enum sbx_op_option {
     SBX_OPT_OPTIONAL = 1,   // ENOENT on the target or source skips the step (masking absent paths)
     SBX_OPT_RECURSIVE = 2,  // AT_RECURSIVE for mount_setattr
     SBX_OPT_PREPARED = 4,   // done already in a spare's prepared mount namespace: skipped when PID 1 joined one
+    SBX_OPT_OVERLAY_PREPARED = 8, // the root's overlay, mounted already in it when it came with this plan's (overlay_prepared)
 };
 
 // The old root stays at /oldroot until the final pivot; its procfs gives /proc/self/fd paths, which
@@ -114,8 +115,11 @@ struct sbx_op {
 };
 
 // A holder's spare, as sbx_userns_receive hands its fds over (sandbox_init.c sends them in this order).
-// SBX_SPARE_MNT is -1 when the spare comes without a prepared mount namespace.
+// SBX_SPARE_MNT is -1 when the spare comes without a prepared mount namespace; the int after the
+// last (SBX_SPARE_COUNT) is the length of the overlay it has mounted, 0 when none.
 enum { SBX_SPARE_USER, SBX_SPARE_NET, SBX_SPARE_IPC, SBX_SPARE_UTS, SBX_SPARE_MNT, SBX_SPARE_COUNT };
+// The most a holder says of an overlay: "DIRECTORY\0DATA\0" (sandbox_init.c, OVERLAY_HINT_SIZE).
+#define SBX_OVERLAY_HINT_SIZE 8192
 
 enum sbx_spawn_flag {
     SBX_FLAG_NO_NEW_PRIVS = 1,
@@ -168,6 +172,7 @@ struct sbx_spawn_args {
     int32_t spare_utsns_fd;
     int32_t spare_mntns_fd;       // the spare's prepared mount namespace, or -1 (sandbox_init.c, "spares")
     int32_t mount_prepared;       // set by PID 1: it joined spare_mntns_fd, so SBX_OPT_PREPARED steps are done
+    int32_t overlay_prepared;     // spare_mntns_fd has this plan's overlay mounted: SBX_OPT_OVERLAY_PREPARED steps are done
 };
 
 #include "sandbox_protocol.h"
@@ -783,6 +788,8 @@ static int init_main(void *arg)
             continue;
         if ((op->options & SBX_OPT_PREPARED) && a->mount_prepared)
             continue;
+        if ((op->options & SBX_OPT_OVERLAY_PREPARED) && a->mount_prepared && a->overlay_prepared)
+            continue;
         if (op->kind == SBX_OP_RUN) {
             int status = 0;
             root_cache_close(&cache);
@@ -1228,23 +1235,25 @@ SBX_EXPORT int sbx_userns_connect(const char *path)
 
 // Reads what the holder connected at fd hands over (the caller still closes fd): the user
 // namespace fd (close-on-exec), verified by sbx_userns_verify; or -errno. When the holder also
-// hands over a spare that spare_verify accepts, spare[SBX_SPARE_COUNT] gets its fds (user, net,
+// hands over a spare that spare_verify accepts, spare[0..SBX_SPARE_COUNT) gets its fds (user, net,
 // ipc, uts, and the prepared mount namespace if it came and prepared_mount_verify accepts it;
-// close-on-exec); else they are -1.
-SBX_EXPORT int sbx_userns_receive(int fd, int *spare)
+// close-on-exec); else they are -1. spare[SBX_SPARE_COUNT] is the length of what overlay (of
+// SBX_OVERLAY_HINT_SIZE bytes) received: the overlay the prepared namespace has mounted, or 0.
+SBX_EXPORT int sbx_userns_receive(int fd, int *spare, char *overlay)
 {
     for (int i = 0; i < SBX_SPARE_COUNT; i++)
         spare[i] = -1;
+    spare[SBX_SPARE_COUNT] = 0;
     char byte;
-    struct iovec iov = {&byte, 1};
+    struct iovec iov[2] = {{&byte, 1}, {overlay, SBX_OVERLAY_HINT_SIZE}};
     union {
         struct cmsghdr header;
         char space[CMSG_SPACE((2 + SBX_SPARE_COUNT) * sizeof(int))];
     } control;
     memset(&control, 0, sizeof control);
     struct msghdr message = {0};
-    message.msg_iov = &iov;
-    message.msg_iovlen = 1;
+    message.msg_iov = iov;
+    message.msg_iovlen = 2;
     message.msg_control = control.space;
     message.msg_controllen = sizeof control.space;
     ssize_t n;
@@ -1266,8 +1275,10 @@ SBX_EXPORT int sbx_userns_receive(int fd, int *spare)
     if (count == 0)
         return -EPROTO;
     memcpy(fds, CMSG_DATA(c), count * sizeof(int));
-    int expected = byte == 'n' ? 1 : byte == 'p' ? WITH_SPARE : byte == 'm' ? MAX_FDS : -1;
-    int rc = n != 1 || (message.msg_flags & MSG_CTRUNC) || count != expected ? -EPROTO : sbx_userns_verify(fds[0]);
+    int expected = byte == 'n' ? 1 : byte == 'p' ? WITH_SPARE : byte == 'm' || byte == 'o' ? MAX_FDS : -1;
+    // 'o' carries the overlay after the byte (its two strings' NULs included); the others nothing.
+    int rc = n < 1 || (byte == 'o' ? n < 4 || overlay[n - 2] != 0 : n != 1) || (message.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) ||
+             count != expected ? -EPROTO : sbx_userns_verify(fds[0]);
     if (rc < 0) {
         for (int i = 0; i < count; i++)
             close(fds[i]);
@@ -1277,9 +1288,10 @@ SBX_EXPORT int sbx_userns_receive(int fd, int *spare)
         if (spare_verify(fds[0], fds + 1) == 0) {
             for (int i = 0; i < SBX_SPARE_MNT; i++)
                 spare[i] = fds[1 + i];
-            if (count == MAX_FDS && prepared_mount_verify(fds[1 + SBX_SPARE_USER], fds[1 + SBX_SPARE_MNT], fds[MAX_FDS - 1]) == 0)
+            if (count == MAX_FDS && prepared_mount_verify(fds[1 + SBX_SPARE_USER], fds[1 + SBX_SPARE_MNT], fds[MAX_FDS - 1]) == 0) {
                 spare[SBX_SPARE_MNT] = fds[1 + SBX_SPARE_MNT];
-            else if (count == MAX_FDS)
+                spare[SBX_SPARE_COUNT] = byte == 'o' ? (int)n - 1 : 0;
+            } else if (count == MAX_FDS)
                 close(fds[1 + SBX_SPARE_MNT]);
         } else {
             for (int i = 1; i < WITH_SPARE; i++)
@@ -1294,14 +1306,15 @@ SBX_EXPORT int sbx_userns_receive(int fd, int *spare)
 }
 
 // sbx_userns_connect and sbx_userns_receive in one: what the holder at path hands over, or -errno.
-SBX_EXPORT int sbx_userns_fetch(const char *path, int *spare)
+SBX_EXPORT int sbx_userns_fetch(const char *path, int *spare, char *overlay)
 {
     for (int i = 0; i < SBX_SPARE_COUNT; i++)
         spare[i] = -1;
+    spare[SBX_SPARE_COUNT] = 0;
     int fd = sbx_userns_connect(path);
     if (fd < 0)
         return fd;
-    int rc = sbx_userns_receive(fd, spare);
+    int rc = sbx_userns_receive(fd, spare, overlay);
     close(fd);
     return rc;
 }

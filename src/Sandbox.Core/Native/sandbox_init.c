@@ -159,6 +159,55 @@ struct spare_maker {
     int mounts_changed; // our mount table changed while it worked: its mount namespace is not taken
 };
 
+// The overlay the last caller's plan mounts as its root, as it told us after the hand-over
+// ("DIRECTORY\0DATA\0": the directory its lowerdir names are relative to, and the mount's data),
+// and the one the spare's prepared namespace has mounted. A caller that runs the same image again
+// finds its root mounted already (sandbox_exec.c, SBX_OPT_OVERLAY_PREPARED); the overlay mount, its
+// upper's work-directory probes included, was 64 µs of every image run (a C loop). Plain arrays:
+// this program has no dynamic loader to relocate pointers.
+#define OVERLAY_HINT_SIZE 8192
+static char overlay_hint[OVERLAY_HINT_SIZE];
+static long overlay_hint_length;
+static char maker_overlay[OVERLAY_HINT_SIZE];
+static long maker_overlay_length;
+static char spare_overlay[OVERLAY_HINT_SIZE];
+static long spare_overlay_length;
+
+// Well formed: two NUL-terminated strings filling exactly `length` bytes.
+static int overlay_hint_valid(const char *hint, long length)
+{
+    long nuls = 0;
+    for (long i = 0; i < length; i++)
+        nuls += hint[i] == 0;
+    return length > 2 && nuls == 2 && hint[length - 1] == 0 && hint[0] != 0;
+}
+
+static void copy_bytes(char *to, const char *from, long length)
+{
+    for (long i = 0; i < length; i++)
+        to[i] = from[i];
+}
+
+// In the prepared namespace: the steps of the caller's plan that mount its root (RootfsPlanner's
+// AddOverlayRoot, marked OverlayPreparedBySpare; keep the two in step): its upper and work
+// directories on the scratch tmpfs, the overlay at /newroot. 0, or -errno.
+static long mount_overlay(const char *hint)
+{
+    const char *directory = hint, *data = hint;
+    while (*data)
+        data++;
+    data++;
+    long rc = SYS3(SYS_mkdirat, AT_FDCWD, "/upper", 0755);
+    if (rc == 0)
+        rc = SYS3(SYS_mkdirat, AT_FDCWD, "/work", 0755);
+    if (rc == 0)
+        rc = SYS1(SYS_chdir, directory);
+    if (rc == 0)
+        rc = SYS5(SYS_mount, "overlay", "/newroot", "overlay", 0, data);
+    SYS1(SYS_chdir, "/");
+    return rc;
+}
+
 // The maker's mount namespace, brought to where every plan starts (RootfsPlanner.Plan's steps marked
 // PreparedBySpare; keep the two in step): our mounts made slaves of the host's, so that nothing
 // mounted here propagates back (mount_namespaces(7)); a tmpfs at /tmp with newroot and oldroot in
@@ -212,7 +261,10 @@ static void start_spare(struct spare_maker *m)
         // 'g' once the holder has written our maps: the mount namespace is prepared, and reported.
         // EOF: we may go (the holder has opened what it takes, or gave up).
         if (read_retrying(gate[0], &byte, 1) == 1) {
+            // 'o': with the last caller's overlay mounted at /newroot as well.
             byte = prepare_mount_namespace() == 0 ? 'm' : 'f';
+            if (byte == 'm' && maker_overlay_length > 0 && mount_overlay(maker_overlay) == 0)
+                byte = 'o';
             if (SYS3(SYS_write, report[1], &byte, 1) == 1)
                 read_retrying(gate[0], &byte, 1);
         }
@@ -231,6 +283,13 @@ static void start_spare(struct spare_maker *m)
     m->gate = gate[1];
     m->preparing = 0;
     m->mounts_changed = 0;
+}
+
+// What the maker forked now will mount (it has its own copy of our memory).
+static void remember_maker_overlay(void)
+{
+    copy_bytes(maker_overlay, overlay_hint, overlay_hint_length);
+    maker_overlay_length = overlay_hint_length;
 }
 
 // Done with the maker's reports: closing the gate lets it exit at its own pace; it is reaped once its
@@ -272,9 +331,14 @@ static void finish_spare(struct spare_maker *m, struct spare *s, const char *uid
 static void finish_mount(struct spare_maker *m, struct spare *s)
 {
     char byte;
-    if (read_retrying(m->report, &byte, 1) == 1 && byte == 'm' && !m->mounts_changed && s->ns[SPARE_USER] >= 0) {
+    if (read_retrying(m->report, &byte, 1) == 1 && (byte == 'm' || byte == 'o') && !m->mounts_changed && s->ns[SPARE_USER] >= 0) {
         long mnt = open_namespace(m->pid, spare_names[SPARE_MNT]);
         s->ns[SPARE_MNT] = mnt >= 0 ? mnt : -1;
+        spare_overlay_length = 0;
+        if (mnt >= 0 && byte == 'o') {
+            copy_bytes(spare_overlay, maker_overlay, maker_overlay_length);
+            spare_overlay_length = maker_overlay_length;
+        }
     }
     maker_done(m);
 }
@@ -303,6 +367,7 @@ static void reap_maker(struct spare_maker *m)
 #define SCM_RIGHTS 1
 #define SO_PEERCRED 17
 #define MSG_NOSIGNAL 0x4000
+#define MSG_DONTWAIT 0x40
 
 struct io_vector {
     void *base;
@@ -335,8 +400,9 @@ struct peer_credentials {
 
 // Hands the held namespace over ('n', one fd), with the spare if there is one ('p', five fds: the
 // held namespace, the spare's user, network, IPC and UTS namespaces; 'm', seven: those, its
-// prepared mount namespace and our own mount namespace, for the caller to check it is its own).
-// A spare handed over is ours no more: returns the pid of the caller that took it, else 0.
+// prepared mount namespace and our own mount namespace, for the caller to check it is its own;
+// 'o', as 'm' with the overlay it has mounted after the byte). A spare handed over is ours no
+// more: returns the pid of the caller that took it, 0 when it took none, -1 when nothing was sent.
 static long hand_over(long connection, long ns, long own_mnt, struct spare *spare)
 {
     struct peer_credentials peer;
@@ -345,12 +411,12 @@ static long hand_over(long connection, long ns, long own_mnt, struct spare *spar
     // else it would be of no use anyway, as joining it needs CAP_SYS_ADMIN over it.
     if (SYS5(SYS_getsockopt, connection, SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0 ||
         peer.uid != (unsigned int)SYS0(SYS_geteuid))
-        return 0;
+        return -1;
     int with_spare = spare->ns[SPARE_USER] >= 0;
     int with_mount = with_spare && spare->ns[SPARE_MNT] >= 0 && own_mnt >= 0;
     int fds = with_mount ? 2 + SPARE_COUNT : with_spare ? SPARE_COUNT : 1;
-    char byte = with_mount ? 'm' : with_spare ? 'p' : 'n';
-    struct io_vector iov = {&byte, 1};
+    char byte = with_mount ? (spare_overlay_length > 0 ? 'o' : 'm') : with_spare ? 'p' : 'n';
+    struct io_vector iov[2] = {{&byte, 1}, {spare_overlay, byte == 'o' ? (unsigned long)spare_overlay_length : 0}};
     // cmsg_len is CMSG_LEN(fds * sizeof(int)); the buffer's length is CMSG_SPACE of it (cmsg(3)),
     // the data rounded up to 8 bytes.
     struct fd_control control = {sizeof(unsigned long) + 2 * sizeof(int) + fds * sizeof(int), SOL_SOCKET, SCM_RIGHTS,
@@ -358,10 +424,13 @@ static long hand_over(long connection, long ns, long own_mnt, struct spare *spar
                                   (int)spare->ns[SPARE_UTS], (int)spare->ns[SPARE_MNT], (int)own_mnt},
                                  0};
     unsigned long space = sizeof(unsigned long) + 2 * sizeof(int) + ((fds * sizeof(int) + 7) & ~7UL);
-    struct message_header message = {0, 0, &iov, 1, &control, space, 0};
-    if (SYS3(SYS_sendmsg, connection, &message, MSG_NOSIGNAL) != 1 || !with_spare)
+    struct message_header message = {0, 0, iov, byte == 'o' ? 2 : 1, &control, space, 0};
+    if (SYS3(SYS_sendmsg, connection, &message, MSG_NOSIGNAL) != 1 + (long)iov[1].length)
+        return -1;
+    if (!with_spare)
         return 0;
     spare_close(spare);
+    spare_overlay_length = 0;
     return peer.pid > 0 ? peer.pid : 0;
 }
 
@@ -413,6 +482,7 @@ static int hold_userns(long argc, char **argv)
     struct spare spare = {{-1, -1, -1, -1, -1}};
     struct spare_maker maker = {0, -1, -1, -1, 0, 0};
     long taker = -1;
+    long hinting = -1; // the last connection served: its caller sends the overlay its plan mounts, then closes
     int want_spare = 1;
     for (;;) {
         // A spare is started only while no caller waits. One attempt per hand-over: a failure (say,
@@ -421,14 +491,16 @@ static int hold_userns(long argc, char **argv)
             if (taker >= 0)
                 SYS1(SYS_close, taker);
             taker = -1;
+            remember_maker_overlay();
             start_spare(&maker);
             want_spare = 0;
         }
         // A negative fd is ignored (poll(2)): the maker's report counts until it is read, its pidfd
         // until it is reaped.
-        struct pollfd fds[4] = {{HOLDER_FD_LISTEN, POLLIN, 0}, {(int)maker.report, POLLIN, 0}, {(int)maker.pidfd, POLLIN, 0}, {(int)mounts, POLLPRI, 0}};
+        struct pollfd fds[5] = {{HOLDER_FD_LISTEN, POLLIN, 0}, {(int)maker.report, POLLIN, 0}, {(int)maker.pidfd, POLLIN, 0},
+                                {(int)mounts, POLLPRI, 0}, {(int)hinting, POLLIN, 0}};
         struct __kernel_timespec timeout = {idle, 0};
-        long ready = SYS5(SYS_ppoll, fds, 4, &timeout, 0, KERNEL_SIGSET_SIZE);
+        long ready = SYS5(SYS_ppoll, fds, 5, &timeout, 0, KERNEL_SIGSET_SIZE);
         if (ready == 0)
             return 0; // idle: a new caller finds the socket refusing and starts another holder
         if (ready < 0) {
@@ -441,7 +513,20 @@ static int hold_userns(long argc, char **argv)
             if (spare.ns[SPARE_MNT] >= 0)
                 SYS1(SYS_close, spare.ns[SPARE_MNT]);
             spare.ns[SPARE_MNT] = -1;
+            spare_overlay_length = 0;
             maker.mounts_changed = 1;
+            continue;
+        }
+        if (fds[4].revents) {
+            // One message (SOCK_SEQPACKET), or EOF from a caller whose plan mounts no overlay.
+            char hint[OVERLAY_HINT_SIZE];
+            long n = SYS6(SYS_recvfrom, hinting, hint, sizeof hint, MSG_DONTWAIT, 0, 0);
+            if (n > 0 && overlay_hint_valid(hint, n)) {
+                copy_bytes(overlay_hint, hint, n);
+                overlay_hint_length = n;
+            }
+            SYS1(SYS_close, hinting);
+            hinting = -1;
             continue;
         }
         if (fds[1].revents) {
@@ -459,7 +544,13 @@ static int hold_userns(long argc, char **argv)
         if (connection < 0)
             continue;
         long took = hand_over(connection, ns, own_mnt, &spare);
-        SYS1(SYS_close, connection);
+        if (took < 0) {
+            SYS1(SYS_close, connection);
+        } else {
+            if (hinting >= 0)
+                SYS1(SYS_close, hinting);
+            hinting = connection;
+        }
         if (took > 0) {
             if (taker >= 0)
                 SYS1(SYS_close, taker);

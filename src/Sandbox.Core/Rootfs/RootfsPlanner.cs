@@ -322,14 +322,17 @@ public static class RootfsPlanner
         string data = $"lowerdir={lower},upperdir={upper},workdir={work},userxattr";
         if (data.Length > 4000)
             throw new SandboxException(SandboxErrorCode.InvalidSpec, $"image {image.Image.Name} has too many layers ({layers.Length}) for one overlay mount");
-        if (image.KeepDirectory is null)
+        // Without --keep, a holder's spare may come with this very overlay mounted in its prepared
+        // mount namespace (sandbox_init.c, mount_overlay replays these steps; keep the two in step).
+        bool replayable = image.KeepDirectory is null;
+        if (replayable)
         {
-            steps.Add(new MakeDirectoryStep("/upper"));
-            steps.Add(new MakeDirectoryStep("/work"));
+            steps.Add(new MakeDirectoryStep("/upper") { OverlayPreparedBySpare = true });
+            steps.Add(new MakeDirectoryStep("/work") { OverlayPreparedBySpare = true });
         }
-        steps.Add(new ChangeDirectoryStep(HostPaths.Under(OldRoot, HostPaths.Resolve(store))));
-        steps.Add(new MountStep("overlay", NewRoot, "overlay", MountFlags.None, data));
-        steps.Add(new ChangeDirectoryStep("/"));
+        steps.Add(new ChangeDirectoryStep(HostPaths.Under(OldRoot, HostPaths.Resolve(store))) { OverlayPreparedBySpare = replayable });
+        steps.Add(new MountStep("overlay", NewRoot, "overlay", MountFlags.None, data) { OverlayPreparedBySpare = replayable });
+        steps.Add(new ChangeDirectoryStep("/") { OverlayPreparedBySpare = replayable });
     }
 
     /// <summary>The image's layer directories (lowest first), each checked to exist.</summary>

@@ -72,7 +72,8 @@ internal static unsafe class Launcher
             var started = Stopwatch.GetTimestamp();
             bool mapsWritten = false;
             int pid;
-            using (HeldUserNamespace? held = AcquireHeldUserNamespace(plan, holderRequest))
+            string? overlayHint = UserNamespaceHolder.OverlayHint(plan);
+            using (HeldUserNamespace? held = AcquireHeldUserNamespace(plan, holderRequest, overlayHint))
             {
                 WithoutHeldNamespace(args);
                 if (held is not null)
@@ -87,9 +88,9 @@ internal static unsafe class Launcher
                         args->SpareNetworkNamespaceFd = (int)spare.Network.DangerousGetHandle();
                         args->SpareIpcNamespaceFd = (int)spare.Ipc.DangerousGetHandle();
                         args->SpareUtsNamespaceFd = (int)spare.Uts.DangerousGetHandle();
-                        // Only for a plan that starts where the prepared namespace stands (the
-                        // RootfsPlanner's); a helper's plan of its own expects a plain copy of ours.
-                        args->SpareMountNamespaceFd = spare.Mount is { } mount && StartsPrepared(plan) ? (int)mount.DangerousGetHandle() : -1;
+                        var (use, overlayPrepared) = PreparedMountUse(spare.Mount is not null, StartsPrepared(plan), spare.Overlay, overlayHint);
+                        args->SpareMountNamespaceFd = use ? (int)spare.Mount!.DangerousGetHandle() : -1;
+                        args->OverlayPrepared = overlayPrepared ? 1 : 0;
                     }
                 }
                 pid = NativeExecutor.Spawn(args, out pidfd);
@@ -166,6 +167,22 @@ internal static unsafe class Launcher
         args->SpareIpcNamespaceFd = -1;
         args->SpareUtsNamespaceFd = -1;
         args->SpareMountNamespaceFd = -1;
+        args->OverlayPrepared = 0;
+    }
+
+    /// <summary>
+    /// Whether PID 1 joins a spare's prepared mount namespace, and whether the overlay mounted in it
+    /// is this plan's root. Only a plan that starts where the prepared namespace stands (the
+    /// RootfsPlanner's) joins; a helper's plan of its own expects a plain copy of our mounts. One
+    /// with another overlay mounted holds the upper and work directories this plan's overlay wants:
+    /// that plan goes without it. A plan that mounts no overlay stacks its root over the mounted one,
+    /// which the final pivot drops with the rest of the scratch root.
+    /// </summary>
+    internal static (bool Use, bool OverlayPrepared) PreparedMountUse(bool spareHasMount, bool planStartsPrepared, string? spareOverlay, string? planOverlay)
+    {
+        bool matches = spareOverlay is not null && spareOverlay == planOverlay;
+        bool use = spareHasMount && planStartsPrepared && (spareOverlay is null || planOverlay is null || matches);
+        return (use, use && matches);
     }
 
     private static bool StartsPrepared(RuntimePlan plan)
@@ -181,8 +198,8 @@ internal static unsafe class Launcher
     // The maps come from a held user namespace when one can be had: PID 1 gets a user namespace
     // nested in it, whose maps the executor writes (for a subordinate range: no newuidmap or
     // newgidmap); or the holder's spare, made ahead of time with its network namespace.
-    private static HeldUserNamespace? AcquireHeldUserNamespace(RuntimePlan plan, HolderRequest? request) =>
-        plan.Namespaces.HasFlag(NamespaceSet.User) ? UserNamespaceHolder.TryAcquire(plan.IdMaps, request) : null;
+    private static HeldUserNamespace? AcquireHeldUserNamespace(RuntimePlan plan, HolderRequest? request, string? overlayHint) =>
+        plan.Namespaces.HasFlag(NamespaceSet.User) ? UserNamespaceHolder.TryAcquire(plan.IdMaps, request, overlay: overlayHint) : null;
 
     // Once a SandboxProcess exists it owns the arena and frees it after reaping PID 1.
     private static void Marshal(RuntimePlan plan, NativeArena arena, NativeSpawnArgs* args, Dictionary<int, IntPtr> outputs)
@@ -243,7 +260,8 @@ internal static unsafe class Launcher
     {
         var n = new NativeStep
         {
-            Options = (step.Optional ? (int)NativeStepOptions.Optional : 0) | (step.PreparedBySpare ? (int)NativeStepOptions.PreparedBySpare : 0),
+            Options = (step.Optional ? (int)NativeStepOptions.Optional : 0) | (step.PreparedBySpare ? (int)NativeStepOptions.PreparedBySpare : 0) |
+                      (step.OverlayPreparedBySpare ? (int)NativeStepOptions.OverlayPreparedBySpare : 0),
         };
         switch (step)
         {

@@ -114,6 +114,13 @@ public abstract record SetupStep
     public bool PreparedBySpare { get; init; }
 
     /// <summary>
+    /// One of the steps that mount an image's overlay as the root: done already when the holder's
+    /// prepared mount namespace came with this plan's overlay mounted (sandbox_init.c,
+    /// mount_overlay, which replays them).
+    /// </summary>
+    public bool OverlayPreparedBySpare { get; init; }
+
+    /// <summary>
     /// When set, the target is resolved inside this directory as if it were / (openat2's
     /// RESOLVE_IN_ROOT): no symlink under the new root can send the step outside it.
     /// </summary>

@@ -46,7 +46,11 @@ internal static unsafe class UserNamespaceHolder
     /// map earlier: the running holder's answer is taken from it, and without one (no holder, or an
     /// answer that fails its checks) this goes on as without it.
     /// </remarks>
-    public static HeldUserNamespace? TryAcquire(IdMapPlan plan, HolderRequest? request = null, Func<string, string?>? env = null)
+    /// <param name="overlay">
+    /// The overlay this run's plan mounts as its root (<see cref="OverlayHint"/>), told to the holder
+    /// after the answer, so that its next spare comes with it mounted; null when the plan mounts none.
+    /// </param>
+    public static HeldUserNamespace? TryAcquire(IdMapPlan plan, HolderRequest? request = null, Func<string, string?>? env = null, string? overlay = null)
     {
         env ??= Environment.GetEnvironmentVariable;
         int idle = IdleSeconds(env);
@@ -60,7 +64,7 @@ internal static unsafe class UserNamespaceHolder
         // directory is checked only before we put a socket there.
         if (request is { Connection: { } connection } && request.Plan == plan)
         {
-            if (Receive(connection) is HeldUserNamespace answered)
+            if (Receive(connection, overlay) is HeldUserNamespace answered)
                 return answered;
         }
         else if (Fetch(socket) is HeldUserNamespace running)
@@ -96,8 +100,8 @@ internal static unsafe class UserNamespaceHolder
     /// <summary>What the holder listening at <paramref name="socket"/> hands over; null when none answers.</summary>
     internal static HeldUserNamespace? Fetch(string socket)
     {
-        int fd = NativeExecutor.UserNamespaceFetch(socket, out NativeSpareFds spare);
-        return Held(fd, spare);
+        int fd = NativeExecutor.UserNamespaceFetch(socket, out NativeSpareFds spare, out string? overlay);
+        return Held(fd, spare, overlay);
     }
 
     /// <summary>
@@ -116,16 +120,41 @@ internal static unsafe class UserNamespaceHolder
         return new HolderRequest(plan, fd >= 0 ? new SafeFileHandle(fd, ownsHandle: true) : null);
     }
 
-    private static HeldUserNamespace? Receive(SafeFileHandle connection)
+    private static HeldUserNamespace? Receive(SafeFileHandle connection, string? overlayHint)
     {
-        int fd = NativeExecutor.UserNamespaceReceive(connection, out NativeSpareFds spare);
+        int fd = NativeExecutor.UserNamespaceReceive(connection, out NativeSpareFds spare, out string? overlay);
+        // The holder reads one message after its answer (sandbox_init.c, "hinting"); closing without
+        // one says the plan mounts no overlay. A failed write costs the next spare its overlay only.
+        if (fd >= 0 && overlayHint is not null && System.Text.Encoding.UTF8.GetByteCount(overlayHint) <= NativeExecutor.OverlayHintSize)
+            Syscalls.TryWrite(connection, System.Text.Encoding.UTF8.GetBytes(overlayHint));
         connection.Dispose();
-        return Held(fd, spare);
+        return Held(fd, spare, overlay);
     }
 
-    private static HeldUserNamespace? Held(int fd, NativeSpareFds spare) => fd < 0
+    private static HeldUserNamespace? Held(int fd, NativeSpareFds spare, string? overlay) => fd < 0
         ? null
-        : new HeldUserNamespace(new SafeFileHandle(fd, ownsHandle: true), spare.User >= 0 ? new SpareNamespaces(spare) : null);
+        : new HeldUserNamespace(new SafeFileHandle(fd, ownsHandle: true), spare.User >= 0 ? new SpareNamespaces(spare, overlay) : null);
+
+    /// <summary>
+    /// The overlay a plan mounts as its root, as the holder keeps it: the directory its lower
+    /// layers' names are relative to and the mount's data, each ending in a NUL (sandbox_init.c,
+    /// mount_overlay replays the steps marked <see cref="SetupStep.OverlayPreparedBySpare"/>). Null
+    /// when the plan has no such steps.
+    /// </summary>
+    public static string? OverlayHint(RuntimePlan plan)
+    {
+        string? directory = null, data = null;
+        foreach (SetupStep step in plan.Steps)
+        {
+            if (!step.OverlayPreparedBySpare)
+                continue;
+            if (step is ChangeDirectoryStep { Target: var path } && path != "/")
+                directory = path;
+            else if (step is MountStep { FileSystemType: "overlay", Data: var d })
+                data = d;
+        }
+        return directory is null || data is null ? null : $"{directory}\0{data}\0";
+    }
 
     /// <summary>
     /// The map of a sandbox's user namespace nested in the holder's: the holder's ids one to one, in
@@ -317,8 +346,11 @@ internal sealed class HeldUserNamespace(SafeFileHandle held, SpareNamespaces? sp
 /// table is the caller's and has not changed since, a mount namespace already in the state every
 /// plan starts from (the steps marked <see cref="SetupStep.PreparedBySpare"/>).
 /// </summary>
-internal sealed class SpareNamespaces(NativeSpareFds fds) : IDisposable
+internal sealed class SpareNamespaces(NativeSpareFds fds, string? overlay = null) : IDisposable
 {
+    /// <summary>The overlay its prepared mount namespace has mounted at /newroot (<see cref="UserNamespaceHolder.OverlayHint"/>), or null.</summary>
+    public string? Overlay { get; } = fds.Mount >= 0 ? overlay : null;
+
     public SafeFileHandle User { get; } = new(fds.User, ownsHandle: true);
 
     public SafeFileHandle Network { get; } = new(fds.Network, ownsHandle: true);
