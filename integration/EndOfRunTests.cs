@@ -98,47 +98,6 @@ public sealed class EndOfRunTests
         Assert.That(File.ReadAllText(Path.Combine(data.Path, "f")), Is.EqualTo("x\n"));
     }
 
-    [Test]
-    public void PidOneExitsAtIdlePriorityOnlyForACallerThatExitsAfterTheRun()
-    {
-        // The CLI's start (StartForExit): PID 1 reports as SCHED_IDLE, so that the CLI it wakes runs
-        // first, and its own exit, which nobody waits for, takes a free CPU. A library caller reaps
-        // PID 1 at Dispose, so there PID 1 keeps its normal policy (as with a cgroup or -v, where
-        // the run itself waits for PID 1: SandboxExecution.MayEndBeforePidOne). Read from PID 1
-        // after the exit event, before Dispose reaps it (proc(5), /proc/PID/stat field 41, policy).
-        var spec = new SandboxSpec(["/bin/true"]) { Root = RootSpec.Directory(Root), UserNamespace = UserNamespaceMode.Single };
-        Assert.That(PolicyOfPidOneAtTheEnd(SandboxRunner.StartForExit(spec, output: null)), Is.EqualTo(SchedIdle));
-        Assert.That(PolicyOfPidOneAtTheEnd(SandboxRunner.Start(spec)), Is.EqualTo(SchedOther));
-        Assert.That(ZombieChildren(), Is.Empty);
-    }
-
-    private const int SchedOther = 0, SchedIdle = 5;
-
-    private static int? PolicyOfPidOneAtTheEnd(SandboxExecution execution)
-    {
-        using (execution)
-        {
-            Assert.That(execution.ReadEvents().OfType<ExitedEvent>().Single().Result.ExitCode, Is.EqualTo(0));
-            return SchedulingPolicy(execution.ProcessId);
-        }
-    }
-
-    private static int? SchedulingPolicy(int pid)
-    {
-        string stat;
-        try
-        {
-            stat = File.ReadAllText($"/proc/{pid}/stat");
-        }
-        catch (IOException)
-        {
-            return null;
-        }
-        // Fields after the parenthesised command name start at field 3; the policy is field 41.
-        string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        return int.Parse(fields[41 - 3], System.Globalization.CultureInfo.InvariantCulture);
-    }
-
     // Children of this process (of any of its threads) that are zombies: /proc/PID/task/TID/children (proc(5)).
     private static List<string> ZombieChildren()
     {

@@ -127,7 +127,9 @@ internal static class Program
         Action<SandboxExecution>? started = null)
     {
         // The console shows the payload's bytes as they are: they go straight from its pipes to ours.
-        using SandboxExecution execution = SandboxRunner.StartForExit(spec, observe is null ? renderer.DirectOutput : null);
+        using SandboxExecution execution = observe is null && renderer.DirectOutput is DirectOutput direct
+            ? SandboxRunner.Start(spec, direct)
+            : SandboxRunner.Start(spec);
         // Signals to us go to the payload (docker's --sig-proxy): it decides how to end. Forwarded
         // from the first thing once it runs, before `started`: until then a SIGTERM ends this
         // process by default (and the sandbox with it, as its parent's death kills it). SIGHUP,

@@ -22,14 +22,6 @@ public static class SandboxRunner
     public static SandboxExecution Start(SandboxSpec spec, DirectOutput output, CancellationToken cancellationToken = default) =>
         SandboxExecution.Start(spec, HostContext.Current(), cancellationToken, output: output);
 
-    /// <summary>
-    /// Starts the sandbox for a caller that exits right after the run and calls
-    /// <see cref="SandboxExecution.LeavePidOneToInit"/> (the CLI): where the run may end before PID 1
-    /// does, PID 1's own exit then waits for a free CPU instead of delaying the caller's.
-    /// </summary>
-    public static SandboxExecution StartForExit(SandboxSpec spec, DirectOutput? output, CancellationToken cancellationToken = default) =>
-        SandboxExecution.Start(spec, HostContext.Current(), cancellationToken, output: output, callerExitsAfterRun: true);
-
     /// <summary>Runs to the end, passing each event to <paramref name="onEvent"/>.</summary>
     /// <exception cref="SandboxException">The sandbox could not be set up or the command could not be started.</exception>
     public static async Task<SandboxResult> RunAsync(SandboxSpec spec, Action<SandboxEvent>? onEvent = null, CancellationToken cancellationToken = default)
@@ -192,7 +184,7 @@ public sealed class SandboxExecution : IDisposable
     public void Kill() => Terminate(TerminationReason.Cancelled);
 
     internal static SandboxExecution Start(SandboxSpec spec, HostContext host, CancellationToken cancellationToken, Action<string>? warn = null,
-        DirectOutput? output = null, IStorageDriverHost? storage = null, bool callerExitsAfterRun = false)
+        DirectOutput? output = null, IStorageDriverHost? storage = null)
     {
         warn ??= m => Console.Error.WriteLine($"sandbox: {m}");
         ImageRootPreparer? root = null;
@@ -212,7 +204,7 @@ public sealed class SandboxExecution : IDisposable
             if (root is not null && SandboxPlanner.CheckImageOwners(root.Root.Image, plan.IdMaps) is string ownersWarning)
                 warn(ownersWarning);
             root?.Materialize(plan.IdMaps, host.Identity);
-            return Start(spec, plan, root, output, cancellationToken, warn, holderRequest, callerExitsAfterRun);
+            return Start(spec, plan, root, output, cancellationToken, warn, holderRequest);
         }
         catch
         {
@@ -226,7 +218,7 @@ public sealed class SandboxExecution : IDisposable
     }
 
     private static SandboxExecution Start(SandboxSpec spec, RuntimePlan plan, ImageRootPreparer? root, DirectOutput? output, CancellationToken cancellationToken, Action<string> warn,
-        HolderRequest? holderRequest, bool callerExitsAfterRun)
+        HolderRequest? holderRequest = null)
     {
         if (plan.IdMaps.Kind == IdMapKind.SingleId && (plan.Process.Uid is > 0 || plan.Process.Gid is > 0))
         {
@@ -245,8 +237,7 @@ public sealed class SandboxExecution : IDisposable
             (outRead, outWrite) = OutputChannel(output?.Stdout);
             (errRead, errWrite) = OutputChannel(output?.Stderr);
             // PID 1 joins the cgroup before it is released: nothing of the payload ever runs unlimited.
-            SandboxProcess process = Launcher.Start(plan, new StdioPlan(stdin, outWrite, errWrite), cgroup is null ? null : cgroup.AddProcess, holderRequest,
-                idleExit: callerExitsAfterRun && MayEndBeforePidOneFor(spec, cgroup, root));
+            SandboxProcess process = Launcher.Start(plan, new StdioPlan(stdin, outWrite, errWrite), cgroup is null ? null : cgroup.AddProcess, holderRequest);
             var execution = new SandboxExecution(process, cgroup, spec,
                 new OutputPump(outRead, OutputStream.Stdout, output?.Stdout), new OutputPump(errRead, OutputStream.Stderr, output?.Stderr), cancellationToken, root);
             return execution;
@@ -425,10 +416,8 @@ public sealed class SandboxExecution : IDisposable
     /// </list>
     /// PID 1 is then reaped at <see cref="Dispose"/>, or by init when the caller exits without it.
     /// </summary>
-    private bool MayEndBeforePidOne => MayEndBeforePidOneFor(_spec, _cgroup, _root);
-
-    private static bool MayEndBeforePidOneFor(SandboxSpec spec, Cgroups.SandboxCgroup? cgroup, ImageRootPreparer? root) =>
-        cgroup is null && root?.RemovesCopy != true && spec.Root is not HostRoot && spec.Binds.IsEmpty;
+    private bool MayEndBeforePidOne =>
+        _cgroup is null && _root?.RemovesCopy != true && _spec.Root is not HostRoot && _spec.Binds.IsEmpty;
 
     private void Finish()
     {

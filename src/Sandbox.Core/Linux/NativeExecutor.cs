@@ -56,8 +56,6 @@ internal enum NativeSpawnFlags
     None = 0,
     NoNewPrivileges = 1,
     NewSession = 2,
-    /// <summary>sandbox-init --idle-exit: PID 1 exits at idle priority, as nobody waits for its exit.</summary>
-    IdleExit = 4,
 }
 
 [StructLayout(LayoutKind.Sequential)]

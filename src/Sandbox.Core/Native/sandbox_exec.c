@@ -124,7 +124,6 @@ enum { SBX_SPARE_USER, SBX_SPARE_NET, SBX_SPARE_IPC, SBX_SPARE_UTS, SBX_SPARE_MN
 enum sbx_spawn_flag {
     SBX_FLAG_NO_NEW_PRIVS = 1,
     SBX_FLAG_SETSID = 2,
-    SBX_FLAG_IDLE_EXIT = 4,       // nobody waits for PID 1's exit: sandbox-init --idle-exit
 };
 
 struct sbx_spawn_args {
@@ -859,7 +858,7 @@ static int init_main(void *arg)
     SYS1(SYS_close, 2);
     char pid_text[24];
     sbx_append_decimal(pid_text, 0, payload);
-    char *init_argv[] = {"sandbox-init", pid_text, (a->flags & SBX_FLAG_IDLE_EXIT) ? "--idle-exit" : 0, 0};
+    char *init_argv[] = {"sandbox-init", pid_text, 0};
     char *init_envp[] = {0};
     rc = SYS5(SYS_execveat, SBX_FD_INIT_EXE, "", init_argv, init_envp, AT_EMPTY_PATH);
     report(SBX_FD_REPORT, SBX_REPORT_SETUP_FAILED, a->op_count + 1, (int)-rc, 0);

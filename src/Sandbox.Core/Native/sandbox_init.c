@@ -570,7 +570,7 @@ static int hold_userns(long argc, char **argv)
 // wait for an expedited RCU grace period: about 0.3 ms here). Killed and reaped here, nothing of the
 // sandbox runs any more when the report arrives, and the parent may go on while the kernel tears
 // down what is left (bubblewrap's parent does not wait for that either).
-static void finish(int status, int idle_exit)
+static void finish(int status)
 {
     // kill(2) with -1 from a namespace's init: every process in the namespace (and in namespaces
     // below it) but us. We are root in the sandbox's user namespace with every capability, so
@@ -593,18 +593,6 @@ static void finish(int status, int idle_exit)
     // are at their end when the report arrives.
     for (int fd = 0; fd <= 2; fd++)
         SYS1(SYS_close, fd);
-    // --idle-exit: our exit is all that is left, and nobody waits for it (the parent ends at this
-    // report and leaves us to init). A pipe's write wakes its reader as a "sync" wake-up
-    // (fs/pipe.c, pipe_write: wake_up_interruptible_sync_poll): the scheduler queues the parent on
-    // our CPU to run when we sleep, and we do not sleep, we exit, tearing down the namespaces
-    // first, while the other CPU may sit idle. As SCHED_IDLE (sched(7); lowering one's own policy
-    // needs no privilege) we give the CPU to the parent as soon as it wakes. Not when the parent
-    // waits for our exit (a cgroup to remove, binds, a caller that goes on): a SCHED_IDLE task gets
-    // almost no CPU on a busy machine, and that wait would grow with the load.
-    if (idle_exit) {
-        int no_priority = 0; // struct sched_param
-        SYS3(SYS_sched_setscheduler, 0, SCHED_IDLE, &no_priority);
-    }
     report_with_times(SBX_REPORT_EXITED, 0, 0, status, user, system);
 }
 
@@ -613,9 +601,8 @@ static int init_main(long argc, char **argv)
     if (argc >= 2 && sbx_str_equal(argv[1], "--hold-userns"))
         return hold_userns(argc, argv);
     SYS5(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0);
-    if (argc != 2 && !(argc == 3 && sbx_str_equal(argv[2], "--idle-exit")))
+    if (argc != 2)
         return 125;
-    int idle_exit = argc == 3;
     long payload = parse_decimal(argv[1]);
     if (payload <= 0)
         return 125;
@@ -676,7 +663,7 @@ static int init_main(long argc, char **argv)
             if (pid <= 0)
                 break;
             if (pid == payload) {
-                finish(status, idle_exit);
+                finish(status);
                 return 0;
             }
         }

@@ -30,13 +30,7 @@ internal static unsafe class Launcher
     private const ulong CLONE_NEWNET = 0x40000000;
 
     /// <param name="holderRequest">The holder's answer for <paramref name="plan"/>'s id maps, asked for ahead (<see cref="UserNamespaceHolder.Request"/>).</param>
-    /// <param name="idleExit">
-    /// Nobody will wait for PID 1's own exit, only for its report (a caller that exits right after
-    /// the run, and leaves PID 1 to init): PID 1 then gives way to that caller, and exits as
-    /// SCHED_IDLE (sandbox_init.c, finish).
-    /// </param>
-    public static SandboxProcess Start(RuntimePlan plan, StdioPlan stdio, Action<int>? beforeRelease = null, HolderRequest? holderRequest = null,
-        bool idleExit = false)
+    public static SandboxProcess Start(RuntimePlan plan, StdioPlan stdio, Action<int>? beforeRelease = null, HolderRequest? holderRequest = null)
     {
         if (NativeExecutor.LoadError is string loadError)
             throw new SandboxException(SandboxErrorCode.NativeExecutorUnavailable, loadError);
@@ -55,8 +49,6 @@ internal static unsafe class Launcher
             NativeSpawnArgs* args = arena.Array<NativeSpawnArgs>(1);
             var outputs = new Dictionary<int, IntPtr>();
             Marshal(plan, arena, args, outputs);
-            if (idleExit)
-                args->Flags |= (int)NativeSpawnFlags.IdleExit;
             args->StdinFd = (int)stdio.Stdin.DangerousGetHandle();
             args->StdoutFd = (int)stdio.Stdout.DangerousGetHandle();
             args->StderrFd = (int)stdio.Stderr.DangerousGetHandle();
