@@ -1436,10 +1436,10 @@ SBX_EXPORT int sbx_signals_forward(const int *signals, int count)
 // exit at the same moment, would run before the unmapping. On a machine whose CPUs are all busy
 // (eight busy loops on two CPUs) that gave sandbox runs tails of 0.9 to 1.9 s (90th percentile 80
 // to 270 ms; bubblewrap's longest 48 ms), and at our own priority the longest was 52 to 72 ms.
-// Unmapping takes sleeping locks that others need, the executable's i_mmap_rwsem for one, which
-// the next start of the same executable takes to map it. A SCHED_IDLE task preempted while it holds
-// one makes them wait until no ordinary task wants a CPU, and the kernel's rwsems have no priority
-// inheritance. Unloaded, the two measured the same (400 paired rounds, two copies each).
+// The likely cause: unmapping takes sleeping locks that others need (the executable's i_mmap_rwsem
+// for one, which the next start of the same executable takes to map it), and a SCHED_IDLE task
+// preempted while it holds one makes them wait until no ordinary task wants a CPU; the kernel's
+// rwsems have no priority inheritance. Unloaded, the two measured the same (400 paired rounds, two copies each).
 
 static char teardown_stack[16384] __attribute__((aligned(64)));
 
