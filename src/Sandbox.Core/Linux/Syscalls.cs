@@ -225,15 +225,7 @@ internal static unsafe partial class Syscalls
     }
 
     /// <summary>Writes a single byte to a pipe; false when the reader is gone.</summary>
-    public static bool WriteByte(SafeFileHandle handle, byte value)
-    {
-        int fd = (int)handle.DangerousGetHandle();
-        long n;
-        do
-            n = write(fd, &value, 1);
-        while (n < 0 && errno == Errno.EINTR);
-        return n == 1;
-    }
+    public static bool WriteByte(SafeFileHandle handle, byte value) => TryWrite(handle, [value]);
 
     /// <summary>One write(2) of all of <paramref name="bytes"/> (a datagram on a SOCK_SEQPACKET socket), retried on EINTR; false when it was not written whole.</summary>
     public static bool TryWrite(SafeFileHandle handle, ReadOnlySpan<byte> bytes)
