@@ -102,6 +102,35 @@ public sealed class UserNamespaceHolderTests
     }
 
     [Test]
+    public void TheDevOfAPreparedMountNamespaceIsTheOneASandboxBuildsItself()
+    {
+        // The spare's maker builds /dev on its scratch root (sandbox_init.c, prepare_dev) as the plan
+        // would (RootfsPlanner.AddDev), and the sandbox binds it: the same entries, modes, owners,
+        // devices and mounts, and it works. Compared with a run without a holder, which builds it (its
+        // mount namespace may have the first one's inode number again: nsfs reuses them).
+        using var tmp = new HolderDir();
+        Assert.That(Run(tmp, "true").ExitCode, Is.EqualTo(0));
+        Spare spare = WaitForSpare(SingleHolder(tmp));
+        const string Script = "readlink /proc/self/ns/mnt; cd /dev && stat -c '%n %A %u %g %t:%T %N' * pts/* shm; " +
+                              "grep ' /dev' /proc/self/mountinfo | cut -d' ' -f4-; echo written > /dev/shm/f && cat /dev/shm/f; head -c 2 /dev/zero | od -An -tx1; " +
+                              "echo gone > /dev/null && echo nothing-left";
+
+        CliResult prepared = Run(tmp, Script);
+        CliResult built = Run(tmp, Script, idle: "0");
+        Assert.That(prepared.ExitCode, Is.EqualTo(0), prepared.ToString());
+        Assert.That(built.ExitCode, Is.EqualTo(0), built.ToString());
+        string[] fromSpare = prepared.StdoutText.Split('\n'), ownBuild = built.StdoutText.Split('\n');
+        Assert.That(fromSpare[0], Is.EqualTo(spare.Mount), "the sandbox joined the spare's prepared mount namespace");
+        Assert.That(fromSpare.Skip(1), Is.EqualTo(ownBuild.Skip(1)), prepared.StdoutText + "\n---\n" + built.StdoutText);
+        Assert.That(fromSpare, Has.Some.Matches<string>(l => l.StartsWith("null crw-rw-rw-", StringComparison.Ordinal)));
+        Assert.That(fromSpare, Has.Some.Matches<string>(l => l.StartsWith("ptmx l", StringComparison.Ordinal) && l.Contains("'pts/ptmx'")));
+        Assert.That(fromSpare, Has.Some.Matches<string>(l => l.StartsWith("shm drwxrwxrwt", StringComparison.Ordinal)));
+        Assert.That(fromSpare, Has.Some.Matches<string>(l => l.StartsWith("/ /dev/pts rw,nosuid,noexec", StringComparison.Ordinal) && l.Contains(" - devpts devpts rw,mode=620,ptmxmode=666")));
+        Assert.That(fromSpare.Count(l => l.Contains(" /dev/", StringComparison.Ordinal) && l.Contains(" - devtmpfs ", StringComparison.Ordinal)), Is.EqualTo(6), "the six devices bound from the host");
+        Assert.That(prepared.StdoutText, Does.EndWith("written\n 00 00\nnothing-left\n"));
+    }
+
+    [Test]
     public void APreparedMountNamespaceIsDroppedWhenTheHoldersMountsChange()
     {
         // The spare's mount namespace is a copy of the holder's mounts, made ahead of time: after a

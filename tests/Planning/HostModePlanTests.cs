@@ -46,7 +46,11 @@ public class HostModePlanTests
             new SetMountAttributesStep("/newroot", MountAttributes.ReadOnly | MountAttributes.NoSuid, MountAttributes.None, Recursive: true),
         };
         Assert.That(steps.Take(expected.Length), Is.EqualTo(expected));
-        Assert.That(Plan().Steps.Count(s => s.PreparedBySpare), Is.EqualTo(5), "only those");
+        // Those five, and the steps that build /dev (sandbox_init.c, prepare_dev): nothing else.
+        var prepared = Plan().Steps.Unconfined().Where(s => s.PreparedBySpare).ToList();
+        Assert.That(prepared.Take(5), Is.EqualTo(expected.Take(5)));
+        Assert.That(prepared.Skip(5).Select(s => s.TargetPath), Has.All.StartWith("/newroot/dev"));
+        Assert.That(prepared, Has.Count.EqualTo(5 + 23));
     }
 
     [Test]
@@ -80,7 +84,9 @@ public class HostModePlanTests
     public void RuncsMaskedPaths_AreMaskedWhenTheStepsRun_AfterDevNullAndProcExist()
     {
         var steps = Plan().Steps.Unconfined();
-        int devNull = IndexOf(steps, new MountStep("/oldroot/dev/null", "/newroot/dev/null", null, MountFlags.Bind));
+        int devNull = IndexOf(steps, new MountStep("/oldroot/dev/null", "/newroot/dev/null", null, MountFlags.Bind) { PreparedBySpare = true });
+        // Or, in a holder's prepared mount namespace, its /dev bound in (earlier than the built one's).
+        Assert.That(IndexOf(steps, PreparedDev), Is.LessThan(devNull));
         int proc = IndexOf(steps, new MountStep("proc", "/newroot/proc", "proc", MountFlags.NoSuid | MountFlags.NoDev | MountFlags.NoExec));
         // Each one, whatever this host has: the executor decides by what it finds (a directory gets a
         // read-only empty tmpfs, anything else /dev/null) and skips what is missing.
@@ -123,16 +129,19 @@ public class HostModePlanTests
         Assert.That(steps, Does.Contain(new MountStep("tmpfs", "/newroot" + _host.Home, "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755")));
     }
 
+    /// <summary>The /dev that a holder's prepared mount namespace has built, bound in place of building it.</summary>
+    private static readonly MountStep PreparedDev = new("/dev", "/newroot/dev", null, MountFlags.Bind | MountFlags.Recursive) { OnlyInPreparedMount = true };
+
     [Test]
     public void Dev_IsAMinimalTmpfsWithBoundDevices()
     {
         var steps = Plan().Steps.Unconfined();
-        int devTmpfs = IndexOf(steps, new MountStep("tmpfs", "/newroot/dev", "tmpfs", MountFlags.NoSuid | MountFlags.NoExec, "mode=0755"));
+        int devTmpfs = IndexOf(steps, new MountStep("tmpfs", "/newroot/dev", "tmpfs", MountFlags.NoSuid | MountFlags.NoExec, "mode=0755") { PreparedBySpare = true });
         int firstBind = int.MaxValue;
         foreach (string device in new[] { "null", "zero", "full", "random", "urandom", "tty" })
         {
-            int create = IndexOf(steps, new CreateFileStep("/newroot/dev/" + device, 0b110_110_110));
-            int bind = IndexOf(steps, new MountStep("/oldroot/dev/" + device, "/newroot/dev/" + device, null, MountFlags.Bind));
+            int create = IndexOf(steps, new CreateFileStep("/newroot/dev/" + device, 0b110_110_110) { PreparedBySpare = true });
+            int bind = IndexOf(steps, new MountStep("/oldroot/dev/" + device, "/newroot/dev/" + device, null, MountFlags.Bind) { PreparedBySpare = true });
             Assert.That(create, Is.GreaterThan(devTmpfs), device);
             Assert.That(bind, Is.GreaterThan(create), device);
             firstBind = Math.Min(firstBind, bind);
@@ -142,10 +151,19 @@ public class HostModePlanTests
         var entries = steps.Skip(devTmpfs + 1).Take(firstBind - devTmpfs - 1).ToList();
         Assert.That(entries, Has.Count.EqualTo(14));
         Assert.That(entries.All(s => s is CreateFileStep or SymlinkStep or MakeDirectoryStep), Is.True, string.Join("\n", entries));
-        Assert.That(steps, Does.Contain(new SymlinkStep("/proc/self/fd", "/newroot/dev/fd")));
-        Assert.That(steps, Does.Contain(new SymlinkStep("pts/ptmx", "/newroot/dev/ptmx")));
-        Assert.That(steps, Does.Contain(new MountStep("devpts", "/newroot/dev/pts", "devpts", MountFlags.NoSuid | MountFlags.NoExec, "newinstance,ptmxmode=0666,mode=0620")));
+        Assert.That(steps, Does.Contain(new SymlinkStep("/proc/self/fd", "/newroot/dev/fd") { PreparedBySpare = true }));
+        Assert.That(steps, Does.Contain(new SymlinkStep("pts/ptmx", "/newroot/dev/ptmx") { PreparedBySpare = true }));
+        int devpts = IndexOf(steps, new MountStep("devpts", "/newroot/dev/pts", "devpts", MountFlags.NoSuid | MountFlags.NoExec, "newinstance,ptmxmode=0666,mode=0620") { PreparedBySpare = true });
+        int shm = IndexOf(steps, new MountStep("tmpfs", "/newroot/dev/shm", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=1777") { PreparedBySpare = true });
         Assert.That(steps.OfType<MountStep>().Select(m => m.Source), Does.Not.Contain("/oldroot/dev/sda"));
+
+        // In a holder's prepared mount namespace all of that is done on the scratch root, and one
+        // recursive bind, run only there, takes it; the steps that build it are skipped there.
+        int prepared = IndexOf(steps, PreparedDev);
+        Assert.That(prepared, Is.EqualTo(devTmpfs - 1));
+        Assert.That(steps.Skip(devTmpfs).Take(shm - devTmpfs + 1), Has.All.Matches<SetupStep>(s => s.PreparedBySpare && !s.OnlyInPreparedMount));
+        Assert.That(shm, Is.GreaterThan(devpts));
+        Assert.That(steps.Where(s => s.OnlyInPreparedMount), Is.EqualTo(new[] { PreparedDev }), "the only such step");
     }
 
     [Test]
@@ -398,7 +416,7 @@ public class HostModePlanTests
     {
         var host = _host.Context with { EngineSockets = ["/run/docker.sock", "/run/libvirt/libvirt-sock"] };
         var steps = SandboxPlanner.Plan(new SandboxSpec(["true"]), host).Steps.Unconfined();
-        int dev = IndexOf(steps, new MountStep("/oldroot/dev/null", "/newroot/dev/null", null, MountFlags.Bind));
+        int dev = IndexOf(steps, new MountStep("/oldroot/dev/null", "/newroot/dev/null", null, MountFlags.Bind) { PreparedBySpare = true });
         int docker = IndexOf(steps, new MountStep("/newroot/dev/null", "/newroot/run/docker.sock", null, MountFlags.Bind) { Optional = true });
         IndexOf(steps, new MountStep("/newroot/dev/null", "/newroot/run/libvirt/libvirt-sock", null, MountFlags.Bind) { Optional = true });
         Assert.That(docker, Is.GreaterThan(dev), "its /dev/null exists first");

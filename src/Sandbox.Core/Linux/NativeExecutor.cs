@@ -31,6 +31,7 @@ internal enum NativeStepOptions
     Recursive = 2,
     PreparedBySpare = 4,
     OverlayPreparedBySpare = 8,
+    OnlyInPreparedMount = 16,
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -192,7 +193,7 @@ internal unsafe struct NativeFileArgs
 internal static unsafe partial class NativeExecutor
 {
     public const string LibraryName = "libsandbox_exec.so";
-    internal const int ExpectedAbiVersion = 15;
+    internal const int ExpectedAbiVersion = 16;
 
     /// <summary>
     /// The executor's entry points, bound with dlsym (NativeLibrary) on first use: from the executable

@@ -52,7 +52,7 @@
 // 11: a holder hands over a spare user and network namespace (sbx_userns_fetch, sbx_spawn_args).
 // 12: SBX_OP_MASK; the holder asked ahead (sbx_userns_connect, sbx_userns_receive); signals to
 //     the CLI forwarded through a pipe (sbx_signals_forward, sbx_signals_restore).
-#define SBX_ABI_VERSION 15
+#define SBX_ABI_VERSION 16
 
 // ---- raw system calls: never touch errno (see header comment) -------------------------------
 #include "sandbox_syscall.h"
@@ -87,6 +87,7 @@ enum sbx_op_option {
     SBX_OPT_RECURSIVE = 2,  // AT_RECURSIVE for mount_setattr
     SBX_OPT_PREPARED = 4,   // done already in a spare's prepared mount namespace: skipped when PID 1 joined one
     SBX_OPT_OVERLAY_PREPARED = 8, // the root's overlay, mounted already in it when it came with this plan's (overlay_prepared)
+    SBX_OPT_ONLY_PREPARED = 16, // uses what a prepared mount namespace has (its /dev): skipped when PID 1 joined none
 };
 
 // The old root stays at /oldroot until the final pivot; its procfs gives /proc/self/fd paths, which
@@ -786,6 +787,8 @@ static int init_main(void *arg)
         if (op->kind == SBX_OP_LOOPBACK_UP && net_joined)
             continue;
         if ((op->options & SBX_OPT_PREPARED) && a->mount_prepared)
+            continue;
+        if ((op->options & SBX_OPT_ONLY_PREPARED) && !a->mount_prepared)
             continue;
         if ((op->options & SBX_OPT_OVERLAY_PREPARED) && a->mount_prepared && a->overlay_prepared)
             continue;

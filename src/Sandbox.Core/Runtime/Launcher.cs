@@ -253,7 +253,8 @@ internal static unsafe class Launcher
         var n = new NativeStep
         {
             Options = (step.Optional ? (int)NativeStepOptions.Optional : 0) | (step.PreparedBySpare ? (int)NativeStepOptions.PreparedBySpare : 0) |
-                      (step.OverlayPreparedBySpare ? (int)NativeStepOptions.OverlayPreparedBySpare : 0),
+                      (step.OverlayPreparedBySpare ? (int)NativeStepOptions.OverlayPreparedBySpare : 0) |
+                      (step.OnlyInPreparedMount ? (int)NativeStepOptions.OnlyInPreparedMount : 0),
         };
         switch (step)
         {

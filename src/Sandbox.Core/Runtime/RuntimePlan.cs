@@ -121,6 +121,13 @@ public abstract record SetupStep
     public bool OverlayPreparedBySpare { get; init; }
 
     /// <summary>
+    /// Uses what a holder's prepared mount namespace has made (the /dev that sandbox_init.c,
+    /// prepare_dev, builds on the scratch root): run only when PID 1 joins one, in place of the
+    /// steps marked <see cref="PreparedBySpare"/> that would build the same.
+    /// </summary>
+    public bool OnlyInPreparedMount { get; init; }
+
+    /// <summary>
     /// When set, the target is resolved inside this directory as if it were / (openat2's
     /// RESOLVE_IN_ROOT): no symlink under the new root can send the step outside it.
     /// </summary>
