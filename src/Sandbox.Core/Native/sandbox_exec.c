@@ -720,6 +720,57 @@ static int payload_main(void *arg)
     return 0;
 }
 
+// The payload's process, cloned by PID 1 with the pipes between it and sandbox-init: "go" (init ->
+// payload) and the exec status (payload -> init, close-on-exec in the payload), whose read end goes
+// to *status_read. Returns its pid; on failure PID 1 reports and exits.
+static int start_payload(struct sbx_spawn_args *a, int *status_read)
+{
+    int go_pipe[2], status_pipe[2];
+    long rc = SYS2(SYS_pipe2, go_pipe, O_CLOEXEC);
+    if (rc == 0)
+        rc = SYS2(SYS_pipe2, status_pipe, O_CLOEXEC);
+    if (rc < 0) {
+        report(SBX_FD_REPORT, SBX_REPORT_SETUP_FAILED, a->op_count, (int)-rc, 0);
+        raw_exit(125);
+    }
+    a->go_fd = go_pipe[0];
+    a->go_write_fd = go_pipe[1];
+    a->status_fd = status_pipe[1];
+    *status_read = status_pipe[0];
+    // glibc's clone() switches to the new stack in assembly and calls payload_main there; its child
+    // path touches no thread-local state. (A raw clone syscall would return onto this frame with a
+    // foreign stack pointer.) The payload gets its own copy of the fd table (no CLONE_FILES).
+    char *payload_stack_top = a->stack + 2 * a->stack_size;
+    int payload = clone(payload_main, payload_stack_top, CLONE_VM | SIGCHLD, a);
+    if (payload < 0) {
+        report(SBX_FD_REPORT, SBX_REPORT_SETUP_FAILED, a->op_count, EAGAIN, 0);
+        raw_exit(125);
+    }
+    return payload;
+}
+
+// The plan's last step, the pivot into the new root (pivot_root(".", ".") stacks the old root on
+// top of the new one; detaching "." then drops the old root and everything under it, pivot_root(2)
+// "NOTES"), with the payload cloned in between. The detach waits for an expedited RCU grace period
+// (fs/namespace.c, namespace_unlock: 60 to 70 us here, more when other CPUs are busy), in which
+// PID 1 sleeps: the payload's own set-up (its capabilities, ids and seccomp filter, payload_main)
+// runs meanwhile instead of after sandbox-init's exec. Its root and working directory are the new
+// root already (pivot_root moves every task's, fs_struct.c chroot_fs_refs), and it execs only once
+// sandbox-init says go, long after the detach.
+static int final_pivot(const struct sbx_op *op, struct sbx_spawn_args *a, int *payload, int *status_read)
+{
+    long rc = SYS1(SYS_chdir, op->target);
+    if (rc == 0)
+        rc = SYS2(SYS_pivot_root, ".", ".");
+    if (rc < 0)
+        return (int)rc;
+    *payload = start_payload(a, status_read);
+    rc = SYS2(SYS_umount2, ".", MNT_DETACH);
+    if (rc < 0)
+        return (int)rc;
+    return (int)SYS1(SYS_chdir, "/");
+}
+
 static int init_main(void *arg)
 {
     struct sbx_spawn_args *a = arg;
@@ -779,6 +830,7 @@ static int init_main(void *arg)
     SYS1(SYS_close, 3);
 
     struct root_cache cache = {NULL, -1, -1, 0, {0}};
+    int payload = -1, status_read = -1;
     for (int i = 0; i < a->op_count; i++) {
         const struct sbx_op *op = &a->ops[i];
         int rc;
@@ -801,6 +853,9 @@ static int init_main(void *arg)
                 report(SBX_FD_REPORT, SBX_REPORT_SETUP_FAILED, i, 0, status);
                 raw_exit(125);
             }
+        } else if (op->kind == SBX_OP_PIVOT_ROOT && !op->source && i == a->op_count - 1) {
+            root_cache_close(&cache);
+            rc = final_pivot(op, a, &payload, &status_read);
         } else {
             rc = run_step(&cache, op, a);
         }
@@ -812,29 +867,10 @@ static int init_main(void *arg)
         }
     }
     root_cache_close(&cache);
-
-    // Two pipes between sandbox-init and the payload: "go" (init -> payload) and the exec status
-    // (payload -> init, close-on-exec in the payload).
-    int go_pipe[2], status_pipe[2];
-    long rc = SYS2(SYS_pipe2, go_pipe, O_CLOEXEC);
-    if (rc == 0)
-        rc = SYS2(SYS_pipe2, status_pipe, O_CLOEXEC);
-    if (rc < 0) {
-        report(SBX_FD_REPORT, SBX_REPORT_SETUP_FAILED, a->op_count, (int)-rc, 0);
-        raw_exit(125);
-    }
-    a->go_fd = go_pipe[0];
-    a->go_write_fd = go_pipe[1];
-    a->status_fd = status_pipe[1];
-    // glibc's clone() switches to the new stack in assembly and calls payload_main there; its child
-    // path touches no thread-local state. (A raw clone syscall would return onto this frame with a
-    // foreign stack pointer.) The payload gets its own copy of the fd table (no CLONE_FILES).
-    char *payload_stack_top = a->stack + 2 * a->stack_size;
-    int payload = clone(payload_main, payload_stack_top, CLONE_VM | SIGCHLD, a);
-    if (payload < 0) {
-        report(SBX_FD_REPORT, SBX_REPORT_SETUP_FAILED, a->op_count, EAGAIN, 0);
-        raw_exit(125);
-    }
+    if (payload < 0)
+        payload = start_payload(a, &status_read);
+    int go_pipe[2] = {a->go_fd, a->go_write_fd}, status_pipe[2] = {status_read, a->status_fd};
+    long rc;
 
     // PID 1 becomes sandbox-init, a small static program in an address space of its own: it must
     // not share the supervisor's memory, or anything in the sandbox that can ptrace it (or open
