@@ -594,8 +594,8 @@ static int payload_main(void *arg)
 {
     struct sbx_spawn_args *a = arg;
     // Runs on its own stack, still in the supervisor's address space (CLONE_VM), until execve. The
-    // set-up below is ours, not the payload's code, so it runs while PID 1 execs sandbox-init (on
-    // two CPUs, at the same time: the seccomp filter's load alone is 60 to 90 us). Only the execve
+    // set-up below is ours, not the payload's code, so it runs while PID 1 detaches the old root and
+    // execs sandbox-init (final_pivot; the seccomp filter's load alone is 60 to 90 us). Only the execve
     // waits until sandbox-init (PID 1, by then in an address space of its own) says go: from then on
     // nothing in the sandbox can reach the supervisor's memory through PID 1.
     SYS1(SYS_close, a->go_write_fd);
