@@ -52,6 +52,9 @@
 // 11: a holder hands over a spare user and network namespace (sbx_userns_fetch, sbx_spawn_args).
 // 12: SBX_OP_MASK; the holder asked ahead (sbx_userns_connect, sbx_userns_receive); signals to
 //     the CLI forwarded through a pipe (sbx_signals_forward, sbx_signals_restore).
+// 13: the spare's IPC and UTS namespaces. 14: its prepared mount namespace (SBX_OPT_PREPARED).
+// 15: the last plan's overlay mounted in it (SBX_OPT_OVERLAY_PREPARED, the holder's hint).
+// 16: the sandbox's /dev built in it (SBX_OPT_ONLY_PREPARED).
 #define SBX_ABI_VERSION 16
 
 // ---- raw system calls: never touch errno (see header comment) -------------------------------
