@@ -131,6 +131,43 @@ public sealed class UserNamespaceHolderTests
     }
 
     [Test]
+    public void TheNextSpareComesWithTheOverlayOfTheRunThatTookTheLastOne()
+    {
+        // The holder reads the taker's overlay hint before it starts the next spare's maker
+        // (sandbox_init.c, take_hint): run B after a run of A gets a spare with A's overlay, which
+        // it cannot use, and the run of B after it must get B's. Under strace (mount calls only),
+        // that last run's PID 1 must mount no overlay of its own. The holder is started (and its
+        // maps written by newuidmap) before strace, which would keep newuidmap from being setuid.
+        Require.Command("/usr/bin/strace");
+        string image = TestImages.Path("image-oci.tar");
+        using var tmp = new HolderDir();
+        using var storeA = new TempDir();
+        using var storeB = new TempDir();
+        const string Probe = "cat /added.txt";
+        foreach (string store in new[] { storeA.Path, storeB.Path })
+        {
+            CliResult r = Run(tmp, Probe, options: ["--root", store, image]);
+            Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+            Assert.That(r.StdoutText, Is.EqualTo("added in layer 3\n"), r.ToString());
+        }
+        // The import's helper may have started a holder for its own map too: ours is the one with
+        // the subordinate range's nested map on its command line.
+        string nested = $"1 1 {_range.SubordinateUids!.Count}";
+        int holder = Holders(tmp).Single(pid => File.ReadAllText($"/proc/{pid}/cmdline").Replace('\0', ' ').Contains(nested, StringComparison.Ordinal));
+        WaitForSpare(holder);
+
+        string trace = Path.Combine(tmp.Path, "mounts.trace");
+        CliResult traced = SandboxCli.Shell(
+            $"TMPDIR='{tmp.Path}' XDG_RUNTIME_DIR= strace -f -e trace=mount -o '{trace}' '{SandboxCli.Binary}' run --userns subuid --root '{storeB.Path}' '{image}' -- /bin/sh -c '{Probe}'");
+        Assert.That(traced.ExitCode, Is.EqualTo(0), traced.ToString());
+        Assert.That(traced.StdoutText, Is.EqualTo("added in layer 3\n"), traced.ToString());
+        string mounts = File.ReadAllText(trace);
+        Assert.That(mounts, Does.Contain("mount(\"/dev\""), "the sandbox joined the spare's prepared mount namespace (its /dev bound in)");
+        Assert.That(mounts, Does.Not.Contain("mount(\"overlay\""), "the spare came with B's overlay mounted: " + mounts);
+        Assert.That(Holders(tmp), Does.Contain(holder));
+    }
+
+    [Test]
     public void APreparedMountNamespaceIsDroppedWhenTheHoldersMountsChange()
     {
         // The spare's mount namespace is a copy of the holder's mounts, made ahead of time: after a

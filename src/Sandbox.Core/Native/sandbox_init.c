@@ -489,6 +489,23 @@ static long hand_over(long connection, long ns, long own_mnt, struct spare *spar
     return peer.pid > 0 ? peer.pid : 0;
 }
 
+// The last caller's overlay hint from its connection, when it is there to be read: one message
+// (SOCK_SEQPACKET), or EOF from a caller whose plan mounts none (the hint is kept then: a directory
+// root stacks its bind over a mounted overlay). The connection is closed once read.
+static void take_hint(long *hinting)
+{
+    char hint[OVERLAY_HINT_SIZE];
+    long n = SYS6(SYS_recvfrom, *hinting, hint, sizeof hint, MSG_DONTWAIT, 0, 0);
+    if (n == -EAGAIN)
+        return;
+    if (n > 0 && overlay_hint_valid(hint, n)) {
+        copy_bytes(overlay_hint, hint, n);
+        overlay_hint_length = n;
+    }
+    SYS1(SYS_close, *hinting);
+    *hinting = -1;
+}
+
 // The longest the next spare waits for the caller that took the last one to exit (say, an MSBuild
 // node, which runs many sandboxes and lives on).
 #define SPARE_DELAY_NS 50000000
@@ -546,6 +563,10 @@ static int hold_userns(long argc, char **argv)
             if (taker >= 0)
                 SYS1(SYS_close, taker);
             taker = -1;
+            // The taker's hint came early in its run, but time_for_spare waited without reading it:
+            // read now, or this spare would carry the overlay of the run before.
+            if (hinting >= 0)
+                take_hint(&hinting);
             remember_maker_overlay();
             start_spare(&maker);
             want_spare = 0;
@@ -573,15 +594,7 @@ static int hold_userns(long argc, char **argv)
             continue;
         }
         if (fds[4].revents) {
-            // One message (SOCK_SEQPACKET), or EOF from a caller whose plan mounts no overlay.
-            char hint[OVERLAY_HINT_SIZE];
-            long n = SYS6(SYS_recvfrom, hinting, hint, sizeof hint, MSG_DONTWAIT, 0, 0);
-            if (n > 0 && overlay_hint_valid(hint, n)) {
-                copy_bytes(overlay_hint, hint, n);
-                overlay_hint_length = n;
-            }
-            SYS1(SYS_close, hinting);
-            hinting = -1;
+            take_hint(&hinting);
             continue;
         }
         if (fds[1].revents) {
