@@ -489,14 +489,15 @@ static long hand_over(long connection, long ns, long own_mnt, struct spare *spar
     return peer.pid > 0 ? peer.pid : 0;
 }
 
-// The last caller's overlay hint from its connection, when it is there to be read: one message
-// (SOCK_SEQPACKET), or EOF from a caller whose plan mounts none (the hint is kept then: a directory
-// root stacks its bind over a mounted overlay). The connection is closed once read.
-static void take_hint(long *hinting)
+// The last caller's overlay hint from its connection: one message (SOCK_SEQPACKET), or EOF from a
+// caller whose plan mounts none (the hint is kept then: a directory root stacks its bind over a
+// mounted overlay). The connection is closed once read; when nothing is there yet, it is kept for
+// later unless poll said it was readable (then whatever it has is all it will have).
+static void take_hint(long *hinting, int readable)
 {
     char hint[OVERLAY_HINT_SIZE];
     long n = SYS6(SYS_recvfrom, *hinting, hint, sizeof hint, MSG_DONTWAIT, 0, 0);
-    if (n == -EAGAIN)
+    if (n == -EAGAIN && !readable)
         return;
     if (n > 0 && overlay_hint_valid(hint, n)) {
         copy_bytes(overlay_hint, hint, n);
@@ -566,7 +567,7 @@ static int hold_userns(long argc, char **argv)
             // The taker's hint came early in its run, but time_for_spare waited without reading it:
             // read now, or this spare would carry the overlay of the run before.
             if (hinting >= 0)
-                take_hint(&hinting);
+                take_hint(&hinting, 0);
             remember_maker_overlay();
             start_spare(&maker);
             want_spare = 0;
@@ -594,7 +595,7 @@ static int hold_userns(long argc, char **argv)
             continue;
         }
         if (fds[4].revents) {
-            take_hint(&hinting);
+            take_hint(&hinting, 1);
             continue;
         }
         if (fds[1].revents) {
