@@ -219,7 +219,9 @@ static int step_mount_setattr(const struct sbx_op *op)
     return (int)SYS5(SYS_mount_setattr, AT_FDCWD, op->target, at | AT_NO_AUTOMOUNT, &attr, sizeof attr);
 }
 
-static int step_pivot_root(const struct sbx_op *op)
+// before_detach, when given, runs between pivot_root(".", ".") and the detach of the old root
+// (init_main clones the payload then: start_payload_before_detach).
+static int step_pivot_root(const struct sbx_op *op, void (*before_detach)(void *), void *arg)
 {
     long rc = SYS1(SYS_chdir, op->target);
     if (rc < 0)
@@ -235,6 +237,8 @@ static int step_pivot_root(const struct sbx_op *op)
         rc = SYS2(SYS_pivot_root, ".", ".");
         if (rc < 0)
             return (int)rc;
+        if (before_detach)
+            before_detach(arg);
         rc = SYS2(SYS_umount2, ".", MNT_DETACH);
         if (rc < 0)
             return (int)rc;
@@ -538,7 +542,7 @@ static int run_step(struct root_cache *cache, const struct sbx_op *op, struct sb
         SYS1(SYS_close, rc);
         return 0;
     case SBX_OP_PIVOT_ROOT:
-        return step_pivot_root(op);
+        return step_pivot_root(op, 0, 0);
     case SBX_OP_SETHOSTNAME:
         return (int)SYS2(SYS_sethostname, op->source, sbx_length(op->source));
     case SBX_OP_LOOPBACK_UP:
@@ -597,10 +601,11 @@ static int payload_main(void *arg)
 {
     struct sbx_spawn_args *a = arg;
     // Runs on its own stack, still in the supervisor's address space (CLONE_VM), until execve. The
-    // set-up below is ours, not the payload's code, so it runs while PID 1 detaches the old root and
-    // execs sandbox-init (final_pivot; the seccomp filter's load alone is 60 to 90 us). Only the execve
-    // waits until sandbox-init (PID 1, by then in an address space of its own) says go: from then on
-    // nothing in the sandbox can reach the supervisor's memory through PID 1.
+    // set-up below is ours, not the payload's code, so it runs while PID 1 detaches the old root
+    // and execs sandbox-init (start_payload_before_detach; the seccomp filter's load alone is 60 to
+    // 90 us). Only the execve waits until sandbox-init (PID 1, by then in an address space of its
+    // own) says go: from then on nothing in the sandbox can reach the supervisor's memory through
+    // PID 1.
     SYS1(SYS_close, a->go_write_fd);
     // Nothing of PID 1's may leak in: keep 0-2, the go pipe and the status pipe (both close-on-exec).
     // Before the filter, which might refuse close_range.
@@ -752,26 +757,23 @@ static int start_payload(struct sbx_spawn_args *a, int *status_read)
     return payload;
 }
 
-// The plan's last step, the pivot into the new root (pivot_root(".", ".") stacks the old root on
-// top of the new one; detaching "." then drops the old root and everything under it, pivot_root(2)
-// "NOTES"), with the payload cloned in between. The detach waits for an expedited RCU grace period
-// (fs/namespace.c, namespace_unlock: 60 to 70 us here, more when other CPUs are busy), in which
-// PID 1 sleeps: the payload's own set-up (its capabilities, ids and seccomp filter, payload_main)
-// runs meanwhile instead of after sandbox-init's exec. Its root and working directory are the new
-// root already (pivot_root moves every task's, fs_struct.c chroot_fs_refs), and it execs only once
-// sandbox-init says go, long after the detach.
-static int final_pivot(const struct sbx_op *op, struct sbx_spawn_args *a, int *payload, int *status_read)
+// The payload's clone during the plan's last step, the pivot into the new root: between
+// pivot_root(".", ".") and the detach of the old root (step_pivot_root). The detach waits for an
+// expedited RCU grace period (fs/namespace.c, namespace_unlock: 60 to 70 us here, more when other
+// CPUs are busy), in which PID 1 sleeps: the payload's own set-up (its capabilities, ids and seccomp
+// filter, payload_main) runs meanwhile instead of after sandbox-init's exec. Its root and working
+// directory are the new root already (pivot_root moves every task's, fs_struct.c chroot_fs_refs),
+// and it execs only once sandbox-init says go, long after the detach.
+struct payload_start {
+    struct sbx_spawn_args *args;
+    int pid;
+    int status_read;
+};
+
+static void start_payload_before_detach(void *arg)
 {
-    long rc = SYS1(SYS_chdir, op->target);
-    if (rc == 0)
-        rc = SYS2(SYS_pivot_root, ".", ".");
-    if (rc < 0)
-        return (int)rc;
-    *payload = start_payload(a, status_read);
-    rc = SYS2(SYS_umount2, ".", MNT_DETACH);
-    if (rc < 0)
-        return (int)rc;
-    return (int)SYS1(SYS_chdir, "/");
+    struct payload_start *p = arg;
+    p->pid = start_payload(p->args, &p->status_read);
 }
 
 static int init_main(void *arg)
@@ -833,7 +835,7 @@ static int init_main(void *arg)
     SYS1(SYS_close, 3);
 
     struct root_cache cache = {NULL, -1, -1, 0, {0}};
-    int payload = -1, status_read = -1;
+    struct payload_start payload = {a, -1, -1};
     for (int i = 0; i < a->op_count; i++) {
         const struct sbx_op *op = &a->ops[i];
         int rc;
@@ -856,9 +858,9 @@ static int init_main(void *arg)
                 report(SBX_FD_REPORT, SBX_REPORT_SETUP_FAILED, i, 0, status);
                 raw_exit(125);
             }
-        } else if (op->kind == SBX_OP_PIVOT_ROOT && !op->source && i == a->op_count - 1) {
+        } else if (op->kind == SBX_OP_PIVOT_ROOT && i == a->op_count - 1) {
             root_cache_close(&cache);
-            rc = final_pivot(op, a, &payload, &status_read);
+            rc = step_pivot_root(op, start_payload_before_detach, &payload);
         } else {
             rc = run_step(&cache, op, a);
         }
@@ -870,9 +872,9 @@ static int init_main(void *arg)
         }
     }
     root_cache_close(&cache);
-    if (payload < 0)
-        payload = start_payload(a, &status_read);
-    int go_pipe[2] = {a->go_fd, a->go_write_fd}, status_pipe[2] = {status_read, a->status_fd};
+    if (payload.pid < 0) // a plan that does not end with the pivot
+        payload.pid = start_payload(a, &payload.status_read);
+    int go_pipe[2] = {a->go_fd, a->go_write_fd}, status_pipe[2] = {payload.status_read, a->status_fd};
     long rc;
 
     // PID 1 becomes sandbox-init, a small static program in an address space of its own: it must
@@ -899,7 +901,7 @@ static int init_main(void *arg)
     SYS1(SYS_close, 1);
     SYS1(SYS_close, 2);
     char pid_text[24];
-    sbx_append_decimal(pid_text, 0, payload);
+    sbx_append_decimal(pid_text, 0, payload.pid);
     char *init_argv[] = {"sandbox-init", pid_text, 0};
     char *init_envp[] = {0};
     rc = SYS5(SYS_execveat, SBX_FD_INIT_EXE, "", init_argv, init_envp, AT_EMPTY_PATH);
