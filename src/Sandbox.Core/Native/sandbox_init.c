@@ -147,21 +147,6 @@ static long open_namespace(long pid, const char *name)
 // the whole 0.6 ms of the spare (sched_switch traces of warm runs on two CPUs: one run in four;
 // sched_yield(2) before it did not change that). A caller that comes while a spare is being made
 // gets none, as when making one fails, and makes its own.
-//
-// The maker naps MAKER_NAP_NS before its unshare(2). Creating the network namespace is about 0.9 ms
-// of kernel work (setup_net: loopback, sysctls, the IPv4 and IPv6 per-namespace state), which a
-// kernel running preempt=none (this project's CI machine: CONFIG_PREEMPT_NONE, no preempt= on its
-// command line) does not preempt for anyone: SCHED_IDLE only counts at the next preemption point.
-// The maker starts when the taker's exit wakes the holder, the very moment that exit wakes the
-// taker's parent too. In about a quarter of warm runs back to back the parent then sat runnable for
-// 0.2 to 1 ms on a CPU held by sandbox-userns (0.43 ms of the holder and maker per such wait, in
-// sched_switch traces) while the other CPU idled. Napping first, the maker lets the parent return from
-// wait4. Against no nap (fresh holders per variant, each timed run after an untimed one of its own,
-// 200 to 300 rounds, five series on directory and image roots), naps of 30 to 100 us gave medians 0.05
-// to 0.38 ms lower; 150 to 500 us about the same, but the next run found no prepared mount namespace
-// more often (back to back: 6% of runs without a nap, 13% with 50 us, 25% with 300 us).
-#define MAKER_NAP_NS 50000
-
 struct spare_maker {
     long pid;    // 0 when there is no maker
     long pidfd;  // readable once it has exited: then it is reaped (reap_maker)
@@ -322,9 +307,6 @@ static void start_spare(struct spare_maker *m)
         SYS1(SYS_close, gate[1]);
         int no_priority = 0; // struct sched_param
         SYS3(SYS_sched_setscheduler, 0, SCHED_IDLE, &no_priority); // on failure, it only competes
-        // A nap before the unshare: see MAKER_NAP_NS.
-        struct __kernel_timespec nap = {0, MAKER_NAP_NS};
-        SYS4(SYS_clock_nanosleep, CLOCK_MONOTONIC, 0, &nap, 0);
         // The new user namespace is made first (user_namespaces(7)) and gives us every capability
         // there, maps or not; it owns the new network namespace, so we may bring lo up at once.
         char byte = 'r';
