@@ -104,10 +104,11 @@ public sealed class UserNamespaceHolderTests
     [Test]
     public void TheDevOfAPreparedMountNamespaceIsTheOneASandboxBuildsItself()
     {
-        // The spare's maker builds /dev on its scratch root (sandbox_init.c, prepare_dev) as the plan
-        // would (RootfsPlanner.AddDev), and the sandbox binds it: the same entries, modes, owners,
-        // devices and mounts, and it works. Compared with a run without a holder, which builds it (its
-        // mount namespace may have the first one's inode number again: nsfs reuses them).
+        // The spare's maker builds /dev on its scratch root with the code the executor runs for the
+        // plan's BuildDevStep (sandbox_kernel.h, sbx_build_dev), and the sandbox binds it: the same
+        // entries, modes, owners, devices and mounts, and it works. Compared with a run without a
+        // holder, whose executor builds it (its mount namespace may have the first one's inode number
+        // again: nsfs reuses them).
         using var tmp = new HolderDir();
         Assert.That(Run(tmp, "true").ExitCode, Is.EqualTo(0));
         Spare spare = WaitForSpare(SingleHolder(tmp));

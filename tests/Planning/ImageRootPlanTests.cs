@@ -95,6 +95,12 @@ public class ImageRootPlanTests
         Assert.That(before, Does.Contain(new MountStep("/oldroot/proc", "/proc", null, MountFlags.Bind | MountFlags.Recursive)));
         Assert.That(before, Does.Contain(new MountStep("/oldroot/dev/fuse", "/dev/fuse", null, MountFlags.Bind)));
         Assert.That(before, Does.Contain(new MountStep("/oldroot/dev/null", "/dev/null", null, MountFlags.Bind)));
+        // On a tmpfs of their own at /dev, unmounted right after it: the sandbox's /dev, built at /dev
+        // on the scratch root later (or there already in a prepared mount namespace), gets neither.
+        int devTmpfs = steps.IndexOf(new MountStep("tmpfs", "/dev", "tmpfs", MountFlags.NoSuid | MountFlags.NoExec, "mode=0755"));
+        Assert.That(devTmpfs, Is.GreaterThan(pivot).And.LessThan(before.IndexOf(new MountStep("/oldroot/dev/fuse", "/dev/fuse", null, MountFlags.Bind))));
+        Assert.That(steps[at + 1], Is.EqualTo(new UnmountStep("/dev")));
+        Assert.That(steps.IndexOf(new BuildDevStep { PreparedBySpare = true }), Is.GreaterThan(at + 1));
         Assert.That(before, Does.Contain(new MakeDirectoryStep("/upper")).And.Contain(new MakeDirectoryStep("/work")));
         Assert.That(steps.OfType<MountStep>().Where(m => m.Target == "/newroot"), Is.Empty);
         Assert.That(steps.OfType<MountStep>().Where(m => m.FileSystemType == "overlay"), Is.Empty);

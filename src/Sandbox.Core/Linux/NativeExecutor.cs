@@ -21,6 +21,7 @@ internal enum NativeStepKind
     Unshare = 12,
     Run = 13,
     Mask = 14,
+    BuildDev = 15,
 }
 
 [Flags]
@@ -31,7 +32,6 @@ internal enum NativeStepOptions
     Recursive = 2,
     PreparedBySpare = 4,
     OverlayPreparedBySpare = 8,
-    OnlyInPreparedMount = 16,
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -193,7 +193,7 @@ internal unsafe struct NativeFileArgs
 internal static unsafe partial class NativeExecutor
 {
     public const string LibraryName = "libsandbox_exec.so";
-    internal const int ExpectedAbiVersion = 16;
+    internal const int ExpectedAbiVersion = 17;
 
     /// <summary>
     /// The executor's entry points, bound with dlsym (NativeLibrary) on first use: from the executable

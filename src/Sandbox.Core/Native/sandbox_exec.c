@@ -55,7 +55,8 @@
 // 13: the spare's IPC and UTS namespaces. 14: its prepared mount namespace (SBX_OPT_PREPARED).
 // 15: the last plan's overlay mounted in it (SBX_OPT_OVERLAY_PREPARED, the holder's hint).
 // 16: the sandbox's /dev built in it (SBX_OPT_ONLY_PREPARED).
-#define SBX_ABI_VERSION 16
+// 17: SBX_OP_BUILD_DEV, the /dev the holder's maker builds (sbx_build_dev); no SBX_OPT_ONLY_PREPARED.
+#define SBX_ABI_VERSION 17
 
 // ---- raw system calls: never touch errno (see header comment) -------------------------------
 #include "sandbox_syscall.h"
@@ -83,6 +84,7 @@ enum sbx_op_kind {
     SBX_OP_UNSHARE = 12,     // unshare(flags)
     SBX_OP_RUN = 13,         // run source (argv, envp) to its exit; its stderr (head) into output; fail unless it exits 0
     SBX_OP_MASK = 14,        // hide target (in root only): a read-only empty tmpfs on a directory, source bound on anything else
+    SBX_OP_BUILD_DEV = 15,   // the sandbox's /dev at /dev on the scratch root (sbx_build_dev, sandbox_kernel.h)
 };
 
 enum sbx_op_option {
@@ -90,7 +92,6 @@ enum sbx_op_option {
     SBX_OPT_RECURSIVE = 2,  // AT_RECURSIVE for mount_setattr
     SBX_OPT_PREPARED = 4,   // done already in a spare's prepared mount namespace: skipped when PID 1 joined one
     SBX_OPT_OVERLAY_PREPARED = 8, // the root's overlay, mounted already in it when it came with this plan's (overlay_prepared)
-    SBX_OPT_ONLY_PREPARED = 16, // uses what a prepared mount namespace has (its /dev): skipped when PID 1 joined none
 };
 
 // The old root stays at /oldroot until the final pivot; its procfs gives /proc/self/fd paths, which
@@ -555,6 +556,8 @@ static int run_step(struct root_cache *cache, const struct sbx_op *op, struct sb
         return (int)SYS1(SYS_chdir, op->target);
     case SBX_OP_UNSHARE:
         return (int)SYS1(SYS_unshare, op->flags);
+    case SBX_OP_BUILD_DEV:
+        return (int)sbx_build_dev();
     default:
         return -EINVAL;
     }
@@ -844,8 +847,6 @@ static int init_main(void *arg)
         if (op->kind == SBX_OP_LOOPBACK_UP && net_joined)
             continue;
         if ((op->options & SBX_OPT_PREPARED) && a->mount_prepared)
-            continue;
-        if ((op->options & SBX_OPT_ONLY_PREPARED) && !a->mount_prepared)
             continue;
         if ((op->options & SBX_OPT_OVERLAY_PREPARED) && a->mount_prepared && a->overlay_prepared)
             continue;

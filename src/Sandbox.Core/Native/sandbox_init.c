@@ -208,63 +208,18 @@ static long mount_overlay(const char *hint)
     return rc;
 }
 
-// The sandbox's /dev as RootfsPlanner.AddDev builds it (its steps are marked PreparedBySpare; keep
-// the two in step), made at /dev on the scratch root: a plan that joins the prepared namespace binds
-// it onto its root's /dev, one recursive bind (SBX_OPT_ONLY_PREPARED), instead of building it there.
-// Built, it was nine mounts and fourteen entries: 130 us of every start against 12 us for the bind
-// (C loops in a user namespace on this project's CI machine; a mount costs 10 to 13 us there). The
-// tmpfs, devpts and shm instances belong to the spare's user namespace, the sandbox's own, as they
-// would if PID 1 made them. Arrays of chars, not of pointers: this program has no relocations.
-static const char dev_devices[][8] = {"null", "zero", "full", "random", "urandom", "tty"};
-static const char dev_links[][2][16] = {
-    {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
-    {"/proc/self/fd/2", "stderr"}, {"/proc/kcore", "core"}, {"pts/ptmx", "ptmx"},
-};
-
-// "/dev/" or "/oldroot/dev/" and a name, into path (room for the longest).
-static const char *dev_path(char path[32], const char *prefix, const char *name)
-{
-    int n = 0;
-    while (*prefix)
-        path[n++] = *prefix++;
-    while (*name && n < 31)
-        path[n++] = *name++;
-    path[n] = 0;
-    return path;
-}
-
-static long prepare_dev(void)
-{
-    char path[32], source[32];
-    long rc = SYS3(SYS_mkdirat, AT_FDCWD, "/dev", 0755);
-    if (rc == 0)
-        rc = SYS5(SYS_mount, "tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755");
-    for (unsigned i = 0; rc == 0 && i < sizeof dev_devices / sizeof dev_devices[0]; i++) {
-        rc = SYS4(SYS_openat, AT_FDCWD, dev_path(path, "/dev/", dev_devices[i]),
-                  O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, 0666);
-        if (rc >= 0)
-            rc = SYS1(SYS_close, rc);
-    }
-    for (unsigned i = 0; rc == 0 && i < sizeof dev_links / sizeof dev_links[0]; i++)
-        rc = SYS3(SYS_symlinkat, dev_links[i][0], AT_FDCWD, dev_path(path, "/dev/", dev_links[i][1]));
-    if (rc == 0)
-        rc = SYS3(SYS_mkdirat, AT_FDCWD, "/dev/pts", 0755);
-    if (rc == 0)
-        rc = SYS3(SYS_mkdirat, AT_FDCWD, "/dev/shm", 0777);
-    for (unsigned i = 0; rc == 0 && i < sizeof dev_devices / sizeof dev_devices[0]; i++)
-        rc = SYS5(SYS_mount, dev_path(source, "/oldroot/dev/", dev_devices[i]), dev_path(path, "/dev/", dev_devices[i]), 0, MS_BIND, 0);
-    if (rc == 0)
-        rc = SYS5(SYS_mount, "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
-    if (rc == 0)
-        rc = SYS5(SYS_mount, "tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
-    return rc;
-}
+// The sandbox's /dev is built on the scratch root by sbx_build_dev (sandbox_kernel.h), the executor's
+// SBX_OP_BUILD_DEV: a plan that joins the prepared namespace skips that step and binds it onto its
+// root's /dev, as every plan does. Built, it was nine mounts and fourteen entries: 130 us of every
+// start against 12 us for the bind (C loops in a user namespace on this project's CI machine; a
+// mount costs 10 to 13 us there). The tmpfs, devpts and shm instances belong to the spare's user
+// namespace, the sandbox's own, as they would if PID 1 made them.
 
 // The maker's mount namespace, brought to where every plan starts (RootfsPlanner.Plan's steps marked
 // PreparedBySpare; keep the two in step): our mounts made slaves of the host's, so that nothing
 // mounted here propagates back (mount_namespaces(7)); a tmpfs at /tmp with newroot and oldroot in
 // it; the tmpfs made the root, the host's tree kept at /oldroot; and the sandbox's /dev on it
-// (prepare_dev). 0, or -errno.
+// (sbx_build_dev). 0, or -errno.
 static long prepare_mount_namespace(void)
 {
     long rc = SYS5(SYS_mount, 0, "/", 0, MS_REC | MS_SLAVE, 0);
@@ -281,7 +236,7 @@ static long prepare_mount_namespace(void)
     if (rc == 0)
         rc = SYS1(SYS_chdir, "/");
     if (rc == 0)
-        rc = prepare_dev();
+        rc = sbx_build_dev();
     return rc;
 }
 

@@ -1,7 +1,7 @@
 // Small kernel operations that both native parts need: the executor (sandbox_exec.c), whose CLONE_VM
 // child may not touch errno, and sandbox-init (sandbox_init.c), which is built without a libc. So
 // raw system calls only (sandbox_syscall.h), each returning 0 or -errno. The includer brings the
-// errno and fcntl constants: the libc's headers (the executor) or the kernel's (sandbox-init), which
+// errno, fcntl and mount constants: the libc's headers (the executor) or the kernel's (sandbox-init), which
 // cannot both be included in one file.
 #ifndef SANDBOX_KERNEL_H
 #define SANDBOX_KERNEL_H
@@ -94,6 +94,61 @@ static inline long sbx_loopback_up(void)
         rc = SYS3(SYS_ioctl, fd, 0x8914 /* SIOCSIFFLAGS */, &request);
     }
     SYS1(SYS_close, fd);
+    return rc;
+}
+
+// "/dev/" or "/oldroot/dev/" and a name, into path (room for the longest).
+static inline const char *sbx_dev_path(char path[32], const char *prefix, const char *name)
+{
+    int n = 0;
+    while (*prefix)
+        path[n++] = *prefix++;
+    while (*name && n < 31)
+        path[n++] = *name++;
+    path[n] = 0;
+    return path;
+}
+
+// The sandbox's /dev, as bubblewrap builds it, made at /dev on the scratch root with the host's tree
+// at /oldroot: a tmpfs; the host's harmless devices bound in, since device nodes cannot be made in a
+// user namespace (mknod(2) needs CAP_MKNOD in the initial one); the usual links; a private devpts
+// (newinstance: the host's terminals are out of reach; Documentation/filesystems/devpts.rst; no gid=,
+// as gid 5 may not be mapped) and a tmpfs at /dev/shm. The plan then binds it onto its root's /dev
+// (RootfsPlanner.AddDev). One implementation for both builders: the executor (SBX_OP_BUILD_DEV)
+// and a holder's maker (sandbox_init.c, prepare_mount_namespace), whose prepared mount namespace a
+// plan may join instead. Every entry first, then the mounts. Arrays of chars, not of pointers:
+// sandbox-init has no relocations. 0, or -errno.
+static inline long sbx_build_dev(void)
+{
+    static const char devices[][8] = {"null", "zero", "full", "random", "urandom", "tty"};
+    static const char links[][2][16] = {
+        {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
+        {"/proc/self/fd/2", "stderr"}, {"/proc/kcore", "core"}, {"pts/ptmx", "ptmx"},
+    };
+    char path[32], source[32];
+    long rc = SYS3(SYS_mkdirat, AT_FDCWD, "/dev", 0755);
+    if (rc == -EEXIST) // the empty mount point a host program's /dev was mounted on (RootfsPlanner.AddHostProgramRuntime)
+        rc = 0;
+    if (rc == 0)
+        rc = SYS5(SYS_mount, "tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755");
+    for (unsigned i = 0; rc == 0 && i < sizeof devices / sizeof devices[0]; i++) {
+        rc = SYS4(SYS_openat, AT_FDCWD, sbx_dev_path(path, "/dev/", devices[i]),
+                  O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, 0666);
+        if (rc >= 0)
+            rc = SYS1(SYS_close, rc);
+    }
+    for (unsigned i = 0; rc == 0 && i < sizeof links / sizeof links[0]; i++)
+        rc = SYS3(SYS_symlinkat, links[i][0], AT_FDCWD, sbx_dev_path(path, "/dev/", links[i][1]));
+    if (rc == 0)
+        rc = SYS3(SYS_mkdirat, AT_FDCWD, "/dev/pts", 0755);
+    if (rc == 0)
+        rc = SYS3(SYS_mkdirat, AT_FDCWD, "/dev/shm", 0777);
+    for (unsigned i = 0; rc == 0 && i < sizeof devices / sizeof devices[0]; i++)
+        rc = SYS5(SYS_mount, sbx_dev_path(source, "/oldroot/dev/", devices[i]), sbx_dev_path(path, "/dev/", devices[i]), 0, MS_BIND, 0);
+    if (rc == 0)
+        rc = SYS5(SYS_mount, "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
+    if (rc == 0)
+        rc = SYS5(SYS_mount, "tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
     return rc;
 }
 

@@ -101,8 +101,6 @@ public static class RootfsPlanner
 
     public const string DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-    private static readonly string[] s_devices = { "null", "zero", "full", "random", "urandom", "tty" };
-
     // runc's defaults (libcontainer/specconv: maskedPaths, readonlyPaths): kernel interfaces that leak
     // host information or allow changing the host, hidden or made read-only in every container.
     private static readonly string[] s_maskedProcPaths =
@@ -380,6 +378,8 @@ public static class RootfsPlanner
         }
         var lowers = layers.Reverse().Select(l => HostPaths.Under(OldRoot, HostPaths.Resolve(l))).ToList();
         steps.Add(FuseOverlayfsStep(HostPaths.Under(OldRoot, HostPaths.Resolve(program)), lowers, upper, work, NewRoot));
+        // Its daemon holds /dev/fuse open from here on; the sandbox's /dev must not have it.
+        steps.Add(new UnmountStep("/dev"));
     }
 
     /// <summary>
@@ -408,7 +408,9 @@ public static class RootfsPlanner
     /// <summary>
     /// The host's program directories on the scratch root (symlinks as symlinks: /lib -> usr/lib on
     /// a merged-/usr system), and /dev/null and /dev/fuse, so that a host program can run there
-    /// before the new root exists.
+    /// before the new root exists. The two devices are on a tmpfs of their own at /dev, unmounted once
+    /// the program is done: the sandbox's /dev is built at /dev on the scratch root too (or there
+    /// already, in a holder's prepared mount namespace), and gets neither it nor its entries.
     /// </summary>
     private static void AddHostProgramRuntime(ImmutableArray<SetupStep>.Builder steps)
     {
@@ -429,6 +431,7 @@ public static class RootfsPlanner
         // The program itself is run through /oldroot (it may live in ~/bin or /opt); its interpreter
         // and libraries are found through the binds above.
         steps.Add(new MakeDirectoryStep("/dev"));
+        steps.Add(new MountStep("tmpfs", "/dev", "tmpfs", MountFlags.NoSuid | MountFlags.NoExec, "mode=0755"));
         foreach (string device in new[] { "null", "fuse" })
         {
             steps.Add(new CreateFileStep("/dev/" + device, 0b110_110_110));
@@ -496,31 +499,11 @@ public static class RootfsPlanner
 
     private static void AddDev(ImmutableArray<SetupStep>.Builder steps)
     {
-        // A holder's prepared mount namespace has this /dev built on the scratch root already
-        // (sandbox_init.c, prepare_dev, which makes the steps below marked PreparedBySpare; keep the
-        // two in step): one recursive bind takes it, 12 us instead of 130 for building it.
-        steps.Add(new MountStep("/dev", In("/dev"), null, MountFlags.Bind | MountFlags.Recursive) { OnlyInPreparedMount = true });
-        // A minimal /dev as bubblewrap builds it: device nodes cannot be created in a user namespace
-        // (mknod needs CAP_MKNOD in the initial namespace), so the host's harmless ones are bound in.
-        steps.Add(new MountStep("tmpfs", In("/dev"), "tmpfs", MountFlags.NoSuid | MountFlags.NoExec, "mode=0755") { PreparedBySpare = true });
-        // Every entry of /dev first, then the mounts: the executor resolves /dev once for a run of
-        // entries in it, and any mount ends such a run (sandbox_exec.c, parent_in_root).
-        foreach (string device in s_devices)
-            steps.Add(new CreateFileStep(In("/dev/" + device), 0b110_110_110) { PreparedBySpare = true });
-        steps.Add(new SymlinkStep("/proc/self/fd", In("/dev/fd")) { PreparedBySpare = true });
-        steps.Add(new SymlinkStep("/proc/self/fd/0", In("/dev/stdin")) { PreparedBySpare = true });
-        steps.Add(new SymlinkStep("/proc/self/fd/1", In("/dev/stdout")) { PreparedBySpare = true });
-        steps.Add(new SymlinkStep("/proc/self/fd/2", In("/dev/stderr")) { PreparedBySpare = true });
-        steps.Add(new SymlinkStep("/proc/kcore", In("/dev/core")) { PreparedBySpare = true });
-        steps.Add(new SymlinkStep("pts/ptmx", In("/dev/ptmx")) { PreparedBySpare = true });
-        steps.Add(new MakeDirectoryStep(In("/dev/pts")) { PreparedBySpare = true });
-        steps.Add(new MakeDirectoryStep(In("/dev/shm"), 0b111_111_111) { PreparedBySpare = true });
-        foreach (string device in s_devices)
-            steps.Add(new MountStep(HostPaths.Under(OldRoot, "/dev/" + device), In("/dev/" + device), null, MountFlags.Bind) { PreparedBySpare = true });
-        // newinstance: a private devpts, so the host's terminals are not reachable (devpts docs,
-        // Documentation/filesystems/devpts.rst); no gid= option, since gid 5 may not be mapped.
-        steps.Add(new MountStep("devpts", In("/dev/pts"), "devpts", MountFlags.NoSuid | MountFlags.NoExec, "newinstance,ptmxmode=0666,mode=0620") { PreparedBySpare = true });
-        steps.Add(new MountStep("tmpfs", In("/dev/shm"), "tmpfs", TmpfsFlags, "mode=1777") { PreparedBySpare = true });
+        // Built at /dev on the scratch root by the same native code that builds it in a holder's
+        // prepared mount namespace (sandbox_kernel.h, sbx_build_dev), so a plan that joins one
+        // skips the build; either way one recursive bind puts it on the new root.
+        steps.Add(new BuildDevStep { PreparedBySpare = true });
+        steps.Add(new MountStep("/dev", In("/dev"), null, MountFlags.Bind | MountFlags.Recursive));
     }
 
     private static void AddProc(ImmutableArray<SetupStep>.Builder steps)

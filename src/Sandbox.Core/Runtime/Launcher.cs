@@ -253,8 +253,7 @@ internal static unsafe class Launcher
         var n = new NativeStep
         {
             Options = (step.Optional ? (int)NativeStepOptions.Optional : 0) | (step.PreparedBySpare ? (int)NativeStepOptions.PreparedBySpare : 0) |
-                      (step.OverlayPreparedBySpare ? (int)NativeStepOptions.OverlayPreparedBySpare : 0) |
-                      (step.OnlyInPreparedMount ? (int)NativeStepOptions.OnlyInPreparedMount : 0),
+                      (step.OverlayPreparedBySpare ? (int)NativeStepOptions.OverlayPreparedBySpare : 0),
         };
         switch (step)
         {
@@ -300,6 +299,13 @@ internal static unsafe class Launcher
                 break;
             case LoopbackUpStep:
                 n.Kind = (int)NativeStepKind.LoopbackUp;
+                break;
+            case BuildDevStep:
+                n.Kind = (int)NativeStepKind.BuildDev;
+                break;
+            case UnmountStep u:
+                n.Kind = (int)NativeStepKind.Unmount;
+                n.Target = arena.String(u.Target);
                 break;
             case ClearGroupsStep:
                 n.Kind = (int)NativeStepKind.ClearGroups;

@@ -121,13 +121,6 @@ public abstract record SetupStep
     public bool OverlayPreparedBySpare { get; init; }
 
     /// <summary>
-    /// Uses what a holder's prepared mount namespace has made (the /dev that sandbox_init.c,
-    /// prepare_dev, builds on the scratch root): run only when PID 1 joins one, in place of the
-    /// steps marked <see cref="PreparedBySpare"/> that would build the same.
-    /// </summary>
-    public bool OnlyInPreparedMount { get; init; }
-
-    /// <summary>
     /// When set, the target is resolved inside this directory as if it were / (openat2's
     /// RESOLVE_IN_ROOT): no symlink under the new root can send the step outside it.
     /// </summary>
@@ -193,6 +186,27 @@ public sealed record MaskStep(string Target, string NullDevice) : SetupStep
 public sealed record PivotRootStep(string NewRoot, string? PutOld) : SetupStep
 {
     public override string Describe() => $"pivot_root into {NewRoot}";
+}
+
+/// <summary>
+/// The sandbox's /dev, built at /dev on the scratch root (the host's tree at /oldroot) by the native
+/// code that also builds it in a holder's prepared mount namespace (sandbox_kernel.h,
+/// sbx_build_dev): a tmpfs with the host's null, zero, full, random, urandom and tty bound in, the
+/// links fd, stdin, stdout, stderr, core and ptmx, a private devpts and a tmpfs at shm.
+/// </summary>
+public sealed record BuildDevStep : SetupStep
+{
+    public override string? TargetPath => "/dev";
+
+    public override string Describe() => "build /dev on the scratch root";
+}
+
+/// <summary>Detaches the mount on <paramref name="Target"/> and every mount below it (umount2(2), MNT_DETACH).</summary>
+public sealed record UnmountStep(string Target) : SetupStep
+{
+    public override string? TargetPath => Target;
+
+    public override string Describe() => $"unmount {Target}";
 }
 
 public sealed record SetHostnameStep(string Hostname) : SetupStep

@@ -184,6 +184,8 @@ internal sealed class SandboxProcess : IDisposable
             ". The kernel refuses a new /proc when the host's /proc is partly hidden by over-mounts (as in some containers); run on a host or a container started with an unmasked /proc",
         (MountStep m, Errno.ENOENT) when (m.Flags & MountFlags.Bind) != 0 =>
             ". The mount point must exist in the root; in host mode a bind target must be an existing path, or lie under /tmp or $HOME",
+        (BuildDevStep, Errno.ENOENT) =>
+            ". The sandbox's /dev binds the host's /dev/null, zero, full, random, urandom and tty: one of them is missing here (in a container, start it with a full /dev)",
         (MakeDirectoryStep or CreateFileStep, Errno.EROFS) =>
             ". The root is read-only here: choose a target that exists, or one under /tmp or $HOME",
         (MakeDirectoryStep or CreateFileStep, Errno.EACCES) =>
