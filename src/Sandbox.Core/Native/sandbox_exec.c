@@ -254,10 +254,10 @@ static int step_pivot_root(const struct sbx_op *op, void (*before_detach)(void *
 // change what that path names, and the next in-root step must see it as a fresh open would.
 //
 // It also keeps the directory in which the last entry was made (mkdir, a file, a symlink), for the
-// next entry made there: /dev's fourteen entries cost one resolution instead of fourteen (openat2
-// with RESOLVE_IN_ROOT, about 2 µs each here). Any other step ends that: after a mount the same
-// path may name another directory, and comparing paths cannot tell (a symlink may lead to it), so
-// the planner puts entries of one directory in a row (RootfsPlanner.AddDev).
+// next entry made there: a run of entries in one directory costs one resolution (openat2 with
+// RESOLVE_IN_ROOT, about 2 µs each here), as a directory root's mount points /proc, /dev and /tmp
+// do. Any other step ends that: after a mount the same path may name another directory, and
+// comparing paths cannot tell (a symlink may lead to it).
 #define PARENT_CACHE_SIZE 256
 
 struct root_cache {
