@@ -208,18 +208,15 @@ static long mount_overlay(const char *hint)
     return rc;
 }
 
-// The sandbox's /dev is built on the scratch root by sbx_build_dev (sandbox_kernel.h), the executor's
-// SBX_OP_BUILD_DEV: a plan that joins the prepared namespace skips that step and binds it onto its
-// root's /dev, as every plan does. Built, it was nine mounts and fourteen entries: 130 us of every
-// start against 12 us for the bind (C loops in a user namespace on this project's CI machine; a
-// mount costs 10 to 13 us there). The tmpfs, devpts and shm instances belong to the spare's user
-// namespace, the sandbox's own, as they would if PID 1 made them.
-
 // The maker's mount namespace, brought to where every plan starts (RootfsPlanner.Plan's steps marked
 // PreparedBySpare; keep the two in step): our mounts made slaves of the host's, so that nothing
 // mounted here propagates back (mount_namespaces(7)); a tmpfs at /tmp with newroot and oldroot in
-// it; the tmpfs made the root, the host's tree kept at /oldroot; and the sandbox's /dev on it
-// (sbx_build_dev). 0, or -errno.
+// it; the tmpfs made the root, the host's tree kept at /oldroot; and the sandbox's /dev on it, built
+// by the code the executor runs for the plan's SBX_OP_BUILD_DEV (sbx_build_dev), which PID 1 then
+// skips. Built, /dev is nine mounts and fourteen entries: 130 us of a start against 12 us for the
+// bind every plan makes of it (C loops in a user namespace on this project's CI machine; a mount
+// costs 10 to 13 us there). Its tmpfs, devpts and shm instances belong to the spare's user
+// namespace, the sandbox's own, as they would if PID 1 made them. 0, or -errno.
 static long prepare_mount_namespace(void)
 {
     long rc = SYS5(SYS_mount, 0, "/", 0, MS_REC | MS_SLAVE, 0);

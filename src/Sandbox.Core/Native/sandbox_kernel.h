@@ -1,8 +1,8 @@
 // Small kernel operations that both native parts need: the executor (sandbox_exec.c), whose CLONE_VM
 // child may not touch errno, and sandbox-init (sandbox_init.c), which is built without a libc. So
 // raw system calls only (sandbox_syscall.h), each returning 0 or -errno. The includer brings the
-// errno, fcntl and mount constants: the libc's headers (the executor) or the kernel's (sandbox-init), which
-// cannot both be included in one file.
+// errno, fcntl and mount constants: the libc's headers (the executor) or the kernel's
+// (sandbox-init), which cannot both be included in one file.
 #ifndef SANDBOX_KERNEL_H
 #define SANDBOX_KERNEL_H
 #include "sandbox_syscall.h"
