@@ -55,7 +55,8 @@
 // 13: the spare's IPC and UTS namespaces. 14: its prepared mount namespace (SBX_OPT_PREPARED).
 // 15: the last plan's overlay mounted in it (SBX_OPT_OVERLAY_PREPARED, the holder's hint).
 // 16: the sandbox's /dev built in it (SBX_OPT_ONLY_PREPARED).
-// 17: SBX_OP_BUILD_DEV, the /dev the holder's maker builds (sbx_build_dev); no SBX_OPT_ONLY_PREPARED.
+// 17: SBX_OP_BUILD_DEV, the /dev the holder's maker builds (sbx_build_dev; a failure's report says
+//     which part, enum sbx_dev_part); no SBX_OPT_ONLY_PREPARED.
 #define SBX_ABI_VERSION 17
 
 // ---- raw system calls: never touch errno (see header comment) -------------------------------
@@ -556,8 +557,6 @@ static int run_step(struct root_cache *cache, const struct sbx_op *op, struct sb
         return (int)SYS1(SYS_chdir, op->target);
     case SBX_OP_UNSHARE:
         return (int)SYS1(SYS_unshare, op->flags);
-    case SBX_OP_BUILD_DEV:
-        return (int)sbx_build_dev();
     default:
         return -EINVAL;
     }
@@ -841,7 +840,7 @@ static int init_main(void *arg)
     struct payload_start payload = {a, -1, -1};
     for (int i = 0; i < a->op_count; i++) {
         const struct sbx_op *op = &a->ops[i];
-        int rc;
+        int rc, detail = 0; // reported with a failure: what SBX_OP_BUILD_DEV was making (enum sbx_dev_part)
         // A spare's loopback is up already (the holder brought it up); SIOCSIFFLAGS would only
         // wait for the RTNL lock, which the holder's next spare or a torn-down namespace may hold.
         if (op->kind == SBX_OP_LOOPBACK_UP && net_joined)
@@ -859,6 +858,9 @@ static int init_main(void *arg)
                 report(SBX_FD_REPORT, SBX_REPORT_SETUP_FAILED, i, 0, status);
                 raw_exit(125);
             }
+        } else if (op->kind == SBX_OP_BUILD_DEV) {
+            root_cache_close(&cache);
+            rc = (int)sbx_build_dev(&detail);
         } else if (op->kind == SBX_OP_PIVOT_ROOT && i == a->op_count - 1) {
             root_cache_close(&cache);
             rc = step_pivot_root(op, start_payload_before_detach, &payload);
@@ -868,7 +870,7 @@ static int init_main(void *arg)
         if (rc == -ENOENT && (op->options & SBX_OPT_OPTIONAL))
             continue;
         if (rc < 0) {
-            report(SBX_FD_REPORT, SBX_REPORT_SETUP_FAILED, i, -rc, 0);
+            report(SBX_FD_REPORT, SBX_REPORT_SETUP_FAILED, i, -rc, detail);
             raw_exit(125);
         }
     }

@@ -117,8 +117,18 @@ static inline const char *sbx_dev_path(char path[32], const char *prefix, const 
 // (RootfsPlanner.AddDev). One implementation for both builders: the executor (SBX_OP_BUILD_DEV)
 // and a holder's maker (sandbox_init.c, prepare_mount_namespace), whose prepared mount namespace a
 // plan may join instead. Every entry first, then the mounts. Arrays of chars, not of pointers:
-// sandbox-init has no relocations. 0, or -errno.
-static inline long sbx_build_dev(void)
+// sandbox-init has no relocations. 0, or -errno with *part saying what it was making.
+// The parts, in the order they are made (the executor reports the part of a failure as struct
+// sbx_report's value; BuildDevStep.Part in RuntimePlan.cs mirrors these values):
+enum sbx_dev_part {
+    SBX_DEV_TMPFS = 1,        // /dev and its tmpfs
+    SBX_DEV_ENTRIES = 2,      // the device files, links, pts and shm directories
+    SBX_DEV_HOST_DEVICES = 3, // the binds of the host's devices
+    SBX_DEV_DEVPTS = 4,       // the private devpts
+    SBX_DEV_SHM = 5,          // the tmpfs at /dev/shm
+};
+
+static inline long sbx_build_dev(int *part)
 {
     static const char devices[][8] = {"null", "zero", "full", "random", "urandom", "tty"};
     static const char links[][2][16] = {
@@ -126,11 +136,14 @@ static inline long sbx_build_dev(void)
         {"/proc/self/fd/2", "stderr"}, {"/proc/kcore", "core"}, {"pts/ptmx", "ptmx"},
     };
     char path[32], source[32];
+    *part = SBX_DEV_TMPFS;
     long rc = SYS3(SYS_mkdirat, AT_FDCWD, "/dev", 0755);
     if (rc == -EEXIST) // the empty mount point a host program's /dev was mounted on (RootfsPlanner.AddHostProgramRuntime)
         rc = 0;
     if (rc == 0)
         rc = SYS5(SYS_mount, "tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755");
+    if (rc == 0)
+        *part = SBX_DEV_ENTRIES;
     for (unsigned i = 0; rc == 0 && i < sizeof devices / sizeof devices[0]; i++) {
         rc = SYS4(SYS_openat, AT_FDCWD, sbx_dev_path(path, "/dev/", devices[i]),
                   O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, 0666);
@@ -143,12 +156,18 @@ static inline long sbx_build_dev(void)
         rc = SYS3(SYS_mkdirat, AT_FDCWD, "/dev/pts", 0755);
     if (rc == 0)
         rc = SYS3(SYS_mkdirat, AT_FDCWD, "/dev/shm", 0777);
+    if (rc == 0)
+        *part = SBX_DEV_HOST_DEVICES;
     for (unsigned i = 0; rc == 0 && i < sizeof devices / sizeof devices[0]; i++)
         rc = SYS5(SYS_mount, sbx_dev_path(source, "/oldroot/dev/", devices[i]), sbx_dev_path(path, "/dev/", devices[i]), 0, MS_BIND, 0);
-    if (rc == 0)
+    if (rc == 0) {
+        *part = SBX_DEV_DEVPTS;
         rc = SYS5(SYS_mount, "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
-    if (rc == 0)
+    }
+    if (rc == 0) {
+        *part = SBX_DEV_SHM;
         rc = SYS5(SYS_mount, "tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    }
     return rc;
 }
 

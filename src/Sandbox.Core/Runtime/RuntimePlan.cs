@@ -196,9 +196,30 @@ public sealed record PivotRootStep(string NewRoot, string? PutOld) : SetupStep
 /// </summary>
 public sealed record BuildDevStep : SetupStep
 {
+    /// <summary>What the native code was making when it failed: the report's value (sandbox_kernel.h, enum sbx_dev_part).</summary>
+    public enum Part
+    {
+        Tmpfs = 1,
+        Entries = 2,
+        HostDevices = 3,
+        Devpts = 4,
+        Shm = 5,
+    }
+
     public override string? TargetPath => "/dev";
 
     public override string Describe() => "build /dev on the scratch root";
+
+    /// <summary>The step and the part of /dev it failed at, e.g. "build /dev on the scratch root: its private devpts at /dev/pts".</summary>
+    public static string DescribeFailure(int part) => (Part)part switch
+    {
+        Part.Tmpfs => "build /dev on the scratch root: its tmpfs",
+        Part.Entries => "build /dev on the scratch root: its device files, links and directories",
+        Part.HostDevices => "build /dev on the scratch root: the binds of the host's /dev/null, zero, full, random, urandom and tty",
+        Part.Devpts => "build /dev on the scratch root: its private devpts at /dev/pts",
+        Part.Shm => "build /dev on the scratch root: its tmpfs at /dev/shm",
+        _ => "build /dev on the scratch root",
+    };
 }
 
 /// <summary>Detaches the mount on <paramref name="Target"/> and every mount below it (umount2(2), MNT_DETACH).</summary>

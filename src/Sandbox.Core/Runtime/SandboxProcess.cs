@@ -157,9 +157,13 @@ internal sealed class SandboxProcess : IDisposable
         if (stepIndex < 0 || stepIndex >= _plan.Steps.Length)
             return new SandboxException(SandboxErrorCode.SpawnFailed, $"could not start the command inside the sandbox: {Errno.Describe(errno)}");
         SetupStep step = _plan.Steps[stepIndex];
-        return new SandboxException(SandboxErrorCode.SetupFailed,
-            $"setting up the sandbox failed at step {stepIndex + 1} ({step.Describe()}): {Errno.Describe(errno)}{SetupHint(step, errno)}");
+        return new SandboxException(SandboxErrorCode.SetupFailed, SetupFailureMessage(stepIndex, step, errno, value));
     }
+
+    /// <param name="value">The report's value: for a <see cref="BuildDevStep"/>, the part of /dev it failed at.</param>
+    internal static string SetupFailureMessage(int stepIndex, SetupStep step, int errno, int value) =>
+        $"setting up the sandbox failed at step {stepIndex + 1} ({(step is BuildDevStep ? BuildDevStep.DescribeFailure(value) : step.Describe())}): " +
+        $"{Errno.Describe(errno)}{SetupHint(step, errno, value)}";
 
     /// <summary>A set-up program (fuse-overlayfs) that ran and failed: its status and what it said on stderr.</summary>
     private unsafe SandboxException ProgramFailure(int stepIndex, RunProgramStep program, ExitStatus status)
@@ -178,14 +182,14 @@ internal sealed class SandboxProcess : IDisposable
             (said.Length == 0 ? "" : $": {string.Join(" ", said.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))}"));
     }
 
-    private static string SetupHint(SetupStep step, int errno) => (step, errno) switch
+    private static string SetupHint(SetupStep step, int errno, int value) => (step, errno) switch
     {
         (MountStep { FileSystemType: "proc" }, Errno.EPERM) =>
             ". The kernel refuses a new /proc when the host's /proc is partly hidden by over-mounts (as in some containers); run on a host or a container started with an unmasked /proc",
         (MountStep m, Errno.ENOENT) when (m.Flags & MountFlags.Bind) != 0 =>
             ". The mount point must exist in the root; in host mode a bind target must be an existing path, or lie under /tmp or $HOME",
-        (BuildDevStep, Errno.ENOENT) =>
-            ". The sandbox's /dev binds the host's /dev/null, zero, full, random, urandom and tty: one of them is missing here (in a container, start it with a full /dev)",
+        (BuildDevStep, Errno.ENOENT) when value == (int)BuildDevStep.Part.HostDevices =>
+            ". One of them is missing on this host: in a container, start it with the usual /dev (docker and podman give every container these six)",
         (MakeDirectoryStep or CreateFileStep, Errno.EROFS) =>
             ". The root is read-only here: choose a target that exists, or one under /tmp or $HOME",
         (MakeDirectoryStep or CreateFileStep, Errno.EACCES) =>
