@@ -57,7 +57,7 @@ internal static unsafe class Launcher
             args->LifeFd = (int)lifeRead.DangerousGetHandle();
             args->InitFd = (int)init.DangerousGetHandle();
             args->StackSize = StackSize;
-            args->Stack = (byte*)arena.Allocate(2 * StackSize, zero: false);
+            args->Stack = arena.ChildStack(2 * StackSize);
             args->PathBufferSize = PathBufferSize;
             args->PathBuffer = (byte*)arena.Allocate(PathBufferSize, zero: false);
 
