@@ -34,7 +34,9 @@ public unsafe class ChildStackPoolTests
         Assert.That((IntPtr)large, Is.Not.EqualTo((IntPtr)small));
         // The spare is still the small one: the large one is freed on its return.
         pool.Return(large, Bytes);
-        Assert.That((IntPtr)pool.Rent(64 * 1024), Is.EqualTo((IntPtr)small));
+        void* again = pool.Rent(64 * 1024);
+        Assert.That((IntPtr)again, Is.EqualTo((IntPtr)small));
+        pool.Return(again, 64 * 1024);
     }
 
     [Test]

@@ -75,12 +75,12 @@ internal sealed unsafe class NativeArena : IDisposable
 /// <summary>
 /// One spare child stack per process, kept for the next spawn instead of freed. A stack is half a
 /// MiB, so glibc's malloc maps it on its own and its free(3) is a munmap(2) (mallopt(3),
-/// M_MMAP_THRESHOLD), made at the end of every run, on the way to the CLI's exit: 13 us median, 39
-/// at the 90th percentile (perf syscall tracepoints, 100 warm runs), since the CLI's address space
-/// is shared with its teardown child (sandbox_exec.c, sbx_defer_teardown) and an unmap flushes the
-/// TLB of every CPU that ran either. A process that starts many sandboxes (the MSBuild task,
-/// <c>sandbox test</c>) also finds the stack's pages already faulted in. The stack is handed back
-/// only when the arena is disposed, once no child runs on it (<see cref="NativeArena"/>).
+/// M_MMAP_THRESHOLD), made at the end of every run, on the way to the CLI's exit: 13 µs median, 39
+/// at the 90th percentile (perf syscall tracepoints, 100 warm runs). An unmap flushes the TLB of
+/// every CPU that may hold the address space's translations, and the CLI shares it with its
+/// teardown child (sandbox_exec.c, sbx_defer_teardown). A process that starts many sandboxes (the
+/// MSBuild task, <c>sandbox test</c>) also finds the stack's pages already faulted in. The stack is
+/// handed back only when the arena is disposed, once no child runs on it (<see cref="NativeArena"/>).
 /// </summary>
 internal sealed unsafe class ChildStackPool
 {
