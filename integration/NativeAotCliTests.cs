@@ -72,7 +72,7 @@ public sealed class NativeAotCliTests
     /// <summary>
     /// The teardown child is made as soon as the sandbox has started, while the CLI would only wait
     /// (Program.Dispatch): made at the end, its clone was on the way out of every run (72 µs,
-    /// README). So it is there, the CLI's child, named, while the payload runs.
+    /// ci/PERFORMANCE.md). So it is there, the CLI's child, named, while the payload runs.
     /// </summary>
     [Test]
     public void MakesItsTeardownChildWhileTheSandboxRuns()
