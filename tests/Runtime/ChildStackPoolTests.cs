@@ -55,4 +55,28 @@ public unsafe class ChildStackPoolTests
         Assert.That(next[Bytes - 1], Is.EqualTo(2), "handed back, not freed");
         pool.Return(next, Bytes);
     }
+
+    [Test]
+    public void ConcurrentSpawnsNeverShareAStack()
+    {
+        // Sandboxes may start on several threads of one process (SandboxRunner): a stack in use by
+        // one child must never be handed to another.
+        var pool = new ChildStackPool();
+        var inUse = new System.Collections.Concurrent.ConcurrentDictionary<IntPtr, int>();
+        int shared = 0;
+        Parallel.For(0, 8, _ =>
+        {
+            for (int i = 0; i < 2000; i++)
+            {
+                IntPtr stack = (IntPtr)pool.Rent(Bytes);
+                if (!inUse.TryAdd(stack, 0))
+                    Interlocked.Increment(ref shared);
+                Thread.SpinWait(50);
+                inUse.TryRemove(stack, out int _);
+                pool.Return((void*)stack, Bytes);
+            }
+        });
+        Assert.That(shared, Is.Zero);
+        pool.Return(pool.Rent(Bytes), Bytes);
+    }
 }
