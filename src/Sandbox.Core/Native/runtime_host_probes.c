@@ -5,19 +5,19 @@
 // limit, once for the CPU quota), reads the memory cgroup's memory.use_hierarchy and memory.stat
 // and the CPU cgroup's cpu.cfs_quota_us, and reads nine sysfs files under
 // /sys/devices/system/cpu/cpu0/cache/ for the size of the largest cache. About 40 system calls on
-// /proc, sysfs and cgroupfs, every start: a warm `sandbox run` of /bin/true was 0.38 ms faster
-// without them (paired, alternating, ci/PERFORMANCE.md), which is more than any other part of our
+// /proc, sysfs and cgroupfs, every start: a warm `sandbox run` of /bin/true was 0.43 ms faster
+// without them (paired, alternating, 400 rounds; ci/PERFORMANCE.md), more than any other part of our
 // own start-up costs. bubblewrap, a C program, pays none of this.
 //
-// The CLI is linked with `ld --wrap` for the three entry points (Sandbox.Cli.csproj): calls from
-// the runtime's other objects go to the __wrap_ functions here. (`--wrap` redirects only
-// undefined references between object files; each of these is called from another object of
-// libRuntime.*.a than the one that defines it, which `nm` shows, and the integration test
-// NativeAotCliTests.StartsWithoutProbingTheHostsCgroupsAndCaches checks with strace that the
-// reads are gone.) The names are the Itanium C++ mangling of the runtime's functions:
+// The CLI is linked with `ld --wrap` for three functions of the runtime, and for glibc's
+// pthread_getattr_np (at the end of this file); Sandbox.Cli.csproj lists them. The calls then go
+// to the __wrap_ functions here. `--wrap` redirects only references between object files: each of
+// the runtime's three is called from another object of libRuntime.*.a than the one that defines
+// it, as `nm` shows. The integration test NativeAotCliTests.StartsWithoutProbingTheHostsCgroupsAndCaches
+// checks with strace that the reads are gone. The runtime's functions, by their Itanium C++ names:
 //   InitializeCGroup()                             gc/unix/cgroup.cpp
 //   InitializeCpuCGroup()                          nativeaot/Runtime/unix/cgroupcpu.cpp
-//   GCToOSInterface::GetCacheSizePerLogicalCpu(bool)  gc/unix/gcenv.unix.cpp
+//   GCToOSInterface::GetCacheSizePerLogicalCpu(bool)   gc/unix/gcenv.unix.cpp
 //
 // What the CLI gives up, and why that is right for it:
 // - with its cgroup state never set up, the runtime sees no cgroup: its GC takes the machine's
@@ -30,14 +30,22 @@
 // - the cache size sets only the GC's first generation-0 budget (gc.cpp, get_gen0_min_size: 4/5
 //   of it, then 5/8 of that, about 16 MiB here). A constant makes that budget the same on every
 //   host: the one the runtime computes on a machine whose largest cache is 32 MiB, such as the
-//   AMD EPYC runners this project measures on (sysfs index3). A warm run allocates far less, so
-//   it never collects.
+//   AMD EPYC runners this project measures on (sysfs index3), as before. A warm run cannot reach
+//   it: its whole process takes about 250 page faults, 1 MiB (ci/PERFORMANCE.md).
 //
 // If a later runtime renames one of these functions, its wrap no longer applies and the probes
 // come back: only the start-up time suffers, and the strace test fails.
 
+#define _GNU_SOURCE
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 // The cgroup state of gc/unix/cgroup.cpp stays unset (cgroup version 0): every later query
 // (GetRestrictedPhysicalMemoryLimit, GetPhysicalMemoryUsed) answers "no cgroup".
@@ -57,4 +65,52 @@ size_t __wrap__ZN15GCToOSInterface25GetCacheSizePerLogicalCpuEb(bool true_size)
     // On x86-64 the runtime returns the same size for both (no scaling for the architecture).
     (void)true_size;
     return ASSUMED_LARGEST_CACHE_BYTES;
+}
+
+// The main thread's stack bounds, as glibc's pthread_getattr_np(3) computes them, without its read
+// of /proc/self/maps. The runtime asks for them once per thread it attaches (PalUnix.cpp,
+// PalGetMaximumStackBounds); for any thread but the main one glibc answers from the thread's own
+// descriptor, but for the main thread it reads the whole of /proc/self/maps to find the stack's
+// mapping and the one below it: 30 to 40 us of every start here (a warm run 0.04 ms faster, paired).
+//
+// glibc (nptl/pthread_getattr_np.c) reports the main thread's stack as ending at the page above
+// __libc_stack_end, and as long as RLIMIT_STACK less the part of the mapping above that page,
+// rounded down to pages; it shortens that only where another mapping lies closer below. The end of
+// the stack's mapping is known without /proc: execve(2) copies the program's file name
+// (AT_EXECFN, getauxval(3)) first, right below one null pointer at the very top of the new stack
+// (fs/exec.c: bprm->p starts at vm_end - sizeof(void *), then copy_string_kernel(bprm->filename)).
+// The kernel keeps the mappings it places at least RLIMIT_STACK below the stack (mmap_base's gap,
+// arch/x86/mm/mmap.c), so the shortening cannot apply at start-up. Anything unexpected (the
+// computed end not on a page boundary, no stack limit) goes to glibc's own function.
+// RuntimeHostProbesTests compares both answers under several argument, environment and limit sizes.
+extern void *__libc_stack_end;
+int __real_pthread_getattr_np(pthread_t thread, pthread_attr_t *attr);
+
+static bool main_thread_stack(uintptr_t *low, size_t *size)
+{
+    const char *execfn = (const char *)getauxval(AT_EXECFN);
+    struct rlimit limit;
+    if (execfn == NULL || getrlimit(RLIMIT_STACK, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY)
+        return false;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t mapping_end = (uintptr_t)execfn + strlen(execfn) + 1 + sizeof(void *);
+    uintptr_t stack_end = ((uintptr_t)__libc_stack_end & -page) + page;
+    if ((mapping_end & (page - 1)) != 0 || stack_end > mapping_end || mapping_end - stack_end >= limit.rlim_cur)
+        return false;
+    *size = (limit.rlim_cur - (mapping_end - stack_end)) & -page;
+    if (*size == 0 || *size >= stack_end)
+        return false;
+    *low = stack_end - *size;
+    return true;
+}
+
+int __wrap_pthread_getattr_np(pthread_t thread, pthread_attr_t *attr)
+{
+    uintptr_t low;
+    size_t size;
+    if (pthread_equal(thread, pthread_self()) && syscall(SYS_gettid) == getpid() && main_thread_stack(&low, &size)) {
+        int rc = pthread_attr_init(attr);
+        return rc != 0 ? rc : pthread_attr_setstack(attr, (void *)low, size);
+    }
+    return __real_pthread_getattr_np(thread, attr);
 }

@@ -1,0 +1,129 @@
+using System.Diagnostics;
+using Sandbox.Tests.TestSupport;
+
+namespace Sandbox.Tests.Native;
+
+/// <summary>
+/// src/Sandbox.Core/Native/runtime_host_probes.c, which the NativeAOT CLI links in with ld's --wrap:
+/// its main-thread stack bounds must be glibc's own, computed without /proc/self/maps, whatever the
+/// size of the arguments, the environment and the stack limit; other threads are glibc's to answer.
+/// A small C program linked the same way asks both and prints them.
+/// </summary>
+[TestFixture]
+public sealed class RuntimeHostProbesTests
+{
+    private const string DriverSource = """
+        #define _GNU_SOURCE
+        #include <pthread.h>
+        #include <stdbool.h>
+        #include <stddef.h>
+        #include <stdio.h>
+
+        int __real_pthread_getattr_np(pthread_t thread, pthread_attr_t *attr);
+        int __wrap_pthread_getattr_np(pthread_t thread, pthread_attr_t *attr);
+        size_t __wrap__ZN15GCToOSInterface25GetCacheSizePerLogicalCpuEb(bool true_size);
+
+        static void report(const char *who)
+        {
+            pthread_attr_t ours, glibc;
+            void *ours_low, *glibc_low;
+            size_t ours_size, glibc_size;
+            if (__wrap_pthread_getattr_np(pthread_self(), &ours) != 0 || __real_pthread_getattr_np(pthread_self(), &glibc) != 0
+                || pthread_attr_getstack(&ours, &ours_low, &ours_size) != 0 || pthread_attr_getstack(&glibc, &glibc_low, &glibc_size) != 0) {
+                printf("%s failed\n", who);
+                return;
+            }
+            printf("%s %p %zu %p %zu\n", who, ours_low, ours_size, glibc_low, glibc_size);
+        }
+
+        static void *other_thread(void *unused)
+        {
+            (void)unused;
+            report("thread");
+            return NULL;
+        }
+
+        int main(void)
+        {
+            report("main");
+            pthread_t thread;
+            if (pthread_create(&thread, NULL, other_thread, NULL) == 0)
+                pthread_join(thread, NULL);
+            printf("cache %zu %zu\n", __wrap__ZN15GCToOSInterface25GetCacheSizePerLogicalCpuEb(true),
+                __wrap__ZN15GCToOSInterface25GetCacheSizePerLogicalCpuEb(false));
+            return 0;
+        }
+        """;
+
+    private TempDirectory? _dir;
+    private string _driver = "";
+
+    [OneTimeSetUp]
+    public void BuildDriver()
+    {
+        _dir = new TempDirectory();
+        string probes = Path.Combine(TestContext.CurrentContext.TestDirectory, "Native", "runtime_host_probes.c");
+        Assert.That(File.Exists(probes), Is.True, $"{probes} is copied beside the tests (Sandbox.Tests.csproj)");
+        // A long name: execve(2) copies it to the top of the stack, where the computation starts.
+        _driver = _dir.Combine("driver-" + new string('n', 200));
+        (int exit, string output) = Run(Environment.GetEnvironmentVariable("CC") ?? "cc",
+            ["-O2", "-Wall", "-Wextra", "-Werror", "-o", _driver, _dir.CreateFile("driver.c", DriverSource), probes,
+             "-Wl,--wrap=pthread_getattr_np", "-pthread"]);
+        if (exit == -1)
+            Skip.Because("no C compiler: " + output);
+        Assert.That(exit, Is.Zero, output);
+    }
+
+    [OneTimeTearDown]
+    public void RemoveDriver() => _dir?.Dispose();
+
+    [TestCase("", 0, 0, TestName = "no arguments, default stack limit")]
+    [TestCase("", 3000, 0, TestName = "3,000 arguments")]
+    [TestCase("", 0, 100_000, TestName = "a 100 kB environment variable")]
+    [TestCase("ulimit -s 16384;", 10, 5000, TestName = "a 16 MiB stack limit")]
+    [TestCase("ulimit -s 1024;", 0, 0, TestName = "a 1 MiB stack limit")]
+    [TestCase("ulimit -s unlimited;", 0, 0, TestName = "no stack limit (glibc answers)")]
+    public void MainThreadStackIsGlibcs(string limit, int arguments, int environmentBytes)
+    {
+        string args = string.Join(' ', Enumerable.Range(0, arguments).Select(i => "a" + i));
+        string env = environmentBytes > 0 ? $"BIG={new string('e', environmentBytes)} " : "";
+        (int exit, string output) = Run("/bin/bash", ["-c", $"{limit} {env}exec '{_driver}' {args}"]);
+        Assert.That(exit, Is.Zero, output);
+
+        Dictionary<string, string[]> lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(l => l.Split(' ')).ToDictionary(f => f[0], f => f[1..]);
+        Assert.Multiple(() =>
+        {
+            foreach (string who in new[] { "main", "thread" })
+            {
+                Assert.That(lines[who], Has.Length.EqualTo(4), output);
+                Assert.That(lines[who][0], Is.EqualTo(lines[who][2]), $"{who}: the stack's low end differs from glibc's\n{output}");
+                Assert.That(lines[who][1], Is.EqualTo(lines[who][3]), $"{who}: the stack's size differs from glibc's\n{output}");
+            }
+            Assert.That(lines["cache"], Is.EqualTo(new[] { "33554432", "33554432" }), output);
+        });
+    }
+
+    private static (int Exit, string Output) Run(string file, string[] args)
+    {
+        var start = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string a in args)
+            start.ArgumentList.Add(a);
+        try
+        {
+            using Process process = Process.Start(start)!;
+            Task<string> stdout = process.StandardOutput.ReadToEndAsync();
+            Task<string> stderr = process.StandardError.ReadToEndAsync();
+            if (!process.WaitForExit(TimeSpan.FromSeconds(60)))
+            {
+                process.Kill(entireProcessTree: true);
+                return (124, "timed out");
+            }
+            return (process.ExitCode, stdout.Result + stderr.Result);
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            return (-1, e.Message);
+        }
+    }
+}
