@@ -169,6 +169,51 @@ public sealed class NativeAotCliTests
     }
 
     /// <summary>
+    /// The runtime's finalizer thread is deferred (runtime_host_probes.c): a run that ends at once
+    /// makes no thread at all, and a longer one has it once the sandbox has run for a second
+    /// (Program.cs). Were the wrap lost, the thread would be made at every start again.
+    /// </summary>
+    [Test]
+    public void MakesItsFinalizerThreadOnlyOnceTheSandboxHasRunASecond()
+    {
+        Require.Command("/usr/bin/strace");
+        using var trace = new TempDir();
+        string log = Path.Combine(trace.Path, "clone");
+        DotnetRun.Result r = DotnetRun.Run("/usr/bin/strace", ["-f", "-e", "trace=clone,clone3", "-o", log, Cli, "run", "--", "/bin/true"],
+            trace.Path, TimeSpan.FromMinutes(1));
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        string[] clones = File.ReadAllLines(log);
+        Assert.That(clones, Has.Some.Contains("clone"), "the trace saw the sandbox's clones");
+        Assert.That(clones.Where(c => c.Contains("CLONE_THREAD")), Is.Empty, "a thread was made:\n" + string.Join("\n", clones));
+
+        using var cli = Process.Start(SandboxCli.StartInfo(Cli, ["run", "--", "/bin/sh", "-c", "echo ready; exec sleep 30"]))!;
+        try
+        {
+            Assert.That(cli.StandardOutput.ReadLine(), Is.EqualTo("ready"), "the sandbox did not start");
+            Assert.That(HostProcesses.WaitUntil(() => ThreadNames(cli.Id).Contains(".NET Finalizer"), TimeSpan.FromSeconds(10)), Is.True,
+                "the CLI's threads: " + string.Join(", ", ThreadNames(cli.Id)));
+        }
+        finally
+        {
+            HostProcesses.Signal(cli.Id, "TERM");
+            if (!cli.WaitForExit(TimeSpan.FromSeconds(20)))
+                cli.Kill(entireProcessTree: true);
+        }
+    }
+
+    private static List<string> ThreadNames(int pid)
+    {
+        try
+        {
+            return Directory.EnumerateDirectories($"/proc/{pid}/task").Select(t => File.ReadAllText(Path.Combine(t, "comm")).Trim()).ToList();
+        }
+        catch (IOException)
+        {
+            return [];
+        }
+    }
+
+    /// <summary>
     /// ci/publish-aot counts how many methods of the start-up layout list this build has. Renamed
     /// methods lose their place in the layout, and the warm start its speed, silently: below 90% the
     /// list is stale and ci/startup-order must make it anew.

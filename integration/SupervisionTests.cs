@@ -71,6 +71,58 @@ public sealed class SupervisionTests
         Assert.That(Gone(marker), "the sandbox's processes are gone");
     }
 
+    /// <summary>
+    /// WhenRunningFor's action (the CLI starts its deferred finalizer thread with it) runs once, on
+    /// the reading thread, after its delay; a sandbox that ends sooner never runs it.
+    /// </summary>
+    [Test]
+    public void WhenRunningForRunsItsActionOnceOnTheReadingThreadAfterItsDelay()
+    {
+        var spec = new SandboxSpec(["/bin/sh", "-c", "sleep 1"]) { UserNamespace = UserNamespaceMode.Single };
+        using SandboxExecution execution = SandboxRunner.Start(spec);
+        var ran = new List<(int Thread, TimeSpan At)>();
+        var clock = Stopwatch.StartNew();
+        execution.WhenRunningFor(TimeSpan.FromMilliseconds(300), () => ran.Add((Environment.CurrentManagedThreadId, clock.Elapsed)));
+        SandboxResult result = execution.ReadEvents().OfType<ExitedEvent>().Single().Result;
+        Assert.That(result.ExitCode, Is.Zero);
+        Assert.That(ran, Has.Count.EqualTo(1), "the action ran once");
+        Assert.That(ran[0].Thread, Is.EqualTo(Environment.CurrentManagedThreadId));
+        Assert.That(ran[0].At, Is.GreaterThanOrEqualTo(TimeSpan.FromMilliseconds(250)).And.LessThan(clock.Elapsed));
+        Assert.Throws<InvalidOperationException>(() => execution.WhenRunningFor(TimeSpan.Zero, () => { }), "too late once the events are read");
+    }
+
+    [Test]
+    public void WhenRunningForDoesNothingForASandboxThatEndsSooner()
+    {
+        using SandboxExecution execution = SandboxRunner.Start(new SandboxSpec(["/bin/true"]) { UserNamespace = UserNamespaceMode.Single });
+        int ran = 0;
+        execution.WhenRunningFor(TimeSpan.FromSeconds(20), () => ran++);
+        Assert.That(execution.ReadEvents().OfType<ExitedEvent>().Single().Result.ExitCode, Is.Zero);
+        Assert.That(ran, Is.Zero);
+    }
+
+    /// <summary>
+    /// The action is due while output streams, not only when poll(2) has nothing to report: the
+    /// supervisor looks at the time on every turn of its loop.
+    /// </summary>
+    [Test]
+    public void WhenRunningForRunsItsActionWhileOutputKeepsComing()
+    {
+        // 1 GiB of zeros written a MiB at a time, read in 64 KiB output events (about half a second):
+        // the action falls due in the middle.
+        var spec = new SandboxSpec(["/bin/sh", "-c", "dd if=/dev/zero bs=1M count=1024 status=none"]) { UserNamespace = UserNamespaceMode.Single };
+        using SandboxExecution execution = SandboxRunner.Start(spec);
+        int ran = 0, outputAfter = 0;
+        execution.WhenRunningFor(TimeSpan.FromMilliseconds(150), () => ran++);
+        foreach (SandboxEvent e in execution.ReadEvents())
+        {
+            if (e is OutputEvent && ran > 0)
+                outputAfter++;
+        }
+        Assert.That(ran, Is.EqualTo(1));
+        Assert.That(outputAfter, Is.GreaterThan(0), "the action ran while the output still came");
+    }
+
     [Test]
     public void DisposeEndsASandboxWhoseEventsWereNeverRead()
     {

@@ -7,6 +7,11 @@ internal static class Program
 {
     public static int Main(string[] args)
     {
+        // The NativeAOT build defers the runtime's finalizer thread (Sandbox.Core's
+        // Native/runtime_host_probes.c says why): `run` starts it once its sandbox has run for a
+        // second (Dispatch), every other command, the hidden ones too, at once.
+        if (args.Length == 0 || args[0] != "run")
+            Runtime.FinalizerThread.StartIfDeferred();
         // The runtime's own hidden commands, run when it re-executes this program in a helper sandbox.
         if (HelperCommands.TryRun(args, out int helperExit))
             return helperExit;
@@ -44,6 +49,8 @@ internal static class Program
                 {
                     kept = (e.Root as ImageRoot)?.KeptChanges;
                     Runtime.ProcessTeardown.HandOff();
+                    // A run that ends within a second makes no garbage that needs finalizing.
+                    e.WhenRunningFor(TimeSpan.FromSeconds(1), () => Runtime.FinalizerThread.StartIfDeferred());
                 }).ExitCode;
                 if (kept is not null)
                     renderer.Note($"the root's changes are kept in {kept}");

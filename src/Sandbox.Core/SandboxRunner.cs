@@ -78,6 +78,9 @@ public sealed class SandboxExecution : IDisposable
     // The supervisor loop's own state: it runs once, on one thread at a time.
     private bool _reportsOpen = true, _started;
     private long _deadline;
+    // WhenRunningFor's action and when it is due (long.MaxValue: none, or done).
+    private Action? _chore;
+    private long _choreDue = long.MaxValue;
     private int _reason = (int)TerminationReason.Exited;
 
     // ForwardSignals: the signals, and the pipe their numbers arrive in (-1: none forwarded).
@@ -101,6 +104,19 @@ public sealed class SandboxExecution : IDisposable
         _deadline = spec.Timeout is TimeSpan t ? process.StartTimestamp + (long)(t.TotalSeconds * Stopwatch.Frequency) : long.MaxValue;
         _cancelRegistration = cancellationToken.Register(() => Terminate(TerminationReason.Cancelled));
         (_stdout, _stderr) = (stdout, stderr);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="action"/> once, on the thread that supervises the sandbox, when the sandbox
+    /// has run for <paramref name="delay"/>; not at all if it ends sooner. Like the timeout, it needs no
+    /// timer thread: its time is the supervisor's poll(2) timeout. Set it before the events are read.
+    /// </summary>
+    public void WhenRunningFor(TimeSpan delay, Action action)
+    {
+        if (Volatile.Read(ref _supervision) != NotSupervised)
+            throw new InvalidOperationException("WhenRunningFor is set before the events are read");
+        _chore = action;
+        _choreDue = _process.StartTimestamp + (long)(delay.TotalSeconds * Stopwatch.Frequency);
     }
 
     /// <summary>
@@ -359,6 +375,11 @@ public sealed class SandboxExecution : IDisposable
             entries[count++] = new PollEntry(_stdout.Fd, PollEntry.In);
         if (takeOutput && _stderr.Open)
             entries[count++] = new PollEntry(_stderr.Fd, PollEntry.In);
+        if (_choreDue != long.MaxValue && Stopwatch.GetTimestamp() >= _choreDue)
+        {
+            _choreDue = long.MaxValue;
+            _chore!();
+        }
         if (StreamCalls.Poll(entries[..count], PollTimeout()) == 0)
         {
             if (Stopwatch.GetTimestamp() >= _deadline)
@@ -462,9 +483,10 @@ public sealed class SandboxExecution : IDisposable
 
     private int PollTimeout()
     {
-        if (_deadline == long.MaxValue)
+        long due = Math.Min(_deadline, _choreDue);
+        if (due == long.MaxValue)
             return -1;
-        long left = _deadline - Stopwatch.GetTimestamp();
+        long left = due - Stopwatch.GetTimestamp();
         // Round up: waking a little late is fine, spinning on a 0 ms timeout is not.
         return left <= 0 ? 0 : (int)Math.Min(int.MaxValue, (left * 1000 + Stopwatch.Frequency - 1) / Stopwatch.Frequency);
     }

@@ -7,7 +7,8 @@ namespace Sandbox.Tests.Native;
 /// src/Sandbox.Core/Native/runtime_host_probes.c, which the NativeAOT CLI links in with ld's --wrap:
 /// its main-thread stack bounds must be glibc's own, computed without /proc/self/maps, whatever the
 /// size of the arguments, the environment and the stack limit; other threads are glibc's to answer.
-/// A small C program linked the same way asks both and prints them.
+/// Its deferral of the finalizer thread must start the runtime's thread once, when asked. A small C
+/// program linked the same way asks both and prints the answers.
 /// </summary>
 [TestFixture]
 public sealed class RuntimeHostProbesTests
@@ -19,9 +20,26 @@ public sealed class RuntimeHostProbesTests
         #include <stddef.h>
         #include <stdio.h>
 
+        #include <stdint.h>
+
         int __real_pthread_getattr_np(pthread_t thread, pthread_attr_t *attr);
         int __wrap_pthread_getattr_np(pthread_t thread, pthread_attr_t *attr);
         size_t __wrap__ZN15GCToOSInterface25GetCacheSizePerLogicalCpuEb(bool true_size);
+        int sbx_start_finalizer_thread(void);
+        bool __wrap__Z23PalStartFinalizerThreadPFjPvES_(uint32_t (*main)(void *), void *context);
+
+        // Stands in for the runtime's PalStartFinalizerThread (PalUnix.cpp): the wrap's __real_.
+        static int finalizer_starts;
+        static uint32_t finalizer_main(void *context) { return context != NULL; }
+        static uint32_t (*started_main)(void *);
+        static void *started_context;
+        bool _Z23PalStartFinalizerThreadPFjPvES_(uint32_t (*main)(void *), void *context)
+        {
+            finalizer_starts++;
+            started_main = main;
+            started_context = context;
+            return true;
+        }
 
         static void report(const char *who)
         {
@@ -51,6 +69,17 @@ public sealed class RuntimeHostProbesTests
                 pthread_join(thread, NULL);
             printf("cache %zu %zu\n", __wrap__ZN15GCToOSInterface25GetCacheSizePerLogicalCpuEb(true),
                 __wrap__ZN15GCToOSInterface25GetCacheSizePerLogicalCpuEb(false));
+
+            // The runtime's call, which ld sends to the wrap in the CLI (here, in one object, it is
+            // called by that name), then the CLI's two requests.
+            static int context;
+            bool deferred = __wrap__Z23PalStartFinalizerThreadPFjPvES_(finalizer_main, &context);
+            int before = finalizer_starts;
+            int first = sbx_start_finalizer_thread();
+            int after_first = finalizer_starts;
+            int second = sbx_start_finalizer_thread();
+            printf("finalizer %d %d %d %d %d %d %d\n", deferred, before, first, after_first, second, finalizer_starts,
+                started_main == finalizer_main && started_context == &context);
             return 0;
         }
         """;
@@ -68,7 +97,7 @@ public sealed class RuntimeHostProbesTests
         _driver = _dir.Combine("driver-" + new string('n', 200));
         (int exit, string output) = Run(Environment.GetEnvironmentVariable("CC") ?? "cc",
             ["-O2", "-Wall", "-Wextra", "-Werror", "-o", _driver, _dir.CreateFile("driver.c", DriverSource), probes,
-             "-Wl,--wrap=pthread_getattr_np", "-pthread"]);
+             "-Wl,--wrap=pthread_getattr_np", "-Wl,--wrap=_Z23PalStartFinalizerThreadPFjPvES_", "-pthread"]);
         if (exit == -1)
             Skip.Because("no C compiler: " + output);
         Assert.That(exit, Is.Zero, output);
@@ -102,6 +131,21 @@ public sealed class RuntimeHostProbesTests
             }
             Assert.That(lines["cache"], Is.EqualTo(new[] { "33554432", "33554432" }), output);
         });
+    }
+
+    /// <summary>
+    /// The runtime's start of its finalizer thread is only noted; the CLI's first request starts it
+    /// with what the runtime passed, a second does nothing.
+    /// </summary>
+    [Test]
+    public void FinalizerThreadStartsOnceWhenAskedNotWhenTheRuntimeStarts()
+    {
+        (int exit, string output) = Run(_driver, []);
+        Assert.That(exit, Is.Zero, output);
+        string line = output.Split('\n').Single(l => l.StartsWith("finalizer ", StringComparison.Ordinal));
+        // deferred (true), starts before the request 0, first request 1 (started), starts 1,
+        // second request 0, starts still 1, the runtime's own callback and context passed on.
+        Assert.That(line, Is.EqualTo("finalizer 1 0 1 1 0 1 1"), output);
     }
 
     private static (int Exit, string Output) Run(string file, string[] args)

@@ -33,8 +33,11 @@
 //   AMD EPYC runners this project measures on (sysfs index3), as before. A warm run cannot reach
 //   it: its whole process takes about 250 page faults, 1 MiB (ci/PERFORMANCE.md).
 //
+// The finalizer thread the runtime starts before Main is deferred the same way (at the end of this
+// file): the CLI starts it itself, once it may need it.
+//
 // If a later runtime renames one of these functions, its wrap no longer applies and the probes
-// come back: only the start-up time suffers, and the strace test fails.
+// come back: only the start-up time suffers, and the strace tests fail.
 
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -113,4 +116,39 @@ int __wrap_pthread_getattr_np(pthread_t thread, pthread_attr_t *attr)
         return rc != 0 ? rc : pthread_attr_setstack(attr, (void *)low, size);
     }
     return __real_pthread_getattr_np(thread, attr);
+}
+
+// The runtime's finalizer thread, started when the CLI asks for it instead of at start-up.
+//
+// RhInitializeFinalization (nativeaot/Runtime/FinalizerHelpers.cpp) makes the thread before Main
+// (PalStartFinalizerThread, PalUnix.cpp): a clone3(2) on the main thread's way, and then, on some
+// CPU, the thread's own start (it attaches to the runtime and calibrates spin-waits, about 0.1 ms
+// here), both while the CLI is starting its sandbox. A warm `sandbox run` was 0.04 to 0.13 ms faster
+// without it (three paired series, ci/PERFORMANCE.md). The thread only runs finalizers, and a short
+// run makes no garbage that needs them: the CLI starts it at once for every command but `run`, and
+// for `run` once the sandbox has run for a second (Program.cs). Until then the runtime is as it
+// would be with a busy finalizer thread: the event the GC sets for it stays set, and the thread,
+// once started, finds it and finalizes what was queued. GC.WaitForPendingFinalizers would wait for
+// that start; the CLI does not call it.
+typedef uint32_t (*finalizer_main_fn)(void *context);
+bool __real__Z23PalStartFinalizerThreadPFjPvES_(finalizer_main_fn main, void *context);
+
+static finalizer_main_fn deferred_finalizer_main;
+static void *deferred_finalizer_context;
+static int finalizer_thread_started;
+
+bool __wrap__Z23PalStartFinalizerThreadPFjPvES_(finalizer_main_fn main, void *context)
+{
+    deferred_finalizer_main = main;
+    deferred_finalizer_context = context;
+    return true;
+}
+
+// 1: started now; 0: nothing to start (started before, or never deferred: not the NativeAOT CLI's
+// runtime); -1: the thread could not be made (the runtime's own start would have failed then).
+__attribute__((visibility("default"))) int sbx_start_finalizer_thread(void)
+{
+    if (deferred_finalizer_main == NULL || __atomic_exchange_n(&finalizer_thread_started, 1, __ATOMIC_SEQ_CST))
+        return 0;
+    return __real__Z23PalStartFinalizerThreadPFjPvES_(deferred_finalizer_main, deferred_finalizer_context) ? 1 : -1;
 }
