@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Sandbox.Tests.TestSupport;
 
 namespace Sandbox.Tests.Native;
@@ -150,24 +149,7 @@ public sealed class RuntimeHostProbesTests
 
     private static (int Exit, string Output) Run(string file, string[] args)
     {
-        var start = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (string a in args)
-            start.ArgumentList.Add(a);
-        try
-        {
-            using Process process = Process.Start(start)!;
-            Task<string> stdout = process.StandardOutput.ReadToEndAsync();
-            Task<string> stderr = process.StandardError.ReadToEndAsync();
-            if (!process.WaitForExit(TimeSpan.FromSeconds(60)))
-            {
-                process.Kill(entireProcessTree: true);
-                return (124, "timed out");
-            }
-            return (process.ExitCode, stdout.Result + stderr.Result);
-        }
-        catch (System.ComponentModel.Win32Exception e)
-        {
-            return (-1, e.Message);
-        }
+        (int exit, string stdout, string stderr) = ChildProcess.Run(file, args);
+        return (exit, stdout + stderr);
     }
 }

@@ -1,5 +1,4 @@
 using System.Collections.Immutable;
-using System.Diagnostics;
 using Sandbox.Security.Seccomp;
 using Sandbox.Tests.TestSupport;
 
@@ -137,26 +136,5 @@ public class SeccompKernelTests
         });
     }
 
-    private static (int Exit, string Stdout, string Stderr) Run(string file, string[] args)
-    {
-        var start = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (string a in args)
-            start.ArgumentList.Add(a);
-        try
-        {
-            using Process process = Process.Start(start)!;
-            Task<string> stdout = process.StandardOutput.ReadToEndAsync();
-            Task<string> stderr = process.StandardError.ReadToEndAsync();
-            if (!process.WaitForExit(TimeSpan.FromSeconds(60)))
-            {
-                process.Kill(entireProcessTree: true);
-                return (124, "", "timed out");
-            }
-            return (process.ExitCode, stdout.Result, stderr.Result);
-        }
-        catch (System.ComponentModel.Win32Exception e)
-        {
-            return (-1, "", e.Message);
-        }
-    }
+    private static (int Exit, string Stdout, string Stderr) Run(string file, string[] args) => ChildProcess.Run(file, args);
 }

@@ -124,7 +124,7 @@ int __wrap_pthread_getattr_np(pthread_t thread, pthread_attr_t *attr)
 // (PalStartFinalizerThread, PalUnix.cpp): a clone3(2) on the main thread's way, and then, on some
 // CPU, the thread's own start (it attaches to the runtime and calibrates spin-waits, about 0.1 ms
 // here), both while the CLI is starting its sandbox. A warm `sandbox run` was 0.04 to 0.13 ms faster
-// without it (three paired series, ci/PERFORMANCE.md). The thread only runs finalizers, and a short
+// without it (five paired series, ci/PERFORMANCE.md). The thread only runs finalizers, and a short
 // run makes no garbage that needs them: the CLI starts it at once for every command but `run`, and
 // for `run` once the sandbox has run for a second (Program.cs). Until then the runtime is as it
 // would be with a busy finalizer thread: the event the GC sets for it stays set, and the thread,
