@@ -145,8 +145,8 @@ public sealed class NativeAotCliTests
 
     /// <summary>
     /// Before Main the NativeAOT runtime would parse /proc/self/mountinfo and /proc/self/cgroup twice,
-    /// read cgroupfs and nine sysfs cache files (0.43 ms of every warm run), and glibc would read
-    /// /proc/self/maps for the main thread's stack (0.04 ms). Sandbox.Cli.csproj links replacements
+    /// read cgroupfs and nine sysfs cache files (0.43 ms of every warm run), list the NUMA nodes, read
+    /// the possible CPUs twice, and glibc would read /proc/self/maps for the main thread's stack. Sandbox.Cli.csproj links replacements
     /// in with ld's --wrap (Sandbox.Core/Native/runtime_host_probes.c). A wrap whose
     /// symbol a later runtime renamed would be dropped without a word, and the reads would be back:
     /// strace sees them.
@@ -163,9 +163,12 @@ public sealed class NativeAotCliTests
         string[] calls = File.ReadAllLines(log);
         // The trace saw the start-up at all: the loader opens libc.
         Assert.That(calls, Has.Some.Contains("libc.so.6"), string.Join("\n", calls));
-        string[] probes = ["/proc/self/mountinfo", "/proc/self/cgroup", "/sys/fs/cgroup", "/sys/devices/system/cpu/cpu0/cache/", "/proc/self/maps"];
+        string[] probes = ["/proc/self/mountinfo", "/proc/self/cgroup", "/sys/fs/cgroup", "/sys/devices/system/cpu/cpu0/cache/", "/proc/self/maps",
+            "/sys/devices/system/node"];
         string[] found = calls.Where(call => probes.Any(call.Contains)).ToArray();
         Assert.That(found, Is.Empty, "the runtime probed the host before Main (runtime_host_probes.c's wraps no longer apply):\n" + string.Join("\n", found));
+        // Read once, then kept (the runtime asks twice).
+        Assert.That(calls.Count(call => call.Contains("/sys/devices/system/cpu/possible")), Is.EqualTo(1), string.Join("\n", calls));
     }
 
     /// <summary>

@@ -27,6 +27,11 @@ public sealed class RuntimeHostProbesTests
         int sbx_start_finalizer_thread(void);
         bool __wrap__Z23PalStartFinalizerThreadPFjPvES_(uint32_t (*main)(void *), void *context);
 
+        // Stands in for minipal's count of possible CPUs: the wrap's __real_.
+        static int possible_reads;
+        int minipal_get_cpu_max_possible_count(void) { possible_reads++; return 8; }
+        int __wrap_minipal_get_cpu_max_possible_count(void);
+
         // Stands in for the runtime's PalStartFinalizerThread (PalUnix.cpp): the wrap's __real_.
         static int finalizer_starts;
         static uint32_t finalizer_main(void *context) { return context != NULL; }
@@ -69,6 +74,10 @@ public sealed class RuntimeHostProbesTests
             printf("cache %zu %zu\n", __wrap__ZN15GCToOSInterface25GetCacheSizePerLogicalCpuEb(true),
                 __wrap__ZN15GCToOSInterface25GetCacheSizePerLogicalCpuEb(false));
 
+            int first_count = __wrap_minipal_get_cpu_max_possible_count();
+            int second_count = __wrap_minipal_get_cpu_max_possible_count();
+            printf("possible %d %d %d\n", first_count, second_count, possible_reads);
+
             // The runtime's call, which ld sends to the wrap in the CLI (here, in one object, it is
             // called by that name), then the CLI's two requests.
             static int context;
@@ -96,7 +105,8 @@ public sealed class RuntimeHostProbesTests
         _driver = _dir.Combine("driver-" + new string('n', 200));
         (int exit, string output) = Run(Environment.GetEnvironmentVariable("CC") ?? "cc",
             ["-O2", "-Wall", "-Wextra", "-Werror", "-o", _driver, _dir.CreateFile("driver.c", DriverSource), probes,
-             "-Wl,--wrap=pthread_getattr_np", "-Wl,--wrap=_Z23PalStartFinalizerThreadPFjPvES_", "-pthread"]);
+             "-Wl,--wrap=pthread_getattr_np", "-Wl,--wrap=_Z23PalStartFinalizerThreadPFjPvES_",
+             "-Wl,--wrap=minipal_get_cpu_max_possible_count", "-pthread"]);
         if (exit == -1)
             Skip.Because("no C compiler: " + output);
         Assert.That(exit, Is.Zero, output);
@@ -145,6 +155,15 @@ public sealed class RuntimeHostProbesTests
         // deferred (true), starts before the request 0, first request 1 (started), starts 1,
         // second request 0, starts still 1, the runtime's own callback and context passed on.
         Assert.That(line, Is.EqualTo("finalizer 1 0 1 1 0 1 1"), output);
+    }
+
+    /// <summary>The count of possible CPUs is read once and then kept.</summary>
+    [Test]
+    public void PossibleCpusAreReadOnce()
+    {
+        (int exit, string output) = Run(_driver, []);
+        Assert.That(exit, Is.Zero, output);
+        Assert.That(output.Split('\n'), Does.Contain("possible 8 8 1"), output);
     }
 
     private static (int Exit, string Output) Run(string file, string[] args)

@@ -9,12 +9,13 @@
 // without them (paired, alternating, 400 rounds; ci/PERFORMANCE.md), more than any other part of our
 // own start-up costs. bubblewrap, a C program, pays none of this.
 //
-// The CLI is linked with `ld --wrap` for three functions of the runtime, and for glibc's
-// pthread_getattr_np (at the end of this file); Sandbox.Cli.csproj lists them. The calls then go
-// to the __wrap_ functions here. `--wrap` redirects only references between object files: each of
-// the runtime's three is called from another object of libRuntime.*.a than the one that defines
-// it, as `nm` shows. The integration test NativeAotCliTests.StartsWithoutProbingTheHostsCgroupsAndCaches
-// checks with strace that the reads are gone. The runtime's functions, by their Itanium C++ names:
+// The CLI is linked with `ld --wrap` for these three functions of the runtime, for the NUMA and
+// CPU-count probes and glibc's pthread_getattr_np below, and for the start of the finalizer thread
+// at the end of this file; Sandbox.Cli.csproj lists them. The calls then go to the __wrap_
+// functions here. `--wrap` redirects only references between object files: each function is
+// called from another object of libRuntime.*.a (or of libc) than the one that defines it, as `nm`
+// shows. NativeAotCliTests.StartsWithoutProbingTheHostsCgroupsAndCaches checks with strace that
+// the reads are gone. The runtime's three, by their Itanium C++ names:
 //   InitializeCGroup()                             gc/unix/cgroup.cpp
 //   InitializeCpuCGroup()                          nativeaot/Runtime/unix/cgroupcpu.cpp
 //   GCToOSInterface::GetCacheSizePerLogicalCpu(bool)   gc/unix/gcenv.unix.cpp
@@ -68,6 +69,29 @@ size_t __wrap__ZN15GCToOSInterface25GetCacheSizePerLogicalCpuEb(bool true_size)
     // On x86-64 the runtime returns the same size for both (no scaling for the architecture).
     (void)true_size;
     return ASSUMED_LARGEST_CACHE_BYTES;
+}
+
+// The GC's NUMA set-up (gc/unix/numasupport.cpp) lists /sys/devices/system/node for the highest
+// node. Only the server GC places its heaps by node; the CLI runs the workstation GC, for which
+// g_numaAvailable and g_highestNumaNode keep their defaults (false, 0) either way.
+void __wrap__Z21NUMASupportInitializev(void)
+{
+}
+
+// The number of possible CPUs (minipal/cpucount.c) is read from /sys/devices/system/cpu/possible
+// at each call, and the runtime asks twice before Main (the GC's set-up and the processor count).
+// It is fixed at boot (the kernel's nr_cpu_ids), so the first answer is kept.
+int __real_minipal_get_cpu_max_possible_count(void);
+
+int __wrap_minipal_get_cpu_max_possible_count(void)
+{
+    static int possible;
+    int known = __atomic_load_n(&possible, __ATOMIC_RELAXED);
+    if (known <= 0) {
+        known = __real_minipal_get_cpu_max_possible_count();
+        __atomic_store_n(&possible, known, __ATOMIC_RELAXED);
+    }
+    return known;
 }
 
 // The main thread's stack bounds, as glibc's pthread_getattr_np(3) computes them, without its read
