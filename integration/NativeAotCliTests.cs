@@ -145,11 +145,11 @@ public sealed class NativeAotCliTests
 
     /// <summary>
     /// Before Main the NativeAOT runtime would parse /proc/self/mountinfo and /proc/self/cgroup twice,
-    /// read cgroupfs and nine sysfs cache files (0.43 ms of every warm run), list the NUMA nodes, read
-    /// the possible CPUs twice, and glibc would read /proc/self/maps for the main thread's stack. Sandbox.Cli.csproj links replacements
-    /// in with ld's --wrap (Sandbox.Core/Native/runtime_host_probes.c). A wrap whose
-    /// symbol a later runtime renamed would be dropped without a word, and the reads would be back:
-    /// strace sees them.
+    /// read cgroupfs and nine sysfs cache files (0.43 ms of every warm run), list the NUMA nodes and
+    /// read the possible CPUs twice, and glibc would read /proc/self/maps for the main thread's
+    /// stack. Sandbox.Cli.csproj links replacements in with ld's --wrap
+    /// (Sandbox.Core/Native/runtime_host_probes.c). A wrap whose symbol a later runtime renamed would
+    /// be dropped without a word, and the reads would be back: strace sees them.
     /// </summary>
     [Test]
     public void StartsWithoutProbingTheHostsCgroupsAndCaches()

@@ -37,8 +37,9 @@
 // The finalizer thread the runtime starts before Main is deferred the same way (at the end of this
 // file): the CLI starts it itself, once it may need it.
 //
-// If a later runtime renames one of these functions, its wrap no longer applies and the probes
-// come back: only the start-up time suffers, and the strace tests fail.
+// If a later runtime renames one of these functions, its wrap no longer applies and the probe
+// comes back: only the start-up time suffers, and the strace tests fail. Where this file calls the
+// original (__real_: the CPU count, the finalizer thread), the link fails instead.
 
 #define _GNU_SOURCE
 #include <pthread.h>
