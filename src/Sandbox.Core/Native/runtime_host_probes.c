@@ -26,8 +26,8 @@
 //   containers, and Environment.ProcessorCount counts the CPUs of the affinity mask and ignores a
 //   CPU quota. The CLI's heap is a few MiB (the supervisor of a run, ci/bench's "RSS per CLI");
 //   an import streams its layers through fixed buffers. The limits a sandbox applies are
-//   its payload's, set through its own cgroup, and not read from here. A user who wants the CLI's
-//   heap capped can still say so: DOTNET_GCHeapHardLimit is read from the environment as before.
+//   its payload's, set through its own cgroup, and not read from here. The GC settings the runtime
+//   reads (a heap hard limit, for one) are not touched by these wraps.
 // - the cache size sets only the GC's first generation-0 budget (gc.cpp, get_gen0_min_size: 4/5
 //   of it, then 5/8 of that, about 16 MiB here). A constant makes that budget the same on every
 //   host: the one the runtime computes on a machine whose largest cache is 32 MiB, such as the
