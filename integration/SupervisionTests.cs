@@ -101,10 +101,7 @@ public sealed class SupervisionTests
         Assert.That(ran, Is.Zero);
     }
 
-    /// <summary>
-    /// The action is due while output streams, not only when poll(2) has nothing to report: the
-    /// supervisor looks at the time on every turn of its loop.
-    /// </summary>
+    /// <summary>The action runs when it is due even while the sandbox streams output.</summary>
     [Test]
     public void WhenRunningForRunsItsActionWhileOutputKeepsComing()
     {

@@ -99,8 +99,8 @@ public sealed class RuntimeHostProbesTests
     public void BuildDriver()
     {
         _dir = new TempDirectory();
-        string probes = Path.Combine(TestContext.CurrentContext.TestDirectory, "Native", "runtime_host_probes.c");
-        Assert.That(File.Exists(probes), Is.True, $"{probes} is copied beside the tests (Sandbox.Tests.csproj)");
+        string probes = NativeSources.Path("runtime_host_probes.c");
+        Assert.That(File.Exists(probes), Is.True, probes);
         // A long name: execve(2) copies it to the top of the stack, where the computation starts.
         _driver = _dir.Combine("driver-" + new string('n', 200));
         (int exit, string output) = Run(Environment.GetEnvironmentVariable("CC") ?? "cc",

@@ -1,7 +1,7 @@
-using System.Runtime.CompilerServices;
 using System.Text.RegularExpressions;
 using Sandbox.Linux;
 using Sandbox.Runtime;
+using Sandbox.Tests.TestSupport;
 
 namespace Sandbox.Tests.Runtime;
 
@@ -14,7 +14,7 @@ public class BuildDevFailureTests
     [Test]
     public void ThePartsAreTheNativeCodesValues()
     {
-        string header = File.ReadAllText(KernelHeader());
+        string header = File.ReadAllText(NativeSources.Path("sandbox_kernel.h"));
         var native = Regex.Matches(header, @"SBX_DEV_([A-Z_]+) = (\d+),")
             .ToDictionary(m => m.Groups[1].Value.Replace("_", "", StringComparison.Ordinal), m => int.Parse(m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture));
         var managed = Enum.GetValues<BuildDevStep.Part>().ToDictionary(p => p.ToString().ToUpperInvariant(), p => (int)p);
@@ -41,7 +41,4 @@ public class BuildDevFailureTests
             Does.Contain("(build /dev on the scratch root: its private devpts at /dev/pts): "));
         Assert.That(SandboxProcess.SetupFailureMessage(8, new BuildDevStep(), Errno.EPERM, 0), Does.Contain("(build /dev on the scratch root): "));
     }
-
-    private static string KernelHeader([CallerFilePath] string here = "") =>
-        Path.GetFullPath(Path.Combine(Path.GetDirectoryName(here)!, "../../src/Sandbox.Core/Native/sandbox_kernel.h"));
 }

@@ -128,6 +128,12 @@ public abstract record SetupStep
 
     public abstract string Describe();
 
+    /// <summary>
+    /// The step, for a report of its failure; <paramref name="reportValue"/> is the native report's
+    /// value, which a step may use to say which part of it failed.
+    /// </summary>
+    public virtual string DescribeFailure(int reportValue) => Describe();
+
     /// <summary>The path the step acts on, when it acts on one (what <see cref="ResolveIn"/> confines).</summary>
     public virtual string? TargetPath => null;
 }
@@ -211,15 +217,15 @@ public sealed record BuildDevStep : SetupStep
     public override string Describe() => "build /dev on the scratch root";
 
     /// <summary>The step and the part of /dev it failed at, e.g. "build /dev on the scratch root: its private devpts at /dev/pts".</summary>
-    public static string DescribeFailure(int part) => (Part)part switch
+    public override string DescribeFailure(int reportValue) => (Part)reportValue switch
     {
-        Part.Tmpfs => "build /dev on the scratch root: its tmpfs",
-        Part.Entries => "build /dev on the scratch root: its device files, links and directories",
-        Part.HostDevices => "build /dev on the scratch root: the binds of the host's /dev/null, zero, full, random, urandom and tty",
-        Part.Devpts => "build /dev on the scratch root: its private devpts at /dev/pts",
-        Part.Shm => "build /dev on the scratch root: its tmpfs at /dev/shm",
-        _ => "build /dev on the scratch root",
-    };
+        Part.Tmpfs => "its tmpfs",
+        Part.Entries => "its device files, links and directories",
+        Part.HostDevices => "the binds of the host's /dev/null, zero, full, random, urandom and tty",
+        Part.Devpts => "its private devpts at /dev/pts",
+        Part.Shm => "its tmpfs at /dev/shm",
+        _ => null,
+    } is string part ? $"{Describe()}: {part}" : Describe();
 }
 
 /// <summary>Detaches the mount on <paramref name="Target"/> and every mount below it (umount2(2), MNT_DETACH).</summary>

@@ -160,9 +160,9 @@ internal sealed class SandboxProcess : IDisposable
         return new SandboxException(SandboxErrorCode.SetupFailed, SetupFailureMessage(stepIndex, step, errno, value));
     }
 
-    /// <param name="value">The report's value: for a <see cref="BuildDevStep"/>, the part of /dev it failed at.</param>
+    /// <param name="value">The report's value (<see cref="SetupStep.DescribeFailure"/>): for a <see cref="BuildDevStep"/>, the part of /dev it failed at.</param>
     internal static string SetupFailureMessage(int stepIndex, SetupStep step, int errno, int value) =>
-        $"setting up the sandbox failed at step {stepIndex + 1} ({(step is BuildDevStep ? BuildDevStep.DescribeFailure(value) : step.Describe())}): " +
+        $"setting up the sandbox failed at step {stepIndex + 1} ({step.DescribeFailure(value)}): " +
         $"{Errno.Describe(errno)}{SetupHint(step, errno, value)}";
 
     /// <summary>A set-up program (fuse-overlayfs) that ran and failed: its status and what it said on stderr.</summary>
