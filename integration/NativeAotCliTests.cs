@@ -172,6 +172,31 @@ public sealed class NativeAotCliTests
     }
 
     /// <summary>
+    /// The GC's address range is embedded in the executable (Sandbox.Cli.csproj, GCRegionRange):
+    /// the runtime reserves 4 GiB for the heap, not twice the machine's memory, and its bookkeeping
+    /// is sized by that. Without the setting this kind of runner (24 GB) saw a 50 GB reservation;
+    /// were the option dropped or renamed by a later compiler, it would be back.
+    /// </summary>
+    [Test]
+    public void ReservesAFixedFourGibibytesForItsHeap()
+    {
+        Require.Command("/usr/bin/strace");
+        using var trace = new TempDir();
+        string log = Path.Combine(trace.Path, "mmap");
+        DotnetRun.Result r = DotnetRun.Run("/usr/bin/strace", ["-e", "trace=mmap", "-o", log, Cli, "--version"],
+            trace.Path, TimeSpan.FromMinutes(1));
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        string[] calls = File.ReadAllLines(log);
+        // mmap(NULL, 4294971392, PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f...
+        long[] reservations = calls.Select(call => Regex.Match(call, @"^mmap\(NULL, (\d+), PROT_NONE,"))
+            .Where(m => m.Success).Select(m => long.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        Assert.That(reservations, Is.Not.Empty, "no reservation seen:\n" + string.Join("\n", calls));
+        const long FourGiB = 4L << 30;
+        Assert.That(reservations.Max(), Is.InRange(FourGiB, FourGiB + (1 << 20)),
+            "the GC's reservation is not the embedded 4 GiB range:\n" + string.Join("\n", calls));
+    }
+
+    /// <summary>
     /// The runtime's finalizer thread is deferred (runtime_host_probes.c): a run that ends at once
     /// makes no thread at all, and a longer one has it once the sandbox has run for a second
     /// (Program.cs). Were the wrap lost, the thread would be made at every start again.
