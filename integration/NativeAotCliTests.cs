@@ -197,6 +197,26 @@ public sealed class NativeAotCliTests
     }
 
     /// <summary>
+    /// The CLI finds its own directory (where sandbox-init is) with one readlink of /proc/self/exe
+    /// (ProgramDirectory), not through AppContext.BaseDirectory, whose realpath(3) of the link reads
+    /// /proc, /proc/self, /proc/PID and every component of the executable's path again.
+    /// </summary>
+    [Test]
+    public void FindsItsOwnDirectoryWithOneReadlink()
+    {
+        Require.Command("/usr/bin/strace");
+        using var trace = new TempDir();
+        string log = Path.Combine(trace.Path, "readlink");
+        // Not -f: the CLI's own calls only.
+        DotnetRun.Result r = DotnetRun.Run("/usr/bin/strace", ["-e", "trace=readlink,readlinkat", "-o", log, Cli, "run", "--", "/bin/true"],
+            trace.Path, TimeSpan.FromMinutes(1));
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        string[] ofProc = File.ReadAllLines(log).Where(call => call.Contains("(\"/proc")).ToArray();
+        Assert.That(ofProc, Has.Length.EqualTo(1).And.All.StartsWith("readlink(\"/proc/self/exe\""),
+            "the CLI's readlinks of /proc:\n" + string.Join("\n", ofProc));
+    }
+
+    /// <summary>
     /// The runtime's finalizer thread is deferred (runtime_host_probes.c): a run that ends at once
     /// makes no thread at all, and a longer one has it once the sandbox has run for a second
     /// (Program.cs). Were the wrap lost, the thread would be made at every start again.

@@ -87,9 +87,10 @@ internal sealed class RunCommand : Command
 
     /// <summary>docker save, podman save and skopeo write these; anything else that exists is a command.</summary>
     internal static bool IsImageArchive(string path) =>
-        File.Exists(path) && (path.EndsWith(".tar", StringComparison.Ordinal) || path.EndsWith(".tar.gz", StringComparison.Ordinal) ||
-                              path.EndsWith(".tgz", StringComparison.Ordinal) || path.EndsWith(".tar.zst", StringComparison.Ordinal) ||
-                              path.EndsWith(".oci", StringComparison.Ordinal));
+        // The name first: an image's name (busybox:latest) costs no lookups.
+        (path.EndsWith(".tar", StringComparison.Ordinal) || path.EndsWith(".tar.gz", StringComparison.Ordinal) ||
+         path.EndsWith(".tgz", StringComparison.Ordinal) || path.EndsWith(".tar.zst", StringComparison.Ordinal) ||
+         path.EndsWith(".oci", StringComparison.Ordinal)) && File.Exists(path);
 
     /// <summary>The image <see cref="Split"/> found for its first word, reused by <see cref="BuildSpec"/> instead of reading the store twice.</summary>
     private (string Name, string? Store, Images.ImageRecord Image)? _splitFound;
@@ -137,6 +138,9 @@ internal sealed class RunCommand : Command
     {
         if (root is null or "host")
             return RootSpec.Host;
+        // Split found this image after finding no directory or archive of that name: not looked up again.
+        if (found is not null)
+            return InUse(new Storage.ImageStore(Storage.StoreLocation.Resolve(store)), found, readOnly, driver);
         bool directory = Directory.Exists(root);
         bool layout = directory && File.Exists(Path.Combine(root, "oci-layout"));
         if (directory && !layout)
@@ -152,9 +156,14 @@ internal sealed class RunCommand : Command
         }
         else
         {
-            image = found ?? images.Find(root)
+            image = images.Find(root)
                 ?? throw new SandboxException(SandboxErrorCode.ImageNotFound, $"{root}: no such image in {images.Root}, directory or image archive (import one with: sandbox image import FILE --name {root})");
         }
+        return InUse(images, image, readOnly, driver);
+    }
+
+    private static ImageRoot InUse(Storage.ImageStore images, Images.ImageRecord image, bool readOnly, StorageDriver driver)
+    {
         // `image prune` must not delete layers while they are mounted: the shared lock is held until
         // this process exits (flock(2) locks go with the process).
         s_storeInUse.Add(images.AcquireUse());

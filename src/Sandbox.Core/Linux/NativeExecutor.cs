@@ -238,7 +238,7 @@ internal static unsafe partial class NativeExecutor
     }
 
     /// <summary>Where the executor and sandbox-init ship: next to the app (the CLI, or a test host).</summary>
-    private static string Directory => AppContext.BaseDirectory;
+    private static string Directory => Runtime.ProgramDirectory.Path;
 
     private static int AbiVersion() => Exports.AbiVersion();
 

@@ -43,7 +43,7 @@ public sealed record HostContext(
         System.Environment.GetEnvironmentVariable("PATH"),
         System.Environment.GetEnvironmentVariable("TERM"),
         Sandbox.Identity.IdentityEnvironment.Current(),
-        RuntimeDirectory: System.IO.Path.TrimEndingDirectorySeparator(AppContext.BaseDirectory));
+        RuntimeDirectory: System.IO.Path.TrimEndingDirectorySeparator(Sandbox.Runtime.ProgramDirectory.Path));
 
     /// <summary><see cref="SocketDirectories"/>, looked up on this host when not given.</summary>
     internal ImmutableArray<string> SocketDirectoriesHere() => SocketDirectories.IsDefault
@@ -260,7 +260,8 @@ public static class RootfsPlanner
         // Our own binaries (the CLI, the executor, sandbox-init) must never be writable from inside,
         // or a payload could replace what the host runs next (the outcome of CVE-2019-5736). When a
         // writable bind holds them (a CLI built inside the workspace), they are bound read-only on top.
-        if (host.RuntimeDirectory is string runtime && Directory.Exists(runtime))
+        // Only a writable bind can hold them: without one, no lookups of the directory.
+        if (host.RuntimeDirectory is string runtime && HasWritable(binds) && Directory.Exists(runtime))
         {
             string resolved = HostPaths.Resolve(runtime);
             foreach (var (source, target, readOnly, _) in binds)
@@ -524,6 +525,17 @@ public static class RootfsPlanner
             steps.Add(new MaskStep(In(path), nullDevice) { Optional = true });
         foreach (string name in s_maskedProcPaths)
             steps.Add(new MaskStep(In("/proc/" + name), nullDevice) { Optional = true });
+    }
+
+    // A loop, not LINQ, on the warm-start path.
+    private static bool HasWritable(List<(string Source, string Target, bool ReadOnly, bool IsFile)> binds)
+    {
+        foreach (var bind in binds)
+        {
+            if (!bind.ReadOnly)
+                return true;
+        }
+        return false;
     }
 
     internal static bool IsUnder(string path, string directory) =>
