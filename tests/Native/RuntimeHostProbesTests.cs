@@ -18,6 +18,7 @@ public sealed class RuntimeHostProbesTests
         #include <stdbool.h>
         #include <stddef.h>
         #include <stdio.h>
+        #include <string.h>
 
         #include <stdint.h>
 
@@ -27,10 +28,11 @@ public sealed class RuntimeHostProbesTests
         int sbx_start_finalizer_thread(void);
         bool __wrap__Z23PalStartFinalizerThreadPFjPvES_(uint32_t (*main)(void *), void *context);
 
-        // Stands in for minipal's count of possible CPUs: the wrap's __real_.
+        // Stands in for minipal's count of possible CPUs: the wrap's __real_, for what it cannot parse.
         static int possible_reads;
         int minipal_get_cpu_max_possible_count(void) { possible_reads++; return 8; }
         int __wrap_minipal_get_cpu_max_possible_count(void);
+        int rhp_cpu_list_count(const char *text, size_t length);
 
         // Stands in for the runtime's PalStartFinalizerThread (PalUnix.cpp): the wrap's __real_.
         static int finalizer_starts;
@@ -65,8 +67,13 @@ public sealed class RuntimeHostProbesTests
             return NULL;
         }
 
-        int main(void)
+        int main(int argc, char **argv)
         {
+            // driver parse TEXT: the count of a CPU list ("\n" written as a real newline by the caller).
+            if (argc == 3 && strcmp(argv[1], "parse") == 0) {
+                printf("%d\n", rhp_cpu_list_count(argv[2], strlen(argv[2])));
+                return 0;
+            }
             report("main");
             pthread_t thread;
             if (pthread_create(&thread, NULL, other_thread, NULL) == 0)
@@ -157,13 +164,41 @@ public sealed class RuntimeHostProbesTests
         Assert.That(line, Is.EqualTo("finalizer 1 0 1 1 0 1 1"), output);
     }
 
-    /// <summary>The count of possible CPUs is read once and then kept.</summary>
+    /// <summary>
+    /// The count of possible CPUs is this machine's (the highest CPU in
+    /// /sys/devices/system/cpu/possible, plus one), read by the wrap itself, not by minipal, and kept.
+    /// </summary>
     [Test]
-    public void PossibleCpusAreReadOnce()
+    public void PossibleCpusAreReadOnceWithoutMinipal()
     {
+        string list = File.ReadAllText("/sys/devices/system/cpu/possible").Trim();
+        int expected = list.Split(',').Select(item => int.Parse(item.Split('-')[^1], System.Globalization.CultureInfo.InvariantCulture)).Max() + 1;
         (int exit, string output) = Run(_driver, []);
         Assert.That(exit, Is.Zero, output);
-        Assert.That(output.Split('\n'), Does.Contain("possible 8 8 1"), output);
+        Assert.That(output.Split('\n'), Does.Contain($"possible {expected} {expected} 0"), $"{list}:\n{output}");
+    }
+
+    /// <summary>minipal's answer for a well-formed kernel CPU list; -1 (minipal decides) for anything else.</summary>
+    [TestCase("0-1\n", 2)]
+    [TestCase("0\n", 1)]
+    [TestCase("0-63", 64)]
+    [TestCase("0-3,8-11\n", 12)]
+    [TestCase("0,2,4\n", 5)]
+    [TestCase("0-127,256\n", 257)]
+    [TestCase("", -1)]
+    [TestCase("\n", -1)]
+    [TestCase("0-\n", -1)]
+    [TestCase("-3\n", -1)]
+    [TestCase("0,,1\n", -1)]
+    [TestCase("1-2-3\n", -1)]
+    [TestCase("0-1\nx", -1)]
+    [TestCase("0 1\n", -1)]
+    [TestCase("12345678\n", -1)]
+    public void ParsesAKernelCpuList(string list, int expected)
+    {
+        (int exit, string output) = Run(_driver, ["parse", list]);
+        Assert.That(exit, Is.Zero, output);
+        Assert.That(output.Trim(), Is.EqualTo(expected.ToString(System.Globalization.CultureInfo.InvariantCulture)), list);
     }
 
     private static (int Exit, string Output) Run(string file, string[] args)
