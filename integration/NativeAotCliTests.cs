@@ -154,13 +154,7 @@ public sealed class NativeAotCliTests
     [Test]
     public void StartsWithoutProbingTheHostsCgroupsAndCaches()
     {
-        Require.Command("/usr/bin/strace");
-        using var trace = new TempDir();
-        string log = Path.Combine(trace.Path, "openat");
-        DotnetRun.Result r = DotnetRun.Run("/usr/bin/strace", ["-f", "-e", "trace=openat,open,statfs", "-o", log, Cli, "--version"],
-            trace.Path, TimeSpan.FromMinutes(1));
-        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
-        string[] calls = File.ReadAllLines(log);
+        string[] calls = Trace("openat,open,statfs", children: true, "--version");
         // The trace saw the start-up at all: the loader opens libc.
         Assert.That(calls, Has.Some.Contains("libc.so.6"), string.Join("\n", calls));
         string[] probes = ["/proc/self/mountinfo", "/proc/self/cgroup", "/sys/fs/cgroup", "/sys/devices/system/cpu/cpu0/cache/", "/proc/self/maps",
@@ -180,13 +174,7 @@ public sealed class NativeAotCliTests
     [Test]
     public void ReservesAFixedFourGibibytesForItsHeap()
     {
-        Require.Command("/usr/bin/strace");
-        using var trace = new TempDir();
-        string log = Path.Combine(trace.Path, "mmap");
-        DotnetRun.Result r = DotnetRun.Run("/usr/bin/strace", ["-e", "trace=mmap", "-o", log, Cli, "--version"],
-            trace.Path, TimeSpan.FromMinutes(1));
-        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
-        string[] calls = File.ReadAllLines(log);
+        string[] calls = Trace("mmap", children: false, "--version");
         // mmap(NULL, 4294971392, PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f...
         long[] reservations = calls.Select(call => Regex.Match(call, @"^mmap\(NULL, (\d+), PROT_NONE,"))
             .Where(m => m.Success).Select(m => long.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
@@ -204,14 +192,8 @@ public sealed class NativeAotCliTests
     [Test]
     public void FindsItsOwnDirectoryWithOneReadlink()
     {
-        Require.Command("/usr/bin/strace");
-        using var trace = new TempDir();
-        string log = Path.Combine(trace.Path, "readlink");
-        // Not -f: the CLI's own calls only.
-        DotnetRun.Result r = DotnetRun.Run("/usr/bin/strace", ["-e", "trace=readlink,readlinkat", "-o", log, Cli, "run", "--", "/bin/true"],
-            trace.Path, TimeSpan.FromMinutes(1));
-        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
-        string[] ofProc = File.ReadAllLines(log).Where(call => call.Contains("(\"/proc")).ToArray();
+        string[] ofProc = Trace("readlink,readlinkat", children: false, "run", "--", "/bin/true")
+            .Where(call => call.Contains("(\"/proc")).ToArray();
         Assert.That(ofProc, Has.Length.EqualTo(1).And.All.StartsWith("readlink(\"/proc/self/exe\""),
             "the CLI's readlinks of /proc:\n" + string.Join("\n", ofProc));
     }
@@ -224,13 +206,7 @@ public sealed class NativeAotCliTests
     [Test]
     public void MakesItsFinalizerThreadOnlyOnceTheSandboxHasRunASecond()
     {
-        Require.Command("/usr/bin/strace");
-        using var trace = new TempDir();
-        string log = Path.Combine(trace.Path, "clone");
-        DotnetRun.Result r = DotnetRun.Run("/usr/bin/strace", ["-f", "-e", "trace=clone,clone3", "-o", log, Cli, "run", "--", "/bin/true"],
-            trace.Path, TimeSpan.FromMinutes(1));
-        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
-        string[] clones = File.ReadAllLines(log);
+        string[] clones = Trace("clone,clone3", children: true, "run", "--", "/bin/true");
         Assert.That(clones, Has.Some.Contains("clone"), "the trace saw the sandbox's clones");
         Assert.That(clones.Where(c => c.Contains("CLONE_THREAD")), Is.Empty, "a thread was made:\n" + string.Join("\n", clones));
 
@@ -247,6 +223,22 @@ public sealed class NativeAotCliTests
             if (!cli.WaitForExit(TimeSpan.FromSeconds(20)))
                 cli.Kill(entireProcessTree: true);
         }
+    }
+
+    /// <summary>
+    /// The system calls (strace's -e trace= list) the CLI makes when run with <paramref name="args"/>,
+    /// as strace writes them; with <paramref name="children"/> those of its children too (-f).
+    /// </summary>
+    private string[] Trace(string syscalls, bool children, params string[] args)
+    {
+        Require.Command("/usr/bin/strace");
+        using var trace = new TempDir();
+        string log = Path.Combine(trace.Path, "calls");
+        string[] follow = children ? ["-f"] : [];
+        DotnetRun.Result r = DotnetRun.Run("/usr/bin/strace", [.. follow, "-e", "trace=" + syscalls, "-o", log, Cli, .. args],
+            trace.Path, TimeSpan.FromMinutes(1));
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        return File.ReadAllLines(log);
     }
 
     private static List<string> ThreadNames(int pid)
