@@ -6,8 +6,9 @@ namespace Sandbox.Tests.Native;
 /// src/Sandbox.Core/Native/runtime_host_probes.c, which the NativeAOT CLI links in with ld's --wrap:
 /// its main-thread stack bounds must be glibc's own, computed without /proc/self/maps, whatever the
 /// size of the arguments, the environment and the stack limit; other threads are glibc's to answer.
-/// Its deferral of the finalizer thread must start the runtime's thread once, when asked. A small C
-/// program linked the same way asks both and prints the answers.
+/// Its deferral of the finalizer thread must start the runtime's thread once, when asked, and its
+/// count of possible CPUs must be minipal's, read without minipal. A small C program linked the
+/// same way asks them and prints the answers.
 /// </summary>
 [TestFixture]
 public sealed class RuntimeHostProbesTests

@@ -6,8 +6,8 @@ namespace Sandbox.Runtime;
 /// test host) the host names the directory (APP_CONTEXT_BASE_DIRECTORY), and that is taken as
 /// AppContext takes it. In the NativeAOT CLI AppContext computes it from
 /// <see cref="System.Environment.ProcessPath"/>, the realpath(3) of /proc/self/exe, which reads
-/// every component of the path again (eight readlink(2) calls for /home/u/bin/sandbox, about 30 µs
-/// of every warm run with its code). The kernel's /proc/self/exe link is the executable's path as
+/// every component of the path again (eight readlink(2) calls for /home/u/bin/sandbox; about 30 µs
+/// of a warm run with its code, in a perf profile). The kernel's /proc/self/exe link is the executable's path as
 /// the kernel keeps it, already free of symbolic links (proc(5)), so one readlink(2) of it is
 /// enough. Anything unusual (an executable deleted since its start, a path outside our root)
 /// falls back to AppContext.
