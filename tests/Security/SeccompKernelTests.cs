@@ -90,7 +90,7 @@ public class SeccompKernelTests
         using var dir = new TempDirectory();
         string source = dir.CreateFile("probe.c", ProbeSource);
         string probe = dir.Combine("probe");
-        (int ccExit, string ccOut, string ccErr) = Run(Environment.GetEnvironmentVariable("CC") ?? "cc", ["-O1", "-Wall", "-o", probe, source]);
+        (int ccExit, string ccOut, string ccErr) = ChildProcess.Run(Environment.GetEnvironmentVariable("CC") ?? "cc", ["-O1", "-Wall", "-o", probe, source]);
         string ccOutput = ccOut + ccErr;
         if (ccExit == -1)
             Skip.Because("no C compiler: " + ccOutput);
@@ -100,7 +100,7 @@ public class SeccompKernelTests
         string filter = dir.Combine("filter.bpf");
         File.WriteAllBytes(filter, BpfProgram.ToBytes(program));
 
-        (int exit, string output, string errors) = Run(probe, [filter, (arch.MaxSyscall + 1).ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+        (int exit, string output, string errors) = ChildProcess.Run(probe, [filter, (arch.MaxSyscall + 1).ToString(System.Globalization.CultureInfo.InvariantCulture)]);
         TestContext.Progress.WriteLine(output.ReplaceLineEndings(", ") + errors);
         Assert.That(exit, Is.Zero, output + errors);
         Dictionary<string, int> results = output.Split('\n', StringSplitOptions.RemoveEmptyEntries)
@@ -135,6 +135,4 @@ public class SeccompKernelTests
             }
         });
     }
-
-    private static (int Exit, string Stdout, string Stderr) Run(string file, string[] args) => ChildProcess.Run(file, args);
 }

@@ -455,17 +455,22 @@ internal static unsafe partial class FileSystemCalls
         }
     }
 
-    public static string ReadLinkAt(SafeFileHandle dir, string name)
+    public static string ReadLinkAt(SafeFileHandle dir, string name) =>
+        ReadLink(Fd(dir), name, out int error) ?? throw new LinuxException("readlinkat", name, error);
+
+    /// <summary>readlink(2) of a path (a /proc magic link too); null when it is no link or cannot be read.</summary>
+    public static string? TryReadLink(string path) => ReadLink(AT_FDCWD, path, out _);
+
+    // A link's target is shorter than PATH_MAX (4096 with its NUL), so a full buffer cannot happen.
+    private static string? ReadLink(int dir, string name, out int error)
     {
-        byte[] buffer = new byte[4096];
+        Span<byte> buffer = stackalloc byte[4096];
+        long n;
         fixed (byte* p = NulTerminated(name))
         fixed (byte* b = buffer)
-        {
-            long n = readlinkat(Fd(dir), p, b, buffer.Length);
-            if (n < 0)
-                throw new LinuxException("readlinkat", name, errno);
-            return Encoding.UTF8.GetString(buffer, 0, (int)n);
-        }
+            n = readlinkat(dir, p, b, buffer.Length);
+        error = n < 0 ? errno : 0;
+        return n < 0 ? null : Encoding.UTF8.GetString(buffer[..(int)n]);
     }
 
     // ---- attributes ----------------------------------------------------------------------------

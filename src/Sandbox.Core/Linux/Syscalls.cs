@@ -122,18 +122,6 @@ internal static unsafe partial class Syscalls
     [LibraryImport("libc", EntryPoint = "realpath")]
     private static partial byte* realpath(byte* path, byte* resolved);
 
-    /// <summary>readlink(2) of a symbolic link (or a /proc magic link); null when it is not one or cannot be read.</summary>
-    public static string? TryReadLink(string path)
-    {
-        byte[] bytes = NulTerminated(path);
-        Span<byte> target = stackalloc byte[4096];
-        long n;
-        fixed (byte* p = bytes)
-        fixed (byte* t = target)
-            n = readlink(p, t, target.Length);
-        return n > 0 && n < target.Length ? Encoding.UTF8.GetString(target[..(int)n]) : null;
-    }
-
     public static bool KillProcess(int pid, int signal) => kill(pid, signal) == 0;
 
     /// <summary>F_SETPIPE_SZ (fcntl(2)); a refusal (above fs.pipe-max-size) keeps the default size.</summary>

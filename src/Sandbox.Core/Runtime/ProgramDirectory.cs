@@ -12,7 +12,7 @@ namespace Sandbox.Runtime;
 /// enough. Anything unusual (an executable deleted since its start, a path outside our root)
 /// falls back to AppContext.
 /// </summary>
-public static class ProgramDirectory
+internal static class ProgramDirectory
 {
     private static string? s_path;
 
@@ -23,7 +23,7 @@ public static class ProgramDirectory
     {
         if (AppContext.GetData("APP_CONTEXT_BASE_DIRECTORY") is string { Length: > 0 })
             return AppContext.BaseDirectory;
-        return FromExecutable(Linux.Syscalls.TryReadLink("/proc/self/exe")) ?? AppContext.BaseDirectory;
+        return FromExecutable(Linux.FileSystemCalls.TryReadLink("/proc/self/exe")) ?? AppContext.BaseDirectory;
     }
 
     /// <summary>The directory of an executable's path as /proc/self/exe gives it, or null when that is no usable path.</summary>
