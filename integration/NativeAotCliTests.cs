@@ -193,8 +193,9 @@ public sealed class NativeAotCliTests
     public void FindsItsOwnDirectoryWithOneReadlink()
     {
         string[] ofProc = Trace("readlink,readlinkat", children: false, "run", "--", "/bin/true")
-            .Where(call => call.Contains("(\"/proc")).ToArray();
-        Assert.That(ofProc, Has.Length.EqualTo(1).And.All.StartsWith("readlink(\"/proc/self/exe\""),
+            .Where(call => call.Contains("\"/proc")).ToArray();
+        // readlink("/proc/self/exe", ...) or readlinkat(AT_FDCWD, "/proc/self/exe", ...)
+        Assert.That(ofProc, Has.Length.EqualTo(1).And.All.Contains("\"/proc/self/exe\""),
             "the CLI's readlinks of /proc:\n" + string.Join("\n", ofProc));
     }
 
