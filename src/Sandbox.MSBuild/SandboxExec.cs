@@ -46,7 +46,7 @@ public sealed class SandboxExec : Microsoft.Build.Utilities.Task, ICancelableTas
     /// <summary>More CLI options, split as a shell splits words, e.g. <c>-v /data:/data:ro --limits best-effort</c>.</summary>
     public string? Options { get; set; }
 
-    /// <summary>The CLI: a <c>.dll</c> (run with the <c>dotnet</c> that runs MSBuild) or an executable. Default: the one in this package, <c>tools/sandbox/sandbox.dll</c>.</summary>
+    /// <summary>The CLI: a <c>.dll</c> (run with the <c>dotnet</c> that runs MSBuild) or an executable. Default: the one in this package (<see cref="DefaultCliPath"/>).</summary>
     public string? CliPath { get; set; }
 
     /// <summary><c>--timeout</c>, e.g. <c>10m</c>: kill the whole sandbox after this long.</summary>
@@ -287,11 +287,20 @@ public sealed class SandboxExec : Microsoft.Build.Utilities.Task, ICancelableTas
         return args;
     }
 
-    /// <summary>tools/sandbox/sandbox.dll in the package: this assembly is tasks/net10.0/Sandbox.MSBuild.dll.</summary>
-    internal static string DefaultCliPath()
+    /// <summary>
+    /// The package's CLI (this assembly is tasks/net10.0/Sandbox.MSBuild.dll): tools/sandbox/sandbox,
+    /// the NativeAOT build, when the package has it, else tools/sandbox/sandbox.dll. As the props
+    /// file's default for SandboxCliPath.
+    /// </summary>
+    internal static string DefaultCliPath() =>
+        PackagedCliPath(Path.GetDirectoryName(typeof(SandboxExec).Assembly.Location) ?? AppContext.BaseDirectory);
+
+    /// <summary>The CLI of the package whose tasks/net10.0 is <paramref name="taskDirectory"/>.</summary>
+    internal static string PackagedCliPath(string taskDirectory)
     {
-        string here = Path.GetDirectoryName(typeof(SandboxExec).Assembly.Location) ?? AppContext.BaseDirectory;
-        return Path.GetFullPath(Path.Combine(here, "..", "..", "tools", "sandbox", "sandbox.dll"));
+        string tools = Path.GetFullPath(Path.Combine(taskDirectory, "..", "..", "tools", "sandbox"));
+        string nativeAot = Path.Combine(tools, "sandbox");
+        return File.Exists(nativeAot) ? nativeAot : Path.Combine(tools, "sandbox.dll");
     }
 
     /// <summary>The dotnet that runs this build (the SDK sets DOTNET_HOST_PATH for tasks), else the one on PATH.</summary>

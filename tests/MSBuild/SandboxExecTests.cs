@@ -91,6 +91,20 @@ public class SandboxExecTests
     }
 
     [Test]
+    public void The_packages_NativeAOT_CLI_comes_before_its_framework_dependent_one()
+    {
+        using var dir = new TempDirectory();
+        string tasks = Path.Combine(dir.Path, "tasks", "net10.0");
+        Directory.CreateDirectory(tasks);
+        string dll = dir.CreateFile("tools/sandbox/sandbox.dll");
+        Assert.That(SandboxExec.PackagedCliPath(tasks), Is.EqualTo(dll), "a package without the NativeAOT build");
+        string nativeAot = dir.CreateFile("tools/sandbox/sandbox");
+        Assert.That(SandboxExec.PackagedCliPath(tasks), Is.EqualTo(nativeAot));
+        var task = new SandboxExec { BuildEngine = new FakeBuildEngine(), Command = "test", CliPath = nativeAot };
+        Assert.That(task.BuildStartInfo().FileName, Is.EqualTo(nativeAot), "an executable runs without the dotnet host");
+    }
+
+    [Test]
     public void A_missing_CLI_is_SBX100()
     {
         var engine = new FakeBuildEngine();
