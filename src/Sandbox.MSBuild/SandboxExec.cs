@@ -127,8 +127,14 @@ public sealed class SandboxExec : Microsoft.Build.Utilities.Task, ICancelableTas
             }
             catch (Exception e) when (e is Win32Exception or InvalidOperationException)
             {
+                // An executable CLI (the package's NativeAOT build) may not run where the package was
+                // unpacked (no execute permission, another architecture); the package's sandbox.dll
+                // runs with the dotnet that runs the build.
+                string fix = startInfo.FileName == DotnetHost()
+                    ? ""
+                    : " (to run the framework-dependent CLI with dotnet instead, set SandboxCliPath to its sandbox.dll: in this package, tools/sandbox/sandbox.dll)";
                 Log.LogError(null, EventTranslator.CliNotStartedCode, null, null, 0, 0, 0, 0,
-                    "could not start the sandbox CLI {0}: {1}", startInfo.FileName, e.Message);
+                    "could not start the sandbox CLI {0}: {1}{2}", startInfo.FileName, e.Message, fix);
                 return false;
             }
             _process = process;

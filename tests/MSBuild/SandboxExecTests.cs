@@ -115,6 +115,18 @@ public class SandboxExecTests
     }
 
     [Test]
+    public void An_executable_CLI_that_cannot_run_is_SBX100_and_names_the_dll_to_use_instead()
+    {
+        using var dir = new TempDirectory();
+        string notExecutable = dir.CreateFile("tools/sandbox/sandbox"); // mode 0644: execve(2) fails with EACCES
+        var engine = new FakeBuildEngine();
+        var task = new SandboxExec { BuildEngine = engine, Command = "test", CliPath = notExecutable };
+        Assert.That(task.Execute(), Is.False);
+        Assert.That(engine.Errors.Single().Code, Is.EqualTo(EventTranslator.CliNotStartedCode));
+        Assert.That(engine.Errors.Single().Message, Does.Contain(notExecutable).And.Contain("set SandboxCliPath to its sandbox.dll"));
+    }
+
+    [Test]
     public void An_unknown_command_is_refused()
     {
         var engine = new FakeBuildEngine();
