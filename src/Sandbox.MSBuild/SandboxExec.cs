@@ -295,8 +295,8 @@ public sealed class SandboxExec : Microsoft.Build.Utilities.Task, ICancelableTas
 
     /// <summary>
     /// The package's CLI (this assembly is tasks/net10.0/Sandbox.MSBuild.dll): tools/sandbox/sandbox,
-    /// the NativeAOT build, when the package has it, else tools/sandbox/sandbox.dll. As the props
-    /// file's default for SandboxCliPath.
+    /// the NativeAOT build, when the package has it, else tools/sandbox/sandbox.dll. What the task
+    /// runs when SandboxCliPath is not set.
     /// </summary>
     internal static string DefaultCliPath() =>
         PackagedCliPath(Path.GetDirectoryName(typeof(SandboxExec).Assembly.Location) ?? AppContext.BaseDirectory);
