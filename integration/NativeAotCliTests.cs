@@ -51,6 +51,14 @@ public sealed class NativeAotCliTests
     }
 
     /// <summary>
+    /// The NativeAOT CLI opens descriptors of its own earlier than the JIT one (Console's dups of
+    /// stdout and stderr), and crashed with a closed stdout or stderr: the same checks as the JIT's.
+    /// </summary>
+    [Test]
+    public void StandardDescriptorsTheCallerClosedBecomeTheNullDeviceNotDescriptorsOfTheCli() =>
+        RuntimeTests.CheckClosedStandardDescriptors(Cli);
+
+    /// <summary>
     /// The CLI hands the unmapping of its memory to a child that waits for its exit
     /// (ProcessTeardown.HandOff; ProcessTeardownTests inspects one): that child must end with it.
     /// It shares the CLI's memory, and with it the CLI's command line, so the marker finds it.

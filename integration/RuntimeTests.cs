@@ -527,4 +527,36 @@ public sealed class RuntimeTests
             Assert.That(text, Is.EqualTo(300000));
         }
     }
+
+    [Test]
+    public void StandardDescriptorsTheCallerClosedBecomeTheNullDeviceNotDescriptorsOfTheCli() =>
+        CheckClosedStandardDescriptors(SandboxCli.Binary);
+
+    /// <summary>
+    /// A caller that closes stdin, stdout or stderr (`&lt;&amp;-`): the number is then the lowest free
+    /// one, which the runtime's internal pipe (JIT) or Console's dup of another stream (NativeAOT)
+    /// took. Before StandardDescriptors the payload got those: under the JIT a `cat` read the
+    /// runtime's pipe forever; under NativeAOT stdin was the caller's stdout file, and a closed
+    /// stdout or stderr crashed the CLI (exit 134). Shared with NativeAotCliTests.
+    /// </summary>
+    internal static void CheckClosedStandardDescriptors(string sandbox)
+    {
+        using var dir = new TempDir();
+        string file = Path.Combine(dir.Path, "out");
+        CliResult r = SandboxCli.Shell(
+            $"S='{sandbox}'; " +
+            "$S run -- sh -c 'cat; echo stdin-cat=$?' <&-; echo stdin-rc=$?; " +
+            $"$S run -- readlink /proc/self/fd/0 <&- > '{file}'; echo file-rc=$?; " +
+            "$S run -- sh -c 'head -c 300000 /dev/zero; echo after-stdout >&2' >&-; echo stdout-rc=$?; " +
+            "$S run -- /no/such/command 2>&-; echo stderr-rc=$?; " +
+            "$S run -- sh -c 'echo to-stderr >&2; echo to-stdout' 2>&-; echo stderr-only-rc=$?; " +
+            "$S run -- sh -c 'echo x; exit 3' <&- >&- 2>&-; echo all-rc=$?",
+            TimeSpan.FromSeconds(40));
+        Assert.That(r.StdoutText, Does.Contain("stdin-cat=0\nstdin-rc=0\n"), r.ToString());
+        Assert.That(File.ReadAllText(file), Is.EqualTo("/dev/null\n"), "the payload's stdin, with the caller's closed and its stdout a file");
+        Assert.That(r.StdoutText, Does.Contain("file-rc=0\n").And.Contain("stdout-rc=0\n").And.Contain("stderr-rc=127\n")
+            .And.Contain("to-stdout\nstderr-only-rc=0\n").And.Contain("all-rc=3\n"), r.ToString());
+        Assert.That(r.StdoutText, Does.Not.Contain("to-stderr").And.Not.Contain("command not found"), "stderr's lines on stdout");
+        Assert.That(r.Stderr, Does.Contain("after-stdout"), r.ToString());
+    }
 }

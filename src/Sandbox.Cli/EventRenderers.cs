@@ -34,8 +34,8 @@ internal static class SummaryText
 /// <summary>The payload's bytes, unchanged, on our stdout and stderr; our own messages on stderr, prefixed.</summary>
 internal sealed class ConsoleRenderer(bool stats = false) : IEventRenderer
 {
-    private readonly Stream _stdout = Console.OpenStandardOutput();
-    private readonly Stream _stderr = Console.OpenStandardError();
+    private readonly Stream _stdout = StandardDescriptors.Open(1);
+    private readonly Stream _stderr = StandardDescriptors.Open(2);
 
     // Our own stdout and stderr, when open: the payload's bytes are spliced there unchanged.
     public DirectOutput? DirectOutput { get; } = DirectOutput.StandardStreams();
@@ -81,7 +81,7 @@ internal sealed class ConsoleRenderer(bool stats = false) : IEventRenderer
 /// <summary>JSON lines, one event each, for machines (the MSBuild task reads these). Written by hand: no reflection, NativeAOT-safe.</summary>
 internal sealed class JsonLinesRenderer : IEventRenderer
 {
-    private readonly Stream _stdout = Console.OpenStandardOutput();
+    private readonly Stream _stdout = StandardDescriptors.Open(1);
     private readonly Utf8JsonWriter _writer;
 
     public JsonLinesRenderer()

@@ -98,7 +98,7 @@ internal sealed class ImageCommand : Command
         command.SetAction(parse => Guarded(() =>
         {
             ImageRecord r = Store(parse).Get(parse.GetValue(image)!);
-            using Stream stdout = Console.OpenStandardOutput();
+            using Stream stdout = StandardDescriptors.Open(1);
             using (var w = new Utf8JsonWriter(stdout, new JsonWriterOptions { Indented = true }))
                 WriteRecord(w, r);
             stdout.WriteByte((byte)'\n');

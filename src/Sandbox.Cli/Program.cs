@@ -7,6 +7,10 @@ internal static class Program
 {
     public static int Main(string[] args)
     {
+        // Before anything opens a descriptor: a closed stdin, stdout or stderr becomes /dev/null,
+        // never a descriptor of ours that the payload or our messages would then be given.
+        StandardDescriptors.OpenNullWhereClosed();
+        StandardDescriptors.SilenceConsoleWhereNotCallers();
         // The NativeAOT build defers the runtime's finalizer thread (Sandbox.Core's
         // Native/runtime_host_probes.c says why): `run` starts it once its sandbox has run for a
         // second (Dispatch), every other command, the hidden ones too, at once.

@@ -47,8 +47,8 @@ public static class SandboxRunner
 /// </summary>
 public sealed record DirectOutput(SafeFileHandle? Stdout, SafeFileHandle? Stderr)
 {
-    /// <summary>This process's own stdout and stderr (borrowed, not closed); null when either is closed.</summary>
-    public static DirectOutput? StandardStreams() => Syscalls.IsOpen(1) && Syscalls.IsOpen(2)
+    /// <summary>This process's own stdout and stderr (borrowed, not closed); null when the caller did not give both (<see cref="StandardDescriptors"/>).</summary>
+    public static DirectOutput? StandardStreams() => StandardDescriptors.IsCallers(1) && StandardDescriptors.IsCallers(2)
         ? new DirectOutput(new SafeFileHandle(1, ownsHandle: false), new SafeFileHandle(2, ownsHandle: false))
         : null;
 }
@@ -248,8 +248,9 @@ public sealed class SandboxExecution : IDisposable
         {
             if (!spec.Limits.IsEmpty || spec.CollectUsage)
                 cgroup = Cgroups.CgroupManager.Create(spec.Limits, spec.LimitsPolicy, Cgroups.CgroupHost.Current, warn);
-            // With no standard input at all (fd 0 closed, as under some CI runners) there is nothing to forward.
-            stdin = spec.ForwardStdin && Syscalls.IsOpen(0) ? new SafeFileHandle(0, ownsHandle: false) : Syscalls.OpenReadOnly("/dev/null");
+            // With no standard input from the caller (fd 0 closed, as under some CI runners) there is
+            // nothing to forward, and what holds the number now is ours (StandardDescriptors).
+            stdin = spec.ForwardStdin && StandardDescriptors.IsCallers(0) ? new SafeFileHandle(0, ownsHandle: false) : Syscalls.OpenReadOnly("/dev/null");
             (outRead, outWrite) = OutputChannel(output?.Stdout);
             (errRead, errWrite) = OutputChannel(output?.Stderr);
             // PID 1 joins the cgroup before it is released: nothing of the payload ever runs unlimited.

@@ -16,7 +16,38 @@ internal static unsafe partial class Syscalls
 
     public static bool IsTerminal(int fd) => isatty(fd) == 1;
 
-    public static bool IsOpen(int fd) => fcntl(fd, F_GETFD) >= 0;
+    /// <summary>
+    /// Whether <paramref name="fd"/> came from the program that started this one: open and not
+    /// close-on-exec. execve(2) keeps only descriptors without FD_CLOEXEC, and everything this process
+    /// opens itself is close-on-exec (.NET opens and dups with O_CLOEXEC and F_DUPFD_CLOEXEC, and so
+    /// does this layer), so a standard descriptor that is open but close-on-exec is one of ours that
+    /// took a number the caller had left closed: under the JIT, the runtime's internal pipe; under
+    /// NativeAOT, Console's dup of another stream.
+    /// </summary>
+    public static bool IsInherited(int fd)
+    {
+        int flags = fcntl(fd, F_GETFD);
+        return flags >= 0 && (flags & FD_CLOEXEC) == 0;
+    }
+
+    /// <summary>
+    /// Opens /dev/null at <paramref name="fd"/> when it is closed, before anything of ours can take
+    /// the number (glibc does the same for fds 0 to 2 of a set-user-ID program, csu/check_fds.c).
+    /// Read and write, and inheritable, as a caller's `&lt; /dev/null &gt; /dev/null` would be.
+    /// </summary>
+    public static void OpenNullIfClosed(int fd)
+    {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != Errno.EBADF)
+            return;
+        int opened;
+        fixed (byte* p = "/dev/null\0"u8)
+            opened = open(p, O_RDWR, 0);
+        if (opened < 0 || opened == fd)
+            return;
+        // A lower number was free: the caller left more than one closed. Put it where it belongs.
+        dup2(opened, fd);
+        close(opened);
+    }
 
     /// <summary>access(2) W_OK with the real ids: what a delegated cgroup check needs (cgroups(7), "Delegation").</summary>
     public static bool CanWrite(string path)
