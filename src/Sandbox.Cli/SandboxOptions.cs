@@ -137,7 +137,7 @@ internal sealed class SandboxOptions
     {
         var spec = baseSpec with
         {
-            Hostname = parse.GetValue(_hostname) ?? "sandbox",
+            Hostname = parse.GetValue(_hostname) ?? SandboxSpec.DefaultHostname,
             Network = parse.GetValue(_network) switch
             {
                 "none" => NetworkMode.None,

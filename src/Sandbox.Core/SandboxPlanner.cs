@@ -25,8 +25,8 @@ public static class SandboxPlanner
         // CancelAfter takes at most 2^32-2 ms; a longer timeout must fail here, before anything starts.
         if (spec.Timeout is TimeSpan timeout && (timeout <= TimeSpan.Zero || timeout > TimeSpan.FromDays(30)))
             throw new SandboxException(SandboxErrorCode.InvalidSpec, $"the timeout must be between 0 and 30 days, not {timeout}");
-        foreach (string tmpfs in spec.TmpfsMounts)
-            Rootfs.TmpfsMount.Parse(tmpfs); // throws with the cause
+        if (spec.Binds.Length + spec.TmpfsMounts.Length > 0)
+            CheckMountTargets(spec); // parses each --tmpfs, which throws with the cause
 
         IdMapPlan idMaps = IdMapResolver.Resolve(spec.UserNamespace, host.Identity);
         if (spec.Root is ImageRoot imageRoot)
@@ -53,6 +53,32 @@ public static class SandboxPlanner
             SeccompProgram = Security.SeccompPlanner.Program(spec.Seccomp, capabilities),
         };
         return new RuntimePlan(process, namespaces, idMaps, steps);
+    }
+
+    /// <summary>
+    /// Docker's two rules for where binds and tmpfs mounts go (daemon/volumes.go): not on the root
+    /// ("destination can't be '/'"), which is the host's, the directory's or the image's, and not
+    /// twice on one path ("Duplicate mount point"), where the later mount would hide the earlier one
+    /// without a word. Paths compare after normalising (<c>/a/./b/</c> is <c>/a/b</c>).
+    /// </summary>
+    private static void CheckMountTargets(SandboxSpec spec)
+    {
+        var targets = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (BindMount bind in spec.Binds)
+            Claim(bind.SandboxPath, $"-v {bind.HostPath}:{bind.SandboxPath}");
+        foreach (string tmpfs in spec.TmpfsMounts)
+            Claim(Rootfs.TmpfsMount.Parse(tmpfs).Path, $"--tmpfs {tmpfs}");
+
+        void Claim(string target, string option)
+        {
+            string path = Rootfs.HostPaths.Normalize(target);
+            if (path == "/")
+                throw new SandboxException(SandboxErrorCode.InvalidSpec,
+                    $"{option}: a mount cannot replace the sandbox's root; mount below / (e.g. /data), or run on a root file system of your own: sandbox run DIR -- COMMAND");
+            if (!targets.TryAdd(path, option))
+                throw new SandboxException(SandboxErrorCode.InvalidSpec,
+                    $"{option}: {path} is already the target of {targets[path]}; give each path in the sandbox one mount");
+        }
     }
 
     /// <summary>

@@ -161,7 +161,10 @@ public sealed record SandboxSpec
     /// </summary>
     public ImmutableArray<string> HomeFiles { get; init; } = ImmutableArray<string>.Empty;
 
-    public string Hostname { get; init; } = "sandbox";
+    /// <summary>The hostname inside; empty means the default, as docker treats <c>--hostname ""</c>.</summary>
+    public string Hostname { get; init; } = DefaultHostname;
+
+    public const string DefaultHostname = "sandbox";
 
     public NetworkMode Network { get; init; } = NetworkMode.None;
 

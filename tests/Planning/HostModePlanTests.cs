@@ -166,11 +166,12 @@ public class HostModePlanTests
     }
 
     [Test]
-    public void Hostname_IsSetWhenGiven()
+    public void Hostname_IsAlwaysSet_TheDefaultWhenEmpty()
     {
         Assert.That(Plan().Steps, Does.Contain(new SetHostnameStep("sandbox")));
         Assert.That(Plan(new SandboxSpec(["true"]) { Hostname = "build-42" }).Steps, Does.Contain(new SetHostnameStep("build-42")));
-        Assert.That(Plan(new SandboxSpec(["true"]) { Hostname = "" }).Steps.OfType<SetHostnameStep>(), Is.Empty);
+        // Empty is the default (docker's --hostname ""), never the host's name the new UTS namespace starts with.
+        Assert.That(Plan(new SandboxSpec(["true"]) { Hostname = "" }).Steps.OfType<SetHostnameStep>(), Is.EqualTo(new[] { new SetHostnameStep("sandbox") }));
     }
 
     [Test]

@@ -48,6 +48,38 @@ public class PlanValidationTests
         Assert.That(e.Message, Does.Contain("working directory must be an absolute path").And.Contain("src"));
     }
 
+    [TestCase("/")]
+    [TestCase("//")]
+    [TestCase("/tmp/..")]
+    public void BindOnTheRoot_Throws(string target)
+    {
+        var e = Fails(new SandboxSpec(["true"]) { Binds = [new BindMount("/srv", target)] });
+        Assert.That(e.Message, Does.Contain($"-v /srv:{target}").And.Contain("cannot replace the sandbox's root").And.Contain("sandbox run DIR"));
+    }
+
+    [Test]
+    public void TmpfsOnTheRoot_Throws()
+    {
+        var e = Fails(new SandboxSpec(["true"]) { TmpfsMounts = ["/:size=1m"] });
+        Assert.That(e.Message, Does.Contain("--tmpfs /:size=1m").And.Contain("cannot replace the sandbox's root"));
+    }
+
+    [Test]
+    public void TwoMountsOnOnePath_Throw_WhateverTheirKinds()
+    {
+        var twoBinds = Fails(new SandboxSpec(["true"]) { Binds = [new BindMount("/srv/a", "/data"), new BindMount("/srv/b", "/data/")] });
+        Assert.That(twoBinds.Message, Does.Contain("-v /srv/b:/data/: /data is already the target of -v /srv/a:/data"));
+        var bindAndTmpfs = Fails(new SandboxSpec(["true"]) { Binds = [new BindMount("/srv/a", "/cache")], TmpfsMounts = ["/./cache"] });
+        Assert.That(bindAndTmpfs.Message, Does.Contain("--tmpfs /./cache: /cache is already the target of -v /srv/a:/cache"));
+    }
+
+    [Test]
+    public void NestedMounts_AreNotDuplicates()
+    {
+        Assert.DoesNotThrow(() => SandboxPlanner.Plan(
+            new SandboxSpec(["true"]) { Binds = [new BindMount("/srv", "/data")], TmpfsMounts = ["/data/cache"] }, _host.Context));
+    }
+
     [Test]
     public void RelativeTmpfs_Throws()
     {

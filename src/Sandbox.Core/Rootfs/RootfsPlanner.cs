@@ -274,8 +274,9 @@ public static class RootfsPlanner
             }
         }
 
-        if (spec.Hostname is { Length: > 0 } hostname)
-            steps.Add(new SetHostnameStep(hostname));
+        // Always set: a new UTS namespace starts with a copy of the host's name (uts_namespaces(7)),
+        // which the sandbox is not to show.
+        steps.Add(new SetHostnameStep(spec.Hostname is { Length: > 0 } hostname ? hostname : SandboxSpec.DefaultHostname));
         if (spec.Network == NetworkMode.None)
             steps.Add(new LoopbackUpStep());
 
