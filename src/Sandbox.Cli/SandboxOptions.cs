@@ -236,7 +236,7 @@ internal sealed class SandboxOptions
                 Option? option = command.FindOption(name);
                 // Not ours and not the payload's (that comes after the command or --): docker's answer.
                 if (option is null && name is not ("-h" or "--help" or "-?"))
-                    throw new SandboxException(SandboxErrorCode.InvalidSpec, $"unknown flag: {name} (see 'sandbox {command.Name} --help'; put -- before a command that starts with -)");
+                    throw new SandboxException(SandboxErrorCode.InvalidSpec, $"unknown flag: {name} (put -- before a command that starts with -)\nSee 'sandbox {command.Name} --help'.");
                 bool takesValue = option is not null && option.TakesValue && !t.Contains('=');
                 if (takesValue && i + 1 < tokens.Count)
                     own.Add(tokens[++i]);

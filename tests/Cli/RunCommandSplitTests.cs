@@ -136,6 +136,8 @@ public class RunCommandSplitTests
         // It would otherwise end up as ROOT (an argument takes it): `sandbox: --bogus: no such image`.
         var e = Assert.Throws<SandboxException>(() => _run.Split(["--bogus", "ls"]));
         Assert.That(e!.Message, Does.StartWith("unknown flag: --bogus"));
+        // The last line as every other command-line error's (CommandLine/Parser.cs), as docker's.
+        Assert.That(e.Message, Does.EndWith("\nSee 'sandbox run --help'."));
         Assert.That(e.ExitCode, Is.EqualTo(125));
         Assert.Throws<SandboxException>(() => _run.Split(["--bogus=1", "ls"]));
         // After the command or --, it is the payload's.

@@ -80,6 +80,17 @@ public class PlanValidationTests
             new SandboxSpec(["true"]) { Binds = [new BindMount("/srv", "/data")], TmpfsMounts = ["/data/cache"] }, _host.Context));
     }
 
+    [TestCase("mode=999")]
+    [TestCase("mode=17777")]
+    [TestCase("mode=")]
+    [TestCase("mode=rwx")]
+    public void TmpfsModeThatIsNotOctal_IsNamedAsSuch(string option)
+    {
+        var e = Fails(new SandboxSpec(["true"]) { TmpfsMounts = [$"/t:{option}"] });
+        Assert.That(e.Message, Does.Contain($"'{option}' is not a file mode").And.Contain("e.g. mode=1777"));
+        Assert.That(e.Message, Does.Not.Contain("unknown option"));
+    }
+
     [Test]
     public void RelativeTmpfs_Throws()
     {

@@ -32,6 +32,8 @@ public sealed record TmpfsMount(string Path, string Data, MountFlags Flags)
                     case "mode" when kv.Length == 2 && kv[1].Length is > 0 and <= 4 && kv[1].All(c => c is >= '0' and <= '7'):
                         mode = kv[1];
                         break;
+                    case "mode":
+                        throw new SandboxException(SandboxErrorCode.InvalidSpec, $"--tmpfs {value}: '{option}' is not a file mode: give up to four octal digits, e.g. mode=1777 or mode=700");
                     case "ro": flags |= MountFlags.ReadOnly; break;
                     case "rw": flags &= ~MountFlags.ReadOnly; break;
                     case "noexec": flags |= MountFlags.NoExec; break;
