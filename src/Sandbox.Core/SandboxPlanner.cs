@@ -38,6 +38,10 @@ public static class SandboxPlanner
 
         ImmutableArray<SetupStep> steps = RootfsPlanner.Plan(spec, host, clearGroups: idMaps.Kind == IdMapKind.SubordinateRange);
         SandboxUser? user = ResolveUser(spec);
+        if (user is not null && IdMapping.Of(idMaps) is { } mapping && !mapping.Covers(user.Uid, user.Gid))
+            throw new SandboxException(SandboxErrorCode.InvalidSpec,
+                $"{(spec.User is null ? "the image's User" : "--user " + spec.User)}: {user.Uid}:{user.Gid} is not mapped in the sandbox, whose ids are {mapping.Describe()} " +
+                $"(your /etc/subuid and /etc/subgid ranges): use ids up to {mapping.MaxUid}:{mapping.MaxGid}, or give yourself larger ranges (sudo usermod --add-subuids and --add-subgids)");
         ImmutableArray<string> environment = BuildEnvironment(spec, host, out string searchPath, user?.Home);
         ulong capabilities = Security.Capabilities.Resolve(spec.CapAdd, spec.CapDrop);
         var process = new ProcessPlan(

@@ -192,17 +192,33 @@ public class HostModePlanTests
         Assert.That(plan.Steps.OfType<ClearGroupsStep>(), Is.Empty);
     }
 
-    [Test]
-    public void SubuidRange_ClearsGroupsFirst()
+    [TestCase("70000", "70000:0")]
+    [TestCase("65537", "65537:0")]
+    [TestCase("1000:65537", "1000:65537")]
+    public void SubuidRange_AUserOutsideIt_FailsNamingTheMapAndTheFix(string user, string ids)
+    {
+        var host = WithSubordinateRanges();
+        var e = Assert.Throws<SandboxException>(() => SandboxPlanner.Plan(new SandboxSpec(["true"]) { User = user }, host));
+        Assert.That(e!.ExitCode, Is.EqualTo(125));
+        Assert.That(e.Message, Does.Contain($"--user {user}: {ids} is not mapped")
+            .And.Contain("1-65536→100000-165535").And.Contain("use ids up to 65536:65536").And.Contain("usermod --add-subuids"));
+        Assert.That(SandboxPlanner.Plan(new SandboxSpec(["true"]) { User = "65536:65536" }, host).Process.Uid, Is.EqualTo(65536));
+    }
+
+    private HostContext WithSubordinateRanges()
     {
         string bin = _host.Dir.CreateDirectory("idbin");
         _host.Dir.CreateFile("idbin/newuidmap");
         _host.Dir.CreateFile("idbin/newgidmap");
         string subuid = _host.Dir.CreateFile("subuid", "alice:100000:65536\n");
         string subgid = _host.Dir.CreateFile("subgid", "alice:200000:65536\n");
-        var host = _host.Context with { Identity = _host.Identity with { SubUidFile = subuid, SubGidFile = subgid, SearchPath = bin } };
+        return _host.Context with { Identity = _host.Identity with { SubUidFile = subuid, SubGidFile = subgid, SearchPath = bin } };
+    }
 
-        var plan = SandboxPlanner.Plan(new SandboxSpec(["true"]) { UserNamespace = UserNamespaceMode.Auto }, host);
+    [Test]
+    public void SubuidRange_ClearsGroupsFirst()
+    {
+        var plan = SandboxPlanner.Plan(new SandboxSpec(["true"]) { UserNamespace = UserNamespaceMode.Auto }, WithSubordinateRanges());
 
         Assert.That(plan.IdMaps.Kind, Is.EqualTo(IdMapKind.SubordinateRange));
         Assert.That(plan.IdMaps.SubordinateUids, Is.EqualTo(new IdRange(100000, 65536)));
