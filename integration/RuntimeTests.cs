@@ -44,6 +44,20 @@ public sealed class RuntimeTests
     }
 
     [Test]
+    public void AUserOtherThanRootOwnsTheFreshHomeAndAnUnmappedOneIsRefusedBeforeTheStart()
+    {
+        Runtime.IdMapPlan range = Require.SubordinateRange();
+        CliResult r = SandboxCli.Sh("touch \"$HOME/made\" && stat -c %u:%g \"$HOME\" \"$HOME/made\" && id -u", "--userns", "subuid", "-u", "1000:1000");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(r.StdoutText, Is.EqualTo("1000:1000\n1000:1000\n1000\n"), r.ToString());
+
+        long outside = range.SubordinateUids!.Count + 1;
+        CliResult unmapped = SandboxCli.Sh("true", "--userns", "subuid", "-u", outside.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.That(unmapped.ExitCode, Is.EqualTo(125), unmapped.ToString());
+        Assert.That(unmapped.Stderr, Does.Contain($"{outside}:0 is not mapped in the sandbox").And.Contain("usermod --add-subuids"), unmapped.ToString());
+    }
+
+    [Test]
     public void ReadOnlyBindRefusesWritesAndReadWriteBindAcceptsThem()
     {
         using var ro = new TempDir();

@@ -36,12 +36,15 @@ public static class SandboxPlanner
         if (spec.Network == NetworkMode.Host)
             namespaces &= ~NamespaceSet.Network;
 
-        ImmutableArray<SetupStep> steps = RootfsPlanner.Plan(spec, host, clearGroups: idMaps.Kind == IdMapKind.SubordinateRange);
         SandboxUser? user = ResolveUser(spec);
-        if (user is not null && IdMapping.Of(idMaps) is { } mapping && !mapping.Covers(user.Uid, user.Gid))
+        IdMapping? mapping = IdMapping.Of(idMaps);
+        if (user is not null && mapping is not null && !mapping.Covers(user.Uid, user.Gid))
             throw new SandboxException(SandboxErrorCode.InvalidSpec,
                 $"{(spec.User is null ? "the image's User" : "--user " + spec.User)}: {user.Uid}:{user.Gid} is not mapped in the sandbox, whose ids are {mapping.Describe()} " +
                 $"(your /etc/subuid and /etc/subgid ranges): use ids up to {mapping.MaxUid}:{mapping.MaxGid}, or give yourself larger ranges (sudo usermod --add-subuids and --add-subgids)");
+        // Under a single-id map only root exists inside, and the runner runs the payload as root.
+        SandboxUser? homeOwner = mapping is not null && user is { Uid: not 0 } ? user : null;
+        ImmutableArray<SetupStep> steps = RootfsPlanner.Plan(spec, host, clearGroups: idMaps.Kind == IdMapKind.SubordinateRange, homeOwner);
         ImmutableArray<string> environment = BuildEnvironment(spec, host, out string searchPath, user?.Home);
         ulong capabilities = Security.Capabilities.Resolve(spec.CapAdd, spec.CapDrop);
         var process = new ProcessPlan(

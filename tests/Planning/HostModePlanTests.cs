@@ -205,6 +205,19 @@ public class HostModePlanTests
         Assert.That(SandboxPlanner.Plan(new SandboxSpec(["true"]) { User = "65536:65536" }, host).Process.Uid, Is.EqualTo(65536));
     }
 
+    [Test]
+    public void SubuidRange_AUserOtherThanRoot_OwnsTheFreshHome()
+    {
+        Assert.That(HomeMountData(SandboxPlanner.Plan(new SandboxSpec(["true"]) { User = "1000:1001" }, WithSubordinateRanges())),
+            Is.EqualTo("mode=0755,uid=1000,gid=1001"));
+        // Root's home, and any under a single-id map (where the payload runs as root), stay root's.
+        Assert.That(HomeMountData(SandboxPlanner.Plan(new SandboxSpec(["true"]) { User = "0" }, WithSubordinateRanges())), Is.EqualTo("mode=0755"));
+        Assert.That(HomeMountData(Plan(new SandboxSpec(["true"]) { User = "1000:1001" })), Is.EqualTo("mode=0755"));
+    }
+
+    private string? HomeMountData(RuntimePlan plan) =>
+        plan.Steps.OfType<MountStep>().Single(m => m.Target == "/newroot" + _host.Home && m.FileSystemType == "tmpfs").Data;
+
     private HostContext WithSubordinateRanges()
     {
         string bin = _host.Dir.CreateDirectory("idbin");

@@ -1,4 +1,6 @@
 using System.Collections.Immutable;
+using System.Globalization;
+using Sandbox.Identity;
 using Sandbox.Linux;
 using Sandbox.Runtime;
 
@@ -134,7 +136,11 @@ public static class RootfsPlanner
             ? HostPaths.Resolve(home)
             : "/root";
 
-    public static ImmutableArray<SetupStep> Plan(SandboxSpec spec, HostContext host, bool clearGroups)
+    /// <param name="homeOwner">
+    /// The payload's user when it is not root and its ids are mapped (a subordinate range): the
+    /// fresh $HOME is made its own, as a user's home is, or it could not write there.
+    /// </param>
+    public static ImmutableArray<SetupStep> Plan(SandboxSpec spec, HostContext host, bool clearGroups, SandboxUser? homeOwner = null)
     {
         var steps = ImmutableArray.CreateBuilder<SetupStep>();
         // Roots other than the host's are the user's own (or an image's copy on write): missing mount
@@ -225,7 +231,11 @@ public static class RootfsPlanner
             AddDirectories(steps, home);
         if (spec.Root is not ImageRoot)
         {
-            steps.Add(new MountStep("tmpfs", In(home), "tmpfs", TmpfsFlags, "mode=0755"));
+            // tmpfs(5) uid= and gid= own its root directory, ids of the user namespace that mounts it.
+            string homeData = homeOwner is { } owner
+                ? string.Create(CultureInfo.InvariantCulture, $"mode=0755,uid={owner.Uid},gid={owner.Gid}")
+                : "mode=0755";
+            steps.Add(new MountStep("tmpfs", In(home), "tmpfs", TmpfsFlags, homeData));
             AddHomeFiles(steps, home, spec.HomeFiles);
         }
         else if (!spec.HomeFiles.IsDefaultOrEmpty)
