@@ -459,6 +459,19 @@ public class HostModePlanTests
         Assert.That(steps, Does.Contain(new MountStep("tmpfs", "/newroot/root", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755")));
     }
 
+    [TestCase("/usr")]
+    [TestCase("/etc")]
+    [TestCase("/var")]
+    [TestCase("/usr/")]
+    public void AHomeThatIsASystemDirectory_FallsBackToRoot_NotHidingIt(string home)
+    {
+        var host = _host.Context with { Home = home };
+        var steps = SandboxPlanner.Plan(new SandboxSpec(["true"]), host).Steps.Unconfined();
+        Assert.That(steps, Does.Contain(new MountStep("tmpfs", "/newroot/root", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755")));
+        Assert.That(steps.OfType<MountStep>().Where(m => m.Target == "/newroot" + home.TrimEnd('/')), Is.Empty);
+        Assert.That(SandboxPlanner.BuildEnvironment(new SandboxSpec(["true"]), host, out _), Does.Contain("HOME=/root"));
+    }
+
     private static string? Target(SetupStep step) => step switch
     {
         MountStep m => m.Target,

@@ -130,11 +130,23 @@ public static class RootfsPlanner
         return hidden;
     }
 
-    /// <summary>The path of $HOME inside: the caller's home in host mode (when it exists), /root otherwise.</summary>
-    public static string SandboxHome(SandboxSpec spec, HostContext host) =>
-        spec.Root is HostRoot && host.Home is { Length: > 1 } home && home.StartsWith('/') && Directory.Exists(home)
-            ? HostPaths.Resolve(home)
-            : "/root";
+    /// <summary>
+    /// The path of $HOME inside: the caller's home in host mode (when it exists and is not one of the
+    /// system's top directories), /root otherwise. The home gets a fresh tmpfs, which must not hide
+    /// /usr or /etc from the payload (a service account's HOME may be such a directory).
+    /// </summary>
+    public static string SandboxHome(SandboxSpec spec, HostContext host)
+    {
+        if (spec.Root is not HostRoot || host.Home is not { Length: > 1 } home || !home.StartsWith('/') || !Directory.Exists(home))
+            return "/root";
+        string resolved = HostPaths.Resolve(home);
+        return IsSystemTopDirectory(resolved) ? "/root" : resolved;
+    }
+
+    // hier(7)'s top-level directories, and those of merged-/usr systems; /root and /tmp are homes.
+    private static bool IsSystemTopDirectory(string path) => path is "/" or "/bin" or "/boot" or "/dev" or "/etc" or "/home"
+        or "/lib" or "/lib32" or "/lib64" or "/libx32" or "/media" or "/mnt" or "/opt" or "/proc" or "/run" or "/sbin"
+        or "/srv" or "/sys" or "/usr" or "/var";
 
     /// <param name="homeOwner">
     /// The payload's user when it is not root and its ids are mapped (a subordinate range): the
