@@ -244,7 +244,11 @@ public sealed class RuntimeTests
 
         CliResult workdir = SandboxCli.Run("run", "-w", "/no/such/dir", "--", "true");
         Assert.That(workdir.ExitCode, Is.EqualTo(125), workdir.ToString());
-        Assert.That(workdir.Stderr, Does.Contain("working directory /no/such/dir"));
+        Assert.That(workdir.Stderr, Does.Contain("working directory /no/such/dir").And.Contain("made only where the sandbox can write"));
+        // Where the sandbox can write, a missing one is made, as docker and podman make it.
+        CliResult made = SandboxCli.Run("run", "-w", "/tmp/new/dir", "--", "pwd");
+        Assert.That(made.ExitCode, Is.EqualTo(0), made.ToString());
+        Assert.That(made.StdoutText, Is.EqualTo("/tmp/new/dir\n"));
     }
 
     [Test]

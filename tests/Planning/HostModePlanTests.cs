@@ -459,6 +459,24 @@ public class HostModePlanTests
         Assert.That(steps, Does.Contain(new MountStep("tmpfs", "/newroot/root", "tmpfs", MountFlags.NoSuid | MountFlags.NoDev, "mode=0755")));
     }
 
+    [TestCase("/tmp/build/out", true)]
+    [TestCase("/tmp", true)]
+    [TestCase("/srv/build", false)] // the host's root is read-only there: the chdir's error says so
+    public void AMissingWorkingDirectoryIsMadeWhereTheSandboxCanWrite(string workdir, bool made)
+    {
+        var steps = SandboxPlanner.Plan(new SandboxSpec(["true"]) { WorkingDirectory = workdir }, _host.Context).Steps.Unconfined();
+        var hostname = steps.IndexOf(new SetHostnameStep("sandbox"));
+        int make = steps.LastIndexOf(new MakeDirectoryStep("/newroot" + workdir));
+        Assert.That(make >= 0, Is.EqualTo(made));
+        if (made) // after every mount, before the pivot (the hostname step is just before it)
+            Assert.That(make, Is.LessThan(hostname).And.GreaterThan(steps.LastIndexOf(steps.OfType<MountStep>().Last())));
+
+        var inHome = SandboxPlanner.Plan(new SandboxSpec(["true"]) { WorkingDirectory = _host.Home + "/src/app" }, _host.Context).Steps.Unconfined();
+        Assert.That(inHome, Does.Contain(new MakeDirectoryStep("/newroot" + _host.Home + "/src/app")));
+        var inTmpfs = SandboxPlanner.Plan(new SandboxSpec(["true"]) { WorkingDirectory = "/mnt/w", TmpfsMounts = ["/mnt"] }, _host.Context).Steps.Unconfined();
+        Assert.That(inTmpfs, Does.Contain(new MakeDirectoryStep("/newroot/mnt/w")));
+    }
+
     [TestCase("/usr")]
     [TestCase("/etc")]
     [TestCase("/var")]

@@ -31,6 +31,15 @@ public class ImageRootPlanTests
     [TearDown]
     public void TearDown() => _host.Dispose();
 
+    [Test]
+    public void AMissingWorkingDirectoryIsMadeInAWritableImageRootOnly()
+    {
+        var writable = SandboxPlanner.Plan(new SandboxSpec(["/bin/true"]) { Root = new ImageRoot(_image), WorkingDirectory = "/srv/app" }, _host.Context).Steps.Unconfined();
+        Assert.That(writable, Does.Contain(new MakeDirectoryStep("/newroot/srv/app")));
+        var readOnly = SandboxPlanner.Plan(new SandboxSpec(["/bin/true"]) { Root = new ImageRoot(_image, ReadOnly: true), WorkingDirectory = "/srv/app" }, _host.Context).Steps.Unconfined();
+        Assert.That(readOnly, Does.Not.Contain(new MakeDirectoryStep("/newroot/srv/app")));
+    }
+
     private ImmutableArray<SetupStep> Plan(ImageRoot root) =>
         SandboxPlanner.Plan(new SandboxSpec(["/bin/true"]) { Root = root }, _host.Context).Steps.Unconfined();
 

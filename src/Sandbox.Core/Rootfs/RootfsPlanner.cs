@@ -296,6 +296,14 @@ public static class RootfsPlanner
             }
         }
 
+        // A missing working directory is made, as docker and podman make it (runc creates the cwd in
+        // the root after the mounts), where the sandbox may write: anywhere in an image's writable copy,
+        // else in its fresh tmpfs mounts (/tmp, $HOME, --tmpfs) and what is bound below them. Elsewhere
+        // the root is read-only, and the chdir's error says so (SandboxProcess.ExecFailure).
+        if (spec.WorkingDirectory is { } workdir && workdir.StartsWith('/')
+            && ((spec.Root is ImageRoot && !readOnlyRoot) || IsUnderAny(HostPaths.Normalize(workdir), freshMounts)))
+            AddDirectories(steps, workdir);
+
         // Always set: a new UTS namespace starts with a copy of the host's name (uts_namespaces(7)),
         // which the sandbox is not to show.
         steps.Add(new SetHostnameStep(spec.Hostname is { Length: > 0 } hostname ? hostname : SandboxSpec.DefaultHostname));

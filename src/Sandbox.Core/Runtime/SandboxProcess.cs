@@ -202,7 +202,9 @@ internal sealed class SandboxProcess : IDisposable
         string file = _plan.Process.File;
         if (stage == 1)
             return new SandboxException(SandboxErrorCode.WorkingDirectoryUnavailable,
-                $"cannot change to the working directory {_plan.Process.WorkingDirectory}: {Errno.Describe(errno)}");
+                $"cannot change to the working directory {_plan.Process.WorkingDirectory}: {Errno.Describe(errno)}" + (errno == Errno.ENOENT
+                    ? " (a missing one is made only where the sandbox can write: under /tmp, $HOME or a --tmpfs, or in an image's root; elsewhere choose an existing directory)"
+                    : ""));
         if (stage == 3)
             return new SandboxException(SandboxErrorCode.SetupFailed, $"could not bound the payload's capabilities: {Errno.Describe(errno)}");
         if (stage == 5)
