@@ -252,6 +252,18 @@ public sealed class RuntimeTests
     }
 
     [Test]
+    public void AHelpFlagAmongThePayloadsWordsIsThePayloads()
+    {
+        // Option parsing stops at the command (docker's rule): `sandbox run df -h` runs df -h.
+        CliResult r = SandboxCli.Run("run", "sh", "-c", "echo ran with $0", "-h");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(r.StdoutText, Is.EqualTo("ran with -h\n"), r.ToString());
+        CliResult help = SandboxCli.Run("run", "-e", "X=1", "--help");
+        Assert.That(help.ExitCode, Is.EqualTo(0), help.ToString());
+        Assert.That(help.StdoutText, Does.Contain("Usage:").And.Contain("--hostname"), help.ToString());
+    }
+
+    [Test]
     public void PayloadExitCodeIsPassedThrough()
     {
         Assert.That(SandboxCli.Sh("exit 42").ExitCode, Is.EqualTo(42));

@@ -33,13 +33,15 @@ internal static class Program
 
     private static int Dispatch(string[] args)
     {
-        // `run` and `test` stop parsing their own options at the payload's words (docker's rule), so split first.
-        bool wantsHelp = WantsHelp(args);
-        if (args.Length > 0 && args[0] == "run" && !wantsHelp)
+        // `run` and `test` stop parsing their own options at the payload's words (docker's rule), so
+        // split first: a -h among the payload's words (`sandbox run df -h`) is the payload's.
+        if (args.Length > 0 && args[0] == "run")
         {
             // The warm-start path: `run` is parsed on its own, without building the other commands.
             var run = new RunCommand();
             var (own, command) = run.Split(args[1..]);
+            if (SandboxOptions.AsksForHelp(run, own))
+                return CreateRoot().Parse(["run", "--help"]).Invoke();
             ParseResult parse = run.Parse(own);
             if (parse.Errors.Count > 0)
                 return parse.Invoke();
@@ -62,10 +64,12 @@ internal static class Program
             });
             return exitCode;
         }
-        if (args.Length > 0 && args[0] == "test" && !wantsHelp)
+        if (args.Length > 0 && args[0] == "test")
         {
             var test = new TestCommand();
             var (own, testArgs) = test.Split(args[1..]);
+            if (SandboxOptions.AsksForHelp(test, own))
+                return CreateRoot().Parse(["test", "--help"]).Invoke();
             ParseResult parse = test.Parse(own);
             if (parse.Errors.Count > 0)
                 return parse.Invoke();
@@ -73,18 +77,6 @@ internal static class Program
         }
         // Help, the version, a bad command line (exit 125) or the command's action.
         return CreateRoot().Parse(args).Invoke();
-    }
-
-    // -h, --help or -? among the command's own words (before "--"). A loop, not LINQ, on the warm-start
-    // path (RootfsPlanner says why).
-    private static bool WantsHelp(string[] args)
-    {
-        for (int i = 1; i < args.Length && args[i] != "--"; i++)
-        {
-            if (args[i] is "-h" or "--help" or "-?")
-                return true;
-        }
-        return false;
     }
 
     private static RootCommand CreateRoot() =>

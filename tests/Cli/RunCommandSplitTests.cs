@@ -7,6 +7,19 @@ public class RunCommandSplitTests
 {
     private readonly RunCommand _run = new();
 
+    [TestCase(new[] { "--help" }, true)]
+    [TestCase(new[] { "-h" }, true)]
+    [TestCase(new[] { "-e", "X=1", "-?", "ls" }, true)]
+    [TestCase(new[] { "df", "-h", "/" }, false)] // the payload's -h: df runs
+    [TestCase(new[] { "sh", "-c", "echo hi", "-?" }, false)]
+    [TestCase(new[] { "--", "ls", "--help" }, false)]
+    [TestCase(new[] { "--hostname", "-h", "--", "hostname" }, false)] // an option's value
+    public void Help_IsAskedOnlyAmongOurOwnOptions(string[] tokens, bool asks)
+    {
+        var (own, _) = _run.Split(tokens);
+        Assert.That(SandboxOptions.AsksForHelp(_run, own), Is.EqualTo(asks));
+    }
+
     [Test]
     public void DoubleDash_EndsOurOptions()
     {
