@@ -58,7 +58,10 @@ internal sealed partial class OutputRecognizer
     // MSBuild's canonical format: ORIGIN[(LOCATION)] : [SUBCATEGORY] CATEGORY CODE : TEXT. Unlike MSBuild we
     // require an origin and a code (letters and digits, or an all-capital word such as TESTERROR): a test that
     // prints "error: something" is not a build error.
-    [GeneratedRegex(@"^\s*(?:\d+>)?(?<origin>[^\s:(][^:(]*?|[A-Za-z]:[^:(]*?)(?:\((?<loc>[0-9,\-]+)\))?\s*:\s*(?:(?<sub>[^:]*?)\s+)?(?<cat>error|warning)\s+(?<code>[A-Za-z]+\d[A-Za-z0-9.]*|[A-Z]{2,}[A-Z0-9]*)\s*:\s*(?<text>.*)$")]
+    // A parenthesis is allowed in an absolute path ("/src/App (copy)/A.cs(10,5)"), not in other origins,
+    // so that a line of code such as "Assert.That(error, Is.Null): error CS1: x" is no diagnostic; the
+    // path may not end in one that is no location ("/src/A.cs(abc)").
+    [GeneratedRegex(@"^\s*(?:\d+>)?(?<origin>/[^:]*?[^:)\s]|[^\s:(/][^:(]*?|[A-Za-z]:[^:(]*?)(?:\((?<loc>[0-9,\-]+)\))?\s*:\s*(?:(?<sub>[^:]*?)\s+)?(?<cat>error|warning)\s+(?<code>[A-Za-z]+\d[A-Za-z0-9.]*|[A-Z]{2,}[A-Z0-9]*)\s*:\s*(?<text>.*)$")]
     private static partial Regex Canonical();
 
     [GeneratedRegex(@"\s+\[[^\[\]]*?\.(?:\w*proj|sln|slnx)(?:::[^\]]*)?\]\s*$")]
@@ -75,9 +78,6 @@ internal sealed partial class OutputRecognizer
 
     [GeneratedRegex(@"^\s*failed (?<name>.+?) \((?<duration>[^)]*)\)\s*$")]
     private static partial Regex PlatformFailed();
-
-    [GeneratedRegex(@"^\s*(?:passed|failed|skipped) .+ \([^)]*\)\s*$")]
-    private static partial Regex PlatformResult();
 
     [GeneratedRegex(@"^\s+from \S.*\(.*\)\s*$")]
     private static partial Regex PlatformFrom();
@@ -99,10 +99,12 @@ internal sealed partial class OutputRecognizer
 
     private enum Section { None, Header, Message, Stack, Other }
 
-    private sealed class PendingFailure(string name, bool platform)
+    private sealed class PendingFailure(string name, bool platform, int indent = 0)
     {
         public string Name { get; } = name;
         public bool Platform { get; } = platform;
+        /// <summary>The header's indentation: VSTest's next result line comes at the same one.</summary>
+        public int Indent { get; } = indent;
         public Section Section { get; set; } = Section.Header;
         public List<string> Message { get; } = [];
         public List<string> Stack { get; } = [];
@@ -132,7 +134,7 @@ internal sealed partial class OutputRecognizer
 
         if (VsTestFailed().Match(line) is { Success: true } vs)
         {
-            _failure = new PendingFailure(vs.Groups["name"].Value, platform: false);
+            _failure = new PendingFailure(vs.Groups["name"].Value, platform: false, Indentation(line));
             entries.Add(new MessageEntry(MessageImportance.Normal, line));
             return;
         }
@@ -187,8 +189,12 @@ internal sealed partial class OutputRecognizer
     private bool ContinuesFailure(PendingFailure failure, string line, List<LogEntry> entries)
     {
         bool blank = line.Trim().Length == 0;
+        // A message may read like a result line ("Failed to connect [ECONNREFUSED]", "failed to parse
+        // (line 3)"). VSTest indents its message deeper than its result lines, so only a line at the
+        // header's indentation is the next result. The testing platform writes messages unindented:
+        // its next result is a line at column 0 after the block's "from" line (below).
         if (VsTestSummary().IsMatch(line) || PlatformSummary().IsMatch(line)
-            || (failure.Platform ? PlatformResult().IsMatch(line) : VsTestResult().IsMatch(line)))
+            || (!failure.Platform && Indentation(line) == failure.Indent && VsTestResult().IsMatch(line)))
         {
             EmitFailure(entries);
             return false;
@@ -278,6 +284,8 @@ internal sealed partial class OutputRecognizer
                 return true;
         }
     }
+
+    private static int Indentation(string line) => line.Length - line.TrimStart().Length;
 
     private void EmitFailure(List<LogEntry> entries)
     {

@@ -40,6 +40,16 @@ public class OutputRecognizerTests
         Assert.That(d.Message, Is.EqualTo(text));
     }
 
+    [TestCase("/src/My (copy)/A.cs(10,5): error CS1002: ; expected [/src/My (copy)/A.csproj]", "/src/My (copy)/A.cs", 10, 5)]
+    [TestCase("/src/v(2)/A.cs(3,1): warning CS0168: unused", "/src/v(2)/A.cs", 3, 1)]
+    [TestCase("/src/App (1)/App.csproj : error NU1101: Unable to find package Nope.", "/src/App (1)/App.csproj", 0, 0)]
+    public void Canonical_paths_may_hold_parentheses(string line, string file, int l, int c)
+    {
+        DiagnosticEntry? d = OutputRecognizer.ParseCanonical(line);
+        Assert.That(d, Is.Not.Null);
+        Assert.That((d!.File, d.Line, d.Column), Is.EqualTo((file, l, c)));
+    }
+
     [TestCase("error: something went wrong")]
     [TestCase("Error: connection refused")]
     [TestCase("warning: deprecated")]
@@ -251,5 +261,69 @@ public class OutputRecognizerTests
         var entries = Feed("\u001b[31m/src/A.cs(1,2): error CS1002: ; expected\u001b[0m\n\u001b[32mPassed!\u001b[0m  - Failed:     0, Passed:     1, Skipped:     0, Total:     1");
         Assert.That(Diagnostics(entries).Single().Message, Is.EqualTo("; expected"));
         Assert.That(entries.OfType<MessageEntry>().Single().Importance, Is.EqualTo(MessageImportance.High));
+    }
+
+    // Recorded from dotnet test (VSTest, NUnit) of tests whose messages read like result lines.
+    private const string VsTestMessagesLikeResults =
+        "  Failed ConnectsToDatabase [< 1 ms]\n" +
+        "  Error Message:\n" +
+        "   Failed to connect to db [ECONNREFUSED]\n" +
+        "  Stack Trace:\n" +
+        "     at T.MessageTests.ConnectsToDatabase() in /src/T/CalculatorTests.cs:line 27\n" +
+        "\n" +
+        "1)    at T.MessageTests.ConnectsToDatabase() in /src/T/CalculatorTests.cs:line 27\n" +
+        "\n" +
+        "\n" +
+        "  Failed ParsesConfig [< 1 ms]\n" +
+        "  Error Message:\n" +
+        "   failed to parse config (line 3)\n" +
+        "  Stack Trace:\n" +
+        "     at T.MessageTests.ParsesConfig() in /src/T/CalculatorTests.cs:line 30\n" +
+        "\n" +
+        "1)    at T.MessageTests.ParsesConfig() in /src/T/CalculatorTests.cs:line 30\n" +
+        "\n" +
+        "\n" +
+        "  Skipped WorkspaceIsWritable [< 1 ms]\n" +
+        "\n" +
+        "Failed!  - Failed:     2, Passed:     5, Skipped:     1, Total:     8, Duration: 62 ms - T.dll (net10.0)";
+
+    // The same tests under Microsoft.Testing.Platform.
+    private const string PlatformMessagesLikeResults =
+        "failed ConnectsToDatabase (0ms)\n" +
+        "  Failed to connect to db [ECONNREFUSED]\n" +
+        "  from /src/T/bin/Debug/net10.0/T.dll (net10.0|x64)\n" +
+        "  Failed to connect to db [ECONNREFUSED]\n" +
+        "    at T.MessageTests.ConnectsToDatabase() in /src/T/CalculatorTests.cs:27\n" +
+        "    \n" +
+        "    1)    at T.MessageTests.ConnectsToDatabase() in /src/T/CalculatorTests.cs:line 27\n" +
+        "    \n" +
+        "    \n" +
+        "failed ParsesConfig (0ms)\n" +
+        "  failed to parse config (line 3)\n" +
+        "  from /src/T/bin/Debug/net10.0/T.dll (net10.0|x64)\n" +
+        "  failed to parse config (line 3)\n" +
+        "    at T.MessageTests.ParsesConfig() in /src/T/CalculatorTests.cs:30\n" +
+        "    \n" +
+        "    1)    at T.MessageTests.ParsesConfig() in /src/T/CalculatorTests.cs:line 30\n" +
+        "    \n" +
+        "    \n" +
+        "skipped WorkspaceIsWritable\n" +
+        "  not inside the sandbox\n" +
+        "  from /src/T/bin/Debug/net10.0/T.dll (net10.0|x64)\n" +
+        "\n" +
+        "Test run summary: Failed!\n" +
+        "  total: 8\n" +
+        "  failed: 2";
+
+    [TestCase(VsTestMessagesLikeResults)]
+    [TestCase(PlatformMessagesLikeResults)]
+    public void A_message_that_reads_like_a_result_line_stays_its_tests_message(string output)
+    {
+        var errors = Diagnostics(Feed(output));
+        Assert.That(errors.Select(e => (e.File, e.Line, e.Message)), Is.EqualTo(new[]
+        {
+            ("/src/T/CalculatorTests.cs", 27, "ConnectsToDatabase failed: Failed to connect to db [ECONNREFUSED]"),
+            ("/src/T/CalculatorTests.cs", 30, "ParsesConfig failed: failed to parse config (line 3)"),
+        }));
     }
 }
