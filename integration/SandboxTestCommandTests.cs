@@ -67,6 +67,10 @@ public sealed class SandboxTestCommandTests
         Assert.That(summary.Success, Is.True, inside.Stderr);
         int passedInside = int.Parse(summary.Groups[1].Value);
         Assert.That((summary.Groups[2].Value, summary.Groups[3].Value), Is.EqualTo(("0", "0")), "every sandbox check ran and passed inside");
+        // --timeout bounds restore and test together: the test gets what the restore left of it.
+        Match left = Regex.Match(inside.Stderr, @"writable, ([0-9.]+)s of --timeout left\)");
+        Assert.That(left.Success, Is.True, inside.Stderr);
+        Assert.That(double.Parse(left.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), Is.GreaterThan(0).And.LessThan(600));
 
         var psi = new ProcessStartInfo("dotnet", ["test", sln, "--no-restore"]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var (k, v) in env)

@@ -39,7 +39,7 @@ internal sealed class SandboxOptions
     };
     private readonly Option<string?> _timeout = new("--timeout")
     {
-        Description = "Kill the whole sandbox after DURATION (e.g. 30s, 5m, 1h) and exit 124",
+        Description = "Kill the whole sandbox after DURATION (e.g. 30s, 5m, 1h) and exit 124 (`test`: restore and test together)",
         HelpName = "DURATION",
     };
     private readonly Option<bool> _interactive = new("--interactive", "-i")

@@ -73,9 +73,18 @@ internal sealed class TestCommand : Command
                 return restored;
             }
         }
-        renderer.Note($"testing {plan.Target} (network {(plan.Test.Network == NetworkMode.None ? "off" : "host")}, workspace {plan.Workspace} writable)");
+        // --timeout bounds the whole command, as its help says, not each of its two sandboxes.
+        SandboxSpec test = plan.Test;
+        string left = "";
+        if (test.Timeout is TimeSpan timeout && plan.Restore is not null)
+        {
+            TimeSpan remaining = timeout - clock.Elapsed;
+            test = test with { Timeout = remaining > TimeSpan.FromMilliseconds(1) ? remaining : TimeSpan.FromMilliseconds(1) };
+            left = string.Create(System.Globalization.CultureInfo.InvariantCulture, $", {remaining.TotalSeconds:0.#}s of --timeout left");
+        }
+        renderer.Note($"testing {plan.Target} (network {(test.Network == NetworkMode.None ? "off" : "host")}, workspace {plan.Workspace} writable{left})");
         var summary = new TestSummary();
-        var (exitCode, result) = Program.ExecuteForResult(plan.Test, renderer, e =>
+        var (exitCode, result) = Program.ExecuteForResult(test, renderer, e =>
         {
             if (e is OutputEvent o)
                 summary.Feed(o.Data.Span);
