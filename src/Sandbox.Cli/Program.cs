@@ -45,9 +45,9 @@ internal static class Program
             ParseResult parse = run.Parse(own);
             if (parse.Errors.Count > 0)
                 return parse.Invoke();
-            int exitCode = WithRenderer(run.EventsFormat, run.Stats, parse, renderer =>
+            int exitCode = WithRenderer("run", run.EventsFormat, run.Stats, parse, renderer =>
             {
-                SandboxSpec spec = run.BuildSpec(parse, command);
+                SandboxSpec spec = FromCommandLine("run", () => run.BuildSpec(parse, command));
                 string? kept = null;
                 // The teardown child is made while the sandbox starts, when this thread would only
                 // wait, not at the end of the run, where its clone would delay the exit.
@@ -73,7 +73,7 @@ internal static class Program
             ParseResult parse = test.Parse(own);
             if (parse.Errors.Count > 0)
                 return parse.Invoke();
-            return WithRenderer(test.EventsFormat, test.Stats, parse, renderer => test.Run(parse, testArgs, renderer));
+            return WithRenderer("test", test.EventsFormat, test.Stats, parse, renderer => test.Run(parse, testArgs, renderer));
         }
         // Help, the version, a bad command line (exit 125) or the command's action.
         return CreateRoot().Parse(args).Invoke();
@@ -88,12 +88,29 @@ internal static class Program
             new CheckCommand(),
         };
 
-    private static int WithRenderer(Func<ParseResult, string> format, Func<ParseResult, bool> stats, ParseResult parse, Func<IEventRenderer, int> body)
+    /// <summary>
+    /// Builds what the command line asks for; a value it cannot use (<c>--network bogus</c>,
+    /// <c>--memory abc</c>) is a command-line error, which ends with the line the parser's own errors
+    /// end with (CommandLine/Parser.cs), as docker's do.
+    /// </summary>
+    internal static T FromCommandLine<T>(string command, Func<T> build)
+    {
+        try
+        {
+            return build();
+        }
+        catch (SandboxException e) when (e.Code == SandboxErrorCode.InvalidSpec && !e.Message.Contains("\nSee '", StringComparison.Ordinal))
+        {
+            throw new SandboxException(e.Code, $"{e.Message}\nSee 'sandbox {command} --help'.", e);
+        }
+    }
+
+    private static int WithRenderer(string command, Func<ParseResult, string> format, Func<ParseResult, bool> stats, ParseResult parse, Func<IEventRenderer, int> body)
     {
         IEventRenderer renderer;
         try
         {
-            renderer = format(parse) == "json" ? new JsonLinesRenderer() : new ConsoleRenderer(stats(parse));
+            renderer = FromCommandLine(command, () => format(parse) == "json" ? (IEventRenderer)new JsonLinesRenderer() : new ConsoleRenderer(stats(parse)));
         }
         catch (SandboxException e)
         {

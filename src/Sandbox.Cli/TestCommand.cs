@@ -61,7 +61,7 @@ internal sealed class TestCommand : Command
 
     public int Run(ParseResult parse, ImmutableArray<string> testArgs, IEventRenderer renderer)
     {
-        var plan = Plan(parse, testArgs, Environment.CurrentDirectory, Environment.GetEnvironmentVariable("HOME"), Environment.GetEnvironmentVariable("NUGET_PACKAGES"));
+        var plan = Program.FromCommandLine("test", () => Plan(parse, testArgs, Environment.CurrentDirectory, Environment.GetEnvironmentVariable("HOME"), Environment.GetEnvironmentVariable("NUGET_PACKAGES")));
         var clock = Stopwatch.StartNew();
         if (plan.Restore is SandboxSpec restore)
         {

@@ -1,4 +1,5 @@
 using Sandbox.Cli;
+using Sandbox.Cli.CommandLine;
 using Sandbox.Tests.TestSupport;
 
 namespace Sandbox.Tests.Cli;
@@ -18,6 +19,18 @@ public class RunCommandSplitTests
     {
         var (own, _) = _run.Split(tokens);
         Assert.That(SandboxOptions.AsksForHelp(_run, own), Is.EqualTo(asks));
+    }
+
+    [TestCase("--network", "bogus", "--network bogus: expected none or host")]
+    [TestCase("--memory", "abc", "--memory abc: expected a size such as 512m, 1g or 100k")]
+    [TestCase("--timeout", "abc", "--timeout abc: expected a positive duration")]
+    public void ABadOptionValue_IsACommandLineError_EndingWithTheHelpLine(string option, string value, string message)
+    {
+        var (own, command) = _run.Split([option, value, "true"]);
+        ParseResult parse = _run.Parse(own);
+        var e = Assert.Throws<SandboxException>(() => Program.FromCommandLine("run", () => _run.BuildSpec(parse, command)));
+        Assert.That(e!.Message, Does.StartWith(message).And.EndWith("\nSee 'sandbox run --help'."));
+        Assert.That(e.ExitCode, Is.EqualTo(125));
     }
 
     [Test]
