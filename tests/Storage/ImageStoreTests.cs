@@ -106,6 +106,23 @@ public class ImageStoreTests
     }
 
     [Test]
+    public void LayerTreesAreTheOwnersAloneInAStoreDirectoryMadeOpenBeforehand()
+    {
+        // The layers' setuid programs are stored as the caller's ids: anyone who could reach them
+        // could run them as the caller. A store directory the user made (0755) keeps its own mode.
+        using var temp = new Scratch();
+        string root = temp.CreateDirectory("store");
+        FileSystemCalls.ChangeModeAt(root, 0x1ED); // 0755
+        Directory.CreateDirectory(Path.Combine(root, ImageStore.LayersDirectoryName));
+        FileSystemCalls.ChangeModeAt(Path.Combine(root, ImageStore.LayersDirectoryName), 0x1ED);
+        var store = new ImageStore(root);
+        store.Prune();
+        Assert.That(Inspect.LStat(root)!.Value.Permissions, Is.EqualTo(0x1EDu), "the user's own directory keeps its mode");
+        Assert.That(Inspect.LStat(Path.Combine(root, ImageStore.LayersDirectoryName))!.Value.Permissions, Is.EqualTo(0x1C0u));
+        Assert.That(Inspect.LStat(Path.Combine(root, "tmp"))!.Value.Permissions, Is.EqualTo(0x1C0u));
+    }
+
+    [Test]
     public void PruneWaitsWhileARunHoldsTheStore()
     {
         using var temp = new Scratch();

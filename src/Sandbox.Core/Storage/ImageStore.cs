@@ -892,6 +892,15 @@ public sealed class ImageStore
             FileSystemCalls.ChangeModeAt(Root, 0x1C0); // 0700: layers keep setuid bits; nobody else needs to reach them
         foreach (string dir in new[] { LayerRoot, ImagesDir, NamesDir, LayerMetaDir, LocksDir, BlobsDir, Path.Combine(Root, "tmp") })
             Directory.CreateDirectory(dir);
+        // A store directory the user made beforehand keeps its mode (0755, say). The layers' setuid
+        // programs, stored as the caller's or its subordinate ids, would then run as those for any
+        // local user; so the two directories that hold layer trees (unpacked, and copied for runs)
+        // are the owner's alone whatever the root's mode is, as podman's rootless storage is 0700.
+        foreach (string dir in new[] { LayerRoot, Path.Combine(Root, "tmp") })
+        {
+            if (FileSystemCalls.TryLStat(dir) is { } status && (status.Permissions & 0x3F) != 0) // group or other bits
+                FileSystemCalls.ChangeModeAt(dir, 0x1C0);
+        }
     }
 
     private static string PlatformOf(OciImageConfig config) =>
