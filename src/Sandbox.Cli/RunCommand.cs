@@ -108,6 +108,10 @@ internal sealed class RunCommand : Command
                 _splitFound = (name, store, image);
             return image is not null;
         }
+        catch (SandboxException e) when (e.Code == SandboxErrorCode.ImageAmbiguous)
+        {
+            return true; // an image's name or digest, only not one image: ROOT, whose lookup says so
+        }
         catch (SandboxException)
         {
             return false;

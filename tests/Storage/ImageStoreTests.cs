@@ -395,6 +395,25 @@ public class ImageStoreTests
     }
 
     [Test]
+    public void AnImagesOwnDigestComesBeforeAnotherImagesConfigDigest()
+    {
+        // One image imported twice: from a docker archive (known by its config digest) and from an
+        // OCI archive (known by its manifest's digest, holding the same config).
+        using var temp = new Scratch();
+        var store = new ImageStore(temp.Combine("store"));
+        ImageBuilder image = TwoLayerImage(LayerCompression.Gzip);
+        ImageRecord docker = store.Import(Write(temp, image, ArchiveFormat.DockerArchive), "from-docker");
+        ImageRecord oci = store.Import(Write(temp, image, ArchiveFormat.OciArchive), "from-oci");
+        Assert.That(oci.ConfigDigest, Is.EqualTo(docker.Digest), "the case in point");
+
+        Assert.That(store.Find(docker.Digest)!.Digest, Is.EqualTo(docker.Digest), "the full digest");
+        Assert.That(store.Find(docker.Digest[7..19])!.Digest, Is.EqualTo(docker.Digest), "the 12 digits of its ID in image ls");
+        Assert.That(store.Find(oci.Digest)!.Digest, Is.EqualTo(oci.Digest));
+        Assert.That(store.Remove(docker.Digest), Is.True);
+        Assert.That(store.Find(docker.Digest)!.Digest, Is.EqualTo(oci.Digest), "then its config digest finds the other");
+    }
+
+    [Test]
     public void InvalidNamesAreRejected()
     {
         using var temp = new Scratch();

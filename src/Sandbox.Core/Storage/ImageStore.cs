@@ -628,7 +628,12 @@ public sealed class ImageStore
             return null;
         bool Hit(string digest) =>
             Digest.TryParse(digest, out Digest d) && (algorithm is null || algorithm == d.Algorithm) && d.Hex.StartsWith(q, StringComparison.Ordinal);
-        var byDigest = all.Where(r => Hit(r.Digest) || Hit(r.ConfigDigest)).ToList();
+        // An image's own digest (its ID in `image ls`) comes before another's config digest: a docker
+        // archive's image is known by its config digest, which an OCI import of the same image holds
+        // as its config (docker's lookup likewise prefers the ID).
+        var byDigest = all.Where(r => Hit(r.Digest)).ToList();
+        if (byDigest.Count == 0)
+            byDigest = all.Where(r => Hit(r.ConfigDigest)).ToList();
         if (byDigest.Count > 1)
             throw new SandboxException(SandboxErrorCode.ImageAmbiguous,
                 $"'{query}' is the start of {byDigest.Count} images' digests ({string.Join(", ", byDigest.Select(r => r.Digest))}); give more digits");
