@@ -82,18 +82,21 @@ public sealed class LayerBuilder
         return this;
     }
 
-    public byte[] Build()
+    public byte[] Build() => Build(TarEntryFormat.Pax);
+
+    /// <summary>The layer in <paramref name="format"/>: Ustar leaves out PAX's extended headers (and whatever they would hold).</summary>
+    public byte[] Build(TarEntryFormat format)
     {
         if (_entries.Count == 0)
             return new byte[1024]; // an empty tar: the end-of-archive marker alone
         var ms = new MemoryStream();
-        using (var w = new TarWriter(ms, TarEntryFormat.Pax, leaveOpen: true))
+        using (var w = new TarWriter(ms, format, leaveOpen: true))
         {
             foreach (PaxTarEntry e in _entries)
             {
                 if (e.DataStream is not null)
                     e.DataStream.Position = 0;
-                w.WriteEntry(e);
+                w.WriteEntry(format == TarEntryFormat.Ustar ? new UstarTarEntry(e) : e);
             }
         }
         return ms.ToArray();

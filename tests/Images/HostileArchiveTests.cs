@@ -1,3 +1,4 @@
+using System.Formats.Tar;
 using System.Text;
 using Sandbox.Images;
 using Sandbox.Linux;
@@ -130,6 +131,56 @@ public class HostileArchiveTests
     ];
 
     private static IEnumerable<Case> AllCases() => Cases;
+
+    /// <summary>
+    /// Two names that differ only in bytes that are not UTF-8 ("caf\xe9", "caf\xe8", Latin-1) decode
+    /// to the same string; stored, the second replaced the first without a word.
+    /// </summary>
+    [TestCase("name")]
+    [TestCase("symlink target")]
+    public void ANameThatIsNotUtf8IsRefused_NotStoredUnderAnotherName(string where)
+    {
+        using var temp = new Scratch();
+        string layer = temp.CreateDirectory("layer");
+        byte[] tar = where == "name"
+            ? UstarWithByte(new LayerBuilder().File("cafX", "first").File("cafY", "second"), ("cafX", 0xE9), ("cafY", 0xE8))
+            : UstarWithByte(new LayerBuilder().Symlink("link", "cafX"), ("cafX", 0xE9));
+        using var unpacker = new LayerUnpacker(layer, ImportLimits.Default);
+        var e = Assert.Throws<SandboxException>(() => unpacker.Unpack(new MemoryStream(tar)));
+        Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.ImageFormatInvalid));
+        Assert.That(e.Message, Does.Contain($"{where} is not valid UTF-8").And.Contain("rename the file"));
+    }
+
+    // The BCL writer writes only UTF-8 names: write ASCII placeholders in ustar headers (no PAX
+    // records, which would hold the name again), then put the raw byte in and fix each checksum.
+    private static byte[] UstarWithByte(LayerBuilder layer, params (string Placeholder, byte Byte)[] patches)
+    {
+        byte[] tar = layer.Build(TarEntryFormat.Ustar);
+        for (int header = 0; header + 512 <= tar.Length; header += 512)
+        {
+            bool patched = false;
+            foreach (var (placeholder, value) in patches)
+            {
+                byte[] p = Encoding.ASCII.GetBytes(placeholder);
+                foreach (int field in new[] { 0, 157 }) // name, linkname
+                {
+                    if (tar.AsSpan(header + field, p.Length).SequenceEqual(p) && tar[header + field + p.Length] == 0)
+                    {
+                        tar[header + field + p.Length - 1] = value;
+                        patched = true;
+                    }
+                }
+            }
+            if (!patched)
+                continue;
+            tar.AsSpan(header + 148, 8).Fill((byte)' ');
+            int sum = 0;
+            for (int i = 0; i < 512; i++)
+                sum += tar[header + i];
+            Encoding.ASCII.GetBytes(Convert.ToString(sum, 8).PadLeft(6, '0') + "\0 ").CopyTo(tar, header + 148);
+        }
+        return tar;
+    }
 
     [TestCaseSource(nameof(AllCases))]
     public void Breakout(Case c)

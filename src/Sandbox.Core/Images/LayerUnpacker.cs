@@ -233,6 +233,7 @@ internal sealed class LayerUnpacker : IDisposable
             throw new SandboxException(SandboxErrorCode.ImageFormatInvalid, $"layer entry '{_entryName}': symlink with an empty target");
         if (target.Contains('\0') || Encoding.UTF8.GetByteCount(target) > 4095)
             throw Hostile("symlink target is not a valid path");
+        CheckDecoded(target, "symlink target");
         ResolvedDirectory parent = Resolve(parentPath, create: true)!;
         ReplaceExisting(parent, name, isDirectory: false);
         // The target is stored as text and never followed here: only the sandbox, inside its own root, resolves it.
@@ -454,6 +455,19 @@ internal sealed class LayerUnpacker : IDisposable
     // ---- path resolution -----------------------------------------------------------------------
 
     /// <summary>
+    /// System.Formats.Tar decodes a header's name bytes as UTF-8 and puts U+FFFD for bytes that are
+    /// not (a Latin-1 name, "caf\xe9"). Two such names then become one, and a later file would
+    /// silently replace an earlier one; the bytes themselves are gone. So such an entry is refused,
+    /// with what to do, rather than stored under another name.
+    /// </summary>
+    private static void CheckDecoded(string name, string what)
+    {
+        if (name.Contains('\uFFFD'))
+            throw new SandboxException(SandboxErrorCode.ImageFormatInvalid,
+                $"layer entry '{name}': {what} is not valid UTF-8 (shown with U+FFFD), which this store cannot keep as it is; rename the file in the image to a UTF-8 name and build it again");
+    }
+
+    /// <summary>
     /// Splits an entry name into components, lexically. Absolute names and names whose <c>..</c>
     /// climbs above the root are hostile: a well-formed layer never has them.
     /// </summary>
@@ -465,6 +479,7 @@ internal sealed class LayerUnpacker : IDisposable
             throw new SandboxException(SandboxErrorCode.HostileArchiveEntry, $"layer entry '{name}': {what} contains a NUL byte");
         if (name[0] == '/')
             throw new SandboxException(SandboxErrorCode.HostileArchiveEntry, $"layer entry '{name}': {what} is an absolute path");
+        CheckDecoded(name, what);
         if (Encoding.UTF8.GetByteCount(name) > 4096)
             throw new SandboxException(SandboxErrorCode.ImageFormatInvalid, $"layer entry '{name[..64]}...': {what} is longer than 4096 bytes");
         var parts = new List<string>();
