@@ -195,6 +195,22 @@ public class ImageStoreTests
         AssertNothingStored(store);
     }
 
+    [TestCase(ArchiveFormat.OciArchive)]
+    [TestCase(ArchiveFormat.OciLayout)]
+    public void ACorruptBlobIsRejectedEvenWhenTheStoreHasItsLayer(ArchiveFormat format)
+    {
+        using var temp = new Scratch();
+        var store = new ImageStore(temp.Combine("store"));
+        store.Import(Write(temp, TwoLayerImage(LayerCompression.Gzip), format), "good:1");
+        using var other = new Scratch();
+        ImageBuilder corrupt = TwoLayerImage(LayerCompression.Gzip);
+        corrupt.CorruptLayerByte = (1, -1); // same diff ids: the store has both layers
+        var e = Assert.Throws<SandboxException>(() => store.Import(Write(other, corrupt, format), "bad:1"));
+        Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.DigestMismatch), e.Message);
+        Assert.That(store.Find("bad:1"), Is.Null);
+        Assert.That(store.Find("good:1"), Is.Not.Null);
+    }
+
     [Test]
     public void CorruptGzipInDockerArchiveIsRejected()
     {

@@ -141,6 +141,38 @@ public sealed class ImageStore
         }
     }
 
+    /// <summary>The layer's compression, from its first bytes (returned, to be read again) and its media type, which must agree.</summary>
+    private static (LayerCompression Compression, byte[] Head, int Got) ReadCompression(ImageSource source, LayerSource layer, Stream blob)
+    {
+        byte[] head = new byte[6];
+        int got = blob.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
+        LayerCompression sniffed = Compression.Detect(head.AsSpan(0, got), out string? unsupported);
+        if (unsupported is not null)
+            throw new SandboxException(SandboxErrorCode.ImageFormatInvalid, $"{source.Description}: {layer.What} is {unsupported}-compressed, which is not supported (tar, gzip, zstd)");
+        LayerCompression compression = layer.Compression switch
+        {
+            null => sniffed,
+            LayerCompression.None => sniffed, // mislabelled tar: the bytes say what they are
+            var declared when declared == sniffed => sniffed,
+            var declared => throw new SandboxException(SandboxErrorCode.ImageFormatInvalid,
+                $"{source.Description}: {layer.What}: media type says {declared.Value.ToString().ToLowerInvariant()} but the data is not"),
+        };
+        return (compression, head, got);
+    }
+
+    /// <summary>
+    /// A blob whose layer the store has: its digest, size and compression are checked all the same
+    /// (OCI blobs; a docker archive's layers have only their diff ids, which name what is stored).
+    /// </summary>
+    private static void VerifyReusedBlob(ImageSource source, LayerSource layer)
+    {
+        if (layer.BlobDigest is null)
+            return;
+        using var blob = new VerifyingStream(source.Open(layer.Path), layer.BlobDigest, layer.BlobSize, layer.What);
+        ReadCompression(source, layer, blob);
+        blob.ReadToEndAndVerify();
+    }
+
     private List<StoredLayer> ImportLayers(ImageSource source, ResolvedImage image, TempArea temp, ImportOwnership ownership,
         IProgress<ImportProgress>? progress, CancellationToken ct)
     {
@@ -181,6 +213,9 @@ public sealed class ImageStore
                     continue;
                 if (chosen.ContainsKey(diffId))
                 {
+                    // Stored already, yet the archive's blob is checked as if it were not: an archive
+                    // whose blob is not what its descriptor says fails the same whatever the store holds.
+                    VerifyReusedBlob(source, image.Layers[i]);
                     progress?.Report(new ImportProgress(ImportStage.LayerReused, $"layer {i + 1}/{count} {image.Layers[i].DiffId.Short}: already in the store")
                     { LayerIndex = i + 1, LayerCount = count, LayerDigest = diffId, BytesDone = 0, BytesTotal = total });
                     continue;
@@ -382,19 +417,7 @@ public sealed class ImageStore
                 Report(force: false);
             },
         };
-        byte[] head = new byte[6];
-        int got = blob.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
-        LayerCompression sniffed = Compression.Detect(head.AsSpan(0, got), out string? unsupported);
-        if (unsupported is not null)
-            throw new SandboxException(SandboxErrorCode.ImageFormatInvalid, $"{source.Description}: {layer.What} is {unsupported}-compressed, which is not supported (tar, gzip, zstd)");
-        LayerCompression compression = layer.Compression switch
-        {
-            null => sniffed,
-            LayerCompression.None => sniffed, // mislabelled tar: the bytes say what they are
-            var declared when declared == sniffed => sniffed,
-            var declared => throw new SandboxException(SandboxErrorCode.ImageFormatInvalid,
-                $"{source.Description}: {layer.What}: media type says {declared.Value.ToString().ToLowerInvariant()} but the data is not"),
-        };
+        var (compression, head, got) = ReadCompression(source, layer, blob);
 
         using Stream decompressed = Compression.Decompress(new PrefixedStream(head[..got], blob), compression);
         using var diff = new VerifyingStream(decompressed, layer.DiffId, null, $"{layer.What} (uncompressed: diff id)", _limits.MaxLayerSize);
