@@ -116,16 +116,25 @@ internal sealed class ImageCommand : Command
         {
             ImageStore store = Store(parse);
             int status = 0;
+            // Every argument is tried, as docker's and podman's rmi do; the exit code is the last failure's.
             foreach (string image in parse.GetValue(images)!)
             {
-                if (store.Remove(image))
+                try
                 {
-                    Console.Out.WriteLine($"Untagged or deleted: {image}");
+                    if (store.Remove(image))
+                    {
+                        Console.Out.WriteLine($"Untagged or deleted: {image}");
+                    }
+                    else
+                    {
+                        Console.Error.WriteLine($"sandbox: {SandboxErrorCode.ImageNotFound.Format()} no image '{image}' in {store.Root}; list them with `sandbox image ls`");
+                        status = SandboxErrorCode.ImageNotFound.ExitCode();
+                    }
                 }
-                else
+                catch (SandboxException e) when (e.Code == SandboxErrorCode.ImageAmbiguous)
                 {
-                    Console.Error.WriteLine($"sandbox: {SandboxErrorCode.ImageNotFound.Format()} no image '{image}' in {store.Root}");
-                    status = SandboxErrorCode.ImageNotFound.ExitCode();
+                    Console.Error.WriteLine($"sandbox: {e.Code.Format()} {e.Message}");
+                    status = e.ExitCode;
                 }
             }
             return status;
