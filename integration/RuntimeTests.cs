@@ -222,6 +222,7 @@ public sealed class RuntimeTests
     [TestCase("no-such-command-xyz", 127, "command not found")]
     [TestCase("/no/such/file", 127, "no such file")]
     [TestCase("/etc/passwd", 126, "cannot execute")]
+    [TestCase("/etc", 126, "cannot execute: Permission denied (EACCES): it is a directory")]
     public void ExecFailuresFollowDockerExitCodes(string command, int expected, string message)
     {
         CliResult r = SandboxCli.Run("run", "--", command);

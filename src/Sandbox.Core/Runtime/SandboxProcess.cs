@@ -220,6 +220,9 @@ internal sealed class SandboxProcess : IDisposable
                 file.Contains('/')
                     ? $"{file}: no such file in the sandbox (or its interpreter is missing)"
                     : $"{file}: command not found in the sandbox's PATH ({_plan.Process.SearchPath})"),
+            // execve(2) says EACCES for a directory as for a file without x permission or on a noexec mount.
+            Errno.EACCES => new SandboxException(SandboxErrorCode.CommandNotExecutable,
+                $"{file}: cannot execute: {Errno.Describe(errno)}: it is a directory, lacks execute permission, or lies on a noexec mount"),
             _ => new SandboxException(SandboxErrorCode.CommandNotExecutable, $"{file}: cannot execute: {Errno.Describe(errno)}"),
         };
     }
