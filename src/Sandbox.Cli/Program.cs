@@ -9,8 +9,7 @@ internal static class Program
     {
         // Before anything opens a descriptor: a closed stdin, stdout or stderr becomes /dev/null,
         // never a descriptor of ours that the payload or our messages would then be given.
-        StandardDescriptors.OpenNullWhereClosed();
-        StandardDescriptors.SilenceConsoleWhereNotCallers();
+        StandardDescriptors.Claim();
         // The NativeAOT build defers the runtime's finalizer thread (Sandbox.Core's
         // Native/runtime_host_probes.c says why): `run` starts it once its sandbox has run for a
         // second (Dispatch), every other command, the hidden ones too, at once.
@@ -39,8 +38,8 @@ internal static class Program
         {
             // The warm-start path: `run` is parsed on its own, without building the other commands.
             var run = new RunCommand();
-            var (own, command) = run.Split(args[1..]);
-            if (SandboxOptions.AsksForHelp(run, own))
+            var (own, command) = run.Split(args[1..], out bool help);
+            if (help)
                 return CreateRoot().Parse(["run", "--help"]).Invoke();
             ParseResult parse = run.Parse(own);
             if (parse.Errors.Count > 0)
@@ -67,8 +66,8 @@ internal static class Program
         if (args.Length > 0 && args[0] == "test")
         {
             var test = new TestCommand();
-            var (own, testArgs) = test.Split(args[1..]);
-            if (SandboxOptions.AsksForHelp(test, own))
+            var (own, testArgs) = test.Split(args[1..], out bool help);
+            if (help)
                 return CreateRoot().Parse(["test", "--help"]).Invoke();
             ParseResult parse = test.Parse(own);
             if (parse.Errors.Count > 0)
@@ -99,7 +98,7 @@ internal static class Program
         {
             return build();
         }
-        catch (SandboxException e) when (e.Code == SandboxErrorCode.InvalidSpec && !e.Message.Contains("\nSee '", StringComparison.Ordinal))
+        catch (SandboxException e) when (e.Code == SandboxErrorCode.InvalidSpec)
         {
             throw new SandboxException(e.Code, $"{e.Message}\nSee 'sandbox {command} --help'.", e);
         }

@@ -58,10 +58,12 @@ internal sealed class RunCommand : Command
     /// A first word is the ROOT when it is "host", an existing directory, an image archive, or the
     /// name or digest of an image in the store.
     /// </summary>
-    public (List<string> OwnTokens, ImmutableArray<string> PayloadCommand) Split(IReadOnlyList<string> tokens)
+    public (List<string> OwnTokens, ImmutableArray<string> PayloadCommand) Split(IReadOnlyList<string> tokens) => Split(tokens, out _);
+
+    public (List<string> OwnTokens, ImmutableArray<string> PayloadCommand) Split(IReadOnlyList<string> tokens, out bool helpRequested)
     {
         string? store = StoreDirectory(tokens);
-        return SandboxOptions.Split(this, tokens, t => t == "host" || Directory.Exists(t) || IsImageArchive(t) || ImageExists(t, store), maxPositionals: 1);
+        return SandboxOptions.Split(this, tokens, t => t == "host" || Directory.Exists(t) || IsImageArchive(t) || ImageExists(t, store), maxPositionals: 1, out helpRequested);
     }
 
     // --root DIR or --root=DIR, for the image lookup before the parse. A loop, not LINQ, on the

@@ -220,8 +220,11 @@ internal sealed class SandboxOptions
     /// option parsing stops at the first other word, or at --, so the payload's own flags are never
     /// taken for ours.
     /// </summary>
-    public static (List<string> OwnTokens, ImmutableArray<string> Remainder) Split(Command command, IReadOnlyList<string> tokens, Func<string, bool> isOwnPositional, int maxPositionals)
+    /// <param name="helpRequested">Whether -h, --help or -? stood among the command's own options (not as a value, not among the payload's words: <c>sandbox run df -h</c> runs <c>df -h</c>).</param>
+    public static (List<string> OwnTokens, ImmutableArray<string> Remainder) Split(Command command, IReadOnlyList<string> tokens, Func<string, bool> isOwnPositional, int maxPositionals,
+        out bool helpRequested)
     {
+        helpRequested = false;
         var own = new List<string>();
         int positionals = 0;
         for (int i = 0; i < tokens.Count; i++)
@@ -235,6 +238,7 @@ internal sealed class SandboxOptions
                 string name = t.Split('=', 2)[0];
                 Option? option = command.FindOption(name);
                 // Not ours and not the payload's (that comes after the command or --): docker's answer.
+                helpRequested |= name is "-h" or "--help" or "-?";
                 if (option is null && name is not ("-h" or "--help" or "-?"))
                     throw new SandboxException(SandboxErrorCode.InvalidSpec, $"unknown flag: {name} (put -- before a command that starts with -)\nSee 'sandbox {command.Name} --help'.");
                 bool takesValue = option is not null && option.TakesValue && !t.Contains('=');
@@ -251,24 +255,6 @@ internal sealed class SandboxOptions
             return (own, From(tokens, i));
         }
         return (own, ImmutableArray<string>.Empty);
-    }
-
-    /// <summary>
-    /// Whether a command's own tokens (<see cref="Split"/>'s first part) ask for its help: -h, --help
-    /// or -? as an option, not as an option's value. The payload's words are not looked at, so
-    /// <c>sandbox run df -h</c> runs <c>df -h</c> (docker's rule). A loop, not LINQ, on the warm-start path.
-    /// </summary>
-    public static bool AsksForHelp(Command command, List<string> own)
-    {
-        for (int i = 0; i < own.Count; i++)
-        {
-            string t = own[i];
-            if (t is "-h" or "--help" or "-?")
-                return true;
-            if (t.StartsWith('-') && !t.Contains('=') && command.FindOption(t) is { TakesValue: true })
-                i++; // its value, whatever it looks like
-        }
-        return false;
     }
 
     // Loops, not LINQ, on the warm-start path (RootfsPlanner says why).

@@ -52,8 +52,8 @@ internal sealed class TestCommand : Command
         Arguments.Add(_testArgs);
     }
 
-    public (List<string> OwnTokens, ImmutableArray<string> TestArgs) Split(IReadOnlyList<string> tokens) =>
-        SandboxOptions.Split(this, tokens, _ => true, maxPositionals: 1);
+    public (List<string> OwnTokens, ImmutableArray<string> TestArgs) Split(IReadOnlyList<string> tokens, out bool helpRequested) =>
+        SandboxOptions.Split(this, tokens, _ => true, maxPositionals: 1, out helpRequested);
 
     public bool Stats(ParseResult parse) => _options.Stats(parse);
 

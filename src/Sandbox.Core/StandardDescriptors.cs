@@ -10,35 +10,46 @@ namespace Sandbox;
 /// </summary>
 public static class StandardDescriptors
 {
+    // One bit per descriptor that is the caller's, once Claim has looked (-1: not yet).
+    private static int s_callers = -1;
+
     /// <summary>
-    /// Puts /dev/null at each of 0, 1 and 2 that is closed. Call it first in <c>Main</c>: under
-    /// NativeAOT nothing has opened a descriptor by then; under the JIT the runtime may already
-    /// have taken a closed number, which <see cref="IsCallers"/> then tells apart.
+    /// Call first in <c>Main</c>, before anything opens a descriptor: puts /dev/null at each of 0 to 2
+    /// that is closed (under NativeAOT nothing has taken the numbers yet), notes which are the
+    /// caller's (under the JIT the runtime may already hold a closed one: close-on-exec, so not the
+    /// caller's), and points <see cref="Console.Out"/> and <see cref="Console.Error"/> at nothing
+    /// where the caller gave no stream, so that no message of ours goes into a runtime's descriptor.
+    /// One fcntl(2) a descriptor.
     /// </summary>
-    public static void OpenNullWhereClosed()
+    public static void Claim()
     {
+        int callers = 0;
         for (int fd = 0; fd <= 2; fd++)
-            Syscalls.OpenNullIfClosed(fd);
+        {
+            switch (Syscalls.IsInherited(fd))
+            {
+                case null:
+                    Syscalls.OpenNullAt(fd); // the caller's "nothing", now a /dev/null in its place
+                    callers |= 1 << fd;
+                    break;
+                case true:
+                    callers |= 1 << fd;
+                    break;
+            }
+        }
+        s_callers = callers;
+        if (!IsCallers(1))
+            Console.SetOut(TextWriter.Null);
+        if (!IsCallers(2))
+            Console.SetError(TextWriter.Null);
     }
 
-    /// <summary>Whether descriptor <paramref name="fd"/> (0 to 2) is the caller's, not closed and not one of this process's own.</summary>
-    public static bool IsCallers(int fd) => Syscalls.IsInherited(fd);
+    /// <summary>Whether descriptor <paramref name="fd"/> (0 to 2) is the caller's: open, and not one of this process's own.</summary>
+    public static bool IsCallers(int fd) => s_callers >= 0 ? (s_callers & (1 << fd)) != 0 : Syscalls.IsInherited(fd) == true;
 
     /// <summary>This process's stdout or stderr as a stream; <see cref="Stream.Null"/> when the caller gave none.</summary>
     public static Stream Open(int fd) => !IsCallers(fd) ? Stream.Null
         : fd == 1 ? Console.OpenStandardOutput()
         : fd == 2 ? Console.OpenStandardError()
         : throw new ArgumentOutOfRangeException(nameof(fd), fd, "stdout (1) or stderr (2)");
-
-    /// <summary>
-    /// Points <see cref="Console.Out"/> and <see cref="Console.Error"/> at nothing where the caller
-    /// gave no stream, so that a message of ours never goes into a descriptor of the runtime's.
-    /// </summary>
-    public static void SilenceConsoleWhereNotCallers()
-    {
-        if (!IsCallers(1))
-            Console.SetOut(TextWriter.Null);
-        if (!IsCallers(2))
-            Console.SetError(TextWriter.Null);
-    }
 }

@@ -26,7 +26,7 @@ public class TestCommandPlanTests
     private TestCommand.TestPlan Plan(params string[] args)
     {
         var test = new TestCommand();
-        var (own, testArgs) = test.Split(args);
+        var (own, testArgs) = test.Split(args, out _);
         ParseResult parse = test.Parse(own);
         Assert.That(parse.Errors, Is.Empty, string.Join("; ", parse.Errors));
         return test.Plan(parse, testArgs, _dir.Combine("repo"), _home, nugetPackages: null);

@@ -22,23 +22,21 @@ internal static unsafe partial class Syscalls
     /// opens itself is close-on-exec (.NET opens and dups with O_CLOEXEC and F_DUPFD_CLOEXEC, and so
     /// does this layer), so a standard descriptor that is open but close-on-exec is one of ours that
     /// took a number the caller had left closed: under the JIT, the runtime's internal pipe; under
-    /// NativeAOT, Console's dup of another stream.
+    /// NativeAOT, Console's dup of another stream. Closed: null.
     /// </summary>
-    public static bool IsInherited(int fd)
+    public static bool? IsInherited(int fd)
     {
         int flags = fcntl(fd, F_GETFD);
-        return flags >= 0 && (flags & FD_CLOEXEC) == 0;
+        return flags < 0 ? null : (flags & FD_CLOEXEC) == 0;
     }
 
     /// <summary>
-    /// Opens /dev/null at <paramref name="fd"/> when it is closed, before anything of ours can take
-    /// the number (glibc does the same for fds 0 to 2 of a set-user-ID program, csu/check_fds.c).
-    /// Read and write, and inheritable, as a caller's `&lt; /dev/null &gt; /dev/null` would be.
+    /// Opens /dev/null at the closed descriptor <paramref name="fd"/>, read and write and inheritable,
+    /// as a caller's <c>&lt; /dev/null &gt; /dev/null</c> would have (glibc does the same for fds 0 to 2
+    /// of a set-user-ID program, csu/check_fds.c).
     /// </summary>
-    public static void OpenNullIfClosed(int fd)
+    public static void OpenNullAt(int fd)
     {
-        if (fcntl(fd, F_GETFD) >= 0 || errno != Errno.EBADF)
-            return;
         int opened;
         fixed (byte* p = "/dev/null\0"u8)
             opened = open(p, O_RDWR, 0);

@@ -300,7 +300,8 @@ public static class RootfsPlanner
         // the root after the mounts), where the sandbox may write: anywhere in an image's writable copy,
         // else in its fresh tmpfs mounts (/tmp, $HOME, --tmpfs) and what is bound below them. Elsewhere
         // the root is read-only, and the chdir's error says so (SandboxProcess.ExecFailure).
-        if (spec.WorkingDirectory is { } workdir && workdir.StartsWith('/')
+        // (SandboxPlanner has refused a relative one.)
+        if (spec.WorkingDirectory is { } workdir
             && ((spec.Root is ImageRoot && !readOnlyRoot) || IsUnderAny(HostPaths.Normalize(workdir), freshMounts)))
             AddDirectories(steps, workdir);
 

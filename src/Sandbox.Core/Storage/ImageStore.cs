@@ -60,7 +60,8 @@ public sealed class ImageStore
     private string BlobsDir => Path.Combine(Root, "blobs");
     private string IndexLockPath => Path.Combine(Root, "index.lock");
     private string GcLockPath => Path.Combine(Root, "gc.lock");
-    private TempArea Temp => new(Path.Combine(Root, "tmp"));
+    private string TempRoot => Path.Combine(Root, "tmp");
+    private TempArea Temp => new(TempRoot);
 
     /// <summary>The directory name of a layer under <c>l/</c>: 20 hex digits of sha256 of the diff id.</summary>
     public static string LayerKey(string diffId) =>
@@ -918,13 +919,13 @@ public sealed class ImageStore
         Directory.CreateDirectory(Root);
         if (created)
             FileSystemCalls.ChangeModeAt(Root, 0x1C0); // 0700: layers keep setuid bits; nobody else needs to reach them
-        foreach (string dir in new[] { LayerRoot, ImagesDir, NamesDir, LayerMetaDir, LocksDir, BlobsDir, Path.Combine(Root, "tmp") })
+        foreach (string dir in new[] { LayerRoot, ImagesDir, NamesDir, LayerMetaDir, LocksDir, BlobsDir, TempRoot })
             Directory.CreateDirectory(dir);
         // A store directory the user made beforehand keeps its mode (0755, say). The layers' setuid
         // programs, stored as the caller's or its subordinate ids, would then run as those for any
         // local user; so the two directories that hold layer trees (unpacked, and copied for runs)
         // are the owner's alone whatever the root's mode is, as podman's rootless storage is 0700.
-        foreach (string dir in new[] { LayerRoot, Path.Combine(Root, "tmp") })
+        foreach (string dir in new[] { LayerRoot, TempRoot })
         {
             if (FileSystemCalls.TryLStat(dir) is { } status && (status.Permissions & 0x3F) != 0) // group or other bits
                 FileSystemCalls.ChangeModeAt(dir, 0x1C0);
