@@ -63,6 +63,17 @@ public sealed class NativeAotCliTests
     /// (ProcessTeardown.HandOff; ProcessTeardownTests inspects one): that child must end with it.
     /// It shares the CLI's memory, and with it the CLI's command line, so the marker finds it.
     /// </summary>
+    /// <summary>The runtime option that makes a cut gzip file fail is in the NativeAOT executable too.</summary>
+    [Test]
+    public void RefusesAGzipTarballCutShort()
+    {
+        using var dir = new TempDir();
+        string cut = Images.ImageIntegrationTests.CutGzipArchive(dir.Path);
+        CliResult r = Run(["image", "import", cut, "--root", Path.Combine(dir.Path, "store")]);
+        Assert.That(r.ExitCode, Is.EqualTo(125), r.ToString());
+        Assert.That(r.Stderr, Does.Contain("the gzip data ends early"), r.ToString());
+    }
+
     [Test]
     public void LeavesNoProcessBehindWhenItExits()
     {

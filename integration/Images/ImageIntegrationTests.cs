@@ -168,6 +168,37 @@ public sealed class ImageIntegrationTests
         Assert.That(Directory.GetDirectories(Path.Combine(root, "l")), Is.Empty);
     }
 
+    /// <summary>
+    /// A gzip tarball missing its last 8 bytes (the trailer: CRC-32 and length) is refused by the
+    /// CLI, as `gzip -t` and docker load refuse it: GZipStream reads such a file as complete unless
+    /// the CLI's runtime configuration turns on its strict validation.
+    /// </summary>
+    [Test]
+    public void ATarballCutShortIsRefusedAndNamedAsCut()
+    {
+        RequireImageCommand();
+        using var scratch = new Scratch();
+        string cut = CutGzipArchive(scratch.Path);
+        string root = Path.Combine(scratch.Path, "store");
+        CliResult r = SandboxCli.Run("image", "import", cut, "--root", root);
+        Assert.That(r.ExitCode, Is.EqualTo(125), r.ToString());
+        Assert.That(r.Stderr, Does.Contain($"{cut}: the gzip data ends early: the file was cut short"), r.ToString());
+        Assert.That(new ImageStore(root).List(), Is.Empty);
+    }
+
+    /// <summary>A gzip-compressed docker archive in <paramref name="dir"/> with its 8-byte gzip trailer cut off.</summary>
+    internal static string CutGzipArchive(string dir)
+    {
+        string tar = Path.Combine(dir, "whole.tar");
+        DockerArchive.Write(tar, ["example.com/cut:1"], DockerArchive.Layer(("file", "content")));
+        var gz = new MemoryStream();
+        using (var z = new System.IO.Compression.GZipStream(gz, System.IO.Compression.CompressionLevel.Fastest, leaveOpen: true))
+            z.Write(File.ReadAllBytes(tar));
+        string cut = Path.Combine(dir, "cut.tar.gz");
+        File.WriteAllBytes(cut, gz.ToArray()[..^8]);
+        return cut;
+    }
+
     private static int SafeCount(string dir)
     {
         try

@@ -128,6 +128,8 @@ internal sealed class ImageBuilder
     public List<string>? DiffIdsOverride { get; set; }
     /// <summary>Changes a layer blob after its digest was taken (index, byte offset; negative: the middle).</summary>
     public (int Layer, int Offset)? CorruptLayerByte { get; set; }
+    /// <summary>Cuts bytes off the end of a layer blob after its digest was taken (index, how many).</summary>
+    public (int Layer, int Bytes)? CutLayerTail { get; set; }
     /// <summary>States a wrong size for layer 0 in the manifest.</summary>
     public long? Layer0SizeOverride { get; set; }
 
@@ -162,6 +164,18 @@ internal sealed class ImageBuilder
             default:
                 throw new ArgumentOutOfRangeException(nameof(compression));
         }
+    }
+
+    private byte[] Damaged(int layer, byte[] blob)
+    {
+        if (CorruptLayerByte is { } c && c.Layer == layer)
+        {
+            blob = (byte[])blob.Clone();
+            blob[c.Offset < 0 ? blob.Length / 2 : c.Offset] ^= 0x55;
+        }
+        if (CutLayerTail is { } cut && cut.Layer == layer)
+            blob = blob[..^cut.Bytes];
+        return blob;
     }
 
     public static string LayerMediaType(LayerCompression c) => c switch
@@ -230,11 +244,7 @@ internal sealed class ImageBuilder
         {
             byte[] blob = blobs[i];
             string digest = Sha256(blob);
-            if (CorruptLayerByte is { } c && c.Layer == i)
-            {
-                blob = (byte[])blob.Clone();
-                blob[c.Offset < 0 ? blob.Length / 2 : c.Offset] ^= 0x55;
-            }
+            blob = Damaged(i, blob);
             files.Add(("blobs/sha256/" + digest[7..], blob));
             layerDescriptors.Add(new JsonObject
             {
@@ -287,11 +297,7 @@ internal sealed class ImageBuilder
         {
             byte[] blob = blobs[i];
             string hex = Sha256(blob)[7..];
-            if (CorruptLayerByte is { } c && c.Layer == i)
-            {
-                blob = (byte[])blob.Clone();
-                blob[c.Offset < 0 ? blob.Length / 2 : c.Offset] ^= 0x55;
-            }
+            blob = Damaged(i, blob);
             string p = blobsLayout ? "blobs/sha256/" + hex : $"{hex}/layer.tar";
             layerPaths.Add(p);
             files.Add((p, blob));

@@ -224,6 +224,63 @@ public class ImageStoreTests
         AssertNothingStored(store);
     }
 
+    // A gzip layer of a docker archive has no blob digest, and its diff id is taken over the data
+    // decompressed: only the gzip trailer (CRC-32, length; RFC 1952 2.2) tells a cut blob from a whole one.
+    [TestCase(LayerCompression.Gzip, 1)]
+    [TestCase(LayerCompression.Gzip, 8)]
+    [TestCase(LayerCompression.Gzip, 40)]
+    [TestCase(LayerCompression.Zstd, 4)]
+    public void CutLayerInDockerArchiveIsNamedAsCut(LayerCompression compression, int cut)
+    {
+        using var temp = new Scratch();
+        ImageBuilder image = TwoLayerImage(compression);
+        image.CutLayerTail = (1, cut);
+        string path = Write(temp, image, ArchiveFormat.DockerArchive);
+        var store = new ImageStore(temp.Combine("store"));
+        var e = Assert.Throws<SandboxException>(() => store.Import(path, null));
+        Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.ImageFormatInvalid), e.Message);
+        Assert.That(e.Message, Does.Contain($"the {compression.ToString().ToLowerInvariant()} data ends early: the file was cut short"));
+        AssertNothingStored(store);
+    }
+
+    [TestCase(LayerCompression.Gzip, 1)]
+    [TestCase(LayerCompression.Gzip, 4)]
+    [TestCase(LayerCompression.Gzip, 8)]
+    [TestCase(LayerCompression.Gzip, 300)]
+    [TestCase(LayerCompression.Zstd, 4)]
+    [TestCase(LayerCompression.Zstd, 300)]
+    public void CutCompressedArchiveIsNamedAsCut(LayerCompression compression, int cut)
+    {
+        using var temp = new Scratch();
+        string tar = temp.Combine("docker.tar");
+        TwoLayerImage(LayerCompression.None).WriteDockerArchive(tar);
+        byte[] whole = ImageBuilder.Compress(File.ReadAllBytes(tar), compression);
+        string path = temp.Combine("cut.tar." + (compression == LayerCompression.Gzip ? "gz" : "zst"));
+        File.WriteAllBytes(path, whole[..^cut]);
+        var store = new ImageStore(temp.Combine("store"));
+        var e = Assert.Throws<SandboxException>(() => store.Import(path, null));
+        Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.ImageFormatInvalid), e.Message);
+        Assert.That(e.Message, Does.StartWith($"{path}: the {compression.ToString().ToLowerInvariant()} data ends early"));
+        AssertNothingStored(store);
+        File.WriteAllBytes(path, whole);
+        Assert.That(store.Import(path, null).Layers.Length, Is.EqualTo(2), "the whole file imports");
+    }
+
+    [Test]
+    public void ConcatenatedGzipMembersAreOneStream()
+    {
+        // RFC 1952 2.2: a gzip file is a series of members; gzip -d and docker load read them all.
+        using var temp = new Scratch();
+        string tar = temp.Combine("docker.tar");
+        TwoLayerImage(LayerCompression.None).WriteDockerArchive(tar);
+        byte[] bytes = File.ReadAllBytes(tar);
+        int half = bytes.Length / 2;
+        string path = temp.Combine("two-members.tar.gz");
+        File.WriteAllBytes(path, [.. ImageBuilder.Compress(bytes[..half], LayerCompression.Gzip), .. ImageBuilder.Compress(bytes[half..], LayerCompression.Gzip)]);
+        var store = new ImageStore(temp.Combine("store"));
+        Assert.That(store.Import(path, null).Layers.Length, Is.EqualTo(2));
+    }
+
     [TestCase(1)]
     [TestCase(-1)]
     public void WrongBlobSizeIsRejected(int delta)

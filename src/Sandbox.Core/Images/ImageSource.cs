@@ -89,6 +89,11 @@ internal abstract class ImageSource : IDisposable
             }
             return new TarArchiveSource(full, tar, temp, limits);
         }
+        catch (TruncatedCompressedDataException e)
+        {
+            temp.Dispose();
+            throw new SandboxException(SandboxErrorCode.ImageFormatInvalid, $"{full}: {e.Message}", e);
+        }
         catch (Exception e) when (e is not (SandboxException or OperationCanceledException or IOException or UnauthorizedAccessException))
         {
             temp.Dispose();
@@ -308,17 +313,92 @@ internal static class Compression
         return LayerCompression.None;
     }
 
-    public static Stream Decompress(Stream raw, LayerCompression compression) => compression switch
+    /// <summary>
+    /// The decompressed bytes of <paramref name="raw"/>. Data that ends before its compressed stream
+    /// does (a cut download or copy) fails with <see cref="TruncatedCompressedDataException"/>.
+    /// </summary>
+    /// <remarks>
+    /// GZipStream returns end-of-stream at a premature end of its input, gzip trailer (CRC-32 and
+    /// length) included, unless the AppContext switch System.IO.Compression.UseStrictValidation is
+    /// on (dotnet/runtime#47563, PR #61768): the CLI's and the tests' projects turn it on
+    /// (RuntimeHostConfigurationOption), as `gzip -t`, docker load and podman load refuse such a file.
+    /// </remarks>
+    public static Stream Decompress(Stream raw, LayerCompression compression)
     {
-        LayerCompression.None => raw,
-        LayerCompression.Gzip => new GZipStream(raw, CompressionMode.Decompress, leaveOpen: true),
-        LayerCompression.Zstd => new SharpCompress.Compressors.ZStandard.DecompressionStream(raw, 0, true, true),
-        _ => throw new ArgumentOutOfRangeException(nameof(compression)),
-    };
+        if (compression == LayerCompression.None)
+            return raw;
+        var input = new EndWatchingStream(raw);
+        Stream decompressor = compression switch
+        {
+            LayerCompression.Gzip => new GZipStream(input, CompressionMode.Decompress, leaveOpen: true),
+            LayerCompression.Zstd => new SharpCompress.Compressors.ZStandard.DecompressionStream(input, 0, true, true),
+            _ => throw new ArgumentOutOfRangeException(nameof(compression)),
+        };
+        return new DecompressedStream(decompressor, input, compression);
+    }
+
+    /// <summary>Reads through another stream and remembers whether it has returned its end.</summary>
+    private sealed class EndWatchingStream(Stream inner) : ReadOnlyForwardStream
+    {
+        public bool EndReached { get; private set; }
+
+        public override int Read(Span<byte> buffer)
+        {
+            int n = inner.Read(buffer);
+            if (n == 0 && !buffer.IsEmpty)
+                EndReached = true;
+            return n;
+        }
+    }
+
+    /// <summary>
+    /// A decompressor's output. A decompressor that fails once its input has ended was given a cut
+    /// stream: that is reported as such, not as corrupt data or an unknown compression method.
+    /// </summary>
+    private sealed class DecompressedStream(Stream decompressor, EndWatchingStream input, LayerCompression compression) : ReadOnlyForwardStream
+    {
+        public override int Read(Span<byte> buffer)
+        {
+            try
+            {
+                return decompressor.Read(buffer);
+            }
+            catch (Exception e) when (input.EndReached && e is not OperationCanceledException)
+            {
+                throw new TruncatedCompressedDataException(
+                    $"the {compression.ToString().ToLowerInvariant()} data ends early: the file was cut short (an interrupted download or copy?); copy or download it again", e);
+            }
+        }
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+                decompressor.Dispose();
+            base.Dispose(disposing);
+        }
+    }
+}
+
+/// <summary>Compressed data whose stream ends before the compression format says it does.</summary>
+internal sealed class TruncatedCompressedDataException(string message, Exception inner) : Exception(message, inner);
+
+/// <summary>The members every read-only, forward-only stream here has alike.</summary>
+internal abstract class ReadOnlyForwardStream : Stream
+{
+    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+    public override bool CanRead => true;
+    public override bool CanSeek => false;
+    public override bool CanWrite => false;
+    public override long Length => throw new NotSupportedException();
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+    public override void Flush() { }
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 }
 
 /// <summary>A stream that first returns bytes already read from another (to look at magic bytes of a non-seekable stream).</summary>
-internal sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream
+internal sealed class PrefixedStream(byte[] prefix, Stream inner) : ReadOnlyForwardStream
 {
     private int _offset;
 
@@ -333,15 +413,4 @@ internal sealed class PrefixedStream(byte[] prefix, Stream inner) : Stream
         }
         return inner.Read(buffer);
     }
-
-    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-    public override bool CanRead => true;
-    public override bool CanSeek => false;
-    public override bool CanWrite => false;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 }

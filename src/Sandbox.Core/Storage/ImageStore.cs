@@ -440,6 +440,8 @@ public sealed class ImageStore
                 throw Prefixed(diffProblem, source);
             if (e is SandboxException se)
                 throw new SandboxException(se.Code, $"{source.Description}: {layer.What}: {se.Message}", se);
+            if (e is TruncatedCompressedDataException)
+                throw new SandboxException(SandboxErrorCode.ImageFormatInvalid, $"{source.Description}: {layer.What}: {e.Message}", e);
             throw new SandboxException(SandboxErrorCode.ImageFormatInvalid, $"{source.Description}: {layer.What}: unreadable ({e.Message})", e);
         }
         IReadOnlyList<EntryOwner> owners = unpacker.Owners;
