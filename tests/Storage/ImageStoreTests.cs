@@ -468,6 +468,21 @@ public class ImageStoreTests
     }
 
     [Test]
+    public void OneNameSpelledThreeWaysIsKeptOnceAsLastSpelled()
+    {
+        // busybox, docker.io/library/busybox and localhost/busybox are one name to lookups (README):
+        // docker likewise stores a reference normalised, and `docker tag foo docker.io/library/foo` adds nothing.
+        using var temp = new Scratch();
+        var store = new ImageStore(temp.Combine("store"));
+        string path = Write(temp, TwoLayerImage(), ArchiveFormat.DockerArchive);
+        foreach (string name in (string[])["foo", "docker.io/library/foo", "localhost/foo"])
+            store.Import(path, name);
+        store.Import(path, "bar:2");
+        Assert.That(store.List().Single().Names, Is.EqualTo(new[] { "bar:2", "localhost/foo:latest" }));
+        Assert.That(store.Find("foo")!.Names, Does.Contain("localhost/foo:latest"));
+    }
+
+    [Test]
     public void AnImagesOwnDigestComesBeforeAnotherImagesConfigDigest()
     {
         // One image imported twice: from a docker archive (known by its config digest) and from an
@@ -592,6 +607,23 @@ public class ImageStoreTests
         File.WriteAllBytes(temp.Combine("truncated.tar.gz"), gz[..(gz.Length / 2)]);
         Assert.That(Assert.Throws<SandboxException>(() => store.Import(temp.Combine("truncated.tar.gz"), null))!.Code, Is.EqualTo(SandboxErrorCode.ImageFormatInvalid));
         Assert.That(Directory.EnumerateFileSystemEntries(Path.Combine(store.Root, "tmp")), Is.Empty);
+    }
+
+    [Test]
+    public void AnErrorInTheMetadataNamesTheArchive()
+    {
+        using var temp = new Scratch();
+        string path = temp.Combine("oci.tar");
+        TwoLayerImage().WriteOciArchive(path, (_, descriptor, _) =>
+        {
+            var wrong = (JsonObject)descriptor.DeepClone();
+            wrong["digest"] = "md5:0123456789abcdef0123456789abcdef";
+            return new JsonObject { ["schemaVersion"] = 2, ["manifests"] = new JsonArray(wrong) };
+        });
+        var store = new ImageStore(temp.Combine("store"));
+        var e = Assert.Throws<SandboxException>(() => store.Import(path, null));
+        Assert.That(e!.Message, Does.StartWith(path + ": ").And.Contain("'md5:0123456789abcdef0123456789abcdef' is not a supported digest"));
+        AssertNothingStored(store);
     }
 
     [Test]

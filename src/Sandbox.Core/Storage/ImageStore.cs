@@ -100,7 +100,15 @@ public sealed class ImageStore
             TempArea temp = Temp;
             temp.CleanAbandoned();
             using ImageSource source = ImageSource.Open(path, temp.Create, _limits, ct);
-            ResolvedImage image = new ImageReader(source, _limits).Read(normalizedName, requested);
+            ResolvedImage image;
+            try
+            {
+                image = new ImageReader(source, _limits).Read(normalizedName, requested);
+            }
+            catch (SandboxException e)
+            {
+                throw Prefixed(e, source); // every error of an import names the file
+            }
             foreach (string warning in image.Warnings)
                 progress?.Report(new ImportProgress(ImportStage.Warning, warning));
             List<StoredLayer> layers = ImportLayers(source, image, temp, ownership, progress, ct);
@@ -822,7 +830,7 @@ public sealed class ImageStore
                 WriteRecordFile(other);
         }
         if (all.FirstOrDefault(o => o.Digest == stored.Digest) is { } existing)
-            stored.Names = stored.Names.Concat(existing.Names).Distinct().ToList();
+            stored.Names = stored.Names.Concat(existing.Names).DistinctBy(ImageName.Familiar).ToList(); // one spelling per name: the newest
         WriteRecordFile(stored);
         // After the record: a hint never points at a record that lacks its name for long (and when
         // it does, after a crash, Find checks it and reads every record instead).
