@@ -169,6 +169,33 @@ public sealed class UserNamespaceHolderTests
     }
 
     [Test]
+    public void AnImageRemovedAndImportedAgainIsNotRunOnTheSparesStaleOverlay()
+    {
+        // The spare comes with the last run's overlay mounted. `image rm`, `image prune` and a new
+        // import put the same layers at the same paths, with the same mount data: the spare's
+        // overlay still has the removed directories as its lower layers, an empty root.
+        string image = TestImages.Path("image-oci.tar");
+        using var tmp = new HolderDir();
+        using var store = new TempDir();
+        var env = new Dictionary<string, string> { ["TMPDIR"] = tmp.Path, ["XDG_RUNTIME_DIR"] = "" };
+        CliResult Cli(params string[] args) => SandboxCli.Run(args, env: env);
+        Assert.That(Cli("image", "import", "--root", store.Path, image, "--name", "again:1").ExitCode, Is.EqualTo(0));
+        CliResult first = Run(tmp, "cat /added.txt", options: ["--root", store.Path, "again:1"]);
+        Assert.That(first.StdoutText, Is.EqualTo("added in layer 3\n"), first.ToString());
+        string nested = $"1 1 {_range.SubordinateUids!.Count}";
+        int holder = Holders(tmp).Single(pid => File.ReadAllText($"/proc/{pid}/cmdline").Replace('\0', ' ').Contains(nested, StringComparison.Ordinal));
+        WaitForSpare(holder);
+
+        Assert.That(Cli("image", "rm", "--root", store.Path, "again:1").ExitCode, Is.EqualTo(0));
+        CliResult prune = Cli("image", "prune", "--root", store.Path);
+        Assert.That(prune.StdoutText, Does.Contain("Deleted 3 layer(s)"), prune.ToString());
+        Assert.That(Cli("image", "import", "--root", store.Path, image, "--name", "again:1").ExitCode, Is.EqualTo(0));
+        CliResult after = Run(tmp, "cat /added.txt", options: ["--root", store.Path, "again:1"]);
+        Assert.That(after.ExitCode, Is.EqualTo(0), after.ToString());
+        Assert.That(after.StdoutText, Is.EqualTo("added in layer 3\n"), after.ToString());
+    }
+
+    [Test]
     public void APreparedMountNamespaceIsDroppedWhenTheHoldersMountsChange()
     {
         // The spare's mount namespace is a copy of the holder's mounts, made ahead of time: after a

@@ -45,6 +45,8 @@ public enum SandboxErrorCode
     OwnerOutsideIdMap = 31,
     /// <summary>An image's layers keep their owners for another subordinate range than this run's (/etc/subuid changed): re-import it.</summary>
     LayerIdMapMismatch = 32,
+    /// <summary>The store directory belongs to another user or others may write to it: they could replace its layers and records.</summary>
+    StoreNotPrivate = 33,
     Internal = 99,
 }
 

@@ -42,6 +42,7 @@ public class ErrorCodeTests
         Assert.That((int)SandboxErrorCode.LimitsUnavailable, Is.EqualTo(11));
         Assert.That((int)SandboxErrorCode.OwnerOutsideIdMap, Is.EqualTo(31));
         Assert.That((int)SandboxErrorCode.LayerIdMapMismatch, Is.EqualTo(32));
+        Assert.That((int)SandboxErrorCode.StoreNotPrivate, Is.EqualTo(33));
         Assert.That((int)SandboxErrorCode.Internal, Is.EqualTo(99));
     }
 

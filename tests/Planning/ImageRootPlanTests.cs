@@ -78,11 +78,34 @@ public class ImageRootPlanTests
             new MakeDirectoryStep("/upper") { OverlayPreparedBySpare = true },
             new MakeDirectoryStep("/work") { OverlayPreparedBySpare = true },
             new ChangeDirectoryStep($"/oldroot{_store}/l") { OverlayPreparedBySpare = true },
-            new MountStep("overlay", "/newroot", "overlay", MountFlags.None, "lowerdir=bbbb:aaaa,upperdir=/upper,workdir=/work,userxattr") { OverlayPreparedBySpare = true },
+            new MountStep("overlay", "/newroot", "overlay", MountFlags.None, "lowerdir=bbbb:aaaa,upperdir=/upper,workdir=/work,userxattr")
+            {
+                OverlayPreparedBySpare = true,
+                LowerIdentities = Sandbox.Linux.Syscalls.DirectoryIdentity($"{_store}/l/aaaa") + ":" + Sandbox.Linux.Syscalls.DirectoryIdentity($"{_store}/l/bbbb"),
+            },
             new ChangeDirectoryStep("/") { OverlayPreparedBySpare = true },
         }));
         string keep = _host.Dir.CreateDirectory("kept-marks");
         Assert.That(Plan(new ImageRoot(_image, KeepDirectory: keep, Driver: StorageDriver.Overlay)).Where(s => s.OverlayPreparedBySpare), Is.Empty);
+    }
+
+    [Test]
+    public void ALayerStoredAgainAtItsPathIsAnotherDirectoryToTheHolder()
+    {
+        // image rm, prune and a new import of the same image: same paths, same mount data. A holder's
+        // spare mounted the removed directories, and must not be taken for this image's overlay.
+        string? Identities() => Plan(new ImageRoot(_image, Driver: StorageDriver.Overlay)).OfType<MountStep>().Single(m => m.FileSystemType == "overlay").LowerIdentities;
+        string? before = Identities();
+        string layer = $"{_store}/l/aaaa";
+        string moved = _host.Dir.CreateDirectory("removed");
+        Directory.Move(layer, Path.Combine(moved, "aaaa")); // kept, so that its inode number is not free for reuse
+        Directory.CreateDirectory(layer);
+        Assert.That(Identities(), Is.Not.EqualTo(before));
+        Thread.Sleep(10);
+        Directory.Delete(layer);
+        Directory.CreateDirectory(layer); // its inode number may well come back: the change time does not
+        string? again = Identities();
+        Assert.That(again, Is.Not.EqualTo(before));
     }
 
     [Test]

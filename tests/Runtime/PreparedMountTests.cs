@@ -6,8 +6,10 @@ namespace Sandbox.Tests.Runtime;
 /// <summary>When a run uses the holder's prepared mount namespace, and the overlay mounted in it.</summary>
 public class PreparedMountTests
 {
-    private const string Ours = "/oldroot/store/l\0lowerdir=a,upperdir=/upper,workdir=/work,userxattr\0";
-    private const string Other = "/oldroot/other/l\0lowerdir=b,upperdir=/upper,workdir=/work,userxattr\0";
+    private const string Ours = "/oldroot/store/l\0lowerdir=a,upperdir=/upper,workdir=/work,userxattr\0" + "1234.1700000000.5\0";
+    private const string Other = "/oldroot/other/l\0lowerdir=b,upperdir=/upper,workdir=/work,userxattr\0" + "99.1700000000.5\0";
+    // The same paths and data, but its layer directory removed and stored again (image rm, prune, import).
+    private const string OursStoredAgain = "/oldroot/store/l\0lowerdir=a,upperdir=/upper,workdir=/work,userxattr\0" + "1234.1700000099.7\0";
 
     [Test]
     public void TheSameOverlayIsUsedAsItIsMounted()
@@ -20,6 +22,13 @@ public class PreparedMountTests
     {
         // Its upper and work directories are the mounted one's: a second overlay on them is undefined.
         Assert.That(Launcher.PreparedMountUse(true, true, Other, Ours), Is.EqualTo((false, false)));
+    }
+
+    [Test]
+    public void AnOverlayOfLayersStoredAgainAtTheSamePathsIsAnotherOverlay()
+    {
+        // Its lower directories are the removed ones: the run would see an empty root.
+        Assert.That(Launcher.PreparedMountUse(true, true, OursStoredAgain, Ours), Is.EqualTo((false, false)));
     }
 
     [Test]
@@ -43,7 +52,7 @@ public class PreparedMountTests
         var steps = ImmutableArray.Create<SetupStep>(
             new MakeDirectoryStep("/upper") { OverlayPreparedBySpare = true },
             new ChangeDirectoryStep("/oldroot/store/l") { OverlayPreparedBySpare = true },
-            new MountStep("overlay", "/newroot", "overlay", MountFlags.None, "lowerdir=a,upperdir=/upper,workdir=/work,userxattr") { OverlayPreparedBySpare = true },
+            new MountStep("overlay", "/newroot", "overlay", MountFlags.None, "lowerdir=a,upperdir=/upper,workdir=/work,userxattr") { OverlayPreparedBySpare = true, LowerIdentities = "1234.1700000000.5" },
             new ChangeDirectoryStep("/") { OverlayPreparedBySpare = true });
         var plan = new RuntimePlan(new ProcessPlan("/bin/true", ["/bin/true"], [], null, null), NamespaceSet.None, new IdMapPlan(IdMapKind.SingleId, 1000, 1000), steps);
         Assert.That(UserNamespaceHolder.OverlayHint(plan), Is.EqualTo(Ours));

@@ -737,6 +737,40 @@ public class ImageStoreTests
         Assert.That(Inspect.LStat(store.Root)!.Value.Permissions, Is.EqualTo(0x1C0u));
     }
 
+    [TestCase(0x1FFu, "writable by every user (mode 777)")]
+    [TestCase(0x1FDu, "writable by its group (mode 775)")]
+    [TestCase(0x1F0u, "writable by its group (mode 760)")]
+    public void AStoreOthersCanWriteToIsRefusedWithTheFix(uint mode, string why)
+    {
+        using var temp = new Scratch();
+        string root = temp.Combine("store");
+        Directory.CreateDirectory(root);
+        FileSystemCalls.ChangeModeAt(root, mode);
+        var store = new ImageStore(root);
+        string path = Write(temp, TwoLayerImage(), ArchiveFormat.DockerArchive);
+        foreach (TestDelegate use in new TestDelegate[] { () => store.Import(path, "x:1"), () => store.Find("x:1") })
+        {
+            var e = Assert.Throws<SandboxException>(use);
+            Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.StoreNotPrivate));
+            Assert.That(e.Message, Does.Contain(why).And.Contain($"chmod go-w {root}"));
+        }
+        FileSystemCalls.ChangeModeAt(root, mode & ~0x12u);
+        store.Import(path, "x:1");
+        Assert.That(store.Find("x:1"), Is.Not.Null);
+    }
+
+    [Test]
+    public void AStoreOnlyItsOwnerOrRootControlsIsUsed()
+    {
+        FileStatus Dir(uint uid, uint mode) => new(FileKind.Directory, 0x4000 | mode, 1, 2, 0, 0, uid, 2);
+        Assert.That(ImageStore.WhyOthersCanChange("/s", Dir(1000, 0x1C0), 1000), Is.Null);
+        Assert.That(ImageStore.WhyOthersCanChange("/s", Dir(1000, 0x1ED), 1000), Is.Null, "0755: others read only");
+        Assert.That(ImageStore.WhyOthersCanChange("/s", Dir(0, 0x1ED), 1000), Is.Null, "root's, as a shared read-only store");
+        Assert.That(ImageStore.WhyOthersCanChange("/s", Dir(1000, 0x3FF), 1000), Is.Null, "1777: the sticky bit keeps others from renaming l/");
+        Assert.That(ImageStore.WhyOthersCanChange("/s", Dir(1001, 0x1C0), 1000), Does.StartWith("image store /s belongs to uid 1001, not to you (uid 1000)"));
+        Assert.That(ImageStore.WhyOthersCanChange("/s", Dir(0, 0x1FF), 1000), Does.Contain("writable by every user"));
+    }
+
     private static void AssertNothingStored(ImageStore store)
     {
         string[] Entries(string sub) => Directory.Exists(Path.Combine(store.Root, sub)) ? Directory.GetFileSystemEntries(Path.Combine(store.Root, sub)) : [];

@@ -297,6 +297,23 @@ internal static unsafe partial class FileSystemCalls
         return ToStatus(st);
     }
 
+    /// <summary>stat(2) of an absolute path, symlinks followed; null when missing.</summary>
+    public static FileStatus? TryStat(string path)
+    {
+        stat st;
+        fixed (byte* p = NulTerminated(path))
+        {
+            if (fstatat(AT_FDCWD, p, &st, 0) != 0)
+            {
+                int e = errno;
+                if (e is Errno.ENOENT or Errno.ENOTDIR)
+                    return null;
+                throw new LinuxException("stat", path, e);
+            }
+        }
+        return ToStatus(st);
+    }
+
     /// <summary>lstat(2) of an absolute path; null when missing.</summary>
     public static FileStatus? TryLStat(string path)
     {

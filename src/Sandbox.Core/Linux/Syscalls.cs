@@ -91,6 +91,23 @@ internal static unsafe partial class Syscalls
     }
 
     /// <summary>
+    /// Which directory <paramref name="path"/> is, in one stat(2): its inode number and change time,
+    /// which a directory removed and made again at the same path does not keep together (a freed
+    /// inode number may be reused; its ctime is then the new directory's); null when it is not a directory.
+    /// </summary>
+    public static string? DirectoryIdentity(string path)
+    {
+        byte[] bytes = NulTerminated(path);
+        Tmds.Linux.stat st;
+        fixed (byte* p = bytes)
+        {
+            if (stat(p, &st) != 0 || ((uint)st.st_mode & 0xF000) != 0x4000)
+                return null;
+        }
+        return string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{(ulong)st.st_ino}.{(long)st.st_ctim.tv_sec}.{(long)st.st_ctim.tv_nsec}");
+    }
+
+    /// <summary>
     /// A small file's text (a /proc or /sys value) in one open and read, without FileStream's
     /// machinery; null when it cannot be read. Longer files are cut at <paramref name="maxBytes"/>.
     /// </summary>

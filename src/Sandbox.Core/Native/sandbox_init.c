@@ -160,7 +160,9 @@ struct spare_maker {
 };
 
 // The overlay the last caller's plan mounts as its root, as it told us after the hand-over
-// ("DIRECTORY\0DATA\0": the directory its lowerdir names are relative to, and the mount's data),
+// ("DIRECTORY\0DATA\0LAYERS\0": the directory its lowerdir names are relative to, the mount's
+// data, and which directories the layers are: inode and ctime of each, which only the caller
+// compares, so that layers removed and stored again at the same paths are not taken for these),
 // and the one the spare's prepared namespace has mounted. A caller that runs the same image again
 // finds its root mounted already (sandbox_exec.c, SBX_OPT_OVERLAY_PREPARED); the overlay mount, its
 // upper's work-directory probes included, was 64 µs of every image run (a C loop). Plain arrays:
@@ -173,13 +175,13 @@ static long maker_overlay_length;
 static char spare_overlay[OVERLAY_HINT_SIZE];
 static long spare_overlay_length;
 
-// Well formed: two NUL-terminated strings filling exactly `length` bytes.
+// Well formed: three NUL-terminated strings filling exactly `length` bytes.
 static int overlay_hint_valid(const char *hint, long length)
 {
     long nuls = 0;
     for (long i = 0; i < length; i++)
         nuls += hint[i] == 0;
-    return length > 2 && nuls == 2 && hint[length - 1] == 0 && hint[0] != 0;
+    return length > 3 && nuls == 3 && hint[length - 1] == 0 && hint[0] != 0;
 }
 
 static void copy_bytes(char *to, const char *from, long length)

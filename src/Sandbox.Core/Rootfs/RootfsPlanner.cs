@@ -331,7 +331,7 @@ public static class RootfsPlanner
     /// </summary>
     private static void AddOverlayRoot(ImmutableArray<SetupStep>.Builder steps, ImageRoot image)
     {
-        var layers = CheckLayers(image);
+        var layers = CheckLayers(image, out string layerIdentities);
         string store = System.IO.Path.GetDirectoryName(layers[0])!;
         // Loops, not LINQ: on this warm-start path NativeAOT resolved Reverse().Select()'s generic
         // virtual methods at run time (about 0.1 ms in perf).
@@ -363,22 +363,27 @@ public static class RootfsPlanner
             steps.Add(new MakeDirectoryStep("/work") { OverlayPreparedBySpare = true });
         }
         steps.Add(new ChangeDirectoryStep(HostPaths.Under(OldRoot, HostPaths.Resolve(store))) { OverlayPreparedBySpare = replayable });
-        steps.Add(new MountStep("overlay", NewRoot, "overlay", MountFlags.None, data) { OverlayPreparedBySpare = replayable });
+        steps.Add(new MountStep("overlay", NewRoot, "overlay", MountFlags.None, data) { OverlayPreparedBySpare = replayable, LowerIdentities = layerIdentities });
         steps.Add(new ChangeDirectoryStep("/") { OverlayPreparedBySpare = replayable });
     }
 
     /// <summary>The image's layer directories (lowest first), each checked to exist.</summary>
-    internal static ImmutableArray<string> CheckLayers(ImageRoot image)
+    internal static ImmutableArray<string> CheckLayers(ImageRoot image) => CheckLayers(image, out _);
+
+    /// <param name="identities">Which directories the layers are (<see cref="Syscalls.DirectoryIdentity"/>), ':'-separated.</param>
+    internal static ImmutableArray<string> CheckLayers(ImageRoot image, out string identities)
     {
         var layers = image.Image.LayerDirectories;
         if (layers.IsDefaultOrEmpty)
             throw new SandboxException(SandboxErrorCode.InvalidSpec, $"image {image.Image.Name ?? image.Image.Digest} has no layers");
-        foreach (string layer in layers)
+        var ids = new string[layers.Length];
+        for (int i = 0; i < layers.Length; i++)
         {
             // One stat(2), not Directory.Exists's path handling around it: each warm `run IMAGE` checks.
-            if (Syscalls.KindOf(layer) != PathKind.Directory)
-                throw new SandboxException(SandboxErrorCode.InvalidSpec, $"layer {layer} of image {image.Image.Name ?? image.Image.Digest} is missing from the store: import the image again");
+            ids[i] = Syscalls.DirectoryIdentity(layers[i])
+                ?? throw new SandboxException(SandboxErrorCode.InvalidSpec, $"layer {layers[i]} of image {image.Image.Name ?? image.Image.Digest} is missing from the store: import the image again");
         }
+        identities = string.Join(':', ids);
         return layers;
     }
 

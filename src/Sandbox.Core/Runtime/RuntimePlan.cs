@@ -142,6 +142,13 @@ public sealed record MountStep(string? Source, string Target, string? FileSystem
 {
     public override string? TargetPath => Target;
 
+    /// <summary>
+    /// For an image's overlay: which directories its lower layers are (inode and change time of
+    /// each). Not mount data: it tells a holder's spare whose overlay has the same data but layers
+    /// removed and stored again since (image rm, prune, import) from one that has this plan's layers.
+    /// </summary>
+    public string? LowerIdentities { get; init; }
+
     public override string Describe() => (Flags & MountFlags.Bind) != 0
         ? $"bind-mount {Source} on {Target}"
         : Source is null ? $"change propagation of {Target}" : $"mount {FileSystemType ?? Source} on {Target}";

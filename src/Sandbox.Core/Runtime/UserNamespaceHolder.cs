@@ -137,23 +137,24 @@ internal static unsafe class UserNamespaceHolder
 
     /// <summary>
     /// The overlay a plan mounts as its root, as the holder keeps it: the directory its lower
-    /// layers' names are relative to and the mount's data, each ending in a NUL (sandbox_init.c,
-    /// mount_overlay replays the steps marked <see cref="SetupStep.OverlayPreparedBySpare"/>). Null
-    /// when the plan has no such steps.
+    /// layers' names are relative to, the mount's data, and which directories the layers are
+    /// (<see cref="MountStep.LowerIdentities"/>), each ending in a NUL (sandbox_init.c,
+    /// mount_overlay replays the steps marked <see cref="SetupStep.OverlayPreparedBySpare"/> with the
+    /// first two). Null when the plan has no such steps.
     /// </summary>
     public static string? OverlayHint(RuntimePlan plan)
     {
-        string? directory = null, data = null;
+        string? directory = null, data = null, identities = null;
         foreach (SetupStep step in plan.Steps)
         {
             if (!step.OverlayPreparedBySpare)
                 continue;
             if (step is ChangeDirectoryStep { Target: var path } && path != "/")
                 directory = path;
-            else if (step is MountStep { FileSystemType: "overlay", Data: var d })
-                data = d;
+            else if (step is MountStep { FileSystemType: "overlay", Data: var d } mount)
+                (data, identities) = (d, mount.LowerIdentities);
         }
-        return directory is null || data is null ? null : $"{directory}\0{data}\0";
+        return directory is null || data is null || string.IsNullOrEmpty(identities) ? null : $"{directory}\0{data}\0{identities}\0";
     }
 
     /// <summary>

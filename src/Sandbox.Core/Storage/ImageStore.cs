@@ -568,6 +568,7 @@ public sealed class ImageStore
     /// </summary>
     public ImageRecord? Find(string nameOrDigestPrefix)
     {
+        RefuseIfOthersCanChange();
         if (FindByNameHint(nameOrDigestPrefix) is StoredImage named)
             return named.ToRecord(Root);
         List<StoredImage> all = LoadAll();
@@ -929,6 +930,8 @@ public sealed class ImageStore
         Directory.CreateDirectory(Root);
         if (created)
             FileSystemCalls.ChangeModeAt(Root, 0x1C0); // 0700: layers keep setuid bits; nobody else needs to reach them
+        else
+            RefuseIfOthersCanChange();
         foreach (string dir in new[] { LayerRoot, ImagesDir, NamesDir, LayerMetaDir, LocksDir, BlobsDir, TempRoot })
             Directory.CreateDirectory(dir);
         // A store directory the user made beforehand keeps its mode (0755, say). The layers' setuid
@@ -940,6 +943,42 @@ public sealed class ImageStore
             if (FileSystemCalls.TryLStat(dir) is { } status && (status.Permissions & 0x3F) != 0) // group or other bits
                 FileSystemCalls.ChangeModeAt(dir, 0x1C0);
         }
+    }
+
+    /// <summary>
+    /// Refuses a store directory that another user could change: one owned by someone else than the
+    /// caller or root, or that group or others may write to without the sticky bit. They could rename
+    /// its l/ or images/ and put their own layers and image configs in their place, which the
+    /// caller's sandboxes would then run with its binds and variables (as ssh's StrictModes refuses
+    /// such a home directory; podman's rootless storage is the user's alone). With the root safe, its
+    /// entries can be replaced only by the caller. One stat(2) on the run path.
+    /// </summary>
+    private void RefuseIfOthersCanChange()
+    {
+        FileStatus? status;
+        try
+        {
+            status = FileSystemCalls.TryStat(Root);
+        }
+        catch (LinuxException)
+        {
+            return; // unreadable: the next access says why
+        }
+        if (status is { Kind: FileKind.Directory } s && WhyOthersCanChange(Root, s, Syscalls.EffectiveUserId) is string why)
+            throw new SandboxException(SandboxErrorCode.StoreNotPrivate, why);
+    }
+
+    /// <summary>Why a store directory with this status is not the caller's alone (<see cref="RefuseIfOthersCanChange"/>), with the fix; null when it is.</summary>
+    internal static string? WhyOthersCanChange(string root, FileStatus status, uint self)
+    {
+        if (status.Uid != self && status.Uid != 0)
+            return $"image store {root} belongs to uid {status.Uid}, not to you (uid {self}): its owner could replace the layers your sandboxes run. " +
+                   "Use a store of your own (--root DIR or SANDBOX_ROOT; the default is in your home)";
+        bool othersMayWrite = (status.Permissions & 0x12) != 0 && (status.Permissions & 0x200) == 0; // g+w or o+w, not sticky
+        return othersMayWrite
+            ? $"image store {root} is writable by {((status.Permissions & 0x2) != 0 ? "every user" : "its group")} (mode {Convert.ToString(status.Permissions, 8)}): " +
+              $"another user could replace the layers your sandboxes run. Fix: chmod go-w {root}, or use another --root"
+            : null;
     }
 
     private static string PlatformOf(OciImageConfig config) =>
