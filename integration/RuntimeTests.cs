@@ -491,6 +491,21 @@ public sealed class RuntimeTests
     }
 
     [Test]
+    public void OutputThatCannotBeWrittenIsAFailureNotASilentLoss()
+    {
+        // /dev/full fails every write with ENOSPC, as a full disk or an exhausted quota would: the
+        // relayed output is lost, which the CLI says (exit 125), where before it exited 0 with an
+        // empty file. Both ways a relay writes: splice(2), and copying (O_APPEND refuses splice).
+        string sandbox = SandboxCli.Binary;
+        CliResult r = SandboxCli.Shell(
+            $"'{sandbox}' run -- sh -c 'echo hi' > /dev/full; echo \"splice=$?\"; " +
+            $"'{sandbox}' run -- head -c 3000000 /dev/zero >> /dev/full; echo \"copy=$?\"");
+        Assert.That(r.StdoutText, Does.Contain("splice=125").And.Contain("copy=125"), r.ToString());
+        Assert.That(r.Stderr, Does.Contain("writing the command's stdout failed: No space left on device (ENOSPC); its output there is incomplete (the command exited with exit code 0)"), r.ToString());
+        Assert.That(r.Stderr, Does.Contain("(the command exited with signal 13 (SIGPIPE))"), r.ToString());
+    }
+
+    [Test]
     public void OutputSentToTheNullDeviceIsNotRelayedAndLargeOutputToAnAppendedFileIsCopiedWhole()
     {
         // stdout to /dev/null (opened O_APPEND, as shells and CI harnesses do): the payload gets a

@@ -48,6 +48,44 @@ public sealed class ImageRunTests
     }
 
     [Test]
+    public void AStoreMadeReadOnlyStillRunsItsImages()
+    {
+        // A run only reads the store: its shared "in use" lock (flock(2)) is taken on a descriptor
+        // opened read-only when the lock file cannot be opened for writing (a store on a read-only
+        // volume, or made read-only by its owner). Before, the open failed with a stack trace (exit 134).
+        using var store = new TempDir();
+        Assert.That(SandboxCli.Run("image", "import", "--root", store.Path, TestImages.Path("image-oci.tar"), "--name", "ro:1").ExitCode, Is.EqualTo(0));
+        CliResult r;
+        try
+        {
+            Assert.That(SandboxCli.Shell($"chmod a-w '{store.Path}' '{store.Path}/gc.lock'").ExitCode, Is.EqualTo(0));
+            r = SandboxCli.Run("run", "--root", store.Path, "ro:1", "cat", "/added.txt");
+        }
+        finally
+        {
+            SandboxCli.Shell($"chmod u+w '{store.Path}' '{store.Path}/gc.lock'");
+            SandboxCli.Run("image", "rm", "--root", store.Path, "ro:1");
+            SandboxCli.Run("image", "prune", "--root", store.Path);
+        }
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(r.StdoutText, Is.EqualTo("added in layer 3\n"));
+    }
+
+    [Test]
+    public void AStoreOthersMayWriteToIsRefusedNotTakenForACommand()
+    {
+        using var store = new TempDir();
+        Assert.That(SandboxCli.Run("image", "import", "--root", store.Path, TestImages.Path("image-oci.tar"), "--name", "open:1").ExitCode, Is.EqualTo(0));
+        SandboxCli.Shell($"chmod 777 '{store.Path}'");
+        CliResult r = SandboxCli.Run("run", "--root", store.Path, "open:1", "true");
+        SandboxCli.Shell($"chmod 700 '{store.Path}'");
+        Assert.That(r.ExitCode, Is.EqualTo(125), r.ToString());
+        Assert.That(r.Stderr, Does.Contain($"image store {store.Path} is writable by every user (mode 777)").And.Contain($"chmod go-w {store.Path}"), r.ToString());
+        SandboxCli.Run("image", "rm", "--root", store.Path, "open:1");
+        SandboxCli.Run("image", "prune", "--root", store.Path);
+    }
+
+    [Test]
     public void WritesVanishWithTheSandboxAndReadOnlyRootsRefuseThem()
     {
         string image = TestImages.Path("image-oci.tar");

@@ -127,7 +127,7 @@ internal static class Program
                 renderer.RenderFailure(e);
                 return e.ExitCode;
             }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or Linux.LinuxException)
             {
                 // A file the run needed (the image store, a --keep directory, a bind source) could not
                 // be used: say which, with exit 125 as for any sandbox failure, not a stack trace.

@@ -110,9 +110,11 @@ internal sealed class RunCommand : Command
                 _splitFound = (name, store, image);
             return image is not null;
         }
-        catch (SandboxException e) when (e.Code == SandboxErrorCode.ImageAmbiguous)
+        catch (SandboxException e) when (e.Code is SandboxErrorCode.ImageAmbiguous or SandboxErrorCode.StoreNotPrivate || store is not null)
         {
-            return true; // an image's name or digest, only not one image: ROOT, whose lookup says so
+            // ROOT, whose lookup says what is wrong: an image's name or digest, only not one image; a
+            // store others could have put this name into; a store named with --root that cannot be used.
+            return true;
         }
         catch (SandboxException)
         {

@@ -18,6 +18,8 @@ public enum SandboxErrorCode
     SpawnFailed = 9,
     CgroupFailed = 10,
     LimitsUnavailable = 11,
+    /// <summary>The payload's output could not be written where the caller sent it (a full disk, a quota, an I/O error): it is incomplete.</summary>
+    OutputLost = 12,
     // Images and the layer store: 20-39.
     /// <summary>The file is not a docker archive, OCI archive or OCI layout, or its JSON or tar structure is broken.</summary>
     ImageFormatInvalid = 20,

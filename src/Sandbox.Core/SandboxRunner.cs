@@ -454,6 +454,16 @@ public sealed class SandboxExecution : IDisposable
             _events.Complete(failure);
             return;
         }
+        foreach (OutputPump pump in (ReadOnlySpan<OutputPump>)[_stdout, _stderr])
+        {
+            if (pump.WriteError != 0)
+            {
+                string name = pump.Stream == OutputStream.Stdout ? "stdout" : "stderr";
+                _events.Complete(new SandboxException(SandboxErrorCode.OutputLost,
+                    $"writing the command's {name} failed: {Linux.Errno.Describe(pump.WriteError)}; its output there is incomplete (the command exited with {ExitStatus.FromWaitStatus(report.PayloadWaitStatus ?? status)})"));
+                return;
+            }
+        }
         ExitStatus exit = report.PayloadWaitStatus is int ws ? ExitStatus.FromWaitStatus(ws) : ExitStatus.FromWaitStatus(status);
         if (reason != TerminationReason.Exited && report.PayloadWaitStatus is int)
         {
@@ -502,6 +512,14 @@ public sealed class SandboxExecution : IDisposable
         private bool _spliceRefused;
 
         public bool Open { get; private set; } = pipe is not null;
+
+        /// <summary>
+        /// The errno of a failed write to the target other than EPIPE (ENOSPC, EDQUOT, EFBIG, EIO):
+        /// the output is incomplete through no doing of the payload's or its reader's; 0 when none.
+        /// </summary>
+        public int WriteError { get; private set; }
+
+        public OutputStream Stream => stream;
 
         public int Fd => pipe is null ? -1 : (int)pipe.DangerousGetHandle();
 
@@ -565,9 +583,11 @@ public sealed class SandboxExecution : IDisposable
                     _spliceRefused = true;
                     break;
                 }
-                // EPIPE and the like: nobody reads our end any more. Closing the pipe hands that on to
-                // the payload (EPIPE or SIGPIPE on its next write), as in a shell pipeline.
-                Close();
+                // EPIPE: nobody reads our end any more. Closing the pipe hands that on to the payload
+                // (EPIPE or SIGPIPE on its next write), as in a shell pipeline. Any other error (a full
+                // disk, a quota, an I/O error) is ours to report: the payload's own write would have
+                // failed with it, bwrap's too.
+                Failed((int)-moved);
                 return;
             }
             if (!_spliceRefused)
@@ -577,9 +597,10 @@ public sealed class SandboxExecution : IDisposable
             for (int budget = 16; budget > 0; budget--)
             {
                 int n = Syscalls.Read(pipe!, _buffer);
-                if (n == 0 || StreamCalls.WriteAll(fd, _buffer.AsSpan(0, n)) < 0)
+                int written = n == 0 ? 0 : StreamCalls.WriteAll(fd, _buffer.AsSpan(0, n));
+                if (n == 0 || written < 0)
                 {
-                    Close();
+                    Failed(-written);
                     return;
                 }
                 if (StreamCalls.Available(Fd) == 0)
@@ -591,6 +612,13 @@ public sealed class SandboxExecution : IDisposable
         {
             Open = false;
             pipe?.Dispose();
+        }
+
+        private void Failed(int errno)
+        {
+            if (errno != 0 && errno != Errno.EPIPE && WriteError == 0)
+                WriteError = errno;
+            Close();
         }
 
         public void Dispose() => pipe?.Dispose();

@@ -43,6 +43,7 @@ public class ErrorCodeTests
         Assert.That((int)SandboxErrorCode.OwnerOutsideIdMap, Is.EqualTo(31));
         Assert.That((int)SandboxErrorCode.LayerIdMapMismatch, Is.EqualTo(32));
         Assert.That((int)SandboxErrorCode.StoreNotPrivate, Is.EqualTo(33));
+        Assert.That((int)SandboxErrorCode.OutputLost, Is.EqualTo(12));
         Assert.That((int)SandboxErrorCode.Internal, Is.EqualTo(99));
     }
 

@@ -94,7 +94,11 @@ internal static unsafe partial class FileSystemCalls
         }
     }
 
-    /// <summary>Opens (creating if needed) a lock file, read-write, mode 0600.</summary>
+    /// <summary>
+    /// Opens (creating if needed) a lock file, read-write, mode 0600; an existing one on a read-only
+    /// file system, or that only its owner may write, read-only: flock(2) needs no write access, so
+    /// a read-only store can still be run from.
+    /// </summary>
     public static SafeFileHandle OpenLockFile(string path, bool create = true)
     {
         fixed (byte* p = NulTerminated(path))
@@ -102,7 +106,13 @@ internal static unsafe partial class FileSystemCalls
             int flags = O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT : 0);
             int fd = open(p, flags, 0x180);
             if (fd < 0)
-                throw new LinuxException("open", path, errno);
+            {
+                int e = errno;
+                if (e is Errno.EROFS or Errno.EACCES)
+                    fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+                if (fd < 0)
+                    throw new LinuxException("open", path, e);
+            }
             return new SafeFileHandle(fd, ownsHandle: true);
         }
     }

@@ -2,9 +2,10 @@ namespace Sandbox.Linux;
 
 /// <summary>
 /// A failed system call: which operation, on which path, and the errno (youki's error shape). Only the
-/// Linux layer throws it; the layers above translate it into a <see cref="SandboxException"/>.
+/// Linux layer throws it; the layers above translate it into a <see cref="SandboxException"/>, and a
+/// front end reports one that got past them as a failure of the run (exit 125), not a crash.
 /// </summary>
-internal sealed class LinuxException : Exception
+public sealed class LinuxException : Exception
 {
     public LinuxException(string operation, string? path, int errno)
         : base(Format(operation, path, errno))
@@ -42,7 +43,10 @@ internal static class Errno
     public const int ENOTDIR = 20;
     public const int EISDIR = 21;
     public const int EINVAL = 22;
+    public const int ENFILE = 23;
+    public const int EMFILE = 24;
     public const int ETXTBSY = 26;
+    public const int EFBIG = 27;
     public const int ENOSPC = 28;
     public const int EROFS = 30;
     public const int EPIPE = 32;
@@ -52,6 +56,7 @@ internal static class Errno
     public const int ENOTEMPTY = 39;
     public const int EUSERS = 87;
     public const int ESTALE = 116;
+    public const int EDQUOT = 122;
 
     private static readonly Dictionary<int, (string Name, string Text)> s_known = new()
     {
@@ -72,7 +77,11 @@ internal static class Errno
         [ENOTDIR] = ("ENOTDIR", "Not a directory"),
         [EISDIR] = ("EISDIR", "Is a directory"),
         [EINVAL] = ("EINVAL", "Invalid argument"),
+        [ENFILE] = ("ENFILE", "Too many open files in system"),
+        // The one a user can fix at once: say how (getrlimit(2), RLIMIT_NOFILE).
+        [EMFILE] = ("EMFILE", "Too many open files: raise the limit with ulimit -n"),
         [ETXTBSY] = ("ETXTBSY", "Text file busy"),
+        [EFBIG] = ("EFBIG", "File too large"),
         [ENOSPC] = ("ENOSPC", "No space left on device"),
         [EROFS] = ("EROFS", "Read-only file system"),
         [EPIPE] = ("EPIPE", "Broken pipe"),
@@ -82,6 +91,7 @@ internal static class Errno
         [ENOTEMPTY] = ("ENOTEMPTY", "Directory not empty"),
         [EUSERS] = ("EUSERS", "Too many users"),
         [ESTALE] = ("ESTALE", "Stale file handle"),
+        [EDQUOT] = ("EDQUOT", "Disk quota exceeded"),
     };
 
     public static string Name(int errno) => s_known.TryGetValue(errno, out var e) ? e.Name : $"errno {errno}";
