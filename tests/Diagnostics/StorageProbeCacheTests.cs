@@ -6,6 +6,16 @@ namespace Sandbox.Tests.Diagnostics;
 public class StorageProbeCacheTests
 {
     [Test]
+    public void OnlyAnswersAboutTheKernelAreKeptNotAProbeSandboxThatCouldNotBeMade()
+    {
+        Assert.That(StorageProbe.IsLasting(null), Is.True);
+        Assert.That(StorageProbe.IsLasting("mount overlay: Operation not permitted (EPERM)"), Is.True);
+        Assert.That(StorageProbe.IsLasting($"could not create the sandbox's init process (clone: {Sandbox.Linux.Errno.Describe(24)})"), Is.False);
+        Assert.That(StorageProbe.IsLasting($"could not start the sandbox: pipe2: {Sandbox.Linux.Errno.Describe(24)}"), Is.False);
+        Assert.That(StorageProbe.IsLasting($"could not create the sandbox's init process (clone: {Sandbox.Linux.Errno.Describe(12)})"), Is.False);
+    }
+
+    [Test]
     public void AnswersAreKeptPerBootAndForgottenAfterAReboot()
     {
         using var dir = new TempDirectory();

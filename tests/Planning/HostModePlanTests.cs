@@ -374,6 +374,16 @@ public class HostModePlanTests
         Assert.That(other.OfType<MountStep>().Select(m => m.Target), Has.None.EqualTo("/newroot" + sockets));
     }
 
+    [TestCase("/usr")]
+    [TestCase("/var")]
+    [TestCase("/etc")]
+    public void ARuntimeDirectoryThatIsASystemTopDirectoryIsNotHidden(string sockets)
+    {
+        var host = _host.Context with { SocketDirectories = [sockets] };
+        var steps = SandboxPlanner.Plan(new SandboxSpec(["true"]), host).Steps.Unconfined();
+        Assert.That(steps.OfType<MountStep>().Select(m => m.Target), Has.None.EqualTo("/newroot" + sockets));
+    }
+
     [Test]
     public void AHomeBelowASocketDirectoryIsMadeAgainAndMountedOnTopOfItsTmpfs()
     {

@@ -76,9 +76,20 @@ public sealed class StorageProbe : IStorageDriverHost
         if (!_refresh && _cache?.TryGet(key, out string? cached) == true)
             return _answers[key] = cached;
         string? answer = probe();
-        _cache?.Set(key, answer);
+        if (IsLasting(answer))
+            _cache?.Set(key, answer);
         return _answers[key] = answer;
     }
+
+    /// <summary>
+    /// Whether an answer says something about this boot's kernel and programs: a probe that worked,
+    /// or one whose mount failed. A probe sandbox that could not be made at all (too many open files,
+    /// no memory: "could not create the sandbox's init process (clone: …)", "pipe2: …") says nothing
+    /// about overlayfs, and would otherwise send every later run of the boot to the slow copy driver.
+    /// </summary>
+    internal static bool IsLasting(string? answer) =>
+        answer is null || !(answer.Contains(Errno.Name(Errno.EMFILE), StringComparison.Ordinal) || answer.Contains(Errno.Name(Errno.ENFILE), StringComparison.Ordinal)
+            || answer.Contains(Errno.Name(Errno.ENOMEM), StringComparison.Ordinal) || answer.Contains(Errno.Name(Errno.EAGAIN), StringComparison.Ordinal));
 
     /// <summary>Kernel overlay, mounted as an image run mounts it: userxattr, two lower directories, an upper on tmpfs.</summary>
     public static string? ProbeKernelOverlay()
@@ -212,8 +223,16 @@ public sealed class StorageProbeCache
         {
             Directory.CreateDirectory(Path.GetDirectoryName(_file)!);
             string temp = $"{_file}.{Environment.ProcessId}.tmp";
-            File.WriteAllText(temp, text.ToString());
-            File.Move(temp, _file, overwrite: true);
+            try
+            {
+                File.WriteAllText(temp, text.ToString());
+                File.Move(temp, _file, overwrite: true);
+            }
+            catch
+            {
+                File.Delete(temp); // a full disk: no empty file left behind at each run
+                throw;
+            }
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

@@ -123,7 +123,9 @@ public static class RootfsPlanner
         {
             foreach (string d in host.SocketDirectoriesHere())
             {
-                if (!IsUnder(d, "/tmp") && !IsUnder(d, home))
+                // A runtime directory set to one of the system's top directories (XDG_RUNTIME_DIR=/usr,
+                // seen after su and in containers) is left as it is: an empty tmpfs would hide /usr.
+                if (!IsUnder(d, "/tmp") && !IsUnder(d, home) && !IsSystemTopDirectory(d))
                     hidden.Add(d);
             }
         }

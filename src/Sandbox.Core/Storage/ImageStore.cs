@@ -834,8 +834,16 @@ public sealed class ImageStore
             stored.Names = stored.Names.Concat(existing.Names).DistinctBy(ImageName.Familiar).ToList(); // one spelling per name: the newest
         WriteRecordFile(stored);
         // After the record: a hint never points at a record that lacks its name for long (and when
-        // it does, after a crash, Find checks it and reads every record instead).
-        WriteNameHints(stored);
+        // it does, after a crash, Find checks it and reads every record instead). A hint that cannot
+        // be written (a disk that filled up just now) fails nothing: the image is stored, and a
+        // missing hint costs a read of every record, until prune writes it.
+        try
+        {
+            WriteNameHints(stored);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or LinuxException)
+        {
+        }
         return stored.ToRecord(Root);
     }
 
