@@ -491,6 +491,17 @@ public sealed class RuntimeTests
     }
 
     [Test]
+    public void RunsUnderALowOpenFileLimit()
+    {
+        // The executor moves the sandbox's descriptors through numbers just above its own (F_DUPFD
+        // from 7), not from 64: fcntl(2) refuses a base at or above RLIMIT_NOFILE, and every sandbox
+        // failed under `ulimit -n 64` (bwrap runs under 16). Too low a limit says which.
+        CliResult r = SandboxCli.Shell($"ulimit -n 64 && '{SandboxCli.Binary}' run -- /bin/echo under-64");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(r.StdoutText, Is.EqualTo("under-64\n"), r.ToString());
+    }
+
+    [Test]
     public void OutputThatCannotBeWrittenIsAFailureNotASilentLoss()
     {
         // /dev/full fails every write with ENOSPC, as a full disk or an exhausted quota would: the

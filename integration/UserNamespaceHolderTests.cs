@@ -229,6 +229,36 @@ public sealed class UserNamespaceHolderTests
     }
 
     [Test]
+    public void AnIdleHolderExitsWhileTheHostsMountsKeepChanging()
+    {
+        // Idle means no sandbox start for SANDBOX_USERNS_IDLE seconds. The holder also wakes at each
+        // change of the mount table (to drop its prepared spare): those wake-ups must not restart the
+        // idle time, or on a host where mounts change all the time (containers, CI jobs) it never ends.
+        // As in the test above, in a user and mount namespace of our own where this test may mount.
+        Require.Command("/usr/bin/unshare");
+        using var tmp = new HolderDir();
+        string mountPoint = Path.Combine(tmp.Path, "churn");
+        Directory.CreateDirectory(mountPoint);
+        string cli = SandboxCli.Binary;
+        string script = $$"""
+            export TMPDIR='{{tmp.Path}}' XDG_RUNTIME_DIR= {{UserNamespaceHolder.IdleVariable}}=2
+            '{{cli}}' run --userns single -- true || exit 11
+            ours=$(readlink /proc/self/ns/mnt)
+            holders() { for p in $(pgrep -x sandbox-userns); do [ "$(readlink /proc/$p/ns/mnt)" = "$ours" ] && echo $p; done; }
+            [ -n "$(holders)" ] || exit 12
+            i=0
+            while [ $i -lt 25 ]; do
+              mount -t tmpfs none '{{mountPoint}}' && umount '{{mountPoint}}' || exit 13
+              sleep 0.2; i=$((i + 1))
+            done
+            echo "left: $(holders | wc -l)"
+            """;
+        CliResult r = SandboxCli.Shell($"unshare --user --map-root-user --mount /bin/sh -c '{script.Replace("'", "'\\''")}'", TimeSpan.FromSeconds(60));
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(r.StdoutText, Does.Contain("left: 0"), "the holder outlived its 2 s idle time while mounts changed every 0.2 s: " + r);
+    }
+
+    [Test]
     public void ASpareThatIsNotNestedInTheHeldNamespaceIsNotJoined()
     {
         using var tmp = new HolderDir();

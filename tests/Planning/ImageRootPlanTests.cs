@@ -90,6 +90,17 @@ public class ImageRootPlanTests
     }
 
     [Test]
+    public void AKeepDirectoryWithACommaOrABackslashIsEscapedInTheOverlaysOptions()
+    {
+        // overlayfs splits its options at commas, with a backslash as the escape (ovl_next_opt).
+        string keep = _host.Dir.CreateDirectory("kept,with\\back");
+        MountStep overlay = Plan(new ImageRoot(_image, KeepDirectory: keep, Driver: StorageDriver.Overlay)).OfType<MountStep>().Single(m => m.FileSystemType == "overlay");
+        string escaped = "/oldroot" + keep.Replace("\\", "\\\\", StringComparison.Ordinal).Replace(",", "\\,", StringComparison.Ordinal);
+        Assert.That(overlay.Data, Is.EqualTo($"lowerdir=bbbb:aaaa,upperdir={escaped}/upper,workdir={escaped}/work,userxattr"));
+        Assert.That(escaped, Does.Contain("kept\\,with\\\\back"));
+    }
+
+    [Test]
     public void ALayerStoredAgainAtItsPathIsAnotherDirectoryToTheHolder()
     {
         // image rm, prune and a new import of the same image: same paths, same mount data. A holder's

@@ -570,10 +570,17 @@ static int arrange_fds(struct sbx_spawn_args *a)
     int wanted[7] = {a->stdin_fd, a->stdout_fd, a->stderr_fd, a->sync_fd, a->report_fd, a->life_fd, a->init_fd};
     int moved[7];
     for (int i = 0; i < 7; i++) {
-        // F_DUPFD picks the lowest free fd >= 64, so it never lands on another wanted fd.
-        long fd = SYS3(SYS_fcntl, wanted[i], F_DUPFD, 64);
-        if (fd < 0)
+        // F_DUPFD picks the lowest free fd >= 7: never one of the targets 0-6 (which the dup3s
+        // below overwrite) nor another wanted fd (in use). Not a higher base: F_DUPFD fails with
+        // EINVAL at a base not below RLIMIT_NOFILE (fcntl(2)), and a base of 64 made every sandbox
+        // fail under `ulimit -n 64`, which bwrap and unshare(1) run under.
+        long fd = SYS3(SYS_fcntl, wanted[i], F_DUPFD, SBX_FD_INIT_EXE + 1);
+        if (fd < 0) {
+            // Nothing moved yet: the report pipe is still where the parent put it (EMFILE: no
+            // number free below RLIMIT_NOFILE for the copies).
+            report(a->report_fd, SBX_REPORT_SETUP_FAILED, a->op_count + 3, (int)-fd, 0);
             return (int)fd;
+        }
         moved[i] = (int)fd;
     }
     for (int i = 0; i < 7; i++) {
@@ -885,9 +892,10 @@ static int init_main(void *arg)
     // /proc/1/mem) could write into the supervisor outside every namespace. sandbox-init makes
     // itself non-dumpable first thing (ptrace(2), "Ptrace access mode checking"; CVE-2019-5736 for
     // /proc/1/exe), then releases the payload.
-    // The pipes may sit on 7 and 8 already: park the ends we keep out of the way first.
-    long go_end = SYS3(SYS_fcntl, go_pipe[1], F_DUPFD, 64);
-    long status_end = SYS3(SYS_fcntl, status_pipe[0], F_DUPFD, 64);
+    // The pipes may sit on 7 and 8 already: park the ends we keep out of the way first, above 8
+    // (a low base, as in arrange_fds: a low RLIMIT_NOFILE must not fail the start).
+    long go_end = SYS3(SYS_fcntl, go_pipe[1], F_DUPFD, SBX_FD_INIT_STATUS + 1);
+    long status_end = SYS3(SYS_fcntl, status_pipe[0], F_DUPFD, SBX_FD_INIT_STATUS + 1);
     SYS1(SYS_close, go_pipe[0]);
     SYS1(SYS_close, go_pipe[1]);
     SYS1(SYS_close, status_pipe[0]);
@@ -1087,7 +1095,7 @@ static int holder_main(void *arg)
     int wanted[3] = {a->listen_fd, a->init_fd, a->status_fd};
     long moved[3];
     for (int i = 0; i < 3; i++) {
-        moved[i] = SYS3(SYS_fcntl, wanted[i], F_DUPFD, 64);
+        moved[i] = SYS3(SYS_fcntl, wanted[i], F_DUPFD, 3 + 3); // above the targets 3-5 (arrange_fds says why not higher)
         if (moved[i] < 0)
             raw_exit(125);
     }

@@ -484,6 +484,16 @@ static int time_for_spare(long taker)
     return ready <= 0 || !(fds[0].revents & POLLIN);
 }
 
+// CLOCK_MONOTONIC (linux/time.h; not included: its struct timespec is not needed here).
+#define HOLDER_CLOCK_MONOTONIC 1
+
+static long long monotonic_ns(void)
+{
+    struct __kernel_timespec now = {0, 0};
+    SYS2(SYS_clock_gettime, HOLDER_CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
 static int hold_userns(long argc, char **argv)
 {
     SYS5(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -512,6 +522,11 @@ static int hold_userns(long argc, char **argv)
     long taker = -1;
     long hinting = -1; // the last connection served: its caller sends the overlay its plan mounts, then closes
     int want_spare = 1;
+    // Idle means no caller for `idle` seconds: a deadline that only an accepted connection moves.
+    // Other wake-ups (a change of the host's mounts, a spare made) leave it where it is; restarted
+    // at each of them, the timeout never ran out on a host whose mounts keep changing (containers
+    // starting, CI jobs), and holders no caller could reach any more (their socket replaced) ran on.
+    long long deadline = monotonic_ns() + idle * 1000000000LL;
     for (;;) {
         // A spare is started only while no caller waits. One attempt per hand-over: a failure (say,
         // user.max_net_namespaces reached) is not retried in a loop.
@@ -531,10 +546,13 @@ static int hold_userns(long argc, char **argv)
         // until it is reaped.
         struct pollfd fds[5] = {{HOLDER_FD_LISTEN, POLLIN, 0}, {(int)maker.report, POLLIN, 0}, {(int)maker.pidfd, POLLIN, 0},
                                 {(int)mounts, POLLPRI, 0}, {(int)hinting, POLLIN, 0}};
-        struct __kernel_timespec timeout = {idle, 0};
+        long long left = deadline - monotonic_ns();
+        if (left <= 0)
+            return 0; // idle: a new caller finds the socket refusing and starts another holder
+        struct __kernel_timespec timeout = {left / 1000000000LL, left % 1000000000LL};
         long ready = SYS5(SYS_ppoll, fds, 5, &timeout, 0, KERNEL_SIGSET_SIZE);
         if (ready == 0)
-            return 0; // idle: a new caller finds the socket refusing and starts another holder
+            return 0;
         if (ready < 0) {
             if (ready == -EINTR)
                 continue;
@@ -567,6 +585,7 @@ static int hold_userns(long argc, char **argv)
         long connection = SYS4(SYS_accept4, HOLDER_FD_LISTEN, 0, 0, O_CLOEXEC);
         if (connection < 0)
             continue;
+        deadline = monotonic_ns() + idle * 1000000000LL;
         long took = hand_over(connection, ns, own_mnt, &spare);
         if (took < 0) {
             SYS1(SYS_close, connection);

@@ -14,7 +14,8 @@
 
 enum sbx_report_kind {
     SBX_REPORT_SETUP_FAILED = 1,  // step = op index (op_count: the payload clone; op_count+1: exec of sandbox-init;
-                                  // op_count+2: the network namespace, before the release), error = errno;
+                                  // op_count+2: the network namespace, before the release; op_count+3: moving
+                                  // the sandbox's descriptors to their numbers), error = errno;
                                   // error 0 at a run step: the program failed, value = its wait status;
                                   // at SBX_OP_BUILD_DEV, value = the part it was making (sandbox_kernel.h, sbx_dev_part)
     SBX_REPORT_EXEC_FAILED = 2,   // step = stage (1 chdir, 2 exec, 3 capabilities, 4 seccomp), error = errno

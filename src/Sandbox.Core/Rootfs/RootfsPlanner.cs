@@ -350,12 +350,18 @@ public static class RootfsPlanner
         string upper = "/upper", work = "/work";
         if (image.KeepDirectory is string keep)
         {
-            string kept = HostPaths.Under(OldRoot, HostPaths.Resolve(System.IO.Path.GetFullPath(keep)));
+            // overlayfs splits its options at commas and takes a backslash as an escape
+            // (fs/overlayfs/params.c, ovl_next_opt): a store path with either needs them escaped.
+            string kept = HostPaths.Under(OldRoot, HostPaths.Resolve(System.IO.Path.GetFullPath(keep)))
+                .Replace("\\", "\\\\", StringComparison.Ordinal).Replace(",", "\\,", StringComparison.Ordinal);
             (upper, work) = (kept + "/upper", kept + "/work");
         }
         string data = $"lowerdir={lower},upperdir={upper},workdir={work},userxattr";
+        // The mount data is one page (mount(2)).
         if (data.Length > 4000)
-            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"image {image.Image.Name} has too many layers ({layers.Length}) for one overlay mount");
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, image.KeepDirectory is not null && lower.Length < 3000
+                ? $"the --keep directory's path is too long for an overlay mount's options ({upper.Length} characters): choose a store with a shorter path (--root)"
+                : $"image {image.Image.Name} has too many layers ({layers.Length}) for one overlay mount");
         // Without --keep, a holder's spare may come with this very overlay mounted in its prepared
         // mount namespace (sandbox_init.c, mount_overlay replays these steps; keep the two in step).
         bool replayable = image.KeepDirectory is null;

@@ -154,6 +154,8 @@ internal sealed class SandboxProcess : IDisposable
                 (errno == Errno.ENOSPC ? "The limit is the sysctl user.max_net_namespaces; raise it with: sudo sysctl -w user.max_net_namespaces=15000. " : "") +
                 "Or run with --network host (no network isolation).");
         }
+        if (stepIndex == _plan.Steps.Length + 3)
+            return new SandboxException(SandboxErrorCode.SpawnFailed, $"could not give the sandbox its file descriptors (fcntl F_DUPFD: {Errno.Describe(errno)})");
         if (stepIndex < 0 || stepIndex >= _plan.Steps.Length)
             return new SandboxException(SandboxErrorCode.SpawnFailed, $"could not start the command inside the sandbox: {Errno.Describe(errno)}");
         SetupStep step = _plan.Steps[stepIndex];
