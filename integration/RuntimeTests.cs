@@ -491,6 +491,23 @@ public sealed class RuntimeTests
     }
 
     [Test]
+    public void AFileGivenAsStdinIsReadThroughAPipeAndCannotBeChangedFromInside()
+    {
+        // Root inside has the file's owner's id: handed the caller's descriptor, it rewrote the file
+        // through /proc/self/fd/0 and chmod'ed it. A named FIFO as stdout the same way.
+        using var dir = new TempDir();
+        string data = Path.Combine(dir.Path, "data.txt"), fifo = Path.Combine(dir.Path, "fifo");
+        File.WriteAllText(data, "original\n");
+        string sandbox = SandboxCli.Binary;
+        CliResult r = SandboxCli.Shell(
+            $"chmod 600 '{data}' && '{sandbox}' run -- sh -c 'cat; readlink /proc/self/fd/0; echo changed > /proc/self/fd/0; chmod 4777 /proc/self/fd/0' < '{data}'; " +
+            $"stat -c %a '{data}'; mkfifo '{fifo}' && (cat '{fifo}' > /dev/null &) && '{sandbox}' run -- sh -c 'chmod 666 /proc/self/fd/1; echo x' > '{fifo}'; stat -c %a '{fifo}'");
+        Assert.That(r.StdoutText, Does.StartWith("original\npipe:["), r.ToString());
+        Assert.That(File.ReadAllText(data), Is.EqualTo("original\n"), r.ToString());
+        Assert.That(r.StdoutText, Does.EndWith("\n600\n644\n"), r.ToString());
+    }
+
+    [Test]
     public void RunsUnderALowOpenFileLimit()
     {
         // The executor moves the sandbox's descriptors through numbers just above its own (F_DUPFD

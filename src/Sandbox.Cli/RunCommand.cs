@@ -132,10 +132,8 @@ internal sealed class RunCommand : Command
         {
             if (rootSpec is not ImageRoot image)
                 throw new SandboxException(SandboxErrorCode.InvalidSpec, "--keep applies to image roots only (a host or directory root is never written)");
-            string runs = Path.Combine(Storage.StoreLocation.Resolve(parse.GetValue(_store)), "runs");
-            string kept = Path.Combine(runs, $"{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..8]}");
             // Its upper and work directories, or the copy's root, are made once the driver is known.
-            Directory.CreateDirectory(kept);
+            string kept = new Storage.ImageStore(Storage.StoreLocation.Resolve(parse.GetValue(_store))).CreateKeptRunDirectory();
             rootSpec = image with { KeepDirectory = kept };
         }
         return _options.Apply(parse, new SandboxSpec(command) { Root = rootSpec, WorkingDirectory = parse.GetValue(_workdir) });

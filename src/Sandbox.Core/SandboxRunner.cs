@@ -250,7 +250,7 @@ public sealed class SandboxExecution : IDisposable
                 cgroup = Cgroups.CgroupManager.Create(spec.Limits, spec.LimitsPolicy, Cgroups.CgroupHost.Current, warn);
             // With no standard input from the caller (fd 0 closed, as under some CI runners) there is
             // nothing to forward, and what holds the number now is ours (StandardDescriptors).
-            stdin = spec.ForwardStdin && StandardDescriptors.IsCallers(0) ? new SafeFileHandle(0, ownsHandle: false) : Syscalls.OpenReadOnly("/dev/null");
+            stdin = spec.ForwardStdin && StandardDescriptors.IsCallers(0) ? InputChannel(new SafeFileHandle(0, ownsHandle: false)) : Syscalls.OpenReadOnly("/dev/null");
             (outRead, outWrite) = OutputChannel(output?.Stdout);
             (errRead, errWrite) = OutputChannel(output?.Stderr);
             // PID 1 joins the cgroup before it is released: nothing of the payload ever runs unlimited.
@@ -313,6 +313,21 @@ public sealed class SandboxExecution : IDisposable
         Syscalls.TryGrowPipe(write, PipeSize);
         return (read, write);
     }
+
+    /// <summary>
+    /// What the payload reads as stdin. An anonymous pipe (<c>producer | sandbox run ...</c>) is handed
+    /// over as it is, the null device as a /dev/null of its own; anything else (a file, a terminal with
+    /// -i, a socket, a named FIFO) is fed into a pipe of ours by <see cref="InputRelay"/>: handed over,
+    /// its descriptor would let root inside, which has the owner's id, rewrite the host file through
+    /// /proc/self/fd/0 or chmod and chown it or the caller's terminal (docker and podman's conmon
+    /// relay stdin too).
+    /// </summary>
+    private static SafeFileHandle InputChannel(SafeFileHandle callers) => Syscalls.KindOfDescriptor(callers) switch
+    {
+        DescriptorKind.Pipe => callers,
+        DescriptorKind.NullDevice => Syscalls.OpenReadOnly("/dev/null"),
+        _ => InputRelay.Start((int)callers.DangerousGetHandle()),
+    };
 
     private void Terminate(TerminationReason reason)
     {
@@ -649,5 +664,47 @@ public sealed class SandboxExecution : IDisposable
         // started reading has not.
         EndSupervision();
         _process.Dispose();
+    }
+}
+
+/// <summary>
+/// Copies the caller's stdin into a pipe whose read end the payload gets (<see cref="SandboxExecution"/>'s
+/// InputChannel says why), on a thread of its own: a terminal blocks a read until a line is typed,
+/// which the supervisor's loop must never wait for. It ends at the input's end (the payload then
+/// reads EOF) or when the payload's end of the pipe is closed (poll(2) reports POLLERR on the write
+/// end, pipe(7)), whichever comes first.
+/// </summary>
+internal static class InputRelay
+{
+    public static SafeFileHandle Start(int source)
+    {
+        var (read, write) = Syscalls.CreatePipe();
+        new Thread(() => Pump(source, write)) { IsBackground = true, Name = "sandbox stdin relay" }.Start();
+        return read;
+    }
+
+    private static void Pump(int source, SafeFileHandle write)
+    {
+        using (write)
+        {
+            byte[] buffer = new byte[64 * 1024];
+            int target = (int)write.DangerousGetHandle();
+            Span<PollEntry> entries = stackalloc PollEntry[2];
+            while (true)
+            {
+                entries[0] = new PollEntry(source, PollEntry.In);
+                entries[1] = new PollEntry(target, 0);
+                StreamCalls.Poll(entries, -1);
+                if ((entries[1].ReturnedEvents & (PollEntry.Error | PollEntry.HangUp | PollEntry.Invalid)) != 0)
+                    return;
+                if (!entries[0].Ready)
+                    continue;
+                int n = Syscalls.TryRead(source, buffer);
+                if (n == -Errno.EAGAIN)
+                    continue; // a terminal or socket the caller made non-blocking
+                if (n <= 0 || StreamCalls.WriteAll(target, buffer.AsSpan(0, n)) < 0)
+                    return;
+            }
+        }
     }
 }

@@ -771,6 +771,21 @@ public class ImageStoreTests
         Assert.That(ImageStore.WhyOthersCanChange("/s", Dir(0, 0x1FF), 1000), Does.Contain("writable by every user"));
     }
 
+    [Test]
+    public void KeptRunsArePrivateEvenInARunsDirectoryMadeOpenBefore()
+    {
+        // A kept root holds setuid programs stored as the caller's ids: others must not reach them.
+        using var temp = new Scratch();
+        var store = new ImageStore(temp.Combine("store"));
+        Directory.CreateDirectory(Path.Combine(store.Root, "runs"));
+        FileSystemCalls.ChangeModeAt(Path.Combine(store.Root, "runs"), 0x1ED);
+        string kept = store.CreateKeptRunDirectory();
+        Assert.That(Path.GetDirectoryName(kept), Is.EqualTo(Path.Combine(store.Root, "runs")));
+        Assert.That(Inspect.LStat(Path.Combine(store.Root, "runs"))!.Value.Permissions, Is.EqualTo(0x1C0u));
+        Assert.That(Inspect.LStat(kept)!.Value.Permissions, Is.EqualTo(0x1C0u));
+        Assert.That(store.CreateKeptRunDirectory(), Is.Not.EqualTo(kept));
+    }
+
     private static void AssertNothingStored(ImageStore store)
     {
         string[] Entries(string sub) => Directory.Exists(Path.Combine(store.Root, sub)) ? Directory.GetFileSystemEntries(Path.Combine(store.Root, sub)) : [];

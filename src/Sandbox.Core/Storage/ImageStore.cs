@@ -954,6 +954,24 @@ public sealed class ImageStore
     }
 
     /// <summary>
+    /// A new directory under runs/ for a `run --keep`'s changes. runs/ is the owner's alone (0700),
+    /// as l/ and tmp/ are, also when an earlier version made it open: a kept root holds setuid
+    /// programs stored as the caller's ids (the image's, or ones root inside made), which any local
+    /// user could otherwise run as the caller.
+    /// </summary>
+    public string CreateKeptRunDirectory()
+    {
+        string runs = Path.Combine(Root, "runs");
+        Directory.CreateDirectory(runs);
+        if (FileSystemCalls.TryLStat(runs) is { } status && (status.Permissions & 0x3F) != 0)
+            FileSystemCalls.ChangeModeAt(runs, 0x1C0);
+        string kept = Path.Combine(runs, $"{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..8]}");
+        Directory.CreateDirectory(kept);
+        FileSystemCalls.ChangeModeAt(kept, 0x1C0);
+        return kept;
+    }
+
+    /// <summary>
     /// Refuses a store directory that another user could change: one owned by someone else than the
     /// caller or root, or that group or others may write to without the sticky bit. They could rename
     /// its l/ or images/ and put their own layers and image configs in their place, which the
