@@ -508,6 +508,26 @@ public sealed class RuntimeTests
     }
 
     [Test]
+    public void TheCallersTmpdirIsHiddenInHostMode()
+    {
+        // $TMPDIR holds the diagnostic socket of every .NET process of the user (this CLI's among
+        // them), through which a client reads its environment and loads a library into it.
+        string tmpdir = Path.Combine("/var/tmp", "sandbox-it-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(tmpdir);
+        try
+        {
+            File.WriteAllText(Path.Combine(tmpdir, "socket-stand-in"), "");
+            CliResult r = SandboxCli.Run(["run", "--", "/bin/sh", "-c", $"ls -A '{tmpdir}' | wc -l"], env: new Dictionary<string, string> { ["TMPDIR"] = tmpdir });
+            Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+            Assert.That(r.StdoutText.Trim(), Is.EqualTo("0"), r.ToString());
+        }
+        finally
+        {
+            Directory.Delete(tmpdir, recursive: true);
+        }
+    }
+
+    [Test]
     public void RunsUnderALowOpenFileLimit()
     {
         // The executor moves the sandbox's descriptors through numbers just above its own (F_DUPFD

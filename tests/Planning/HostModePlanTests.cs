@@ -415,6 +415,10 @@ public class HostModePlanTests
         Assert.That(HostContext.UserSocketDirectories("/var/run-xdg", p => p != "/run/user"), Is.EqualTo(new[] { "/var/run-xdg" }));
         Assert.That(HostContext.UserSocketDirectories("relative/dir", none), Is.Empty);
         Assert.That(HostContext.UserSocketDirectories(null, none), Is.Empty);
+        // $TMPDIR: the .NET diagnostic sockets of the CLI and of MSBuild, ssh-agent's, tmux's.
+        Assert.That(HostContext.UserSocketDirectories("/run/user/1000", all, "/var/tmp/ci-job"), Is.EqualTo(new[] { "/run/user", "/var/tmp/ci-job" }));
+        Assert.That(HostContext.UserSocketDirectories(null, p => p != "/run/user", "/var/tmp/ci-job"), Is.EqualTo(new[] { "/var/tmp/ci-job" }));
+        Assert.That(HostContext.UserSocketDirectories(null, none, "/var/tmp/ci-job"), Is.Empty);
         Assert.That(HostContext.UserSocketDirectories("/", all), Is.EqualTo(new[] { "/run/user" }), "never the whole root");
         Assert.That(HostContext.UserSocketDirectories("/missing", p => p == "/run/user"), Is.EqualTo(new[] { "/run/user" }));
     }

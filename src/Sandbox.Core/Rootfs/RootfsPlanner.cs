@@ -49,7 +49,7 @@ public sealed record HostContext(
 
     /// <summary><see cref="SocketDirectories"/>, looked up on this host when not given.</summary>
     internal ImmutableArray<string> SocketDirectoriesHere() => SocketDirectories.IsDefault
-        ? UserSocketDirectories(System.Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR"), Directory.Exists)
+        ? UserSocketDirectories(System.Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR"), Directory.Exists, System.Environment.GetEnvironmentVariable("TMPDIR"))
         : SocketDirectories;
 
     /// <summary><see cref="EngineSockets"/>, looked up on this host when not given.</summary>
@@ -73,18 +73,25 @@ public sealed record HostContext(
     /// session bus, ssh and gpg agents, podman's API, our user-namespace holder. A read-only bind does
     /// not stop connect(2) on a socket (fs/namei.c, sb_permission(): a read-only mount refuses writes
     /// to regular files, directories and symlinks only), and to those services root in the sandbox
-    /// is the caller's uid, so host mode hides these directories with an empty tmpfs.
+    /// is the caller's uid, so host mode hides these directories with an empty tmpfs. $TMPDIR too
+    /// (/tmp is fresh anyway): every .NET process of the user, this CLI and an MSBuild running the
+    /// task included, listens there for diagnostic clients (dotnet-diagnostic-PID-…-socket), whose
+    /// commands read its environment and load a library into it, outside the sandbox; ssh-agent and
+    /// tmux put their sockets there as well.
     /// </summary>
-    public static ImmutableArray<string> UserSocketDirectories(string? xdgRuntimeDir, Func<string, bool> exists)
+    public static ImmutableArray<string> UserSocketDirectories(string? xdgRuntimeDir, Func<string, bool> exists, string? tmpDir = null)
     {
         var found = ImmutableArray.CreateBuilder<string>();
         if (exists("/run/user"))
             found.Add("/run/user");
-        if (xdgRuntimeDir is { Length: > 1 } runtime && runtime.StartsWith('/') && exists(runtime))
+        foreach (string? dir in (ReadOnlySpan<string?>)[xdgRuntimeDir, tmpDir])
         {
-            string resolved = HostPaths.Resolve(runtime);
-            if (resolved != "/" && !RootfsPlanner.IsUnderAny(resolved, found))
-                found.Add(resolved);
+            if (dir is { Length: > 1 } && dir.StartsWith('/') && exists(dir))
+            {
+                string resolved = HostPaths.Resolve(dir);
+                if (resolved != "/" && !RootfsPlanner.IsUnderAny(resolved, found))
+                    found.Add(resolved);
+            }
         }
         return found.ToImmutable();
     }
