@@ -61,10 +61,12 @@ internal sealed class TestCommand : Command
 
     public int Run(ParseResult parse, ImmutableArray<string> testArgs, IEventRenderer renderer)
     {
-        var plan = Program.FromCommandLine("test", () => Plan(parse, testArgs, Environment.CurrentDirectory, Environment.GetEnvironmentVariable("HOME"), Environment.GetEnvironmentVariable("NUGET_PACKAGES")));
+        var plan = Program.FromCommandLine("test", () => Plan(parse, testArgs, Environment.CurrentDirectory, Environment.GetEnvironmentVariable("HOME"), Environment.GetEnvironmentVariable("NUGET_PACKAGES"),
+            Path.Combine(Storage.StoreLocation.Resolve(parse.GetValue(_store)), "nuget-packages")));
         var clock = Stopwatch.StartNew();
         if (plan.Restore is SandboxSpec restore)
         {
+            Directory.CreateDirectory(plan.SandboxPackages);
             renderer.Note($"restoring {plan.Target} (network on)");
             int restored = Program.Execute(restore, renderer);
             if (restored != 0)
@@ -96,10 +98,18 @@ internal sealed class TestCommand : Command
     /// <summary>NuGet's marker of its last one-time migration, below $HOME (XDG_DATA_HOME unset): ~/.local/share/NuGet/Migrations/1.</summary>
     internal const string NuGetMigrationMarker = ".local/share/NuGet/Migrations/1";
 
-    internal sealed record TestPlan(string Target, string Workspace, SandboxSpec? Restore, SandboxSpec Test);
+    /// <param name="SandboxPackages">The packages folder the restore writes (made before it runs).</param>
+    internal sealed record TestPlan(string Target, string Workspace, SandboxSpec? Restore, SandboxSpec Test, string SandboxPackages);
 
     /// <summary>Pure: what to run for a `sandbox test` (tested without sandboxes).</summary>
-    internal TestPlan Plan(ParseResult parse, ImmutableArray<string> testArgs, string currentDirectory, string? home, string? nugetPackages)
+    /// <param name="sandboxPackages">
+    /// Where the restore puts packages your NuGet cache lacks: a folder of the sandboxes' own (the
+    /// store's nuget-packages), never your cache. A restore runs the project's targets, the code the
+    /// sandbox is there to contain, with the network on: given your cache writable, it rewrote a
+    /// package's build files, which your later builds outside any sandbox would have run. Your cache
+    /// is NuGet's fallback folder (NUGET_FALLBACK_PACKAGES), read-only: what it has is not fetched again.
+    /// </param>
+    internal TestPlan Plan(ParseResult parse, ImmutableArray<string> testArgs, string currentDirectory, string? home, string? nugetPackages, string sandboxPackages)
     {
         string target = Path.GetFullPath(parse.GetValue(_path) ?? ".", currentDirectory);
         if (!File.Exists(target) && !Directory.Exists(target))
@@ -114,6 +124,7 @@ internal sealed class TestCommand : Command
             : home is { Length: > 0 } ? Path.Combine(home, ".nuget", "packages")
             : throw new SandboxException(SandboxErrorCode.InvalidSpec, "neither NUGET_PACKAGES nor HOME is set: cannot locate the NuGet package cache");
         Directory.CreateDirectory(packages);
+        bool restores = !parse.GetValue(_noRestore);
 
         string workdir = currentDirectory.StartsWith(workspace.TrimEnd('/') + "/", StringComparison.Ordinal) || currentDirectory == workspace
             ? currentDirectory
@@ -144,7 +155,7 @@ internal sealed class TestCommand : Command
         .WithEnvironment("DOTNET_GENERATE_ASPNET_CERTIFICATE", "false")
         .WithEnvironment("DOTNET_ADD_GLOBAL_TOOLS_TO_PATH", "false")
         .WithEnvironment("DOTNET_CLI_WORKLOAD_UPDATE_NOTIFY_DISABLE", "1")
-        .WithEnvironment("NUGET_PACKAGES", packages)
+        .WithEnvironment("NUGET_PACKAGES", restores ? sandboxPackages : packages)
         // Node reuse would leave MSBuild worker nodes behind, only to be killed with the sandbox.
         .WithEnvironment("MSBUILDDISABLENODEREUSE", "1");
         common = _options.Apply(parse, common);
@@ -153,21 +164,32 @@ internal sealed class TestCommand : Command
         string? nugetConfig = home is { Length: > 0 } && Directory.Exists(Path.Combine(home, ".nuget", "NuGet"))
             ? Path.Combine(home, ".nuget", "NuGet")
             : null;
-        SandboxSpec? restore = parse.GetValue(_noRestore) ? null : common with
+        if (restores)
+        {
+            // Both sandboxes: the restore's packages folder is the sandboxes' own, yours a fallback.
+            common = common with
+            {
+                Binds = common.Binds.Add(new BindMount(packages, packages, ReadOnly: true)),
+            };
+            common = common.WithEnvironment("NUGET_FALLBACK_PACKAGES", packages);
+        }
+        SandboxSpec? restore = !restores ? null : common with
         {
             Command = ["dotnet", "restore", target],
             Network = NetworkMode.Host,
             Binds = nugetConfig is null
-                ? common.Binds.Add(new BindMount(packages, packages))
-                : common.Binds.Add(new BindMount(packages, packages)).Add(new BindMount(nugetConfig, nugetConfig, ReadOnly: true)),
+                ? common.Binds.Add(new BindMount(sandboxPackages, sandboxPackages))
+                : common.Binds.Add(new BindMount(sandboxPackages, sandboxPackages)).Add(new BindMount(nugetConfig, nugetConfig, ReadOnly: true)),
         };
         SandboxSpec test = common with
         {
             CollectUsage = true, // the closing summary line gives the peak memory
             Command = ["dotnet", "test", target, "--no-restore", .. testArgs],
-            Binds = common.Binds.Add(new BindMount(packages, packages, ReadOnly: true)),
+            Binds = restores
+                ? common.Binds.Add(new BindMount(sandboxPackages, sandboxPackages, ReadOnly: true))
+                : common.Binds.Add(new BindMount(packages, packages, ReadOnly: true)),
         };
-        return new TestPlan(target, workspace, restore, test);
+        return new TestPlan(target, workspace, restore, test, sandboxPackages);
     }
 
     /// <summary>The git work tree holding <paramref name="target"/> (projects reference their siblings), else its directory.</summary>

@@ -29,7 +29,7 @@ public class TestCommandPlanTests
         var (own, testArgs) = test.Split(args, out _);
         ParseResult parse = test.Parse(own);
         Assert.That(parse.Errors, Is.Empty, string.Join("; ", parse.Errors));
-        return test.Plan(parse, testArgs, _dir.Combine("repo"), _home, nugetPackages: null);
+        return test.Plan(parse, testArgs, _dir.Combine("repo"), _home, nugetPackages: null, _dir.Combine("store", "nuget-packages"));
     }
 
     [Test]
@@ -54,5 +54,24 @@ public class TestCommandPlanTests
         Assert.That(env["MSBUILDDISABLENODEREUSE"], Is.EqualTo("1"));
         Assert.That(env["DOTNET_GENERATE_ASPNET_CERTIFICATE"], Is.EqualTo("false"));
         Assert.That(plan.Test.Binds.Select(b => b.HostPath), Does.Contain(_dir.Combine("repo")));
+    }
+
+    [Test]
+    public void TheRestoreWritesPackagesIntoAFolderOfTheSandboxesNeverIntoYourCache()
+    {
+        // A restore runs the project's targets with the network on: given the user's cache
+        // writable, they rewrote a package's build files that later host builds run.
+        var plan = Plan(_solution);
+        string cache = Path.Combine(_home, ".nuget", "packages"), own = _dir.Combine("store", "nuget-packages");
+        foreach (SandboxSpec spec in new[] { plan.Restore!, plan.Test })
+        {
+            var env = spec.Environment.ToDictionary(kv => kv.Key, kv => kv.Value);
+            Assert.That(env["NUGET_PACKAGES"], Is.EqualTo(own));
+            Assert.That(env["NUGET_FALLBACK_PACKAGES"], Is.EqualTo(cache));
+            Assert.That(spec.Binds.Where(b => b.HostPath == cache).Select(b => b.ReadOnly), Is.EqualTo(new[] { true }), "your cache: read-only, once");
+        }
+        Assert.That(plan.Restore!.Binds.Single(b => b.HostPath == own).ReadOnly, Is.False);
+        Assert.That(plan.Test.Binds.Single(b => b.HostPath == own).ReadOnly, Is.True);
+        Assert.That(plan.SandboxPackages, Is.EqualTo(own));
     }
 }
