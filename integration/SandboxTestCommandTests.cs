@@ -44,11 +44,14 @@ public sealed class SandboxTestCommandTests
             ["PATH"] = tools + ":" + Environment.GetEnvironmentVariable("PATH"),
             ["HOME"] = home,
             ["NUGET_PACKAGES"] = Path.Combine(work.Path, "packages"),
+            // The restore's own packages folder is the store's (by default under $HOME/.local/share).
+            ["SANDBOX_ROOT"] = Path.Combine(work.Path, "store"),
         };
         CliResult r = SandboxCli.Run(["test", sln, "--workspace", workspace], env: env);
         Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
         Assert.That(r.StdoutText, Does.Contain($"restore: marker in {home}\n").And.Contain($"test: marker in {home}\n"), r.ToString());
         Assert.That(Directory.EnumerateFileSystemEntries(home), Is.Empty, "the caller's $HOME got nothing");
+        Assert.That(Directory.Exists(Path.Combine(work.Path, "store", "nuget-packages")), Is.True, "the restore's packages folder");
     }
 
     [Test]

@@ -63,7 +63,7 @@ internal sealed class SandboxOptions
     };
     private readonly Option<long?> _pidsLimit = new("--pids-limit")
     {
-        Description = "Maximum number of processes and threads (cgroup pids.max)",
+        Description = "Maximum number of processes and threads (cgroup pids.max); 0 or -1: no limit",
         HelpName = "N",
     };
     private readonly Option<double?> _cpus = new("--cpus")
@@ -158,7 +158,8 @@ internal sealed class SandboxOptions
                     "-1" => -1,
                     string ms => Sizes.Parse(ms, "--memory-swap"),
                 },
-                PidsLimit = parse.GetValue(_pidsLimit),
+                // docker and podman: 0 or -1 is no limit.
+                PidsLimit = parse.GetValue(_pidsLimit) is long pids and > 0 ? pids : null,
                 Cpus = parse.GetValue(_cpus),
                 DeviceReadBps = Parsed(parse.GetValue(_deviceReadBps), v => DeviceRate.Parse(v, "--device-read-bps")),
                 DeviceWriteBps = Parsed(parse.GetValue(_deviceWriteBps), v => DeviceRate.Parse(v, "--device-write-bps")),

@@ -89,10 +89,10 @@ public sealed record SandboxResult(
                 string limit = Limits?.MemoryBytes is long m ? Cgroups.Sizes.Format(m) : "?";
                 string peak = Usage?.PeakMemoryBytes is long p ? Cgroups.Sizes.Format(p) : "unknown";
                 string who = Status.Signal == 9 || Status.Code == 137 ? "killed" : $"a process was killed ({Usage!.OomKills}x)";
-                parts.Add($"{who}: out of memory, limit {limit}, peak {peak}");
+                parts.Add($"{who}: out of memory, limit {limit}, peak {peak} (raise it with --memory)");
             }
             if (PidsLimitHit)
-                parts.Add($"{Usage!.PidsLimitHits} fork(s) refused: the pids limit ({Limits?.PidsLimit}) was reached");
+                parts.Add($"{Usage!.PidsLimitHits} fork(s) refused: the pids limit ({Limits?.PidsLimit}) was reached (raise it with --pids-limit)");
             return parts.Count == 0 ? null : string.Join("; ", parts);
         }
     }

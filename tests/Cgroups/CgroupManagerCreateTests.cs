@@ -209,7 +209,7 @@ public class CgroupManagerCreateV2Tests : V2HostTests
         Assert.That(File.Exists(Path.Combine(child, "memory.swap.max")), Is.False);
     }
 
-    [TestCase(0.001, "1000 100000")] // at least 1 ms per period
+    [TestCase(0.01, "1000 100000")] // the least --cpus accepts: 1 ms per period
     [TestCase(0.5, "50000 100000")]
     [TestCase(2.0, "200000 100000")]
     [TestCase(0.123456, "12346 100000")]

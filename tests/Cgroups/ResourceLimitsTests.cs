@@ -60,7 +60,19 @@ public class ResourceLimitsTests
         Assert.DoesNotThrow(new ResourceLimits { MemoryBytes = 1L << 30, MemoryAndSwapBytes = 2L << 30 }.Validate);
         Assert.DoesNotThrow(new ResourceLimits { MemoryBytes = 1L << 30, MemoryAndSwapBytes = -1 }.Validate); // unlimited swap
         Assert.DoesNotThrow(new ResourceLimits { PidsLimit = 1, Cpus = 0.01 }.Validate);
-        Assert.DoesNotThrow(new ResourceLimits { Cpus = 4096 }.Validate);
+        Assert.DoesNotThrow(new ResourceLimits { Cpus = Environment.ProcessorCount }.Validate);
+        Assert.DoesNotThrow(new ResourceLimits { MemoryBytes = 6L << 20 }.Validate);
+    }
+
+    [Test]
+    public void Validate_CpusOutsideWhatTheHostHasAndMemoryBelowSixMebibytes()
+    {
+        // docker's ranges: --cpus from 0.01 to the CPU count; --memory at least 6 MB (below a few MB
+        // the kernel OOM-killed the CLI itself, whose memory the sandbox's init shares until it execs).
+        int n = Environment.ProcessorCount;
+        AssertInvalid(new ResourceLimits { Cpus = n + 1 }, $"--cpus {n + 1}: the range is from 0.01 to {n}, the CPUs this host has");
+        AssertInvalid(new ResourceLimits { Cpus = 0.001 }, $"--cpus 0.001: the range is from 0.01 to {n}, the CPUs this host has");
+        AssertInvalid(new ResourceLimits { MemoryBytes = 4096 }, $"--memory must be at least 6m (got {Sizes.Format(4096)}), as docker's");
     }
 
     [Test]

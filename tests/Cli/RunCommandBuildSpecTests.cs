@@ -17,6 +17,14 @@ public class RunCommandBuildSpecTests
         return run.BuildSpec(parse, command);
     }
 
+    [TestCase("0")]
+    [TestCase("-1")]
+    public void APidsLimitOfZeroOrMinusOneIsNoLimitAsDockersIs(string value)
+    {
+        Assert.That(Build("--pids-limit", value, "true").Limits.PidsLimit, Is.Null);
+        Assert.That(Build("--pids-limit", "20", "true").Limits.PidsLimit, Is.EqualTo(20));
+    }
+
     [Test]
     public void Defaults()
     {

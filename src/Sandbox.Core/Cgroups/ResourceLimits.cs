@@ -49,10 +49,17 @@ public sealed record ResourceLimits
             yield return "io";
     }
 
+    /// <summary>The smallest --memory accepted: 6 MiB, as docker's ("Minimum memory limit allowed is 6MB").</summary>
+    public const long MinimumMemoryBytes = 6L << 20;
+
     public void Validate()
     {
         if (MemoryBytes is <= 0)
             throw new SandboxException(SandboxErrorCode.InvalidSpec, "--memory must be positive");
+        // The sandbox's init is cloned from the CLI and shares its memory until it execs (CLONE_VM):
+        // below a few MB the kernel OOM-kills the CLI itself, before any message. docker's minimum.
+        if (MemoryBytes < MinimumMemoryBytes)
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"--memory must be at least 6m (got {Sizes.Format(MemoryBytes.Value)}), as docker's");
         if (MemoryAndSwapBytes is long total && total != -1)
         {
             if (MemoryBytes is null)
@@ -64,6 +71,10 @@ public sealed record ResourceLimits
             throw new SandboxException(SandboxErrorCode.InvalidSpec, "--pids-limit must be positive");
         if (Cpus is double c && (c <= 0 || double.IsNaN(c) || c > 4096))
             throw new SandboxException(SandboxErrorCode.InvalidSpec, "--cpus must be a positive number of CPUs, e.g. 0.5 or 2");
+        // docker: "Range of CPUs is from 0.01 to N.00, as there are only N CPUs available".
+        if (Cpus is double cpus && (cpus < 0.01 || cpus > Environment.ProcessorCount))
+            throw new SandboxException(SandboxErrorCode.InvalidSpec,
+                string.Create(System.Globalization.CultureInfo.InvariantCulture, $"--cpus {cpus}: the range is from 0.01 to {Environment.ProcessorCount}, the CPUs this host has"));
     }
 }
 

@@ -36,6 +36,7 @@ internal static class Errno
     public const int EBADF = 9;
     public const int EAGAIN = 11;
     public const int ENOMEM = 12;
+    public const int ENODEV = 19;
     public const int EACCES = 13;
     public const int EBUSY = 16;
     public const int EEXIST = 17;
@@ -70,6 +71,7 @@ internal static class Errno
         [EBADF] = ("EBADF", "Bad file descriptor"),
         [EAGAIN] = ("EAGAIN", "Resource temporarily unavailable"),
         [ENOMEM] = ("ENOMEM", "Cannot allocate memory"),
+        [ENODEV] = ("ENODEV", "No such device"),
         [EACCES] = ("EACCES", "Permission denied"),
         [EBUSY] = ("EBUSY", "Device or resource busy"),
         [EEXIST] = ("EEXIST", "File exists"),
