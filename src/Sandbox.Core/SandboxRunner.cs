@@ -685,26 +685,40 @@ internal static class InputRelay
 
     private static void Pump(int source, SafeFileHandle write)
     {
-        using (write)
+        try
         {
-            byte[] buffer = new byte[64 * 1024];
-            int target = (int)write.DangerousGetHandle();
-            Span<PollEntry> entries = stackalloc PollEntry[2];
-            while (true)
-            {
-                entries[0] = new PollEntry(source, PollEntry.In);
-                entries[1] = new PollEntry(target, 0);
-                StreamCalls.Poll(entries, -1);
-                if ((entries[1].ReturnedEvents & (PollEntry.Error | PollEntry.HangUp | PollEntry.Invalid)) != 0)
-                    return;
-                if (!entries[0].Ready)
-                    continue;
-                int n = Syscalls.TryRead(source, buffer);
-                if (n == -Errno.EAGAIN)
-                    continue; // a terminal or socket the caller made non-blocking
-                if (n <= 0 || StreamCalls.WriteAll(target, buffer.AsSpan(0, n)) < 0)
-                    return;
-            }
+            Copy(source, write);
+        }
+        catch (LinuxException)
+        {
+            // poll(2) itself failed (ENOMEM): the payload reads EOF, the run goes on. A background
+            // thread's exception would end the whole process.
+        }
+        finally
+        {
+            write.Dispose();
+        }
+    }
+
+    private static void Copy(int source, SafeFileHandle write)
+    {
+        byte[] buffer = new byte[64 * 1024];
+        int target = (int)write.DangerousGetHandle();
+        Span<PollEntry> entries = stackalloc PollEntry[2];
+        while (true)
+        {
+            entries[0] = new PollEntry(source, PollEntry.In);
+            entries[1] = new PollEntry(target, 0);
+            StreamCalls.Poll(entries, -1);
+            if ((entries[1].ReturnedEvents & (PollEntry.Error | PollEntry.HangUp | PollEntry.Invalid)) != 0)
+                return;
+            if (!entries[0].Ready)
+                continue;
+            int n = Syscalls.TryRead(source, buffer);
+            if (n == -Errno.EAGAIN)
+                continue; // a terminal or socket the caller made non-blocking
+            if (n <= 0 || StreamCalls.WriteAll(target, buffer.AsSpan(0, n)) < 0)
+                return;
         }
     }
 }
