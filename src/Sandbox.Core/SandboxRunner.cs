@@ -475,7 +475,7 @@ public sealed class SandboxExecution : IDisposable
             {
                 string name = pump.Stream == OutputStream.Stdout ? "stdout" : "stderr";
                 _events.Complete(new SandboxException(SandboxErrorCode.OutputLost,
-                    $"writing the command's {name} failed: {Linux.Errno.Describe(pump.WriteError)}; its output there is incomplete (the command exited with {ExitStatus.FromWaitStatus(report.PayloadWaitStatus ?? status)})"));
+                    $"writing the command's {name} failed: {Linux.Errno.Describe(pump.WriteError)}; its output there is incomplete (the command exited with {ExitStatus.FromWaitStatus(report.PayloadWaitStatus ?? status)}). Free space there, or send the output elsewhere"));
                 return;
             }
         }

@@ -101,6 +101,15 @@ public class ImageRootPlanTests
     }
 
     [Test]
+    public void AKeepDirectoryTooLongForTheOverlaysOptionsIsNamedAsTheCause()
+    {
+        // upperdir= and workdir= both carry it: a 2,000-character path overflows the page of mount data.
+        string keep = _host.Dir.CreateDirectory(string.Join('/', Enumerable.Repeat(new string('k', 200), 10)));
+        var e = Assert.Throws<SandboxException>(() => Plan(new ImageRoot(_image, KeepDirectory: keep, Driver: StorageDriver.Overlay)));
+        Assert.That(e!.Message, Does.StartWith("the --keep directory's path is too long for an overlay mount's options"));
+    }
+
+    [Test]
     public void ALayerStoredAgainAtItsPathIsAnotherDirectoryToTheHolder()
     {
         // image rm, prune and a new import of the same image: same paths, same mount data. A holder's

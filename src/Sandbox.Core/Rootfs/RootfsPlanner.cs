@@ -366,7 +366,7 @@ public static class RootfsPlanner
         string data = $"lowerdir={lower},upperdir={upper},workdir={work},userxattr";
         // The mount data is one page (mount(2)).
         if (data.Length > 4000)
-            throw new SandboxException(SandboxErrorCode.InvalidSpec, image.KeepDirectory is not null && lower.Length < 3000
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, data.Length - upper.Length - work.Length + "/upper/work".Length <= 4000
                 ? $"the --keep directory's path is too long for an overlay mount's options ({upper.Length} characters): choose a store with a shorter path (--root)"
                 : $"image {image.Image.Name} has too many layers ({layers.Length}) for one overlay mount");
         // Without --keep, a holder's spare may come with this very overlay mounted in its prepared

@@ -947,10 +947,14 @@ public sealed class ImageStore
         // local user; so the two directories that hold layer trees (unpacked, and copied for runs)
         // are the owner's alone whatever the root's mode is, as podman's rootless storage is 0700.
         foreach (string dir in new[] { LayerRoot, TempRoot })
-        {
-            if (FileSystemCalls.TryLStat(dir) is { } status && (status.Permissions & 0x3F) != 0) // group or other bits
-                FileSystemCalls.ChangeModeAt(dir, 0x1C0);
-        }
+            MakeOwnersAlone(dir);
+    }
+
+    /// <summary>Makes an existing directory 0700 when it has any group or other bits.</summary>
+    private static void MakeOwnersAlone(string dir)
+    {
+        if (FileSystemCalls.TryLStat(dir) is { } status && (status.Permissions & 0x3F) != 0)
+            FileSystemCalls.ChangeModeAt(dir, 0x1C0);
     }
 
     /// <summary>
@@ -963,11 +967,10 @@ public sealed class ImageStore
     {
         string runs = Path.Combine(Root, "runs");
         Directory.CreateDirectory(runs);
-        if (FileSystemCalls.TryLStat(runs) is { } status && (status.Permissions & 0x3F) != 0)
-            FileSystemCalls.ChangeModeAt(runs, 0x1C0);
+        MakeOwnersAlone(runs);
         string kept = Path.Combine(runs, $"{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..8]}");
         Directory.CreateDirectory(kept);
-        FileSystemCalls.ChangeModeAt(kept, 0x1C0);
+        MakeOwnersAlone(kept);
         return kept;
     }
 
