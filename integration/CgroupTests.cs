@@ -47,6 +47,7 @@ public sealed class CgroupTests
             Require.That(File.Exists("/bin/busybox"), "busybox-static is not installed (ci/setup-host installs it)");
 
             string cli = SandboxCli.Binary;
+            string gcProbe = BuildGcProbe();
             string disk = Path.Combine(Path.GetTempPath(), $"sandbox-cg-disk-{Environment.ProcessId}.img");
             using (var f = File.Create(disk))
                 f.SetLength(64 << 20);
@@ -66,6 +67,11 @@ public sealed class CgroupTests
                 section iofree "$S" run -v /dev/ubda:/dev/ubda -- dd if=/dev/zero of=/dev/ubda bs=64k count=32 oflag=direct
                 section iolimited "$S" run -v /dev/ubda:/dev/ubda --device-write-bps /dev/ubda:1mb -- dd if=/dev/zero of=/dev/ubda bs=64k count=32 oflag=direct
                 section check "$S" check
+                show='cat /proc/self/cgroup; for f in /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes; do [ -e $f ] && { echo "limit $(cat $f)"; { echo max > $f; } 2>/dev/null && echo WRITABLE || echo write-refused; }; done; true'
+                section view "$S" run --memory 100m -- sh -c "$show"
+                r=$(mktemp -d); mkdir "$r/bin"; cp /bin/busybox "$r/bin/"; for c in sh cat echo; do ln -s busybox "$r/bin/$c"; done
+                section dirview "$S" run --memory 100m "$r" -- /bin/sh -c "$show"
+                section dotnetgc "$S" run --memory 200m -v '{{gcProbe}}:{{gcProbe}}:ro' -- dotnet '{{gcProbe}}/gcprobe.dll'
                 """);
             var psi = new ProcessStartInfo(vm!) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
             psi.ArgumentList.Add("sh");
@@ -75,7 +81,7 @@ public sealed class CgroupTests
             psi.Environment["CG2_TIMEOUT"] = "300";
             psi.Environment["CG2_KARGS"] = $"ubd0={disk}";
             psi.Environment["CG2_ROOT_HOOK"] = "chmod 666 /dev/ubda";
-            psi.Environment["CG2_RO"] = scriptDir;
+            psi.Environment["CG2_RO"] = $"{scriptDir} {gcProbe}";
             if (mode == "v2")
                 psi.Environment["CG2_LEAF"] = "leaf"; // the job starts in a leaf, as under systemd's Delegate=yes
             var sw = Stopwatch.StartNew();
@@ -95,6 +101,73 @@ public sealed class CgroupTests
             s_runs[mode] = sections;
             return sections;
         }
+    }
+
+    private static string? s_gcProbe;
+
+    /// <summary>
+    /// A .NET program that prints the memory its GC may use and then allocates 400 MiB, held, in 1 MiB
+    /// arrays: under a limit it sees, the GC throws OutOfMemoryException at its heap limit (75% of
+    /// the cgroup's); under a limit it cannot see, it takes the host's memory as its budget and the
+    /// kernel's OOM killer ends it.
+    /// </summary>
+    private static string BuildGcProbe()
+    {
+        if (s_gcProbe is not null)
+            return s_gcProbe;
+        string source = Directory.CreateTempSubdirectory("sandbox-gcprobe-src-").FullName;
+        string output = Directory.CreateTempSubdirectory("sandbox-gcprobe-").FullName;
+        File.WriteAllText(Path.Combine(source, "gcprobe.csproj"), """
+            <Project Sdk="Microsoft.NET.Sdk">
+              <PropertyGroup>
+                <OutputType>Exe</OutputType>
+                <TargetFramework>net10.0</TargetFramework>
+                <ImplicitUsings>enable</ImplicitUsings>
+                <UseAppHost>false</UseAppHost>
+              </PropertyGroup>
+            </Project>
+            """);
+        File.WriteAllText(Path.Combine(source, "Program.cs"), """
+            Console.WriteLine($"available {GC.GetGCMemoryInfo().TotalAvailableMemoryBytes}");
+            var kept = new List<byte[]>();
+            try
+            {
+                for (int i = 0; i < 400; i++)
+                {
+                    var chunk = new byte[1 << 20];
+                    Array.Fill(chunk, (byte)1);
+                    kept.Add(chunk);
+                }
+                Console.WriteLine($"allocated {kept.Count} MiB");
+            }
+            catch (OutOfMemoryException)
+            {
+                int held = kept.Count;
+                kept.Clear();
+                Console.WriteLine($"OutOfMemoryException after {held} MiB");
+            }
+            """);
+        var psi = new ProcessStartInfo("dotnet", ["build", source, "-c", "Release", "-o", output, "-nologo", "-nodeReuse:false", "-tl:off"])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        using var p = Process.Start(psi)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        string stdout = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        Assert.That(p.ExitCode, Is.EqualTo(0), $"building the GC probe failed:\n{stdout}\n{stderr.Result}");
+        Directory.Delete(source, recursive: true);
+        return s_gcProbe = output;
+    }
+
+    [OneTimeTearDown]
+    public void RemoveGcProbe()
+    {
+        if (s_gcProbe is not null && Directory.Exists(s_gcProbe))
+            Directory.Delete(s_gcProbe, recursive: true);
+        s_gcProbe = null;
     }
 
     private static Section Get(string mode, string name)
@@ -181,6 +254,34 @@ public sealed class CgroupTests
         double Seconds(string output) => double.Parse(Regex.Match(output, @"copied, ([\d.]+) s").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
         Assert.That(Seconds(limited.Output), Is.GreaterThan(1.5), "2 MiB at 1 MB/s takes about 2 s");
         Assert.That(Seconds(free.Output), Is.LessThan(1.0), "unthrottled, the same write is fast (else the test proves nothing)");
+    }
+
+    [TestCase("v2")]
+    [TestCase("v1")]
+    public void ThePayloadSeesItsOwnCgroupAndLimitReadOnly(string mode)
+    {
+        // Host mode (over the host's /sys/fs/cgroup) and a directory root (a tmpfs at /sys): the
+        // sandbox's cgroup is the root of what it sees, its limit is there, and it cannot raise it.
+        foreach (string name in new[] { "view", "dirview" })
+        {
+            Section s = Get(mode, name);
+            Assert.That(s.ExitCode, Is.EqualTo(0), $"{name}: {s.Output}");
+            Assert.That(s.Output, Does.Match(mode == "v2" ? @"(?m)^0::/$" : @"(?m)^\d+:memory:/$"), $"{name}: the cgroup namespace is rooted at the sandbox's cgroup\n{s.Output}");
+            Assert.That(s.Output, Does.Contain("limit 104857600\nwrite-refused"), $"{name}: {s.Output}");
+            Assert.That(s.Output, Does.Not.Contain("WRITABLE"), name);
+        }
+    }
+
+    [TestCase("v2")]
+    [TestCase("v1")]
+    public void DotNetSeesTheMemoryLimitAndThrowsInsteadOfBeingKilled(string mode)
+    {
+        // The GC's heap limit is 75% of the cgroup's 200 MiB (GCHeapHardLimitPercent's default).
+        Section s = Get(mode, "dotnetgc");
+        Assert.That(s.ExitCode, Is.EqualTo(0), s.Output);
+        Assert.That(s.Output, Does.Contain($"available {200L * 1024 * 1024 * 3 / 4}"), s.Output);
+        Assert.That(s.Output, Does.Match(@"OutOfMemoryException after \d+ MiB"), s.Output);
+        Assert.That(s.Output, Does.Not.Contain("out of memory"), s.Output);
     }
 
     [Test]

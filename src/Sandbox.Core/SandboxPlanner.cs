@@ -12,7 +12,8 @@ public static class SandboxPlanner
     /// Called with the id maps as soon as they are known, before the rest is planned: the runner asks
     /// the user-namespace holder for them then, so that its answer comes while this plans.
     /// </param>
-    public static RuntimePlan Plan(SandboxSpec spec, HostContext host, Action<IdMapPlan>? idMapsResolved = null)
+    /// <param name="cgroupView">The sandbox's own cgroup, shown to it at /sys/fs/cgroup; null when it has none.</param>
+    public static RuntimePlan Plan(SandboxSpec spec, HostContext host, Action<IdMapPlan>? idMapsResolved = null, Cgroups.CgroupView? cgroupView = null)
     {
         if (spec.Root is ImageRoot image)
             spec = ApplyImageConfig(spec, image.Image);
@@ -44,7 +45,7 @@ public static class SandboxPlanner
                 $"(your /etc/subuid and /etc/subgid ranges): use ids up to {mapping.MaxUid}:{mapping.MaxGid}, or give yourself larger ranges (sudo usermod --add-subuids and --add-subgids)");
         // Under a single-id map only root exists inside, and the runner runs the payload as root.
         SandboxUser? homeOwner = mapping is not null && user is { Uid: not 0 } ? user : null;
-        ImmutableArray<SetupStep> steps = RootfsPlanner.Plan(spec, host, clearGroups: idMaps.Kind == IdMapKind.SubordinateRange, homeOwner);
+        ImmutableArray<SetupStep> steps = RootfsPlanner.Plan(spec, host, clearGroups: idMaps.Kind == IdMapKind.SubordinateRange, homeOwner, cgroupView);
         ImmutableArray<string> environment = BuildEnvironment(spec, host, out string searchPath, user?.Home);
         ulong capabilities = Security.Capabilities.Resolve(spec.CapAdd, spec.CapDrop);
         var process = new ProcessPlan(

@@ -214,17 +214,22 @@ public sealed class SandboxExecution : IDisposable
         // The holder is asked for its namespace as soon as the id maps are known: it answers while
         // the rest is planned (HolderRequest), and Launcher takes the answer.
         HolderRequest? holderRequest = null;
+        Cgroups.SandboxCgroup? cgroup = null;
         try
         {
-            RuntimePlan plan = SandboxPlanner.Plan(spec, host, idMaps => holderRequest = UserNamespaceHolder.Request(idMaps));
+            // Before planning: the plan shows the payload its cgroup (RootfsPlanner, AddCgroupView).
+            if (!spec.Limits.IsEmpty || spec.CollectUsage)
+                cgroup = Cgroups.CgroupManager.Create(spec.Limits, spec.LimitsPolicy, Cgroups.CgroupHost.Current, warn);
+            RuntimePlan plan = SandboxPlanner.Plan(spec, host, idMaps => holderRequest = UserNamespaceHolder.Request(idMaps), cgroup?.View);
             if (root is not null && SandboxPlanner.CheckImageOwners(root.Root.Image, plan.IdMaps) is string ownersWarning)
                 warn(ownersWarning);
             root?.Materialize(plan.IdMaps, host.Identity);
-            return Start(spec, plan, root, output, cancellationToken, warn, holderRequest);
+            return Start(spec, plan, root, cgroup, output, cancellationToken, warn, holderRequest);
         }
         catch
         {
             root?.Dispose();
+            cgroup?.Dispose();
             throw;
         }
         finally
@@ -233,8 +238,9 @@ public sealed class SandboxExecution : IDisposable
         }
     }
 
-    private static SandboxExecution Start(SandboxSpec spec, RuntimePlan plan, ImageRootPreparer? root, DirectOutput? output, CancellationToken cancellationToken, Action<string> warn,
-        HolderRequest? holderRequest = null)
+    /// <param name="cgroup">The sandbox's cgroup, if it has one; the caller disposes it when this throws.</param>
+    private static SandboxExecution Start(SandboxSpec spec, RuntimePlan plan, ImageRootPreparer? root, Cgroups.SandboxCgroup? cgroup, DirectOutput? output,
+        CancellationToken cancellationToken, Action<string> warn, HolderRequest? holderRequest = null)
     {
         if (plan.IdMaps.Kind == IdMapKind.SingleId && (plan.Process.Uid is > 0 || plan.Process.Gid is > 0))
         {
@@ -243,11 +249,8 @@ public sealed class SandboxExecution : IDisposable
             plan = plan with { Process = plan.Process with { Uid = null, Gid = null } };
         }
         SafeFileHandle? stdin = null, outRead = null, outWrite = null, errRead = null, errWrite = null;
-        Cgroups.SandboxCgroup? cgroup = null;
         try
         {
-            if (!spec.Limits.IsEmpty || spec.CollectUsage)
-                cgroup = Cgroups.CgroupManager.Create(spec.Limits, spec.LimitsPolicy, Cgroups.CgroupHost.Current, warn);
             // With no standard input from the caller (fd 0 closed, as under some CI runners) there is
             // nothing to forward, and what holds the number now is ours (StandardDescriptors).
             stdin = spec.ForwardStdin && StandardDescriptors.IsCallers(0) ? InputChannel(new SafeFileHandle(0, ownsHandle: false)) : Syscalls.OpenReadOnly("/dev/null");
@@ -263,14 +266,12 @@ public sealed class SandboxExecution : IDisposable
         {
             outRead?.Dispose();
             errRead?.Dispose();
-            cgroup?.Dispose();
             throw new SandboxException(SandboxErrorCode.SpawnFailed, $"could not start the sandbox: {e.Message}", e);
         }
         catch
         {
             outRead?.Dispose();
             errRead?.Dispose();
-            cgroup?.Dispose();
             throw;
         }
         finally

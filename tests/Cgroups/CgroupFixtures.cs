@@ -18,6 +18,8 @@ internal sealed class CgroupHelpers : SandboxCgroup
 
     public override string Version => throw new NotSupportedException();
 
+    public override CgroupView View => throw new NotSupportedException();
+
     /// <summary>The name the next CgroupV1/CgroupV2.Create for <paramref name="pid"/> will use (tests run one at a time).</summary>
     public static string NextName(int pid)
     {

@@ -27,6 +27,14 @@ public class ProbeV1Tests
             ["cpuacct"] = Path.Combine(host.Root, "cpu,cpuacct", "ci"),
         }));
         Assert.That(probe.Controllers, Is.EqualTo(new[] { "memory", "pids", "cpu", "cpuacct" }));
+        // What a mount inside the sandbox names to reuse each hierarchy: its controllers, not its flags (rw).
+        Assert.That(probe.V1Hierarchies, Is.EqualTo(new Dictionary<string, string>
+        {
+            ["memory"] = "memory",
+            ["pids"] = "pids",
+            ["cpu"] = "cpu,cpuacct",
+            ["cpuacct"] = "cpu,cpuacct",
+        }));
         Assert.That(probe.Detail, Is.EqualTo(
             $"cgroup v1 directories memory={host.MemoryCi}, pids={host.PidsCi}, cpu={host.CpuCi}, cpuacct={host.CpuCi}"));
         Assert.That(probe.Fix, Is.Null);

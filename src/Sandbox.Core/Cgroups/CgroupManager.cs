@@ -13,6 +13,9 @@ public sealed record CgroupProbe(
     IReadOnlyDictionary<string, string>? V1Parents = null,
     IReadOnlyCollection<string>? Controllers = null)
 {
+    /// <summary>cgroup v1: for each controller in <see cref="V1Parents"/>, all the controllers of its hierarchy ("cpu,cpuacct").</summary>
+    public IReadOnlyDictionary<string, string>? V1Hierarchies { get; init; }
+
     /// <summary>
     /// v2, and no cgroup on the way up from this process's is delegated to the user: a systemd user
     /// manager may still give one (a transient scope with Delegate=yes).
@@ -83,7 +86,7 @@ public static class CgroupManager
             EnableControllers(parent, limits);
             return CgroupV2.Create(parent, host.Pid, limits);
         }
-        return CgroupV1.Create(probe.V1Parents!, host.Pid, limits);
+        return CgroupV1.Create(probe.V1Parents!, probe.V1Hierarchies!, host.Pid, limits);
     }
 
     /// <summary>
@@ -265,6 +268,7 @@ public static class CgroupManager
         }
 
         var parents = new Dictionary<string, string>();
+        var hierarchyOf = new Dictionary<string, string>();
         var notWritable = new List<string>();
         foreach (string controller in s_v1Controllers)
         {
@@ -276,7 +280,10 @@ public static class CgroupManager
             string dir = h.MountPoint.TrimEnd('/') + "/" + relative.Trim('/');
             dir = dir.TrimEnd('/');
             if (host.Writable(dir))
+            {
                 parents[controller] = dir;
+                hierarchyOf[controller] = string.Join(',', h.Controllers.Where(IsV1Controller).Order(StringComparer.Ordinal));
+            }
             else
                 notWritable.Add(dir);
         }
@@ -297,8 +304,18 @@ public static class CgroupManager
                 "ask an administrator to create a cgroup directory per controller for this user and chown it (e.g. mkdir /sys/fs/cgroup/memory/ci && chown -R USER /sys/fs/cgroup/memory/ci), then start jobs in it; or use a cgroup v2 host");
         }
         return new CgroupProbe("v1", true, $"cgroup v1 directories {string.Join(", ", parents.Select(p => $"{p.Key}={p.Value}"))}", null,
-            V1Parents: parents, Controllers: parents.Keys.ToList());
+            V1Parents: parents, Controllers: parents.Keys.ToList()) { V1Hierarchies = hierarchyOf };
     }
+
+    // The controllers among a v1 hierarchy's super options, which also hold flags (rw, xattr,
+    // noprefix, clone_children) and name=...: a mount that reuses the hierarchy names exactly its
+    // controllers (kernel/cgroup/cgroup-v1.c, cgroup1_root_to_use; other flags are ignored).
+    private static readonly HashSet<string> s_knownV1Controllers = new(StringComparer.Ordinal)
+    {
+        "blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory", "misc", "net_cls", "net_prio", "perf_event", "pids", "rdma",
+    };
+
+    private static bool IsV1Controller(string option) => s_knownV1Controllers.Contains(option);
 
     private static void EnableControllers(string parent, ResourceLimits limits)
     {

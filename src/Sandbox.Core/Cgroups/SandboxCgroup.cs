@@ -38,6 +38,9 @@ public abstract class SandboxCgroup : IDisposable
 
     public abstract string Version { get; }
 
+    /// <summary>What the payload is shown of this cgroup at /sys/fs/cgroup.</summary>
+    public abstract CgroupView View { get; }
+
     public ResourceLimits Limits { get; protected init; } = ResourceLimits.None;
 
     /// <summary>Moves a process (PID 1 of the sandbox, before it is released) into the cgroup.</summary>
@@ -144,6 +147,8 @@ public sealed class CgroupV2 : SandboxCgroup
 
     public override string Version => "v2";
 
+    public override CgroupView View => CgroupView.V2;
+
     internal static CgroupV2 Create(string parent, int pid, ResourceLimits limits)
     {
         string path = Path.Combine(parent, NewName(pid));
@@ -244,22 +249,27 @@ public sealed class CgroupV1 : SandboxCgroup
 {
     // controller -> this sandbox's directory in that controller's hierarchy
     private readonly Dictionary<string, string> _dirs;
+    // controller -> all the controllers of its hierarchy ("cpu,cpuacct")
+    private readonly IReadOnlyDictionary<string, string> _hierarchies;
 
-    private CgroupV1(Dictionary<string, string> dirs, ResourceLimits limits)
+    private CgroupV1(Dictionary<string, string> dirs, IReadOnlyDictionary<string, string> hierarchies, ResourceLimits limits)
     {
         _dirs = dirs;
+        _hierarchies = hierarchies;
         Limits = limits;
     }
+
+    public override CgroupView View => CgroupView.V1(_dirs.Keys.Select(c => _hierarchies.TryGetValue(c, out string? h) && h.Length > 0 ? h : c));
 
     public override IReadOnlyList<string> Paths => _dirs.Values.Distinct().ToList();
 
     public override string Version => "v1";
 
-    internal static CgroupV1 Create(IReadOnlyDictionary<string, string> parents, int pid, ResourceLimits limits)
+    internal static CgroupV1 Create(IReadOnlyDictionary<string, string> parents, IReadOnlyDictionary<string, string> hierarchies, int pid, ResourceLimits limits)
     {
         string name = NewName(pid);
         var dirs = new Dictionary<string, string>();
-        var cgroup = new CgroupV1(dirs, limits);
+        var cgroup = new CgroupV1(dirs, hierarchies, limits);
         try
         {
             foreach (var (controller, parent) in parents)

@@ -1,5 +1,6 @@
 using System.Collections.Immutable;
 using System.Globalization;
+using Sandbox.Cgroups;
 using Sandbox.Identity;
 using Sandbox.Linux;
 using Sandbox.Runtime;
@@ -161,7 +162,8 @@ public static class RootfsPlanner
     /// The payload's user when it is not root and its ids are mapped (a subordinate range): the
     /// fresh $HOME is made its own, as a user's home is, or it could not write there.
     /// </param>
-    public static ImmutableArray<SetupStep> Plan(SandboxSpec spec, HostContext host, bool clearGroups, SandboxUser? homeOwner = null)
+    /// <param name="cgroupView">The sandbox's own cgroup, to be shown at /sys/fs/cgroup; null when it has none.</param>
+    public static ImmutableArray<SetupStep> Plan(SandboxSpec spec, HostContext host, bool clearGroups, SandboxUser? homeOwner = null, CgroupView? cgroupView = null)
     {
         var steps = ImmutableArray.CreateBuilder<SetupStep>();
         // Roots other than the host's are the user's own (or an image's copy on write): missing mount
@@ -232,6 +234,8 @@ public static class RootfsPlanner
             // The root is writable until the next step: create the mount points it lacks (as docker does).
             foreach (string dir in new[] { "/proc", "/dev", "/tmp", home })
                 AddDirectories(steps, dir);
+            if (cgroupView is not null)
+                AddDirectories(steps, "/sys");
             foreach (TmpfsMount t in tmpfsMounts)
                 AddDirectories(steps, t.Path);
             foreach (var (source, target, _, isFile) in binds)
@@ -241,6 +245,8 @@ public static class RootfsPlanner
 
         AddDev(steps);
         AddProc(steps);
+        if (cgroupView is not null)
+            AddCgroupView(steps, cgroupView, spec.Root is HostRoot);
 
         // First, so that a $HOME below one of them (an odd $XDG_RUNTIME_DIR) is made again and mounted on top.
         foreach (string sockets in hiddenSockets)
@@ -577,6 +583,50 @@ public static class RootfsPlanner
             steps.Add(new MaskStep(In(path), nullDevice) { Optional = true });
         foreach (string name in s_maskedProcPaths)
             steps.Add(new MaskStep(In("/proc/" + name), nullDevice) { Optional = true });
+    }
+
+    /// <summary>
+    /// The sandbox's cgroup at /sys/fs/cgroup (<see cref="CgroupView"/>), read-only: docker and podman
+    /// mount it so (cgroupns=private). The cgroup namespace was unshared first, once PID 1 was in the
+    /// sandbox's cgroup (UnshareCgroupNamespaceStep), so these mounts are rooted there: the payload sees
+    /// its own limits as the top of the tree and nothing above it. Read-only, because the sandbox's
+    /// cgroup is the caller's to write (it made it), and root inside is the caller: through a writable
+    /// mount the payload could raise its own memory.max. The mounts go on a tmpfs: at /sys in an
+    /// image's or directory's root (empty in images; sysfs is not mounted there), at /sys/fs/cgroup in
+    /// host mode, over the host's. There the tmpfs is needed even for cgroup2 alone: the kernel refuses
+    /// a file system's second mount on a mount point where its own superblock is mounted already
+    /// (EBUSY, fs/namespace.c do_add_mount, "Refuse the same filesystem on the same mount point"), and
+    /// every cgroup2 mount shares one. A mount of a hierarchy lists after the host's in
+    /// /proc/self/mountinfo, and readers take the last one (.NET's gc/unix/cgroup.cpp, FindHierarchyMount).
+    /// </summary>
+    private static void AddCgroupView(ImmutableArray<SetupStep>.Builder steps, CgroupView view, bool hostRoot)
+    {
+        const string CgroupDirectory = "/sys/fs/cgroup";
+        const MountFlags CgroupFlags = MountFlags.ReadOnly | MountFlags.NoSuid | MountFlags.NoDev | MountFlags.NoExec;
+        string holder = hostRoot ? CgroupDirectory : "/sys";
+        // Host mode on v2: the cgroup2 mount covers the whole tmpfs, which can be read-only at once.
+        bool holderCovered = hostRoot && view.Unified;
+        steps.Add(new MountStep("tmpfs", In(holder), "tmpfs", TmpfsFlags | MountFlags.NoExec | (holderCovered ? MountFlags.ReadOnly : MountFlags.None), "mode=0755"));
+        foreach (string dir in HostPaths.Ancestry(CgroupDirectory))
+        {
+            if (IsUnder(dir, holder) && dir != holder)
+                steps.Add(new MakeDirectoryStep(In(dir)));
+        }
+        if (view.Unified)
+        {
+            steps.Add(new MountStep("cgroup2", In(CgroupDirectory), "cgroup2", CgroupFlags));
+        }
+        else
+        {
+            foreach (string hierarchy in view.V1Hierarchies)
+            {
+                string target = In(CgroupDirectory + "/" + hierarchy);
+                steps.Add(new MakeDirectoryStep(target));
+                steps.Add(new MountStep("cgroup", target, "cgroup", CgroupFlags, hierarchy));
+            }
+        }
+        if (!holderCovered)
+            steps.Add(new SetMountAttributesStep(In(holder), MountAttributes.ReadOnly, MountAttributes.None, Recursive: false));
     }
 
     // A loop, not LINQ, on the warm-start path.
