@@ -71,6 +71,9 @@ public sealed class CgroupTests
                 section view "$S" run --memory 100m -- sh -c "$show"
                 r=$(mktemp -d); mkdir "$r/bin"; cp /bin/busybox "$r/bin/"; for c in sh cat echo; do ln -s busybox "$r/bin/$c"; done
                 section dirview "$S" run --memory 100m "$r" -- /bin/sh -c "$show"
+                section pidsone "$S" run --pids-limit 1 -- true
+                section pidsexact "$S" run --pids-limit 3 -- sh -c 'sleep 1 & sleep 1 & wait; echo all-three-ran'
+                section pidsover "$S" run --pids-limit 2 -- sh -c 'sleep 1 & sleep 1 & wait; echo all-three-ran'
                 section dotnetgc "$S" run --memory 200m -v '{{gcProbe}}:{{gcProbe}}:ro' -- dotnet '{{gcProbe}}/gcprobe.dll'
                 """);
             var psi = new ProcessStartInfo(vm!) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
@@ -193,6 +196,20 @@ public sealed class CgroupTests
         Section s = Get(mode, "pids");
         Assert.That(s.Output, Does.Match(@"sandbox: \d+ fork\(s\) refused: the pids limit \(20\) was reached"), s.Output);
         Assert.That(s.ExitCode, Is.Not.EqualTo(0));
+    }
+
+    [TestCase("v2")]
+    [TestCase("v1")]
+    public void PidsLimitCountsThePayloadsTasksAsDockerDoes(string mode)
+    {
+        // docker's payload is PID 1 and counts itself; ours runs under sandbox-init, which is not counted.
+        Section one = Get(mode, "pidsone");
+        Assert.That(one.ExitCode, Is.EqualTo(0), "--pids-limit 1 runs the command itself\n" + one.Output);
+        Section exact = Get(mode, "pidsexact");
+        Assert.That(exact.ExitCode, Is.EqualTo(0), exact.Output);
+        Assert.That(exact.Output, Does.Contain("all-three-ran").And.Not.Contain("refused"), "sh and two children are 3 tasks");
+        Section over = Get(mode, "pidsover");
+        Assert.That(over.Output, Does.Match(@"sandbox: \d+ fork\(s\) refused: the pids limit \(2\) was reached"), over.Output);
     }
 
     [TestCase("v2")]

@@ -63,7 +63,7 @@ internal sealed class SandboxOptions
     };
     private readonly Option<long?> _pidsLimit = new("--pids-limit")
     {
-        Description = "Maximum number of processes and threads (cgroup pids.max); 0 or -1: no limit",
+        Description = "Maximum number of processes and threads of the command (cgroup pids.max, which also counts the sandbox's own PID 1); 0 or -1: no limit",
         HelpName = "N",
     };
     private readonly Option<double?> _cpus = new("--cpus")

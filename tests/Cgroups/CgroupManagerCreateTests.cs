@@ -180,7 +180,7 @@ public class CgroupManagerCreateV2Tests : V2HostTests
         Assert.That(cgroup.Limits, Is.SameAs(limits));
         Assert.That(Read(child, "memory.max"), Is.EqualTo("536870912"));
         Assert.That(Read(child, "memory.swap.max"), Is.EqualTo("268435456"), "v2 swap.max is swap only: 768m - 512m");
-        Assert.That(Read(child, "pids.max"), Is.EqualTo("64"));
+        Assert.That(Read(child, "pids.max"), Is.EqualTo("65"), "the payload's 64, and one for sandbox-init (PID 1)");
         Assert.That(Read(child, "cpu.max"), Is.EqualTo("150000 100000"));
         Assert.That(Read(_job, "cgroup.subtree_control"), Is.EqualTo("cpu io memory pids"), "already enabled: not written again");
     }
@@ -534,7 +534,7 @@ public class CgroupManagerCreateV1Tests
         Assert.That(cgroup.Limits, Is.SameAs(limits));
         Assert.That(Read(mem, "memory.limit_in_bytes"), Is.EqualTo("536870912"));
         Assert.That(Read(mem, "memory.memsw.limit_in_bytes"), Is.EqualTo("1073741824"), "v1 memsw is memory + swap: twice the memory by default");
-        Assert.That(Read(pids, "pids.max"), Is.EqualTo("100"));
+        Assert.That(Read(pids, "pids.max"), Is.EqualTo("101"), "the payload's 100, and one for sandbox-init (PID 1)");
         Assert.That(Read(cpu, "cpu.cfs_period_us"), Is.EqualTo("100000"));
         Assert.That(Read(cpu, "cpu.cfs_quota_us"), Is.EqualTo("50000"));
         Assert.That(Read(blkio, "blkio.throttle.read_bps_device"), Is.EqualTo("1:3 1048576"));
@@ -574,7 +574,7 @@ public class CgroupManagerCreateV1Tests
             CgroupManager.Create(new ResourceLimits { PidsLimit = 10 }, LimitsPolicy.Required, _host.Host, _warnings.Add));
 
         Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.CgroupFailed));
-        Assert.That(e.Message, Does.StartWith($"cgroup: writing '10' to {Path.Combine(_host.PidsCi, name, "pids.max")} failed: "));
+        Assert.That(e.Message, Does.StartWith($"cgroup: writing '11' to {Path.Combine(_host.PidsCi, name, "pids.max")} failed: "));
         Assert.That(Directory.Exists(Path.Combine(_host.MemoryCi, name)), Is.False);
         Assert.That(Directory.Exists(Path.Combine(_host.PidsCi, name)), Is.False);
         Assert.That(Directory.Exists(Path.Combine(_host.CpuCi, name)), Is.False);

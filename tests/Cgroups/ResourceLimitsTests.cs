@@ -42,6 +42,14 @@ public class ResourceLimitsTests
         AssertInvalid(new ResourceLimits { PidsLimit = pids }, "--pids-limit must be positive");
     }
 
+    [Test]
+    public void Validate_PidsAbovePidMaxLimit()
+    {
+        Assert.DoesNotThrow(() => new ResourceLimits { PidsLimit = ResourceLimits.MaxPidsLimit }.Validate());
+        AssertInvalid(new ResourceLimits { PidsLimit = ResourceLimits.MaxPidsLimit + 1 }, "--pids-limit can be at most 4194303 (the kernel's PID_MAX_LIMIT, less one for the sandbox's PID 1); 0 or -1 means no limit");
+        Assert.Throws<SandboxException>(new ResourceLimits { PidsLimit = long.MaxValue }.Validate, "no overflow to a negative pids.max");
+    }
+
     [TestCase(0.0)]
     [TestCase(-0.5)]
     [TestCase(double.NaN)]

@@ -114,7 +114,7 @@ public class SystemdScopeDecisionTests
         Assert.That(systemd.Calls, Is.EqualTo(new[] { V2Host.Pid }), "asked once, for this process");
         Assert.That(cgroup!.Paths, Is.EqualTo(new[] { expected }));
         Assert.That(File.ReadAllText(Path.Combine(expected, "memory.max")), Is.EqualTo("104857600"));
-        Assert.That(File.ReadAllText(Path.Combine(expected, "pids.max")), Is.EqualTo("20"));
+        Assert.That(File.ReadAllText(Path.Combine(expected, "pids.max")), Is.EqualTo("21"));
         // The scope is a delegated root holding only us: we step into a leaf before enabling controllers.
         Assert.That(File.ReadAllText(Path.Combine(scope, CgroupManager.SupervisorLeaf, "cgroup.procs")), Is.EqualTo(Pid));
         Assert.That(File.ReadAllText(Path.Combine(scope, "cgroup.subtree_control")), Is.EqualTo(PlainFile.AfterWrites("", "+memory", "+pids")));

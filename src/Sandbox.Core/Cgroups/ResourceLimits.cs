@@ -25,6 +25,9 @@ public sealed record ResourceLimits
 
     public long? PidsLimit { get; init; }
 
+    /// <summary>The kernel's PID_MAX_LIMIT on 64-bit (include/linux/threads.h, 4 Mi), less one for sandbox-init.</summary>
+    public const long MaxPidsLimit = (4L << 20) - 1;
+
     /// <summary>CPUs worth of time per period (cpu.max quota/period), e.g. 1.5.</summary>
     public double? Cpus { get; init; }
 
@@ -69,6 +72,10 @@ public sealed record ResourceLimits
         }
         if (PidsLimit is <= 0)
             throw new SandboxException(SandboxErrorCode.InvalidSpec, "--pids-limit must be positive");
+        // pids.max takes at most PID_MAX_LIMIT (kernel/cgroup/pids.c, pids_max_write), and it is
+        // written as the limit plus one, for the sandbox's PID 1 (SandboxCgroup.PidsMax).
+        if (PidsLimit is > MaxPidsLimit)
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"--pids-limit can be at most {MaxPidsLimit} (the kernel's PID_MAX_LIMIT, less one for the sandbox's PID 1); 0 or -1 means no limit");
         if (Cpus is double c && (c <= 0 || double.IsNaN(c) || c > 4096))
             throw new SandboxException(SandboxErrorCode.InvalidSpec, "--cpus must be a positive number of CPUs, e.g. 0.5 or 2");
         // docker: "Range of CPUs is from 0.01 to N.00, as there are only N CPUs available".

@@ -53,6 +53,14 @@ public abstract class SandboxCgroup : IDisposable
 
     public abstract void Dispose();
 
+    /// <summary>
+    /// pids.max for a limit of <paramref name="pidsLimit"/>: one more, for sandbox-init. docker runs the
+    /// payload itself as PID 1, so its --pids-limit N gives the payload's tree N tasks; here PID 1 is
+    /// sandbox-init (single-threaded, in the cgroup before the payload exists), and without the one
+    /// more the payload got N-1, and nothing at all under --pids-limit 1.
+    /// </summary>
+    protected static string PidsMax(long pidsLimit) => (pidsLimit + 1).ToString(CultureInfo.InvariantCulture);
+
     protected static void Write(string file, string value)
     {
         try
@@ -190,7 +198,7 @@ public sealed class CgroupV2 : SandboxCgroup
                 Write(Path.Combine(_path, "memory.swap.max"), swap);
         }
         if (l.PidsLimit is long pids)
-            Write(Path.Combine(_path, "pids.max"), pids.ToString(CultureInfo.InvariantCulture));
+            Write(Path.Combine(_path, "pids.max"), PidsMax(pids));
         if (l.Cpus is double cpus)
         {
             const int Period = 100_000;
@@ -309,7 +317,7 @@ public sealed class CgroupV1 : SandboxCgroup
             }
         }
         if (l.PidsLimit is long pids && _dirs.TryGetValue("pids", out string? p))
-            Write(Path.Combine(p, "pids.max"), pids.ToString(CultureInfo.InvariantCulture));
+            Write(Path.Combine(p, "pids.max"), PidsMax(pids));
         if (l.Cpus is double cpus && _dirs.TryGetValue("cpu", out string? cpu))
         {
             const int Period = 100_000;
