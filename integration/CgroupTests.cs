@@ -74,6 +74,7 @@ public sealed class CgroupTests
                 section pidsone "$S" run --pids-limit 1 -- true
                 section pidsexact "$S" run --pids-limit 3 -- sh -c 'sleep 1 & sleep 1 & wait; echo all-three-ran'
                 section pidsover "$S" run --pids-limit 2 -- sh -c 'sleep 1 & sleep 1 & wait; echo all-three-ran'
+                {{(mode == "v2" ? Abandon : "")}}
                 section dotnetgc "$S" run --memory 200m -v '{{gcProbe}}:{{gcProbe}}:ro' -- dotnet '{{gcProbe}}/gcprobe.dll'
                 """);
             var psi = new ProcessStartInfo(vm!) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
@@ -105,6 +106,20 @@ public sealed class CgroupTests
             return sections;
         }
     }
+
+    // A CLI killed with SIGKILL leaves its (emptied) cgroup; the next run removes it once it is 10 s old.
+    private const string Abandon = """
+        abandon() {
+          "$S" run --memory 100m -- sleep 60 & cli=$!
+          until ls -d $CG2_DELEGATED/sandbox-* >/dev/null 2>&1; do sleep 0.2; done
+          sleep 1; kill -9 $cli; wait $cli
+          sleep 11
+          echo "left $(ls -d $CG2_DELEGATED/sandbox-* 2>/dev/null | wc -l) procs $(cat $CG2_DELEGATED/sandbox-*/cgroup.procs | wc -l)"
+          "$S" run --memory 100m -- true
+          echo "after $(ls -d $CG2_DELEGATED/sandbox-* 2>/dev/null | wc -l)"
+        }
+        section abandon abandon
+        """;
 
     private static string? s_gcProbe;
 
@@ -287,6 +302,15 @@ public sealed class CgroupTests
             Assert.That(s.Output, Does.Contain("limit 104857600\nwrite-refused"), $"{name}: {s.Output}");
             Assert.That(s.Output, Does.Not.Contain("WRITABLE"), name);
         }
+    }
+
+    [Test]
+    public void TheCgroupOfACliKilledWithSigkillIsRemovedByTheNextRun()
+    {
+        Section s = Get("v2", "abandon");
+        Assert.That(s.ExitCode, Is.EqualTo(0), s.Output);
+        Assert.That(s.Output, Does.Contain("left 1 procs 0"), "the killed CLI's sandbox died with it (die-with-parent), its cgroup stayed\n" + s.Output);
+        Assert.That(s.Output, Does.Contain("after 0"), s.Output);
     }
 
     [TestCase("v2")]

@@ -30,6 +30,8 @@ internal sealed class CgroupHelpers : SandboxCgroup
 
     public static void CallWrite(string file, string value) => Write(file, value);
 
+    public static int? CallOwnerOf(string name) => OwnerOf(name);
+
     public static string? CallReadOrNull(string file) => ReadOrNull(file);
 
     public static void CallRemoveDirectory(string path) => RemoveDirectory(path);
@@ -109,7 +111,7 @@ internal sealed class V2Host : IDisposable
     /// <summary>Paths IsWritable was asked about, in order.</summary>
     public List<string> Asked { get; } = [];
 
-    public CgroupHost Host => new(ProcSelfCgroup, MountInfo, Root, IsWritable, Pid);
+    public CgroupHost Host => new(ProcSelfCgroup, MountInfo, Root, IsWritable, Pid) { ProcessExists = pid => pid == Pid };
 
     public string Dir(string cgroupPath) => Root + cgroupPath;
 
@@ -222,7 +224,7 @@ internal sealed class V1Host : IDisposable
 
     public string ProcSelfCgroup { get; }
 
-    public CgroupHost Host => new(ProcSelfCgroup, MountInfo, Root, _writable.Contains, Pid);
+    public CgroupHost Host => new(ProcSelfCgroup, MountInfo, Root, _writable.Contains, Pid) { ProcessExists = pid => pid == Pid };
 
     public void MakeWritable(params string[] dirs) => _writable.UnionWith(dirs);
 

@@ -158,6 +158,45 @@ public class CgroupManagerCreateV2Tests : V2HostTests
     }
 
     [Test]
+    public void AnAbandonedEmptySandboxCgroupOfADeadCliIsRemovedByTheNextRun()
+    {
+        string old = DateTimeAged(Path.Combine(_job, "sandbox-77777-1"), TimeSpan.FromMinutes(5));
+        string young = DateTimeAged(Path.Combine(_job, "sandbox-77777-2"), TimeSpan.FromSeconds(1));
+        string live = DateTimeAged(Path.Combine(_job, $"sandbox-{V2Host.Pid}-999"), TimeSpan.FromMinutes(5));
+        string populated = DateTimeAged(Path.Combine(_job, "sandbox-77777-3"), TimeSpan.FromMinutes(5));
+        File.WriteAllText(Path.Combine(populated, "cgroup.procs"), "123\n"); // rmdir fails, as EBUSY does on cgroupfs
+        string notOurs = DateTimeAged(Path.Combine(_job, "sandbox-77777-x"), TimeSpan.FromMinutes(5));
+        string leaf = DateTimeAged(Path.Combine(_job, CgroupManager.SupervisorLeaf), TimeSpan.FromMinutes(5));
+
+        CreateOk(ResourceLimits.None);
+
+        Assert.That(Directory.Exists(old), Is.False, "its CLI (77777) is gone and it is empty");
+        Assert.That(Directory.Exists(young), Is.True, "too young: a CLI of another PID namespace may be about to move its PID 1 in");
+        Assert.That(Directory.Exists(live), Is.True, "its CLI is alive");
+        Assert.That(Directory.Exists(populated), Is.True, "still holds a process");
+        Assert.That(Directory.Exists(notOurs), Is.True, "not a name sandbox gives");
+        Assert.That(Directory.Exists(leaf), Is.True);
+    }
+
+    private static string DateTimeAged(string dir, TimeSpan age)
+    {
+        Directory.CreateDirectory(dir);
+        Directory.SetLastWriteTimeUtc(dir, DateTime.UtcNow - age);
+        return dir;
+    }
+
+    [TestCase("sandbox-4242-1", 4242)]
+    [TestCase("sandbox-1-12345", 1)]
+    [TestCase("sandbox-4242-1.scope", null)]
+    [TestCase("sandbox-12-ab12cd34.scope", null)]
+    [TestCase("sandbox.supervisor", null)]
+    [TestCase("sandbox--1-2", null)]
+    [TestCase("sandbox-+1-2", null)]
+    [TestCase("other-1-2", null)]
+    public void OnlyNamesSandboxGivesHaveAnOwner(string name, int? owner) =>
+        Assert.That(CgroupHelpers.CallOwnerOf(name), Is.EqualTo(owner));
+
+    [Test]
     public void Dispose_RemovesTheDirectory()
     {
         SandboxCgroup cgroup = CreateOk(ResourceLimits.None);
@@ -479,6 +518,22 @@ public class CgroupManagerCreateV1Tests
     }
 
     private static string Read(string dir, string file) => File.ReadAllText(Path.Combine(dir, file));
+
+    [Test]
+    public void AbandonedSandboxCgroupsAreRemovedFromEveryHierarchy()
+    {
+        var abandoned = new[] { _host.MemoryCi, _host.PidsCi, _host.CpuCi, _host.BlkioCi }.Select(parent => Path.Combine(parent, "sandbox-77777-1")).ToList();
+        foreach (string dir in abandoned)
+        {
+            Directory.CreateDirectory(dir);
+            Directory.SetLastWriteTimeUtc(dir, DateTime.UtcNow - TimeSpan.FromMinutes(5));
+        }
+
+        SandboxCgroup cgroup = CreateOk(ResourceLimits.None);
+
+        Assert.That(abandoned.Where(Directory.Exists), Is.Empty);
+        Assert.That(cgroup.Paths.All(Directory.Exists), Is.True, "the new run's own directories");
+    }
 
     [Test]
     public void NoLimits_OneDirectoryPerHierarchy()

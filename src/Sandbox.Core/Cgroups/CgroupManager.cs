@@ -84,9 +84,9 @@ public static class CgroupManager
                 }
             }
             EnableControllers(parent, limits);
-            return CgroupV2.Create(parent, host.Pid, limits);
+            return CgroupV2.Create(parent, host.Pid, limits, host.ProcessExists);
         }
-        return CgroupV1.Create(probe.V1Parents!, probe.V1Hierarchies!, host.Pid, limits);
+        return CgroupV1.Create(probe.V1Parents!, probe.V1Hierarchies!, host.Pid, limits, host.ProcessExists);
     }
 
     /// <summary>

@@ -19,6 +19,9 @@ public sealed record CgroupHost(
 
     public bool Writable(string path) => IsWritable?.Invoke(path) ?? Syscalls.CanWrite(path);
 
+    /// <summary>Whether a process exists (tests give their own); by default kill(2) with signal 0.</summary>
+    public Func<int, bool> ProcessExists { get; init; } = Syscalls.ProcessExists;
+
     public int Pid => ProcessId ?? Environment.ProcessId;
 }
 
@@ -32,6 +35,57 @@ public abstract class SandboxCgroup : IDisposable
 
     protected static string NewName(int pid) =>
         $"sandbox-{pid}-{Interlocked.Increment(ref s_counter)}";
+
+    /// <summary>How old an abandoned cgroup must be before it is removed (<see cref="RemoveAbandoned"/>).</summary>
+    internal static TimeSpan AbandonedAge { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// Removes the empty sandbox cgroups in <paramref name="parent"/> whose CLI is gone: one killed with
+    /// SIGKILL (or by the OOM killer) never ran its Dispose, and its sandbox died with it
+    /// (die-with-parent) but left the directory. Only a name this code gives ("sandbox-PID-N") whose
+    /// PID does not exist here, and only once it is <see cref="AbandonedAge"/> old: a CLI in another
+    /// PID namespace that shares the delegated cgroup has a PID that means nothing here, and its
+    /// cgroup is empty only between its mkdir and moving its PID 1 in. rmdir(2) refuses a cgroup that
+    /// still holds a process (EBUSY), so nothing running is ever touched.
+    /// </summary>
+    protected static void RemoveAbandoned(string parent, Func<int, bool> processExists)
+    {
+        string[] dirs;
+        try
+        {
+            dirs = Directory.GetDirectories(parent, "sandbox-*");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return;
+        }
+        DateTime now = DateTime.UtcNow;
+        foreach (string dir in dirs)
+        {
+            if (OwnerOf(Path.GetFileName(dir)) is not int owner || processExists(owner))
+                continue;
+            try
+            {
+                if (now - Directory.GetLastWriteTimeUtc(dir) < AbandonedAge)
+                    continue;
+                Directory.Delete(dir);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // Still populated (EBUSY), or removed by another run meanwhile.
+            }
+        }
+    }
+
+    /// <summary>The CLI's PID in a name <see cref="NewName"/> gave, else null.</summary>
+    internal static int? OwnerOf(string name)
+    {
+        string[] parts = name.Split('-');
+        return parts.Length == 3 && parts[0] == "sandbox"
+            && int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int pid)
+            && int.TryParse(parts[2], NumberStyles.None, CultureInfo.InvariantCulture, out _)
+            ? pid : null;
+    }
 
     /// <summary>The cgroup directories, for messages and tests.</summary>
     public abstract IReadOnlyList<string> Paths { get; }
@@ -157,8 +211,9 @@ public sealed class CgroupV2 : SandboxCgroup
 
     public override CgroupView View => CgroupView.V2;
 
-    internal static CgroupV2 Create(string parent, int pid, ResourceLimits limits)
+    internal static CgroupV2 Create(string parent, int pid, ResourceLimits limits, Func<int, bool> processExists)
     {
+        RemoveAbandoned(parent, processExists);
         string path = Path.Combine(parent, NewName(pid));
         try
         {
@@ -273,8 +328,11 @@ public sealed class CgroupV1 : SandboxCgroup
 
     public override string Version => "v1";
 
-    internal static CgroupV1 Create(IReadOnlyDictionary<string, string> parents, IReadOnlyDictionary<string, string> hierarchies, int pid, ResourceLimits limits)
+    internal static CgroupV1 Create(IReadOnlyDictionary<string, string> parents, IReadOnlyDictionary<string, string> hierarchies, int pid, ResourceLimits limits,
+        Func<int, bool> processExists)
     {
+        foreach (string parent in parents.Values.Distinct())
+            RemoveAbandoned(parent, processExists);
         string name = NewName(pid);
         var dirs = new Dictionary<string, string>();
         var cgroup = new CgroupV1(dirs, hierarchies, limits);

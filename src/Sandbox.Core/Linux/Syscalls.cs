@@ -170,6 +170,9 @@ internal static unsafe partial class Syscalls
 
     public static bool KillProcess(int pid, int signal) => kill(pid, signal) == 0;
 
+    /// <summary>Whether a process with this id exists in our PID namespace (kill(2) with signal 0: ESRCH when none; EPERM is another user's).</summary>
+    public static bool ProcessExists(int pid) => pid > 0 && (kill(pid, 0) == 0 || errno != Errno.ESRCH);
+
     /// <summary>F_SETPIPE_SZ (fcntl(2)); a refusal (above fs.pipe-max-size) keeps the default size.</summary>
     public static bool TryGrowPipe(SafeFileHandle pipe, int bytes) =>
         fcntl((int)pipe.DangerousGetHandle(), 1031 /* F_SETPIPE_SZ */, bytes) >= 0;
