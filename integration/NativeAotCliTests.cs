@@ -210,6 +210,22 @@ public sealed class NativeAotCliTests
     }
 
     /// <summary>
+    /// Under an open-file limit too low for a sandbox (`ulimit -n 8`), the CLI says so and exits 125.
+    /// Its messages go out with write(2) on descriptor 2 itself (DescriptorWriteStream): Console's
+    /// stream needed a dup(2) and a terminfo file, and the NativeAOT CLI aborted (134) with .NET's
+    /// stack trace where the message should have been.
+    /// </summary>
+    [TestCase(8)]
+    [TestCase(5)]
+    public void AnOpenFileLimitTooLowForASandboxIsNamedNotATrace(int limit)
+    {
+        CliResult r = SandboxCli.Shell($"ulimit -n {limit} && '{Cli}' run -- /bin/echo never");
+        Assert.That(r.ExitCode, Is.EqualTo(125), r.ToString());
+        Assert.That(r.Stderr, Does.Match(@"^sandbox: could not start the sandbox: [^\n]+: Too many open files: raise the limit with ulimit -n \(EMFILE\)\n$"), r.ToString());
+        Assert.That(r.StdoutText, Is.Empty);
+    }
+
+    /// <summary>
     /// The CLI finds its own directory (where sandbox-init is) with one readlink of /proc/self/exe
     /// (ProgramDirectory), not through AppContext.BaseDirectory, whose realpath(3) of the link reads
     /// /proc, /proc/self, /proc/PID and every component of the executable's path again.

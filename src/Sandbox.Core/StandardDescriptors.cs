@@ -47,9 +47,11 @@ public static class StandardDescriptors
     /// <summary>Whether descriptor <paramref name="fd"/> (0 to 2) is the caller's: open, and not one of this process's own.</summary>
     public static bool IsCallers(int fd) => s_callers >= 0 ? (s_callers & (1 << fd)) != 0 : Syscalls.IsInherited(fd) == true;
 
-    /// <summary>This process's stdout or stderr as a stream; <see cref="Stream.Null"/> when the caller gave none.</summary>
-    public static Stream Open(int fd) => !IsCallers(fd) ? Stream.Null
-        : fd == 1 ? Console.OpenStandardOutput()
-        : fd == 2 ? Console.OpenStandardError()
-        : throw new ArgumentOutOfRangeException(nameof(fd), fd, "stdout (1) or stderr (2)");
+    /// <summary>
+    /// This process's stdout or stderr as a stream that needs no descriptor of its own
+    /// (<see cref="DescriptorWriteStream"/>); <see cref="Stream.Null"/> when the caller gave none.
+    /// </summary>
+    public static Stream Open(int fd) => fd is not (1 or 2) ? throw new ArgumentOutOfRangeException(nameof(fd), fd, "stdout (1) or stderr (2)")
+        : !IsCallers(fd) ? Stream.Null
+        : new DescriptorWriteStream(fd);
 }
