@@ -1,3 +1,4 @@
+using Sandbox.Linux;
 using Sandbox.Diagnostics;
 
 namespace Sandbox.IntegrationTests.Images;
@@ -170,6 +171,47 @@ public sealed class StorageDriverTests
         CliResult bad = SandboxCli.Run(["run", "--root", _store.Path, image, "true"], env: new Dictionary<string, string> { ["SANDBOX_STORAGE_DRIVER"] = "vfs" });
         Assert.That(bad.ExitCode, Is.EqualTo(125));
         Assert.That(bad.Stderr, Does.Contain("unknown storage driver 'vfs': use overlay, fuse-overlayfs, copy or auto"));
+    }
+
+    /// <summary>
+    /// Entries their owner may not read: a 0000 file, and a 0000 directory with a 0000 file in it.
+    /// Root-owned in the image, so stored flattened (the caller's). The copy driver once chmod'ed them
+    /// in the store for its copy and back after: concurrent runs saw each other's 0400, a killed run
+    /// left it for good, and the directory failed every copy run (EACCES). Now such a copy is made by
+    /// root of a single-id user namespace, and the store is never written.
+    /// </summary>
+    [Test]
+    public void TheCopyDriverShowsEntriesTheirOwnerCannotReadAndNeverChangesTheStore()
+    {
+        Require.Command("/bin/busybox");
+        using var scratch = new TempDir();
+        string store = Path.Combine(scratch.Path, "store");
+        var busybox = new LayerTar().Dir("bin").File("bin/busybox", File.ReadAllBytes("/bin/busybox"), 0x1ED);
+        foreach (string applet in new[] { "sh", "stat", "cat", "ls" })
+            busybox.Symlink("bin/" + applet, "busybox");
+        byte[] locked = new LayerTar().File("secret", "root only\n", 0).Dir("z", 0).File("z/f", "in a 0000 directory\n", 0).Build();
+        string archive = Path.Combine(scratch.Path, "locked.tar");
+        DockerArchive.Write(archive, ["example.com/locked:1"], busybox.Build(), locked);
+        CliResult import = SandboxCli.Run("image", "import", "--root", store, "--userns", "single", archive);
+        Assert.That(import.ExitCode, Is.EqualTo(0), import.ToString());
+
+        string[] StoreModes() => Directory.GetDirectories(Path.Combine(store, "l"))
+            .SelectMany(l => new[] { Path.Combine(l, "secret"), Path.Combine(l, "z") })
+            .Where(p => FileSystemCalls.TryLStat(p) is not null)
+            .Select(p => $"{Path.GetFileName(p)} {Convert.ToString(FileSystemCalls.TryLStat(p)!.Value.Permissions, 8)}").Order().ToArray();
+        Assert.That(StoreModes(), Is.EqualTo(new[] { "secret 0", "z 0" }));
+
+        // Four copy runs at once: each must see the image's modes and contents.
+        var runs = Enumerable.Range(0, 4).Select(_ => Task.Run(() => SandboxCli.Run("run", "--root", store, "--userns", "single", "--storage-driver", "copy",
+            "example.com/locked:1", "sh", "-c", "stat -c '%a %n' /secret /z /z/f; cat /secret /z/f"))).ToArray();
+        Task.WaitAll(runs);
+        foreach (CliResult r in runs.Select(t => t.Result))
+        {
+            Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+            Assert.That(r.StdoutText, Is.EqualTo("0 /secret\n0 /z\n0 /z/f\nroot only\nin a 0000 directory\n"), r.ToString());
+        }
+        Assert.That(StoreModes(), Is.EqualTo(new[] { "secret 0", "z 0" }), "the store's layer is as it was imported");
+        Assert.That(Directory.EnumerateFileSystemEntries(Path.Combine(store, "tmp")).Where(e => !e.EndsWith(".lock", StringComparison.Ordinal)), Is.Empty);
     }
 
     [Test]

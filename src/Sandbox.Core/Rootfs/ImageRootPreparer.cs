@@ -64,12 +64,35 @@ internal sealed class ImageRootPreparer : IDisposable
         {
             if (LayerCopyHelper.MapFor(Root.Image, maps, identity) is Runtime.IdMapPlan owners)
                 LayerCopyHelper.Copy(layers, target, owners);
-            else
-                LayerCopier.Copy(layers, target);
+            else if (!TryCopyAsCaller(layers, target))
+                LayerCopyHelper.Copy(layers, target, Identity.IdMapResolver.Resolve(UserNamespaceMode.Single, identity));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or Linux.LinuxException)
         {
             throw new SandboxException(SandboxErrorCode.SetupFailed, $"copying the image's layers into {target} failed: {e.Message}", e);
+        }
+    }
+
+    /// <summary>
+    /// Copies flattened layers in this process, which never changes the store: an entry the caller
+    /// owns but may not read (a 0000 file; a 0000 directory, which cannot even be listed) fails it.
+    /// It once chmod'ed such an entry in the store for the copy and back after, which a concurrent run
+    /// saw (overlay runs included), a killed run left for good, and which failed on a 0000 directory
+    /// with content. False when an entry was refused (EACCES): what was copied is removed, and the
+    /// copy is made again by root of a single-id user namespace, whose CAP_DAC_OVERRIDE reads the
+    /// caller's files whatever their modes (capabilities(7)).
+    /// </summary>
+    private static bool TryCopyAsCaller(IReadOnlyList<string> layers, string target)
+    {
+        try
+        {
+            LayerCopier.Copy(layers, target);
+            return true;
+        }
+        catch (Exception e) when (e is UnauthorizedAccessException or Linux.LinuxException { Errno: Linux.Errno.EACCES })
+        {
+            TreeRemover.Remove(target);
+            return false;
         }
     }
 

@@ -13,7 +13,10 @@ namespace Sandbox.Rootfs;
 /// Hard links inside a layer stay hard links; regular files are copied with File.Copy, which clones
 /// (FICLONE) where the file system can; user.* extended attributes are copied (overlay's own excepted).
 /// <para>Two ways to run it. Flattened layers (every file the caller's) are copied by the caller, in
-/// its own process, and every copy belongs to the caller as in the store. Layers that keep their image's owners hold files of subordinate ids, often in 0700
+/// its own process, and every copy belongs to the caller as in the store; it never changes the
+/// store to do so, and fails (EACCES) on an entry its owner may not read (a 0000 file, a 0000
+/// directory), which the caller then copies as root of a single-id user namespace instead
+/// (ImageRootPreparer.Materialize). Layers that keep their image's owners hold files of subordinate ids, often in 0700
 /// directories the caller cannot even list; those are copied by root of a user namespace with the
 /// layers' map (<see cref="LayerCopyHelper"/>), which reads every mapped file (CAP_DAC_OVERRIDE)
 /// and gives each copy its source's owner (CAP_CHOWN), so the run sees the owners overlay would show.</para>
@@ -36,7 +39,7 @@ internal static class LayerCopier
             FileStatus root = FileSystemCalls.TryLStat(layer) ?? throw new SandboxException(SandboxErrorCode.InvalidSpec,
                 $"layer {layer} is missing from the store: import the image again");
             FileSystemCalls.ChangeModeAt(target, 0x1C0);
-            copier.ApplyChildren(layer, root, target);
+            copier.ApplyChildren(layer, target);
             copier.Finish(layer, root, target);
         }
         return copier.Bytes;
@@ -50,9 +53,9 @@ internal static class LayerCopier
         public long Bytes { get; private set; }
 
         /// <summary>Applies the entries of the layer directory <paramref name="source"/> to the real directory <paramref name="target"/>.</summary>
-        public void ApplyChildren(string source, FileStatus sourceStatus, string target)
+        public void ApplyChildren(string source, string target)
         {
-            foreach (string name in WithAccess(source, sourceStatus, 0x140, () => Directory.EnumerateFileSystemEntries(source).Select(p => Path.GetFileName(p)).ToList()))
+            foreach (string name in Directory.EnumerateFileSystemEntries(source).Select(p => Path.GetFileName(p)).ToList())
             {
                 string from = Path.Combine(source, name), to = Path.Combine(target, name);
                 if (FileSystemCalls.TryLStat(from) is not FileStatus st)
@@ -66,7 +69,7 @@ internal static class LayerCopier
                 }
                 if (st.Kind == FileKind.Directory)
                 {
-                    bool opaque = WithAccess(from, st, 0x100, () => FileSystemCalls.GetXattr(from, OpaqueXattr)) is [(byte)'y'];
+                    bool opaque = FileSystemCalls.GetXattr(from, OpaqueXattr) is [(byte)'y'];
                     if (existing is { } e && (e.Kind != FileKind.Directory || opaque))
                     {
                         TreeRemover.Remove(to);
@@ -76,7 +79,7 @@ internal static class LayerCopier
                         Directory.CreateDirectory(to);
                     // Writable while it is filled (a lower layer may have left it 0555); the layer's mode at the end.
                     FileSystemCalls.ChangeModeAt(to, 0x1C0);
-                    ApplyChildren(from, st, to);
+                    ApplyChildren(from, to);
                     Finish(from, st, to);
                     continue;
                 }
@@ -90,11 +93,7 @@ internal static class LayerCopier
                             FileSystemCalls.HardLink(first, to);
                             break;
                         }
-                        WithAccess(from, st, 0x100, () =>
-                        {
-                            File.Copy(from, to, overwrite: false);
-                            return 0;
-                        });
+                        File.Copy(from, to, overwrite: false);
                         Finish(from, st, to);
                         Bytes += st.Size;
                         if (st.LinkCount > 1)
@@ -131,33 +130,11 @@ internal static class LayerCopier
                 // permission (xattr(7)): the caller's own read-only copy is made writable first.
                 if (!keepOwners && (st.Permissions & 0x180) != 0x180)
                     FileSystemCalls.ChangeModeAt(to, st.Permissions | 0x180);
-                WithAccess(from, st, 0x100, () => FileSystemCalls.CopyUserXattrs(from, to));
+                FileSystemCalls.CopyUserXattrs(from, to);
             }
             FileSystemCalls.ChangeModeAt(to, st.Permissions);
             if (withTime)
                 CopyTime(from, to);
-        }
-
-        /// <summary>
-        /// Runs <paramref name="action"/> with the owner's <paramref name="bits"/> (r, or r and x) on a
-        /// layer entry that lacks them, restoring its mode after: flattened layers' files are the
-        /// caller's own, with the image's modes (a 0000 file is readable by root in a container, not
-        /// by its owner). Root of the layers' user namespace needs no such detour (CAP_DAC_OVERRIDE,
-        /// CAP_DAC_READ_SEARCH), and leaves the store's files untouched.
-        /// </summary>
-        private T WithAccess<T>(string path, FileStatus st, uint bits, Func<T> action)
-        {
-            if (keepOwners || (st.Permissions & bits) == bits)
-                return action();
-            FileSystemCalls.ChangeModeAt(path, st.Permissions | bits);
-            try
-            {
-                return action();
-            }
-            finally
-            {
-                FileSystemCalls.ChangeModeAt(path, st.Permissions);
-            }
         }
     }
 
