@@ -25,6 +25,26 @@ public sealed class ImageRunTests
     [OneTimeTearDown]
     public void TearDown() => _store?.Dispose();
 
+    /// <summary>
+    /// A run reads the image's record, then takes the store's shared use lock, which makes prune wait.
+    /// An `image rm` and a `prune` that come in between remove the record and the layers: the run
+    /// says the image was removed (exit 125), not that the store lost a layer. strace holds the run's
+    /// first flock(2), that lock, back for 3 s to open the window.
+    /// </summary>
+    [Test]
+    public void AnImageRemovedAndPrunedWhileARunStartsIsReportedAsRemoved()
+    {
+        Require.Command("/usr/bin/strace");
+        using var store = new TempDir();
+        string cli = SandboxCli.Binary;
+        Assert.That(SandboxCli.Run("image", "import", "--root", store.Path, TestImages.Path("image-oci.tar"), "--name", "race:1").ExitCode, Is.EqualTo(0));
+        CliResult r = SandboxCli.Shell(
+            $"(strace -f -qq -o /dev/null -e trace=flock -e inject=flock:delay_enter=3000000:when=1 '{cli}' run --root '{store.Path}' race:1 true; echo \"run=$?\") & " +
+            $"sleep 1.5; '{cli}' image rm --root '{store.Path}' race:1 >/dev/null && '{cli}' image prune --root '{store.Path}' >/dev/null && echo pruned; wait");
+        Assert.That(r.StdoutText, Does.Contain("pruned").And.Contain("run=125"), r.ToString());
+        Assert.That(r.Stderr, Does.Contain($": the image was removed from {store.Path} (sandbox image rm) while this run was starting: import it again"), r.ToString());
+    }
+
     [TestCaseSource(nameof(Images))]
     public void TheImageRunsItsOwnCommandWithItsConfig(string image)
     {

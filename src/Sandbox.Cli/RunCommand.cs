@@ -173,6 +173,11 @@ internal sealed class RunCommand : Command
         // `image prune` must not delete layers while they are mounted: the shared lock is held until
         // this process exits (flock(2) locks go with the process).
         s_storeInUse.Add(images.AcquireUse());
+        if (!images.StillHas(image))
+        {
+            throw new SandboxException(SandboxErrorCode.ImageNotFound,
+                $"{image.Name ?? image.Digest}: the image was removed from {images.Root} (sandbox image rm) while this run was starting: import it again (sandbox image import FILE)");
+        }
         return new ImageRoot(image, readOnly, Driver: driver);
     }
 

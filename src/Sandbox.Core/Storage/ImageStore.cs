@@ -817,6 +817,14 @@ public sealed class ImageStore
         return FileLock.Acquire(GcLockPath, exclusive: false, ct);
     }
 
+    /// <summary>
+    /// Whether <paramref name="image"/>'s record is still in the store (one stat(2)). A run reads the
+    /// record before it takes <see cref="AcquireUse"/>; an `image rm` and a `prune` in between may have
+    /// removed the record and then its layers. Once the shared lock is held, prune waits, so a record
+    /// found then keeps its layers until the run ends.
+    /// </summary>
+    public bool StillHas(ImageRecord image) => FileSystemCalls.TryLStat(RecordPath(image.Digest)) is not null;
+
     // ---- records and files ---------------------------------------------------------------------
 
     private ImageRecord SaveRecord(StoredImage stored)
