@@ -186,6 +186,36 @@ public sealed class ImageIntegrationTests
         Assert.That(new ImageStore(root).List(), Is.Empty);
     }
 
+    /// <summary>
+    /// The CLI reads an archive from a pipe (`image import /dev/stdin`, as `docker load` reads its
+    /// stdin); an archive, or a layout's directory, the caller may not read is named as that
+    /// (SBX034), not as a failure of the store (SBX030) nor as missing (SBX023).
+    /// </summary>
+    [Test]
+    public void AnArchiveFromAPipeIsImportedAndOneTheCallerCannotReadIsNamed()
+    {
+        RequireImageCommand();
+        using var scratch = new Scratch();
+        string store = Path.Combine(scratch.Path, "store");
+        string archive = Path.Combine(scratch.Path, "piped.tar");
+        DockerArchive.Write(archive, ["example.com/piped:1"], DockerArchive.Layer(("file", "content")));
+        CliResult piped = SandboxCli.Shell($"cat '{archive}' | '{SandboxCli.Binary}' image import --root '{store}' /dev/stdin");
+        Assert.That(piped.ExitCode, Is.EqualTo(0), piped.ToString());
+        Assert.That(new ImageStore(store).Find("example.com/piped:1"), Is.Not.Null);
+
+        FileSystemCalls.ChangeModeAt(archive, 0);
+        CliResult unreadable = SandboxCli.Run("image", "import", "--root", store, archive);
+        Assert.That(unreadable.ExitCode, Is.EqualTo(125), unreadable.ToString());
+        Assert.That(unreadable.Stderr, Is.EqualTo($"sandbox: SBX034 {archive}: permission denied: you cannot read it (or search a directory above it); make it readable by you, or copy it somewhere you can read\n"));
+
+        string closed = Directory.CreateDirectory(Path.Combine(scratch.Path, "closed")).FullName;
+        string layout = Directory.CreateDirectory(Path.Combine(closed, "layout")).FullName;
+        FileSystemCalls.ChangeModeAt(closed, 0);
+        CliResult hidden = SandboxCli.Run("image", "import", "--root", store, layout);
+        FileSystemCalls.ChangeModeAt(closed, 0x1C0);
+        Assert.That(hidden.Stderr, Does.StartWith($"sandbox: SBX034 {layout}: permission denied"), hidden.ToString());
+    }
+
     /// <summary>A gzip-compressed docker archive in <paramref name="dir"/> with its 8-byte gzip trailer cut off.</summary>
     internal static string CutGzipArchive(string dir)
     {

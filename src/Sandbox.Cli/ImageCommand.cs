@@ -172,6 +172,12 @@ internal sealed class ImageCommand : Command
             Console.Error.WriteLine("sandbox: cancelled");
             return 130;
         }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or Linux.LinuxException)
+        {
+            // A file the command needed could not be used: which, with exit 125, not a stack trace.
+            Console.Error.WriteLine($"sandbox: {e.Message} (check the path and its permissions)");
+            return ExitCodes.SandboxFailed;
+        }
     }
 
     private static void WriteRecord(Utf8JsonWriter w, ImageRecord r)

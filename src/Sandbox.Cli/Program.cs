@@ -28,6 +28,13 @@ internal static class Program
             Console.Error.WriteLine($"sandbox: {e.Message}");
             return e.ExitCode;
         }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // The last resort: one line and exit 125, as for any failure of the tool, not the
+            // runtime's stack trace and abort (134). Reaching here is a bug.
+            Console.Error.WriteLine($"sandbox: internal error: {e.GetType().Name}: {e.Message} (a bug in sandbox: please report it with the command line)");
+            return ExitCodes.SandboxFailed;
+        }
     }
 
     private static int Dispatch(string[] args)

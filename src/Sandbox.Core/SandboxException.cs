@@ -49,6 +49,8 @@ public enum SandboxErrorCode
     LayerIdMapMismatch = 32,
     /// <summary>The store directory belongs to another user or others may write to it: they could replace its layers and records.</summary>
     StoreNotPrivate = 33,
+    /// <summary>The image archive or layout given could not be read by the caller (its permissions, or a directory above it).</summary>
+    ImageUnreadable = 34,
     Internal = 99,
 }
 

@@ -105,6 +105,30 @@ public class ImageStoreTests
         Assert.That(store.Find(record.ConfigDigest)!.Digest, Is.EqualTo(record.Digest));
     }
 
+    /// <summary>
+    /// `image import /dev/stdin`, `&lt;(…)`, a named FIFO: read once, into the store's work area, then
+    /// imported as a file (a gzip'ed archive too). Before, the compression sniff rewound the pipe and
+    /// the CLI aborted with NotSupportedException's stack trace.
+    /// </summary>
+    [TestCase(LayerCompression.None)]
+    [TestCase(LayerCompression.Gzip)]
+    public void AnArchiveReadFromAFifoIsImported(LayerCompression whole)
+    {
+        using var temp = new Scratch();
+        byte[] archive = File.ReadAllBytes(Write(temp, TwoLayerImage(), ArchiveFormat.OciArchive));
+        string fifo = temp.Combine("archive.fifo");
+        FileSystemCalls.MakeFifo(fifo, 0x180);
+        var writer = Task.Run(() => File.WriteAllBytes(fifo, ImageBuilder.Compress(archive, whole)));
+        var store = new ImageStore(temp.Combine("store"));
+
+        ImageRecord record = store.Import(fifo, "piped", null);
+
+        writer.Wait();
+        Assert.That(record.Layers, Has.Length.EqualTo(2));
+        Assert.That(store.Find("piped")!.Digest, Is.EqualTo(record.Digest));
+        Assert.That(Directory.EnumerateFileSystemEntries(Path.Combine(store.Root, "tmp")), Is.Empty, "the spooled copy is removed");
+    }
+
     [Test]
     public void LayerTreesAreTheOwnersAloneInAStoreDirectoryMadeOpenBeforehand()
     {

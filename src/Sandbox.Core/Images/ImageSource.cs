@@ -1,6 +1,7 @@
 using System.Formats.Tar;
 using System.IO.Compression;
 using Microsoft.Win32.SafeHandles;
+using Sandbox.Linux;
 using Sandbox.Storage;
 
 namespace Sandbox.Images;
@@ -52,58 +53,105 @@ internal abstract class ImageSource : IDisposable
     /// <summary>
     /// Opens <paramref name="path"/>: a directory is an OCI layout (or an unpacked docker archive);
     /// a file a tarball, compressed as a whole or not (<paramref name="createTemp"/> gives a place
-    /// to decompress it to).
+    /// to decompress it to). A pipe or FIFO (`sandbox image import /dev/stdin`, `<(…)`), which can be
+    /// read only once and not rewound, is read into that place first, as `docker load` reads its stdin.
     /// </summary>
     public static ImageSource Open(string path, Func<WorkDirectory> createTemp, ImportLimits limits, CancellationToken ct)
     {
-        if (Directory.Exists(path))
-            return new DirectorySource(Path.GetFullPath(path));
-        if (!File.Exists(path))
-            throw new SandboxException(SandboxErrorCode.ImageNotFound, $"{path}: no such file or directory");
         string full = Path.GetFullPath(path);
-        LayerCompression compression;
-        using (FileStream probe = File.OpenRead(full))
-            compression = Compression.Sniff(probe, out _);
-        if (compression == LayerCompression.None)
-            return new TarArchiveSource(full, full, null, limits);
+        FileStatus status = StatInput(path, full);
+        if (status.Kind == FileKind.Directory)
+            return new DirectorySource(full);
 
-        WorkDirectory temp = createTemp();
+        WorkDirectory? temp = null;
+        LayerCompression compression = LayerCompression.None;
         try
         {
-            string tar = Path.Combine(temp.Path, "archive.tar");
-            using (FileStream input = File.OpenRead(full))
-            using (Stream decompressed = Compression.Decompress(input, compression))
-            using (FileStream output = new(tar, FileMode.CreateNew, FileAccess.Write))
+            string readable = full;
+            if (status.Kind != FileKind.Regular)
             {
-                byte[] buffer = new byte[256 * 1024];
-                long total = 0;
-                int n;
-                while ((n = decompressed.Read(buffer)) > 0)
-                {
-                    ct.ThrowIfCancellationRequested();
-                    total += n;
-                    if (total > limits.MaxImageSize)
-                        throw new SandboxException(SandboxErrorCode.ImageTooLarge, $"{full}: decompresses to more than {limits.MaxImageSize} bytes");
-                    output.Write(buffer, 0, n);
-                }
+                temp = createTemp();
+                readable = Path.Combine(temp.Path, "input");
+                using FileStream input = OpenInput(path, full);
+                CopyLimited(input, readable, full, limits, ct, "is larger");
             }
+            using (FileStream probe = OpenInput(path, readable))
+                compression = Compression.Sniff(probe, out _);
+            if (compression == LayerCompression.None)
+                return new TarArchiveSource(full, readable, temp, limits);
+
+            temp ??= createTemp();
+            string tar = Path.Combine(temp.Path, "archive.tar");
+            using (FileStream input = OpenInput(path, readable))
+            using (Stream decompressed = Compression.Decompress(input, compression))
+                CopyLimited(decompressed, tar, full, limits, ct, "decompresses to more");
+            if (readable != full)
+                File.Delete(readable);
             return new TarArchiveSource(full, tar, temp, limits);
         }
         catch (TruncatedCompressedDataException e)
         {
-            temp.Dispose();
+            temp?.Dispose();
             throw new SandboxException(SandboxErrorCode.ImageFormatInvalid, $"{full}: {e.Message}", e);
         }
         catch (Exception e) when (e is not (SandboxException or OperationCanceledException or IOException or UnauthorizedAccessException))
         {
-            temp.Dispose();
+            temp?.Dispose();
             throw new SandboxException(SandboxErrorCode.ImageFormatInvalid,
                 $"{full}: looks {compression.ToString().ToLowerInvariant()}-compressed but does not decompress ({e.Message})", e);
         }
         catch
         {
-            temp.Dispose();
+            temp?.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// stat(2) of the input, following links (/dev/stdin is one). What the caller may not reach is
+    /// said to be that, not "no such file" (File.Exists says false for both) nor a failure of the store.
+    /// </summary>
+    private static FileStatus StatInput(string path, string full)
+    {
+        try
+        {
+            return FileSystemCalls.TryStat(full) ?? throw new SandboxException(SandboxErrorCode.ImageNotFound, $"{path}: no such file or directory");
+        }
+        catch (LinuxException e) when (e.Errno is Errno.EACCES or Errno.EPERM)
+        {
+            throw Unreadable(path, e);
+        }
+    }
+
+    private static FileStream OpenInput(string path, string file)
+    {
+        try
+        {
+            return File.OpenRead(file);
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            throw Unreadable(path, e);
+        }
+    }
+
+    private static SandboxException Unreadable(string path, Exception e) =>
+        new(SandboxErrorCode.ImageUnreadable, $"{path}: permission denied: you cannot read it (or search a directory above it); make it readable by you, or copy it somewhere you can read", e);
+
+    /// <summary>Copies <paramref name="from"/> into a new file, refusing more than the image size limit.</summary>
+    private static void CopyLimited(Stream from, string to, string full, ImportLimits limits, CancellationToken ct, string tooLarge)
+    {
+        using FileStream output = new(to, FileMode.CreateNew, FileAccess.Write);
+        byte[] buffer = new byte[256 * 1024];
+        long total = 0;
+        int n;
+        while ((n = from.Read(buffer)) > 0)
+        {
+            ct.ThrowIfCancellationRequested();
+            total += n;
+            if (total > limits.MaxImageSize)
+                throw new SandboxException(SandboxErrorCode.ImageTooLarge, $"{full}: {tooLarge} than {limits.MaxImageSize} bytes");
+            output.Write(buffer, 0, n);
         }
     }
 
