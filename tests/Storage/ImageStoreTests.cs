@@ -219,6 +219,50 @@ public class ImageStoreTests
         AssertNothingStored(store);
     }
 
+    /// <summary>
+    /// A layer whose real paths are longer than PATH_MAX (4096): each entry's name is short enough,
+    /// but it goes through the layer's own symlinks, so its file lands at about 7.6 KB of path. The
+    /// store removes such trees descriptor by descriptor; by path, removal failed (ENAMETOOLONG), so
+    /// a failed import left its work directory for good, and prune stopped halfway.
+    /// </summary>
+    private static LayerBuilder DeepLayer()
+    {
+        string a = string.Join('/', Enumerable.Repeat(new string('a', 200), 19));
+        string b = string.Join('/', Enumerable.Repeat(new string('b', 200), 19));
+        return new LayerBuilder().File(a + "/seed", "s").Symlink("s1", a).Symlink(a + "/s2", b).File("s1/s2/f", "deep file");
+    }
+
+    [Test]
+    public void AFailedImportOfALayerDeeperThanPathMaxLeavesNothing()
+    {
+        using var temp = new Scratch();
+        var image = new ImageBuilder { Compression = LayerCompression.None };
+        image.AddLayer(DeepLayer());
+        image.DiffIdsOverride = ["sha256:" + new string('0', 64)];
+        string path = Write(temp, image, ArchiveFormat.OciArchive);
+        var store = new ImageStore(temp.Combine("store"));
+        var e = Assert.Throws<SandboxException>(() => store.Import(path, null));
+        Assert.That(e!.Code, Is.EqualTo(SandboxErrorCode.DigestMismatch), e.Message);
+        AssertNothingStored(store);
+    }
+
+    [Test]
+    public void ALayerDeeperThanPathMaxIsPrunedWithEverythingElse()
+    {
+        using var temp = new Scratch();
+        var image = new ImageBuilder { Compression = LayerCompression.Gzip };
+        image.AddLayer(new LayerBuilder().File("base", "b"));
+        image.AddLayer(DeepLayer());
+        var store = new ImageStore(temp.Combine("store"));
+        ImageRecord record = store.Import(Write(temp, image, ArchiveFormat.OciArchive), "deep:1");
+        Assert.That(store.Remove("deep:1"), Is.True);
+
+        store.Prune();
+
+        Assert.That(Directory.EnumerateFileSystemEntries(Path.Combine(store.Root, "l")), Is.Empty, $"both layers of {record.Digest} are gone");
+        Assert.That(Directory.EnumerateFileSystemEntries(Path.Combine(store.Root, "tmp")), Is.Empty);
+    }
+
     [TestCase(ArchiveFormat.OciArchive)]
     [TestCase(ArchiveFormat.OciLayout)]
     public void ACorruptBlobIsRejectedEvenWhenTheStoreHasItsLayer(ArchiveFormat format)

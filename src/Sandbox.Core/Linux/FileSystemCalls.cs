@@ -162,6 +162,20 @@ internal static unsafe partial class FileSystemCalls
             return null;
         try
         {
+            return ReadNames(fd, path);
+        }
+        finally
+        {
+            close(fd);
+        }
+    }
+
+    /// <summary>The names in an open directory (read from its start: open it afresh), without . and ...</summary>
+    public static List<string> ListDirectory(SafeFileHandle dir, string what) => ReadNames(Fd(dir), what);
+
+    private static List<string> ReadNames(int fd, string path)
+    {
+        {
             const int BufferSize = 8192;
             byte* buffer = stackalloc byte[BufferSize];
             var names = new List<string>();
@@ -185,10 +199,6 @@ internal static unsafe partial class FileSystemCalls
                         names.Add(name);
                 }
             }
-        }
-        finally
-        {
-            close(fd);
         }
     }
 
@@ -506,6 +516,16 @@ internal static unsafe partial class FileSystemCalls
     {
         if (fchmod(Fd(fd), (ushort)(mode & 0xFFF)) != 0)
             throw new LinuxException("fchmod", null, errno);
+    }
+
+    /// <summary>chmod of <paramref name="name"/> in <paramref name="dir"/>, which the caller has just fstatat'ed as a directory of its own.</summary>
+    public static void ChangeModeAt(SafeFileHandle dir, string name, uint mode)
+    {
+        fixed (byte* p = NulTerminated(name))
+        {
+            if (fchmodat(Fd(dir), p, (ushort)(mode & 0xFFF), 0) != 0)
+                throw new LinuxException("chmod", name, errno);
+        }
     }
 
     /// <summary>chmod of a path the caller has just lstat'ed as a directory of its own.</summary>

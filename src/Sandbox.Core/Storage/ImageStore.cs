@@ -742,7 +742,7 @@ public sealed class ImageStore
                     bytes += DiscardLayerDirectory(key, temp);
                     layersRemoved++;
                 }
-                catch (SandboxException e)
+                catch (Exception e) when (e is SandboxException or LinuxException or IOException or UnauthorizedAccessException)
                 {
                     // Out of l/ already (nothing uses it); the rest of the prune goes on.
                     failures.Add(e.Message);

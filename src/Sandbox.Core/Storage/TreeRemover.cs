@@ -1,3 +1,4 @@
+using Microsoft.Win32.SafeHandles;
 using Sandbox.Identity;
 using Sandbox.Linux;
 using Sandbox.Runtime;
@@ -38,30 +39,52 @@ internal static class TreeRemover
 
     private static long RemoveAsCaller(string path, ref long bytes)
     {
-        FileStatus? st = FileSystemCalls.TryLStat(path);
-        if (st is null)
-            return bytes;
-        if (st.Value.Kind != FileKind.Directory)
-        {
-            if (FileSystemCalls.Unlink(path, directory: false) && st.Value.Kind == FileKind.Regular)
-                bytes += st.Value.Size;
-            return bytes;
-        }
-        if ((st.Value.Mode & 0x1C0) != 0x1C0)
-            FileSystemCalls.ChangeModeAt(path, st.Value.Permissions | 0x1C0);
-        IEnumerable<string> children;
+        string full = Path.GetFullPath(path).TrimEnd('/');
+        string? parent = Path.GetDirectoryName(full);
+        string name = Path.GetFileName(full);
+        if (parent is null || name.Length == 0)
+            throw new SandboxException(SandboxErrorCode.StoreFailed, $"refusing to remove {path}");
+        SafeFileHandle parentDirectory;
         try
         {
-            children = Directory.EnumerateFileSystemEntries(path).ToList();
+            parentDirectory = FileSystemCalls.OpenDirectory(parent);
         }
-        catch (DirectoryNotFoundException)
+        catch (LinuxException e) when (e.Errno is Errno.ENOENT or Errno.ENOTDIR)
         {
             return bytes;
         }
-        foreach (string child in children)
-            RemoveAsCaller(child, ref bytes);
-        FileSystemCalls.Unlink(path, directory: true);
+        using (parentDirectory)
+            RemoveAt(parentDirectory, name, full, ref bytes);
         return bytes;
+    }
+
+    /// <summary>
+    /// Removes <paramref name="name"/> in <paramref name="directory"/>, each entry relative to its
+    /// directory's descriptor (fstatat, openat with O_NOFOLLOW, unlinkat), never by path. A layer's
+    /// symlinks can give its files real paths far longer than PATH_MAX (each name up to 4096 bytes
+    /// goes through links up to 4095 bytes each): by path they were ENAMETOOLONG, and such a layer,
+    /// or a failed import's work directory, stayed in the store for good.
+    /// </summary>
+    private static void RemoveAt(SafeFileHandle directory, string name, string shown, ref long bytes)
+    {
+        if (FileSystemCalls.StatAt(directory, name) is not FileStatus st)
+            return;
+        if (st.Kind != FileKind.Directory)
+        {
+            if (FileSystemCalls.UnlinkAt(directory, name, directory: false) && st.Kind == FileKind.Regular)
+                bytes += st.Size;
+            return;
+        }
+        if ((st.Mode & 0x1C0) != 0x1C0)
+            FileSystemCalls.ChangeModeAt(directory, name, st.Permissions | 0x1C0);
+        using (SafeFileHandle? child = FileSystemCalls.TryOpenDirectoryAt(directory, name))
+        {
+            if (child is null)
+                return;
+            foreach (string entry in FileSystemCalls.ListDirectory(child, shown))
+                RemoveAt(child, entry, shown, ref bytes);
+        }
+        FileSystemCalls.UnlinkAt(directory, name, directory: true);
     }
 
     private static long RemoveInUserNamespace(string path, IdentityEnvironment identity, Exception cause)
