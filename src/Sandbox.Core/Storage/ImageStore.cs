@@ -170,16 +170,24 @@ public sealed class ImageStore
     }
 
     /// <summary>
-    /// A blob whose layer the store has: its digest, size and compression are checked all the same
-    /// (OCI blobs; a docker archive's layers have only their diff ids, which name what is stored).
+    /// A blob whose layer the store has: its digest, size and compression are checked all the same,
+    /// so that one archive is refused or accepted whatever the store holds. An OCI blob by its blob
+    /// digest; a docker archive's layer, which has only its diff id, decompressed and hashed against
+    /// that (without unpacking). Before, such a layer was not read at all: a damaged download of an
+    /// image the store had, or an archive claiming another layer's diff id, passed.
     /// </summary>
-    private static void VerifyReusedBlob(ImageSource source, LayerSource layer)
+    private void VerifyReusedBlob(ImageSource source, LayerSource layer)
     {
-        if (layer.BlobDigest is null)
-            return;
         using var blob = new VerifyingStream(source.Open(layer.Path), layer.BlobDigest, layer.BlobSize, layer.What);
-        ReadCompression(source, layer, blob);
-        blob.ReadToEndAndVerify();
+        var (compression, head, got) = ReadCompression(source, layer, blob);
+        if (layer.BlobDigest is not null)
+        {
+            blob.ReadToEndAndVerify();
+            return;
+        }
+        using Stream decompressed = Compression.Decompress(new PrefixedStream(head[..got], blob), compression);
+        using var diff = new VerifyingStream(decompressed, layer.DiffId, null, $"{layer.What} (uncompressed: diff id)", _limits.MaxLayerSize);
+        diff.ReadToEndAndVerify();
     }
 
     private List<StoredLayer> ImportLayers(ImageSource source, ResolvedImage image, TempArea temp, ImportOwnership ownership,
