@@ -38,6 +38,13 @@ public static class SandboxPlanner
             namespaces &= ~NamespaceSet.Network;
 
         SandboxUser? user = ResolveUser(spec);
+        // Only 0 exists in a single-id map. An image's User then falls back to root with a warning
+        // (SandboxRunner), as the image is not the caller's to change; an explicit --user is a
+        // request to drop root, which must not be turned silently into root (rootless podman refuses too).
+        if (spec.User is not null && user is { } asked && (asked.Uid != 0 || asked.Gid != 0) && idMaps.Kind == IdMapKind.SingleId)
+            throw new SandboxException(SandboxErrorCode.InvalidSpec,
+                $"--user {spec.User}: only root (0) exists in a single-id user namespace ({(spec.UserNamespace == UserNamespaceMode.Single ? "--userns single" : "you have no subordinate range")}), so the command would run as root: " +
+                "use --userns subuid, which needs a range in /etc/subuid and /etc/subgid (sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER) and newuidmap/newgidmap (package uidmap)");
         IdMapping? mapping = IdMapping.Of(idMaps);
         if (user is not null && mapping is not null && !mapping.Covers(user.Uid, user.Gid))
             throw new SandboxException(SandboxErrorCode.InvalidSpec,

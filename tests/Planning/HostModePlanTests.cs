@@ -210,9 +210,18 @@ public class HostModePlanTests
     {
         Assert.That(HomeMountData(SandboxPlanner.Plan(new SandboxSpec(["true"]) { User = "1000:1001" }, WithSubordinateRanges())),
             Is.EqualTo("mode=0755,uid=1000,gid=1001"));
-        // Root's home, and any under a single-id map (where the payload runs as root), stay root's.
+        // Root's home stays root's.
         Assert.That(HomeMountData(SandboxPlanner.Plan(new SandboxSpec(["true"]) { User = "0" }, WithSubordinateRanges())), Is.EqualTo("mode=0755"));
-        Assert.That(HomeMountData(Plan(new SandboxSpec(["true"]) { User = "1000:1001" })), Is.EqualTo("mode=0755"));
+    }
+
+    [TestCase(UserNamespaceMode.Single, "--userns single")]
+    [TestCase(UserNamespaceMode.Auto, "you have no subordinate range")]
+    public void AnExplicitUserOtherThanRootUnderASingleIdMapIsRefusedNotRunAsRoot(UserNamespaceMode mode, string why)
+    {
+        var e = Assert.Throws<SandboxException>(() => Plan(new SandboxSpec(["true"]) { User = "1000:1001", UserNamespace = mode }));
+        Assert.That(e!.ExitCode, Is.EqualTo(125));
+        Assert.That(e.Message, Does.StartWith($"--user 1000:1001: only root (0) exists in a single-id user namespace ({why}), so the command would run as root: use --userns subuid"));
+        Assert.That(Plan(new SandboxSpec(["true"]) { User = "0:0", UserNamespace = mode }).Process.Uid, Is.EqualTo(0));
     }
 
     private string? HomeMountData(RuntimePlan plan) =>
