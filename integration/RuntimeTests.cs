@@ -553,6 +553,24 @@ public sealed class RuntimeTests
         Assert.That(r.Stderr, Does.Contain("(the command exited with signal 13 (SIGPIPE))"), r.ToString());
     }
 
+    /// <summary>
+    /// The CLI's own lines are best effort: with stderr on a full disk (/dev/full) a run still ends
+    /// with the status that says what happened (the command's, 124, 127), and JSON events to a full
+    /// stdout end with 125; before, each aborted (134), the JSON one with .NET's stack trace.
+    /// </summary>
+    [Test]
+    public void MessagesThatCannotBeWrittenDoNotChangeTheExitStatus()
+    {
+        string sandbox = SandboxCli.Binary;
+        CliResult r = SandboxCli.Shell(
+            $"'{sandbox}' run --stats -- true 2>/dev/full; echo \"stats=$?\"; " +
+            $"'{sandbox}' run --timeout 1s -- sleep 5 2>/dev/full; echo \"timeout=$?\"; " +
+            $"'{sandbox}' run -- no-such-command 2>/dev/full; echo \"missing=$?\"; " +
+            $"'{sandbox}' run --events json -- echo hi >/dev/full 2>/dev/null; echo \"json=$?\" >&2");
+        Assert.That(r.StdoutText, Is.EqualTo("stats=0\ntimeout=124\nmissing=127\n"), r.ToString());
+        Assert.That(r.Stderr, Is.EqualTo("json=125\n"), r.ToString());
+    }
+
     [Test]
     public void OutputSentToTheNullDeviceIsNotRelayedAndLargeOutputToAnAppendedFileIsCopiedWhole()
     {

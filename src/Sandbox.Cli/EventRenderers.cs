@@ -65,10 +65,16 @@ internal sealed class ConsoleRenderer(bool stats = false) : IEventRenderer
     public void RenderSummary(TestSummary summary, TimeSpan duration, SandboxResult? result) =>
         Message("test: " + SummaryText.Format(summary, duration, result));
 
+    // Best effort (StandardDescriptors.TellError says why): the exit status carries the outcome.
     private void Message(string text)
     {
-        _stderr.Write(Encoding.UTF8.GetBytes($"sandbox: {text}\n"));
-        _stderr.Flush();
+        try
+        {
+            _stderr.Write(Encoding.UTF8.GetBytes($"sandbox: {text}\n"));
+        }
+        catch (IOException)
+        {
+        }
     }
 
     public void Dispose()
@@ -149,6 +155,18 @@ internal sealed class JsonLinesRenderer : IEventRenderer
     }
 
     public void RenderFailure(SandboxException e)
+    {
+        try
+        {
+            WriteFailure(e);
+        }
+        catch (IOException)
+        {
+            // stdout itself failed (often the very failure reported): the exit status says it.
+        }
+    }
+
+    private void WriteFailure(SandboxException e)
     {
         _writer.Reset();
         _writer.WriteStartObject();

@@ -127,13 +127,13 @@ internal sealed class ImageCommand : Command
                     }
                     else
                     {
-                        Console.Error.WriteLine($"sandbox: {SandboxErrorCode.ImageNotFound.Format()} no image '{image}' in {store.Root}; list them with `sandbox image ls`");
+                        StandardDescriptors.TellError($"sandbox: {SandboxErrorCode.ImageNotFound.Format()} no image '{image}' in {store.Root}; list them with `sandbox image ls`");
                         status = SandboxErrorCode.ImageNotFound.ExitCode();
                     }
                 }
                 catch (SandboxException e) when (e.Code == SandboxErrorCode.ImageAmbiguous)
                 {
-                    Console.Error.WriteLine($"sandbox: {e.Code.Format()} {e.Message}");
+                    StandardDescriptors.TellError($"sandbox: {e.Code.Format()} {e.Message}");
                     status = e.ExitCode;
                 }
             }
@@ -148,7 +148,7 @@ internal sealed class ImageCommand : Command
         command.SetAction(parse => Guarded(() =>
         {
             ImageStore store = Store(parse);
-            PruneResult result = store.Prune(onWait: () => Console.Error.WriteLine("sandbox: waiting for running imports and sandboxes that use the store..."));
+            PruneResult result = store.Prune(onWait: () => StandardDescriptors.TellError("sandbox: waiting for running imports and sandboxes that use the store..."));
             Console.Out.WriteLine($"Deleted {result.LayersRemoved} layer(s) and {result.BlobsRemoved} blob(s), freed {Size(result.BytesFreed)}" +
                 (result.TemporaryEntriesRemoved > 0 ? $"; cleaned {result.TemporaryEntriesRemoved} interrupted import(s)" : ""));
             return 0;
@@ -164,18 +164,18 @@ internal sealed class ImageCommand : Command
         }
         catch (SandboxException e)
         {
-            Console.Error.WriteLine($"sandbox: {e.Code.Format()} {e.Message}");
+            StandardDescriptors.TellError($"sandbox: {e.Code.Format()} {e.Message}");
             return e.ExitCode;
         }
         catch (OperationCanceledException)
         {
-            Console.Error.WriteLine("sandbox: cancelled");
+            StandardDescriptors.TellError("sandbox: cancelled");
             return 130;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or Linux.LinuxException)
         {
             // A file the command needed could not be used: which, with exit 125, not a stack trace.
-            Console.Error.WriteLine($"sandbox: {e.Message} (check the path and its permissions)");
+            StandardDescriptors.TellError($"sandbox: {e.Message} (check the path and its permissions)");
             return ExitCodes.SandboxFailed;
         }
     }

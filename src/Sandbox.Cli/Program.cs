@@ -25,14 +25,14 @@ internal static class Program
         catch (SandboxException e)
         {
             // A bad command line found before any renderer exists (an unknown flag).
-            Console.Error.WriteLine($"sandbox: {e.Message}");
+            StandardDescriptors.TellError($"sandbox: {e.Message}");
             return e.ExitCode;
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             // The last resort: one line and exit 125, as for any failure of the tool, not the
             // runtime's stack trace and abort (134). Reaching here is a bug.
-            Console.Error.WriteLine($"sandbox: internal error: {e.GetType().Name}: {e.Message} (a bug in sandbox: please report it with the command line)");
+            StandardDescriptors.TellError($"sandbox: internal error: {e.GetType().Name}: {e.Message} (a bug in sandbox: please report it with the command line)");
             return ExitCodes.SandboxFailed;
         }
     }
@@ -120,7 +120,7 @@ internal static class Program
         }
         catch (SandboxException e)
         {
-            Console.Error.WriteLine($"sandbox: {e.Message}");
+            StandardDescriptors.TellError($"sandbox: {e.Message}");
             return e.ExitCode;
         }
         using (renderer)

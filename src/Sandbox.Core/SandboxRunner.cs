@@ -202,7 +202,7 @@ public sealed class SandboxExecution : IDisposable
     internal static SandboxExecution Start(SandboxSpec spec, HostContext host, CancellationToken cancellationToken, Action<string>? warn = null,
         DirectOutput? output = null, IStorageDriverHost? storage = null)
     {
-        warn ??= m => Console.Error.WriteLine($"sandbox: {m}");
+        warn ??= m => StandardDescriptors.TellError($"sandbox: {m}");
         ImageRootPreparer? root = null;
         if (spec.Root is ImageRoot image)
         {

@@ -48,6 +48,25 @@ public static class StandardDescriptors
     public static bool IsCallers(int fd) => s_callers >= 0 ? (s_callers & (1 << fd)) != 0 : Syscalls.IsInherited(fd) == true;
 
     /// <summary>
+    /// One line of ours for the caller on stderr, best effort: a message that cannot be written (a
+    /// full disk under `2&gt;&gt;job.log`, a closed pipe) is dropped, and the exit status still says
+    /// what happened. Written with write(2) itself: Console.Error threw there, and the CLI aborted
+    /// (134) in place of the timeout's 124 or the command's own status.
+    /// </summary>
+    public static void TellError(string line)
+    {
+        if (!IsCallers(2))
+            return;
+        try
+        {
+            new DescriptorWriteStream(2).Write(System.Text.Encoding.UTF8.GetBytes(line + "\n"));
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    /// <summary>
     /// This process's stdout or stderr as a stream that needs no descriptor of its own
     /// (<see cref="DescriptorWriteStream"/>); <see cref="Stream.Null"/> when the caller gave none.
     /// </summary>
