@@ -507,6 +507,27 @@ public sealed class RuntimeTests
         Assert.That(r.StdoutText, Does.EndWith("\n600\n644\n"), r.ToString());
     }
 
+    /// <summary>
+    /// A file as stdin is relayed from where the caller's offset is, and the offset ends past what the
+    /// payload read, no further: a `while read` loop over a list runs each item (the relay used to read
+    /// the rest of the list into its pipe, and the loop stopped after the first), and a reader after
+    /// the run goes on where the payload stopped.
+    /// </summary>
+    [Test]
+    public void AFileAsStdinIsLeftAtWhatThePayloadRead()
+    {
+        using var dir = new TempDir();
+        string list = Path.Combine(dir.Path, "list"), big = Path.Combine(dir.Path, "big");
+        File.WriteAllText(list, "a\nb\nc\n");
+        File.WriteAllBytes(big, new byte[3_000_000]);
+        string sandbox = SandboxCli.Binary;
+        CliResult r = SandboxCli.Shell(
+            $"while read item; do echo \"item $item\"; '{sandbox}' run -- true; done < '{list}'; " +
+            $"{{ '{sandbox}' run -- head -c 100000 > /dev/null; wc -c; }} < '{big}'; " +
+            $"{{ read first; '{sandbox}' run -- cat; }} < '{list}'");
+        Assert.That(r.StdoutText, Is.EqualTo("item a\nitem b\nitem c\n2900000\nb\nc\n"), r.ToString());
+    }
+
     [Test]
     public void TheCallersTmpdirIsHiddenInHostMode()
     {

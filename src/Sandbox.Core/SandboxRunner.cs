@@ -92,10 +92,14 @@ public sealed class SandboxExecution : IDisposable
     /// <summary>The copy driver's per-run root, removed once PID 1 (and so every process that could use it) is gone.</summary>
     private readonly ImageRootPreparer? _root;
 
+    /// <summary>stdin's relay from a regular file, which puts the file's offset right at the end (<see cref="FileInputRelay"/>).</summary>
+    private readonly FileInputRelay? _stdinRelay;
+
     private SandboxExecution(SandboxProcess process, Cgroups.SandboxCgroup? cgroup, SandboxSpec spec, OutputPump stdout, OutputPump stderr, CancellationToken cancellationToken,
-        ImageRootPreparer? root)
+        ImageRootPreparer? root, FileInputRelay? stdinRelay)
     {
         _process = process;
+        _stdinRelay = stdinRelay;
         _root = root;
         _cgroup = cgroup;
         _events = new EventQueue(64, _disposed.Token);
@@ -249,29 +253,32 @@ public sealed class SandboxExecution : IDisposable
             plan = plan with { Process = plan.Process with { Uid = null, Gid = null } };
         }
         SafeFileHandle? stdin = null, outRead = null, outWrite = null, errRead = null, errWrite = null;
+        FileInputRelay? fileRelay = null;
         try
         {
             // With no standard input from the caller (fd 0 closed, as under some CI runners) there is
             // nothing to forward, and what holds the number now is ours (StandardDescriptors).
-            stdin = spec.ForwardStdin && StandardDescriptors.IsCallers(0) ? InputChannel(new SafeFileHandle(0, ownsHandle: false)) : Syscalls.OpenReadOnly("/dev/null");
+            stdin = spec.ForwardStdin && StandardDescriptors.IsCallers(0) ? InputChannel(new SafeFileHandle(0, ownsHandle: false), out fileRelay) : Syscalls.OpenReadOnly("/dev/null");
             (outRead, outWrite) = OutputChannel(output?.Stdout);
             (errRead, errWrite) = OutputChannel(output?.Stderr);
             // PID 1 joins the cgroup before it is released: nothing of the payload ever runs unlimited.
             SandboxProcess process = Launcher.Start(plan, new StdioPlan(stdin, outWrite, errWrite), cgroup is null ? null : cgroup.AddProcess, holderRequest);
             var execution = new SandboxExecution(process, cgroup, spec,
-                new OutputPump(outRead, OutputStream.Stdout, output?.Stdout), new OutputPump(errRead, OutputStream.Stderr, output?.Stderr), cancellationToken, root);
+                new OutputPump(outRead, OutputStream.Stdout, output?.Stdout), new OutputPump(errRead, OutputStream.Stderr, output?.Stderr), cancellationToken, root, fileRelay);
             return execution;
         }
         catch (LinuxException e)
         {
             outRead?.Dispose();
             errRead?.Dispose();
+            fileRelay?.Finish();
             throw new SandboxException(SandboxErrorCode.SpawnFailed, $"could not start the sandbox: {e.Message}", e);
         }
         catch
         {
             outRead?.Dispose();
             errRead?.Dispose();
+            fileRelay?.Finish();
             throw;
         }
         finally
@@ -323,12 +330,22 @@ public sealed class SandboxExecution : IDisposable
     /// /proc/self/fd/0 or chmod and chown it or the caller's terminal (docker and podman's conmon
     /// relay stdin too).
     /// </summary>
-    private static SafeFileHandle InputChannel(SafeFileHandle callers) => Syscalls.KindOfDescriptor(callers) switch
+    private static SafeFileHandle InputChannel(SafeFileHandle callers, out FileInputRelay? fileRelay)
     {
-        DescriptorKind.Pipe => callers,
-        DescriptorKind.NullDevice => Syscalls.OpenReadOnly("/dev/null"),
-        _ => InputRelay.Start((int)callers.DangerousGetHandle()),
-    };
+        fileRelay = null;
+        switch (Syscalls.KindOfDescriptor(callers))
+        {
+            case DescriptorKind.Pipe:
+                return callers;
+            case DescriptorKind.NullDevice:
+                return Syscalls.OpenReadOnly("/dev/null");
+            case DescriptorKind.RegularFile when FileInputRelay.TryStart((int)callers.DangerousGetHandle()) is var (read, relay):
+                fileRelay = relay;
+                return read;
+            default:
+                return InputRelay.Start((int)callers.DangerousGetHandle());
+        }
+    }
 
     private void Terminate(TerminationReason reason)
     {
@@ -463,6 +480,8 @@ public sealed class SandboxExecution : IDisposable
             ? (reported, u, s)
             : _process.WaitForExit();
         TimeSpan wall = Stopwatch.GetElapsedTime(_process.StartTimestamp);
+        // Before the exit is reported: the caller may read on from the file the moment it is.
+        _stdinRelay?.Finish();
         InitReport report = _process.Report;
         var reason = (TerminationReason)Volatile.Read(ref _reason);
         if (report.Failure is SandboxException failure && reason == TerminationReason.Exited)
@@ -503,6 +522,7 @@ public sealed class SandboxExecution : IDisposable
         }
         _stdout.Dispose();
         _stderr.Dispose();
+        _stdinRelay?.Finish();
         _cgroup?.Dispose();
         _root?.Dispose();
         _cancelRegistration.Dispose();
@@ -665,6 +685,109 @@ public sealed class SandboxExecution : IDisposable
         // started reading has not.
         EndSupervision();
         _process.Dispose();
+    }
+}
+
+/// <summary>
+/// stdin from a regular file (`sandbox run … &lt; file`, a `while read …; do sandbox run …; done &lt; list`
+/// loop), relayed as <see cref="InputRelay"/> relays, but read with pread(2): the file's offset, which
+/// the caller's shell shares, stays where it was while the run lasts, and at the end it is moved past
+/// what the payload read, and no further, as if the payload had read the file itself (bwrap hands it
+/// over; docker without -i never reads it). The relay was reading the caller's offset ahead into the
+/// pipe, so a command that read nothing still used the file up: such a loop stopped after its first
+/// line. The relay keeps at most a pipe's worth ahead; what the payload read is what went into the
+/// pipe less what is still in it (FIONREAD on a read end kept for that).
+/// </summary>
+internal sealed class FileInputRelay
+{
+    private readonly int _source;
+    private readonly long _start;
+    private readonly SafeFileHandle _write;
+    private readonly SafeFileHandle _unread;
+    private readonly (SafeFileHandle Read, SafeFileHandle Write) _stop;
+    private readonly Thread _thread;
+    private long _written;
+    private int _finished;
+
+    private FileInputRelay(int source, long start, SafeFileHandle write, SafeFileHandle unread)
+    {
+        _source = source;
+        _start = start;
+        _write = write;
+        _unread = unread;
+        _stop = Syscalls.CreatePipe();
+        _thread = new Thread(Pump) { IsBackground = true, Name = "sandbox stdin file relay" };
+    }
+
+    /// <summary>The pipe's read end for the payload, and the relay; null when the file's offset cannot be read (the caller relays it as a stream).</summary>
+    public static (SafeFileHandle Read, FileInputRelay Relay)? TryStart(int source)
+    {
+        long start = Syscalls.Seek(source, 0, fromCurrent: true);
+        if (start < 0)
+            return null;
+        var (read, write) = Syscalls.CreatePipe();
+        Syscalls.SetNonBlocking(write);
+        var relay = new FileInputRelay(source, start, write, Syscalls.Duplicate(read));
+        relay._thread.Start();
+        return (read, relay);
+    }
+
+    private void Pump()
+    {
+        byte[] buffer = new byte[64 * 1024];
+        int target = (int)_write.DangerousGetHandle();
+        int stop = (int)_stop.Read.DangerousGetHandle();
+        Span<PollEntry> entries = stackalloc PollEntry[2];
+        int pending = 0, at = 0;
+        try
+        {
+            while (true)
+            {
+                if (pending == 0)
+                {
+                    int n = Syscalls.ReadAt(_source, buffer, _start + Volatile.Read(ref _written));
+                    if (n <= 0)
+                        return; // the file's end (or an error): the payload reads EOF
+                    (pending, at) = (n, 0);
+                }
+                int taken = Syscalls.WriteSome(target, buffer.AsSpan(at, pending));
+                if (taken > 0)
+                {
+                    Interlocked.Add(ref _written, taken);
+                    (pending, at) = (pending - taken, at + taken);
+                    continue;
+                }
+                if (taken != -Errno.EAGAIN)
+                    return;
+                entries[0] = new PollEntry(target, PollEntry.Out);
+                entries[1] = new PollEntry(stop, PollEntry.In);
+                StreamCalls.Poll(entries, -1);
+                if (entries[1].ReturnedEvents != 0)
+                    return;
+            }
+        }
+        catch (LinuxException)
+        {
+            // poll(2) failed: the payload reads EOF, the run goes on.
+        }
+        finally
+        {
+            _write.Dispose();
+        }
+    }
+
+    /// <summary>At the run's end: stops the relay and moves the caller's offset past what the payload read.</summary>
+    public void Finish()
+    {
+        if (Interlocked.Exchange(ref _finished, 1) != 0)
+            return;
+        Syscalls.WriteByte(_stop.Write, 0);
+        _thread.Join();
+        long consumed = Volatile.Read(ref _written) - StreamCalls.Available((int)_unread.DangerousGetHandle());
+        Syscalls.Seek(_source, _start + Math.Max(0, consumed));
+        _unread.Dispose();
+        _stop.Read.Dispose();
+        _stop.Write.Dispose();
     }
 }
 

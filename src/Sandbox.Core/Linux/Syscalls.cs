@@ -170,6 +170,61 @@ internal static unsafe partial class Syscalls
 
     public static bool KillProcess(int pid, int signal) => kill(pid, signal) == 0;
 
+    /// <summary>lseek(2) to an absolute offset, or with <paramref name="fromCurrent"/> by one; the new offset, or -1.</summary>
+    public static long Seek(int fd, long offset, bool fromCurrent = false) => lseek(fd, offset, fromCurrent ? SEEK_CUR : SEEK_SET);
+
+    /// <summary>pread(2): bytes read at <paramref name="offset"/> (the descriptor's own offset unmoved), 0 at the end, or -errno.</summary>
+    public static int ReadAt(int fd, Span<byte> buffer, long offset)
+    {
+        fixed (byte* b = buffer)
+        {
+            while (true)
+            {
+                long n = pread(fd, b, buffer.Length, offset);
+                if (n >= 0)
+                    return (int)n;
+                int e = errno;
+                if (e != Errno.EINTR)
+                    return -e;
+            }
+        }
+    }
+
+    /// <summary>write(2) once: the bytes taken (a non-blocking pipe takes what fits), or -errno.</summary>
+    public static int WriteSome(int fd, ReadOnlySpan<byte> data)
+    {
+        fixed (byte* d = data)
+        {
+            while (true)
+            {
+                long n = write(fd, d, data.Length);
+                if (n >= 0)
+                    return (int)n;
+                int e = errno;
+                if (e != Errno.EINTR)
+                    return -e;
+            }
+        }
+    }
+
+    /// <summary>A second descriptor of the same open file, close-on-exec (F_DUPFD_CLOEXEC).</summary>
+    public static SafeFileHandle Duplicate(SafeFileHandle handle)
+    {
+        int fd = fcntl((int)handle.DangerousGetHandle(), F_DUPFD_CLOEXEC, 3);
+        if (fd < 0)
+            throw new LinuxException("fcntl", null, errno);
+        return new SafeFileHandle(fd, ownsHandle: true);
+    }
+
+    /// <summary>Sets O_NONBLOCK on a descriptor of ours.</summary>
+    public static void SetNonBlocking(SafeFileHandle handle)
+    {
+        int fd = (int)handle.DangerousGetHandle();
+        int flags = fcntl(fd, F_GETFL, 0);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+            throw new LinuxException("fcntl", null, errno);
+    }
+
     /// <summary>Whether a process with this id exists in our PID namespace (kill(2) with signal 0: ESRCH when none; EPERM is another user's).</summary>
     public static bool ProcessExists(int pid) => pid > 0 && (kill(pid, 0) == 0 || errno != Errno.ESRCH);
 
@@ -203,6 +258,7 @@ internal static unsafe partial class Syscalls
             // An anonymous pipe only: a named FIFO is an inode of a host file system, which root
             // inside (its owner's id) could chmod or chown through the descriptor.
             0x1000 when IsAnonymousPipe((int)handle.DangerousGetHandle()) => DescriptorKind.Pipe,
+            0x8000 => DescriptorKind.RegularFile,
             _ => DescriptorKind.Other,
         };
     }
@@ -350,4 +406,6 @@ internal enum DescriptorKind
     NullDevice,
     /// <summary>A pipe or FIFO.</summary>
     Pipe,
+    /// <summary>A regular file (seekable: its offset is shared with whoever opened it, the caller's shell).</summary>
+    RegularFile,
 }
