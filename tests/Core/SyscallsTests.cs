@@ -75,7 +75,7 @@ public sealed class SyscallsTests
                 Assert.That(Syscalls.KindOfDescriptor(appended), Is.EqualTo(DescriptorKind.NullDevice));
                 Assert.That(Syscalls.KindOfDescriptor(plain), Is.EqualTo(DescriptorKind.NullDevice));
                 Assert.That(Syscalls.KindOfDescriptor(zero), Is.EqualTo(DescriptorKind.Other));
-                Assert.That(Syscalls.KindOfDescriptor(regular), Is.EqualTo(DescriptorKind.Other));
+                Assert.That(Syscalls.KindOfDescriptor(regular), Is.EqualTo(DescriptorKind.RegularFile));
                 Assert.That(Syscalls.KindOfDescriptor(write), Is.EqualTo(DescriptorKind.Pipe));
                 Assert.That(Syscalls.KindOfDescriptor(read), Is.EqualTo(DescriptorKind.Pipe));
             });
