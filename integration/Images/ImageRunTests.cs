@@ -45,6 +45,17 @@ public sealed class ImageRunTests
         Assert.That(r.Stderr, Does.Contain($": the image was removed from {store.Path} (sandbox image rm) while this run was starting: import it again"), r.ToString());
     }
 
+    [Test]
+    public void ARootBeforeDoubleDashThatIsNotFoundIsNamedNotRunAsTheCommand()
+    {
+        CliResult image = SandboxCli.Run("run", "--root", _store.Path, "no-such-image", "--", "true");
+        Assert.That(image.ExitCode, Is.EqualTo(125), image.ToString());
+        Assert.That(image.Stderr, Does.StartWith($"sandbox: no-such-image: no such image in {_store.Path}, directory or image archive (import one with: sandbox image import FILE --name no-such-image)"));
+        CliResult path = SandboxCli.Run("run", "/no-such-rootfs", "--", "true");
+        Assert.That(path.ExitCode, Is.EqualTo(125), path.ToString());
+        Assert.That(path.Stderr, Does.StartWith("sandbox: /no-such-rootfs: no such directory or image archive"));
+    }
+
     [TestCaseSource(nameof(Images))]
     public void TheImageRunsItsOwnCommandWithItsConfig(string image)
     {

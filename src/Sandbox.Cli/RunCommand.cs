@@ -55,15 +55,17 @@ internal sealed class RunCommand : Command
 
     /// <summary>
     /// Splits <c>run</c>'s tokens into sandbox options, an optional ROOT, and the payload's command.
-    /// A first word is the ROOT when it is "host", an existing directory, an image archive, or the
-    /// name or digest of an image in the store.
+    /// A first word is the ROOT when `--` follows it, or when it is "host", an existing directory
+    /// named as a path (with a '/': `./rootfs`, `~/rootfs/alpine`; a bare `test` is the command even
+    /// where a directory test/ is in the working directory), an image archive, or the name or digest
+    /// of an image in the store.
     /// </summary>
     public (List<string> OwnTokens, ImmutableArray<string> PayloadCommand) Split(IReadOnlyList<string> tokens) => Split(tokens, out _);
 
     public (List<string> OwnTokens, ImmutableArray<string> PayloadCommand) Split(IReadOnlyList<string> tokens, out bool helpRequested)
     {
         string? store = StoreDirectory(tokens);
-        return SandboxOptions.Split(this, tokens, t => t == "host" || Directory.Exists(t) || IsImageArchive(t) || ImageExists(t, store), maxPositionals: 1, out helpRequested);
+        return SandboxOptions.Split(this, tokens, t => t == "host" || (t.Contains('/') && Directory.Exists(t)) || IsImageArchive(t) || ImageExists(t, store), maxPositionals: 1, out helpRequested);
     }
 
     // --root DIR or --root=DIR, for the image lookup before the parse. A loop, not LINQ, on the
@@ -162,8 +164,9 @@ internal sealed class RunCommand : Command
         }
         else
         {
-            image = images.Find(root)
-                ?? throw new SandboxException(SandboxErrorCode.ImageNotFound, $"{root}: no such image in {images.Root}, directory or image archive (import one with: sandbox image import FILE --name {root})");
+            image = images.Find(root) ?? throw new SandboxException(SandboxErrorCode.ImageNotFound, root.Contains('/')
+                ? $"{root}: no such directory or image archive (a root file system is a directory; an image, a file from docker save, podman save or skopeo)"
+                : $"{root}: no such image in {images.Root}, directory or image archive (import one with: sandbox image import FILE --name {root})");
         }
         return InUse(images, image, readOnly, driver);
     }

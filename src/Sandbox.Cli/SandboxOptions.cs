@@ -247,7 +247,10 @@ internal sealed class SandboxOptions
                     own.Add(tokens[++i]);
                 continue;
             }
-            if (positionals < maxPositionals && isOwnPositional(t))
+            // A word right before `--` is ours whatever it names (`sandbox run alpine -- sh`): a ROOT
+            // that is not found is then said to be that, where it was run as the command and reported
+            // "command not found" (127).
+            if (positionals < maxPositionals && ((i + 1 < tokens.Count && tokens[i + 1] == "--") || isOwnPositional(t)))
             {
                 positionals++;
                 own.Add(t);

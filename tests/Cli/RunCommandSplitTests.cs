@@ -120,6 +120,39 @@ public class RunCommandSplitTests
     }
 
     [Test]
+    public void AWordRightBeforeDoubleDash_IsTheRootWhateverItNames()
+    {
+        // `sandbox run alpine -- sh` with no such image: ResolveRoot then says "no such image", where
+        // the word ran as the command and the run ended "command not found" (127).
+        var (own, command) = _run.Split(["--root", "/nonexistent-store", "no-such-image", "--", "sh"]);
+        Assert.That(own, Is.EqualTo(new[] { "--root", "/nonexistent-store", "no-such-image" }));
+        Assert.That(command, Is.EqualTo(new[] { "sh" }));
+    }
+
+    [Test]
+    public void ABareWordNamingADirectoryOfTheWorkingDirectory_IsTheCommand()
+    {
+        // A test/ or build/ folder must not capture the command of that name; ./test is the root.
+        using var dir = new TempDirectory();
+        Directory.CreateDirectory(Path.Combine(dir.Path, "test"));
+        string saved = Environment.CurrentDirectory;
+        Environment.CurrentDirectory = dir.Path;
+        try
+        {
+            var (own, command) = _run.Split(["--root", "/nonexistent-store", "test", "-d", "/tmp"]);
+            Assert.That(own, Is.EqualTo(new[] { "--root", "/nonexistent-store" }));
+            Assert.That(command, Is.EqualTo(new[] { "test", "-d", "/tmp" }));
+            (own, command) = _run.Split(["./test", "true"]);
+            Assert.That(own, Is.EqualTo(new[] { "./test" }));
+            Assert.That(command, Is.EqualTo(new[] { "true" }));
+        }
+        finally
+        {
+            Environment.CurrentDirectory = saved;
+        }
+    }
+
+    [Test]
     public void ExistingFile_IsTheCommand()
     {
         Assume.That(File.Exists("/bin/sh"), Is.True);
