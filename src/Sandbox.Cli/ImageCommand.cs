@@ -278,10 +278,12 @@ internal sealed class ImageCommand : Command
         TimeSpan age = DateTimeOffset.UtcNow - t;
         return age.TotalSeconds < 0 ? t.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture)
             : age.TotalMinutes < 1 ? "just now"
-            : age.TotalHours < 1 ? $"{(int)age.TotalMinutes} minutes ago"
-            : age.TotalDays < 2 ? $"{(int)age.TotalHours} hours ago"
-            : age.TotalDays < 60 ? $"{(int)age.TotalDays} days ago"
-            : age.TotalDays < 730 ? $"{(int)(age.TotalDays / 30)} months ago"
-            : $"{(int)(age.TotalDays / 365)} years ago";
+            : age.TotalHours < 1 ? Count((int)age.TotalMinutes, "minute")
+            : age.TotalDays < 2 ? Count((int)age.TotalHours, "hour")
+            : age.TotalDays < 60 ? Count((int)age.TotalDays, "day")
+            : age.TotalDays < 730 ? Count((int)(age.TotalDays / 30), "month")
+            : Count((int)(age.TotalDays / 365), "year");
+
+        static string Count(int n, string unit) => n == 1 ? $"1 {unit} ago" : $"{n} {unit}s ago";
     }
 }

@@ -39,7 +39,7 @@ internal sealed class SandboxOptions
     };
     private readonly Option<string?> _timeout = new("--timeout")
     {
-        Description = "Kill the whole sandbox after DURATION (e.g. 30s, 5m, 1h) and exit 124 (`test`: restore and test together)",
+        Description = "Kill the whole sandbox after DURATION (e.g. 30s, 5m, 1h) and exit 124 (`test`: restore and test together); 0: no timeout",
         HelpName = "DURATION",
     };
     private readonly Option<bool> _interactive = new("--interactive", "-i")
@@ -68,7 +68,7 @@ internal sealed class SandboxOptions
     };
     private readonly Option<double?> _cpus = new("--cpus")
     {
-        Description = "CPU time, in CPUs, e.g. 1.5 (cgroup cpu.max)",
+        Description = "CPU time, in CPUs, e.g. 1.5 (cgroup cpu.max); 0: no limit",
         HelpName = "N",
     };
     private readonly Option<string[]> _deviceReadBps = new("--device-read-bps")
@@ -137,7 +137,7 @@ internal sealed class SandboxOptions
     {
         var spec = baseSpec with
         {
-            Hostname = parse.GetValue(_hostname) ?? SandboxSpec.DefaultHostname,
+            Hostname = parse.GetValue(_hostname) is string hostname ? CheckHostname(hostname) : SandboxSpec.DefaultHostname,
             Network = parse.GetValue(_network) switch
             {
                 "none" => NetworkMode.None,
@@ -145,7 +145,8 @@ internal sealed class SandboxOptions
                 var other => throw new SandboxException(SandboxErrorCode.InvalidSpec, $"--network {other}: expected none or host"),
             },
             UserNamespace = UserNamespace(parse),
-            Timeout = parse.GetValue(_timeout) is string t ? DurationParser.Parse(t, "--timeout") : null,
+            // GNU timeout(1): a duration of 0 means no timeout (scripts pass --timeout ${T:-0}).
+            Timeout = parse.GetValue(_timeout) is string t && !IsZero(t) ? DurationParser.Parse(t, "--timeout") : null,
             TmpfsMounts = baseSpec.TmpfsMounts.AddRange(parse.GetValue(_tmpfs) ?? []),
             Binds = baseSpec.Binds.AddRange(Parsed(parse.GetValue(_volumes), BindMount.Parse)),
             ForwardStdin = parse.GetValue(_interactive) || Console.IsInputRedirected,
@@ -160,7 +161,8 @@ internal sealed class SandboxOptions
                 },
                 // docker and podman: 0 or -1 is no limit.
                 PidsLimit = parse.GetValue(_pidsLimit) is long pids and > 0 ? pids : null,
-                Cpus = parse.GetValue(_cpus),
+                // docker: --cpus 0 is no limit.
+                Cpus = parse.GetValue(_cpus) is double cpus and not 0 ? cpus : null,
                 DeviceReadBps = Parsed(parse.GetValue(_deviceReadBps), v => DeviceRate.Parse(v, "--device-read-bps")),
                 DeviceWriteBps = Parsed(parse.GetValue(_deviceWriteBps), v => DeviceRate.Parse(v, "--device-write-bps")),
             },
@@ -241,7 +243,9 @@ internal sealed class SandboxOptions
                 // Not ours and not the payload's (that comes after the command or --): docker's answer.
                 helpRequested |= name is "-h" or "--help" or "-?";
                 if (option is null && name is not ("-h" or "--help" or "-?"))
-                    throw new SandboxException(SandboxErrorCode.InvalidSpec, $"unknown flag: {name} (put -- before a command that starts with -)\nSee 'sandbox {command.Name} --help'.");
+                    throw new SandboxException(SandboxErrorCode.InvalidSpec, command.Name == "test"
+                        ? $"unknown flag: {name} (dotnet test's own options go after --: sandbox test [PROJECT] -- {t})\nSee 'sandbox test --help'."
+                        : $"unknown flag: {name} (put -- before a command that starts with -)\nSee 'sandbox {command.Name} --help'.");
                 bool takesValue = option is not null && option.TakesValue && !t.Contains('=');
                 if (takesValue && i + 1 < tokens.Count)
                     own.Add(tokens[++i]);
@@ -260,6 +264,13 @@ internal sealed class SandboxOptions
         }
         return (own, ImmutableArray<string>.Empty);
     }
+
+    private static bool IsZero(string duration) => duration.Trim() is "0" or "0s" or "0ms" or "0m" or "0h";
+
+    /// <summary>sethostname(2) takes at most HOST_NAME_MAX (64) bytes: said here, not as EINVAL from the set-up.</summary>
+    private static string CheckHostname(string hostname) =>
+        hostname.Length > 0 && System.Text.Encoding.UTF8.GetByteCount(hostname) <= 64 ? hostname
+            : throw new SandboxException(SandboxErrorCode.InvalidSpec, $"--hostname {hostname}: a host name is 1 to 64 bytes (HOST_NAME_MAX)");
 
     // Loops, not LINQ, on the warm-start path (RootfsPlanner says why).
     private static ImmutableArray<T> Parsed<T>(string[]? values, Func<string, T> parse)

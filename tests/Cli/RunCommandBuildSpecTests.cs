@@ -25,6 +25,36 @@ public class RunCommandBuildSpecTests
         Assert.That(Build("--pids-limit", "20", "true").Limits.PidsLimit, Is.EqualTo(20));
     }
 
+    [TestCase("0")]
+    [TestCase("0s")]
+    public void ATimeoutOfZeroIsNoTimeoutAsGnuTimeoutsIs(string value)
+    {
+        Assert.That(Build("--timeout", value, "true").Timeout, Is.Null);
+        Assert.That(Build("--timeout", "5s", "true").Timeout, Is.EqualTo(TimeSpan.FromSeconds(5)));
+    }
+
+    [Test]
+    public void CpusOfZeroIsNoLimitAsDockersIs()
+    {
+        Assert.That(Build("--cpus", "0", "true").Limits.Cpus, Is.Null);
+        Assert.That(Build("--cpus", "0", "true").Limits.IsEmpty, Is.True);
+    }
+
+    [Test]
+    public void AHostnameLongerThanHostNameMaxIsACommandLineError()
+    {
+        Assert.That(Build("--hostname", new string('h', 64), "true").Hostname, Has.Length.EqualTo(64));
+        var e = Assert.Throws<SandboxException>(() => Build("--hostname", new string('h', 65), "true"));
+        Assert.That(e!.Message, Does.StartWith($"--hostname {new string('h', 65)}: a host name is 1 to 64 bytes (HOST_NAME_MAX)"));
+    }
+
+    [Test]
+    public void AnUnknownFlagOfSandboxTestSaysWhereDotnetTestsOptionsGo()
+    {
+        var e = Assert.Throws<SandboxException>(() => new TestCommand().Split(["--filter", "X"], out _));
+        Assert.That(e!.Message, Does.StartWith("unknown flag: --filter (dotnet test's own options go after --: sandbox test [PROJECT] -- --filter)"));
+    }
+
     [Test]
     public void Defaults()
     {
