@@ -22,6 +22,19 @@ internal sealed class SandboxOptions
         Description = "Set NAME=VALUE inside, or pass the host's NAME through (repeatable). Nothing else of the host's environment gets in",
         HelpName = "NAME[=VALUE]",
     };
+    private readonly Option<string[]> _envFile = new("--env-file")
+    {
+        Description = "Read variables from FILE, docker's format: NAME=VALUE or NAME (the host's) per line, # comments (repeatable; -e wins)",
+        HelpName = "FILE",
+    };
+    private readonly Option<bool> _remove = new("--rm")
+    {
+        Description = "Accepted for docker's sake: every sandbox is removed when it ends",
+    };
+    private readonly Option<bool> _tty = new("--tty", "-t")
+    {
+        Description = "Accepted for docker's sake, with a warning: no terminal is allocated; output goes through pipes (-i forwards stdin)",
+    };
     private readonly Option<string> _hostname = new("--hostname")
     {
         Description = "Hostname inside the sandbox",
@@ -116,7 +129,7 @@ internal sealed class SandboxOptions
     };
     public IEnumerable<Option> All =>
     [
-        _volumes, _tmpfs, _env, _hostname, _network, _userns, _timeout, _interactive, _events,
+        _volumes, _tmpfs, _env, _envFile, _remove, _tty, _hostname, _network, _userns, _timeout, _interactive, _events,
         _memory, _memorySwap, _pidsLimit, _cpus, _deviceReadBps, _deviceWriteBps, _limits, _stats,
         _capAdd, _capDrop, _securityOpt, _privileged, _user,
     ];
@@ -195,17 +208,50 @@ internal sealed class SandboxOptions
         }
         if (parse.GetValue(_privileged))
             spec = spec with { CapAdd = spec.CapAdd.Add("ALL"), Seccomp = SeccompPolicy.Unconfined };
+        if (parse.GetValue(_tty))
+            StandardDescriptors.TellError("sandbox: warning: -t/--tty: no terminal is allocated; the command's output goes through pipes (-i forwards stdin)");
+        foreach (string file in parse.GetValue(_envFile) ?? [])
+        {
+            foreach (string e in EnvFileLines(file))
+                spec = WithVariable(spec, e, "--env-file " + file);
+        }
         foreach (string e in parse.GetValue(_env) ?? [])
+            spec = WithVariable(spec, e, "-e " + e);
+        return spec;
+    }
+
+    /// <summary>docker's --env-file: NAME=VALUE or NAME per line; blank lines and lines starting with # are skipped; no quotes are removed.</summary>
+    private static IEnumerable<string> EnvFileLines(string file)
+    {
+        string[] lines;
+        try
+        {
+            lines = File.ReadAllLines(file);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"--env-file {file}: {e.Message}");
+        }
+        foreach (string line in lines)
+        {
+            string trimmed = line.TrimStart();
+            if (trimmed.Length > 0 && trimmed[0] != '#')
+                yield return trimmed;
+        }
+    }
+
+    private static SandboxSpec WithVariable(SandboxSpec spec, string e, string option)
+    {
         {
             int eq = e.IndexOf('=');
             if (eq == 0)
-                throw new SandboxException(SandboxErrorCode.InvalidSpec, $"-e {e}: missing the variable's name");
+                throw new SandboxException(SandboxErrorCode.InvalidSpec, $"{option}: missing the variable's name");
             if (eq > 0)
-                spec = spec.WithEnvironment(e[..eq], e[(eq + 1)..]);
-            else if (Environment.GetEnvironmentVariable(e) is string value)
-                spec = spec.WithEnvironment(e, value); // docker: -e NAME passes the host's value, if set
+                return spec.WithEnvironment(e[..eq], e[(eq + 1)..]);
+            if (Environment.GetEnvironmentVariable(e.TrimEnd()) is string value)
+                return spec.WithEnvironment(e.TrimEnd(), value); // docker: NAME alone passes the host's value, if set
+            return spec;
         }
-        return spec;
     }
 
     public bool Stats(ParseResult parse) => parse.GetValue(_stats);
@@ -235,6 +281,12 @@ internal sealed class SandboxOptions
             string t = tokens[i];
             if (t == "--")
                 return (own, From(tokens, i + 1));
+            // pflag's short forms, as docker takes them: `-it` is -i -t, `-eNAME=VALUE` is -e NAME=VALUE.
+            if (t.Length > 2 && t[0] == '-' && t[1] != '-' && ExpandShortForms(command, t) is { } expanded)
+            {
+                own.AddRange(expanded);
+                continue;
+            }
             if (t.StartsWith('-') && t.Length > 1)
             {
                 own.Add(t);
@@ -263,6 +315,25 @@ internal sealed class SandboxOptions
             return (own, From(tokens, i));
         }
         return (own, ImmutableArray<string>.Empty);
+    }
+
+    /// <summary>
+    /// `-xVALUE` when -x takes a value (`-eA=1`, `-w/src`), or a run of flags that take none (`-it`),
+    /// as pflag reads them; null when <paramref name="token"/> is neither (the caller reports it).
+    /// </summary>
+    private static List<string>? ExpandShortForms(Command command, string token)
+    {
+        if (command.FindOption(token[..2]) is { } first && first.TakesValue)
+            return [token[..2], token[2] == '=' ? token[3..] : token[2..]];
+        var flags = new List<string>(token.Length - 1);
+        for (int i = 1; i < token.Length; i++)
+        {
+            string flag = "-" + token[i];
+            if (command.FindOption(flag) is not { TakesValue: false })
+                return null;
+            flags.Add(flag);
+        }
+        return flags;
     }
 
     private static bool IsZero(string duration) => duration.Trim() is "0" or "0s" or "0ms" or "0m" or "0h";

@@ -56,6 +56,47 @@ public class RunCommandBuildSpecTests
     }
 
     [Test]
+    public void DockersShortFormsAreRead()
+    {
+        // pflag: -it is -i -t; -eNAME=VALUE, -w/dir and -m=1g carry their values.
+        SandboxSpec spec = Build("-it", "-eA=1", "-w/src", "-m=1g", "--rm", "true");
+        Assert.That(spec.ForwardStdin, Is.True);
+        Assert.That(spec.Environment, Does.Contain(new KeyValuePair<string, string>("A", "1")));
+        Assert.That(spec.WorkingDirectory, Is.EqualTo("/src"));
+        Assert.That(spec.Limits.MemoryBytes, Is.EqualTo(1L << 30));
+        Assert.That(spec.Command, Is.EqualTo(new[] { "true" }));
+        var e = Assert.Throws<SandboxException>(() => new RunCommand().Split(["-iz", "true"]));
+        Assert.That(e!.Message, Does.StartWith("unknown flag: -iz"));
+    }
+
+    [Test]
+    public void AnEnvFileIsReadAsDockerReadsItAndDashEWins()
+    {
+        using var dir = new TempDirectory();
+        string file = Path.Combine(dir.Path, "ci.env");
+        File.WriteAllText(file, "# comment\n\nA=from-file\nB=x=y\n  C=indented\nSANDBOX_TEST_FROM_HOST\nQUOTED=\"kept\"\n");
+        Environment.SetEnvironmentVariable("SANDBOX_TEST_FROM_HOST", "host-value");
+        try
+        {
+            SandboxSpec spec = Build("--env-file", file, "-e", "A=from-e", "true");
+            // Later settings of a name win (SandboxPlanner.BuildEnvironment): the last of each.
+            var env = spec.Environment.GroupBy(p => p.Key).ToDictionary(g => g.Key, g => g.Last().Value);
+            Assert.That(env["A"], Is.EqualTo("from-e"));
+            Assert.That(env["B"], Is.EqualTo("x=y"));
+            Assert.That(env["C"], Is.EqualTo("indented"));
+            Assert.That(env["SANDBOX_TEST_FROM_HOST"], Is.EqualTo("host-value"));
+            Assert.That(env["QUOTED"], Is.EqualTo("\"kept\""), "docker keeps quotes");
+            Assert.That(env.Keys, Does.Not.Contain("# comment"));
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("SANDBOX_TEST_FROM_HOST", null);
+        }
+        var missing = Assert.Throws<SandboxException>(() => Build("--env-file", Path.Combine(dir.Path, "none.env"), "true"));
+        Assert.That(missing!.Message, Does.StartWith($"--env-file {Path.Combine(dir.Path, "none.env")}: "));
+    }
+
+    [Test]
     public void Defaults()
     {
         var spec = Build("ls", "-l");
