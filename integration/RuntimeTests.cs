@@ -592,6 +592,17 @@ public sealed class RuntimeTests
         Assert.That(r.Stderr, Is.EqualTo("json=125\n"), r.ToString());
     }
 
+    /// <summary>
+    /// JSON events into a pipe whose reader goes away end the run (SBX012, 125), as a pipeline's
+    /// writer ends: the CLI used to drop the events and let `yes` run until something killed it.
+    /// </summary>
+    [Test]
+    public void JsonEventsWhoseReaderWentAwayEndTheRun()
+    {
+        CliResult r = SandboxCli.Shell($"( timeout 30 '{SandboxCli.Binary}' run --events json -- yes; echo \"rc=$?\" >&2 ) | head -n 1 > /dev/null", TimeSpan.FromSeconds(60));
+        Assert.That(r.Stderr, Does.Contain("sandbox: SBX012 the reader of the output went away (EPIPE): the command was stopped").And.Contain("rc=125"), r.ToString());
+    }
+
     [Test]
     public void OutputSentToTheNullDeviceIsNotRelayedAndLargeOutputToAnAppendedFileIsCopiedWhole()
     {

@@ -162,7 +162,8 @@ internal sealed class JsonLinesRenderer : IEventRenderer
         }
         catch (IOException)
         {
-            // stdout itself failed (often the very failure reported): the exit status says it.
+            // stdout itself failed (often the very failure reported): stderr then, best effort.
+            StandardDescriptors.TellError($"sandbox: {e.Code.Format()} {e.Message}");
         }
     }
 

@@ -134,6 +134,14 @@ internal static class Program
                 renderer.RenderFailure(e);
                 return e.ExitCode;
             }
+            catch (IOException e) when (e.HResult == 32 /* EPIPE, DescriptorWriteStream */)
+            {
+                // The reader of our output went away (`sandbox run --events json … | head`): the
+                // sandbox is ended (the execution's disposal kills it), as a pipeline's writer would end.
+                var failure = new SandboxException(SandboxErrorCode.OutputLost, "the reader of the output went away (EPIPE): the command was stopped", e);
+                renderer.RenderFailure(failure);
+                return failure.ExitCode;
+            }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or Linux.LinuxException)
             {
                 // A file the run needed (the image store, a --keep directory, a bind source) could not

@@ -68,9 +68,10 @@ public static class StandardDescriptors
 
     /// <summary>
     /// This process's stdout or stderr as a stream that needs no descriptor of its own
-    /// (<see cref="DescriptorWriteStream"/>); <see cref="Stream.Null"/> when the caller gave none.
+    /// (<see cref="DescriptorWriteStream"/>), on which a reader that went away is an error;
+    /// <see cref="Stream.Null"/> when the caller gave none.
     /// </summary>
     public static Stream Open(int fd) => fd is not (1 or 2) ? throw new ArgumentOutOfRangeException(nameof(fd), fd, "stdout (1) or stderr (2)")
         : !IsCallers(fd) ? Stream.Null
-        : new DescriptorWriteStream(fd);
+        : new DescriptorWriteStream(fd, brokenPipeFails: true);
 }

@@ -7,7 +7,14 @@ namespace Sandbox.Linux;
 /// each one descriptor more. Under `ulimit -n 8` that made even the message naming the too-low limit
 /// fail, and the CLI aborted with .NET's stack trace instead.
 /// </summary>
-public sealed class DescriptorWriteStream(int fd) : Stream
+/// <param name="fd">The descriptor (1 or 2).</param>
+/// <param name="brokenPipeFails">
+/// Whether EPIPE (the reader went away) is an IOException: for what relays the payload's output
+/// (JSON events, `sandbox test`'s observed output), whose run must then end as a shell pipeline's
+/// writer would; it ran on, its output dropped, until a CI timeout. Otherwise the bytes are dropped,
+/// as Console's streams drop them.
+/// </param>
+public sealed class DescriptorWriteStream(int fd, bool brokenPipeFails = false) : Stream
 {
     public override bool CanRead => false;
 
@@ -26,8 +33,7 @@ public sealed class DescriptorWriteStream(int fd) : Stream
     public override void Write(ReadOnlySpan<byte> buffer)
     {
         int result = StreamCalls.WriteAll(fd, buffer);
-        // EPIPE: the reader is gone (`sandbox … | head -1`); Console's streams drop the bytes too.
-        if (result < 0 && result != -Errno.EPIPE)
+        if (result < 0 && (brokenPipeFails || result != -Errno.EPIPE))
             throw new IOException(new LinuxException("write", null, -result).Message, -result);
     }
 
