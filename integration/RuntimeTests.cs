@@ -596,6 +596,24 @@ public sealed class RuntimeTests
     /// JSON events into a pipe whose reader goes away end the run (SBX012, 125), as a pipeline's
     /// writer ends: the CLI used to drop the events and let `yes` run until something killed it.
     /// </summary>
+    /// <summary>
+    /// stdout and stderr to one file (`> log 2>&1`) keep the order the payload wrote them in (one pipe
+    /// for both); to two files they stay apart.
+    /// </summary>
+    [Test]
+    public void StdoutAndStderrToOneFileKeepTheirOrder()
+    {
+        using var dir = new TempDir();
+        string log = Path.Combine(dir.Path, "log"), o = Path.Combine(dir.Path, "o"), e = Path.Combine(dir.Path, "e");
+        string sandbox = SandboxCli.Binary;
+        string script = "echo 1; echo 2 >&2; echo 3; echo 4 >&2; echo 5";
+        CliResult r = SandboxCli.Shell($"'{sandbox}' run -- sh -c '{script}' > '{log}' 2>&1 && '{sandbox}' run -- sh -c '{script}' > '{o}' 2> '{e}'");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(File.ReadAllText(log), Is.EqualTo("1\n2\n3\n4\n5\n"));
+        Assert.That(File.ReadAllText(o), Is.EqualTo("1\n3\n5\n"));
+        Assert.That(File.ReadAllText(e), Is.EqualTo("2\n4\n"));
+    }
+
     [Test]
     public void JsonEventsWhoseReaderWentAwayEndTheRun()
     {

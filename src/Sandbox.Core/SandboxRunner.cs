@@ -260,7 +260,17 @@ public sealed class SandboxExecution : IDisposable
             // nothing to forward, and what holds the number now is ours (StandardDescriptors).
             stdin = spec.ForwardStdin && StandardDescriptors.IsCallers(0) ? InputChannel(new SafeFileHandle(0, ownsHandle: false), out fileRelay) : Syscalls.OpenReadOnly("/dev/null");
             (outRead, outWrite) = OutputChannel(output?.Stdout);
-            (errRead, errWrite) = OutputChannel(output?.Stderr);
+            if (outRead is not null && output is { Stdout: { } callersOut, Stderr: { } callersErr } && Syscalls.IsSameOpenFile(callersOut, callersErr))
+            {
+                // One file or terminal for both (`> log 2>&1`): one pipe for both, so that the lines
+                // keep the order the payload wrote them in. Two pipes relayed one after the other put
+                // all of stdout first, every error away from its context.
+                (errRead, errWrite) = (null, Syscalls.Duplicate(outWrite));
+            }
+            else
+            {
+                (errRead, errWrite) = OutputChannel(output?.Stderr);
+            }
             // PID 1 joins the cgroup before it is released: nothing of the payload ever runs unlimited.
             SandboxProcess process = Launcher.Start(plan, new StdioPlan(stdin, outWrite, errWrite), cgroup is null ? null : cgroup.AddProcess, holderRequest);
             var execution = new SandboxExecution(process, cgroup, spec,

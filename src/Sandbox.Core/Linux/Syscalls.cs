@@ -266,6 +266,34 @@ internal static unsafe partial class Syscalls
     [LibraryImport("libc", EntryPoint = "fstatfs", SetLastError = true)]
     private static partial int fstatfs_(int fd, byte* buffer);
 
+    [LibraryImport("libc", EntryPoint = "syscall", SetLastError = true)]
+    private static partial long syscall_kcmp(long number, int pid1, int pid2, int type, nint fd1, nint fd2);
+
+    /// <summary>
+    /// Whether two descriptors of this process are one open file description (`cmd &gt; log 2&gt;&amp;1`,
+    /// a terminal both streams inherited): kcmp(2) KCMP_FILE. Where kcmp is missing (CONFIG_KCMP off)
+    /// or refused, two descriptors of one character device (a terminal) count as one, and nothing else.
+    /// </summary>
+    public static bool IsSameOpenFile(SafeFileHandle a, SafeFileHandle b)
+    {
+        long number = System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture switch
+        {
+            System.Runtime.InteropServices.Architecture.X64 => 312,
+            System.Runtime.InteropServices.Architecture.Arm64 => 272,
+            _ => -1,
+        };
+        int pid = Environment.ProcessId;
+        if (number > 0)
+        {
+            long same = syscall_kcmp(number, pid, pid, 0 /* KCMP_FILE */, a.DangerousGetHandle(), b.DangerousGetHandle());
+            if (same >= 0)
+                return same == 0;
+        }
+        Tmds.Linux.stat sa, sb;
+        return fstat((int)a.DangerousGetHandle(), &sa) == 0 && fstat((int)b.DangerousGetHandle(), &sb) == 0
+            && ((uint)sa.st_mode & 0xF000) == 0x2000 && ((uint)sb.st_mode & 0xF000) == 0x2000 && sa.st_rdev == sb.st_rdev;
+    }
+
     /// <summary>
     /// Whether a FIFO descriptor is an anonymous pipe: its file system is pipefs (PIPEFS_MAGIC,
     /// include/uapi/linux/magic.h); a named FIFO's is the host file system it was made in. One
