@@ -597,6 +597,22 @@ public sealed class RuntimeTests
     /// writer ends: the CLI used to drop the events and let `yes` run until something killed it.
     /// </summary>
     /// <summary>
+    /// Signals ignored when the CLI starts stay ignored, not forwarded: `nohup sandbox run …` outlives
+    /// a SIGHUP, and a background job of a script (SIGINT ignored) a SIGINT; a SIGTERM still ends it
+    /// (143). Before, each was caught and forwarded, and the sandbox died (129, 130).
+    /// </summary>
+    [Test]
+    public void SignalsIgnoredAtStartAreNotForwarded()
+    {
+        string sandbox = SandboxCli.Binary;
+        CliResult r = SandboxCli.Shell(
+            $"nohup '{sandbox}' run -- sleep 3 >/dev/null 2>&1 & p=$!; sleep 1.5; kill -HUP $p; wait $p; echo \"hup=$?\"; " +
+            $"'{sandbox}' run -- sleep 3 & p=$!; sleep 1.5; kill -INT $p; wait $p; echo \"int=$?\"; " +
+            $"'{sandbox}' run -- sleep 3 & p=$!; sleep 1.5; kill -TERM $p; wait $p; echo \"term=$?\"", TimeSpan.FromSeconds(60));
+        Assert.That(r.StdoutText, Is.EqualTo("hup=0\nint=0\nterm=143\n"), r.ToString());
+    }
+
+    /// <summary>
     /// stdout and stderr to one file (`> log 2>&1`) keep the order the payload wrote them in (one pipe
     /// for both); to two files they stay apart.
     /// </summary>

@@ -1463,6 +1463,13 @@ SBX_EXPORT int sbx_signals_forward(const int *signals, int count)
     }
     for (int i = 0; i < count; i++) {
         int error = signals[i] > 0 && signals[i] <= SBX_MAX_SIGNAL ? 0 : EINVAL;
+        // A signal ignored when we got here stays ignored, and is not forwarded: `nohup sandbox
+        // run …` must outlive a hangup, and a background job of a script (started with SIGINT and
+        // SIGQUIT ignored) a Ctrl-C meant for the foreground, as for any program (POSIX, "Shell
+        // Command Language" 2.11: signals ignored on entry to a non-interactive shell stay ignored;
+        // bash, make and ssh do not catch them either). Its saved action is that SIG_IGN.
+        if (!error && sigaction(signals[i], NULL, &saved_actions[signals[i]]) == 0 && saved_actions[signals[i]].sa_handler == SIG_IGN)
+            continue;
         if (!error && sigaction(signals[i], &action, &saved_actions[signals[i]]) < 0)
             error = errno;
         if (error) {
