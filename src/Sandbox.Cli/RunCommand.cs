@@ -65,7 +65,7 @@ internal sealed class RunCommand : Command
     public (List<string> OwnTokens, ImmutableArray<string> PayloadCommand) Split(IReadOnlyList<string> tokens, out bool helpRequested)
     {
         string? store = StoreDirectory(tokens);
-        return SandboxOptions.Split(this, tokens, t => t == "host" || (t.Contains('/') && Directory.Exists(t)) || IsImageArchive(t) || ImageExists(t, store), maxPositionals: 1, out helpRequested);
+        return SandboxOptions.Split(this, tokens, t => t == "host" || (t.Contains('/') && Directory.Exists(t)) || IsImageArchive(t) || ImageExists(t, store), maxPositionals: 1, out helpRequested, stopAfterPositionals: true);
     }
 
     // --root DIR or --root=DIR, for the image lookup before the parse. A loop, not LINQ, on the

@@ -270,8 +270,13 @@ internal sealed class SandboxOptions
     /// taken for ours.
     /// </summary>
     /// <param name="helpRequested">Whether -h, --help or -? stood among the command's own options (not as a value, not among the payload's words: <c>sandbox run df -h</c> runs <c>df -h</c>).</param>
+    /// <param name="stopAfterPositionals">
+    /// Whether our options end with the last positional, as docker's end at the IMAGE: everything
+    /// after `sandbox run ROOT` is the command's (`sandbox run IMAGE --version` gives --version to the
+    /// image's entrypoint), a `--` right after it aside.
+    /// </param>
     public static (List<string> OwnTokens, ImmutableArray<string> Remainder) Split(Command command, IReadOnlyList<string> tokens, Func<string, bool> isOwnPositional, int maxPositionals,
-        out bool helpRequested)
+        out bool helpRequested, bool stopAfterPositionals = false)
     {
         helpRequested = false;
         var own = new List<string>();
@@ -310,6 +315,8 @@ internal sealed class SandboxOptions
             {
                 positionals++;
                 own.Add(t);
+                if (stopAfterPositionals && positionals == maxPositionals)
+                    return (own, From(tokens, i + 1 < tokens.Count && tokens[i + 1] == "--" ? i + 2 : i + 1));
                 continue;
             }
             return (own, From(tokens, i));

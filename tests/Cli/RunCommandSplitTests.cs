@@ -153,6 +153,19 @@ public class RunCommandSplitTests
     }
 
     [Test]
+    public void EverythingAfterTheRoot_IsTheCommands_AsAfterDockersImage()
+    {
+        var (own, command) = _run.Split(["-e", "A=1", "host", "--version"]);
+        Assert.That(own, Is.EqualTo(new[] { "-e", "A=1", "host" }));
+        Assert.That(command, Is.EqualTo(new[] { "--version" }));
+        (own, command) = _run.Split(["host", "-e", "B=2", "--", "x"]);
+        Assert.That(own, Is.EqualTo(new[] { "host" }));
+        Assert.That(command, Is.EqualTo(new[] { "-e", "B=2", "--", "x" }));
+        (own, command) = _run.Split(["host", "--", "-x"]);
+        Assert.That(command, Is.EqualTo(new[] { "-x" }), "a -- right after the root is the separator");
+    }
+
+    [Test]
     public void ExistingFile_IsTheCommand()
     {
         Assume.That(File.Exists("/bin/sh"), Is.True);
