@@ -214,6 +214,28 @@ public sealed class StorageDriverTests
         Assert.That(Directory.EnumerateFileSystemEntries(Path.Combine(store, "tmp")).Where(e => !e.EndsWith(".lock", StringComparison.Ordinal)), Is.Empty);
     }
 
+    /// <summary>
+    /// An image of more layers than one kernel overlay mount's options hold runs under auto, on
+    /// fuse-overlayfs (or a copy), with a warning that says why; it failed with "too many layers".
+    /// </summary>
+    [Test]
+    public void AnImageOfMoreLayersThanOneOverlayMountTakesRunsUnderAuto()
+    {
+        Require.Command("/bin/busybox");
+        using var scratch = new TempDir();
+        string store = Path.Combine(scratch.Path, "store");
+        var busybox = new LayerTar().Dir("bin").File("bin/busybox", File.ReadAllBytes("/bin/busybox"), 0x1ED).Symlink("bin/cat", "busybox");
+        var layers = new List<byte[]> { busybox.Build() };
+        for (int i = 1; i < 200; i++)
+            layers.Add(new LayerTar().File($"f{i}", $"{i}\n").Build());
+        string archive = Path.Combine(scratch.Path, "many.tar");
+        DockerArchive.Write(archive, ["example.com/many:1"], [.. layers]);
+        CliResult r = SandboxCli.Run("run", "--root", store, archive, "cat", "/f1", "/f199");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());
+        Assert.That(r.StdoutText, Is.EqualTo("1\n199\n"));
+        Assert.That(r.Stderr, Does.Contain("the image has 200 layers, more than one kernel overlay mount's options hold"), r.ToString());
+    }
+
     [Test]
     public void KeepWithCopyKeepsTheWholeRootAndSaysWhere()
     {

@@ -57,6 +57,20 @@ public class StorageDriverSelectorTests
     }
 
     [Test]
+    public void AutoPassesKernelOverlayByForAnImageOfMoreLayersThanOneMountTakes()
+    {
+        // 260 layers' keys do not fit one page of overlay options: auto takes fuse-overlayfs (or a
+        // copy) at once, where the run failed with "too many layers" under the default driver.
+        var host = new Host();
+        StorageDriverChoice choice = StorageDriverSelector.Choose(StorageDriver.Auto, host, layerCount: 260);
+        Assert.That(choice.Driver, Is.EqualTo(StorageDriver.FuseOverlayfs));
+        Assert.That(choice.Warning, Does.StartWith($"the image has 260 layers, more than one kernel overlay mount's options hold (about {RootfsPlanner.MaxOverlayLayers}); using fuse-overlayfs"));
+        Assert.That(host.Asked, Does.Not.Contain("overlay"), "no probe of a mount that could not take the image anyway");
+        Assert.That(StorageDriverSelector.Choose(StorageDriver.Auto, new Host(), layerCount: RootfsPlanner.MaxOverlayLayers).Driver, Is.EqualTo(StorageDriver.Overlay));
+        Assert.That(StorageDriverSelector.Choose(StorageDriver.Auto, new Host { Program = null }, layerCount: 260).Driver, Is.EqualTo(StorageDriver.Copy));
+    }
+
+    [Test]
     public void AutoFallsBackToCopyWhenFuseOverlayfsIsNotInstalled()
     {
         var host = new Host { Overlay = "mount overlay: EPERM", Program = null };

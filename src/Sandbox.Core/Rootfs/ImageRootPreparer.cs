@@ -33,7 +33,7 @@ internal sealed class ImageRootPreparer : IDisposable
     /// <summary>Chooses the driver (warning when it falls back) and makes the copy driver's empty directory.</summary>
     public static ImageRootPreparer Choose(ImageRoot image, IStorageDriverHost host, Action<string> warn, bool payloadMayPtrace)
     {
-        StorageDriverChoice choice = StorageDriverSelector.Choose(image.Driver, host, payloadMayPtrace);
+        StorageDriverChoice choice = StorageDriverSelector.Choose(image.Driver, host, payloadMayPtrace, image.Image.Layers.Length);
         if (choice.Warning is string warning)
             warn("warning: " + warning);
         image = image with { Driver = choice.Driver, FuseOverlayfsProgram = choice.FuseOverlayfsProgram };

@@ -344,6 +344,13 @@ public static class RootfsPlanner
     /// page: the layers are named relative to their directory (we chdir there first), as short
     /// keys, not as absolute paths.
     /// </summary>
+    /// <summary>
+    /// The most layers one kernel overlay mount takes here: its options are one page (4000 bytes
+    /// used), each lower layer a 20-character key and a colon, beside "lowerdir=", the upper and work
+    /// directories and "userxattr" (under 64 bytes without --keep).
+    /// </summary>
+    public const int MaxOverlayLayers = (4000 - 64) / 21;
+
     private static void AddOverlayRoot(ImmutableArray<SetupStep>.Builder steps, ImageRoot image)
     {
         var layers = CheckLayers(image, out string layerIdentities);
@@ -374,7 +381,7 @@ public static class RootfsPlanner
         if (data.Length > 4000)
             throw new SandboxException(SandboxErrorCode.InvalidSpec, data.Length - upper.Length - work.Length + "/upper/work".Length <= 4000
                 ? $"the --keep directory's path is too long for an overlay mount's options ({upper.Length} characters): choose a store with a shorter path (--root)"
-                : $"image {image.Image.Name} has too many layers ({layers.Length}) for one overlay mount");
+                : $"image {image.Image.Name} has too many layers ({layers.Length}) for one overlay mount's options (about {MaxOverlayLayers}): run it with --storage-driver fuse-overlayfs or copy (auto picks one of them)");
         // Without --keep, a holder's spare may come with this very overlay mounted in its prepared
         // mount namespace (sandbox_init.c, mount_overlay replays these steps; keep the two in step).
         bool replayable = image.KeepDirectory is null;

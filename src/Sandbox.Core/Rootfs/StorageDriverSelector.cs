@@ -46,7 +46,8 @@ public static class StorageDriverSelector
         "a payload with CAP_SYS_PTRACE (--privileged, --cap-add SYS_PTRACE) could ptrace the fuse-overlayfs daemon, which runs in its PID namespace with directories of the host open";
 
     /// <param name="payloadMayPtrace">The payload's capabilities include CAP_SYS_PTRACE: fuse-overlayfs is then not used (<see cref="PtraceReason"/>).</param>
-    public static StorageDriverChoice Choose(StorageDriver requested, IStorageDriverHost host, bool payloadMayPtrace = false)
+    /// <param name="layerCount">The image's layers: more than <see cref="RootfsPlanner.MaxOverlayLayers"/> do not fit one kernel overlay mount, and Auto passes it by.</param>
+    public static StorageDriverChoice Choose(StorageDriver requested, IStorageDriverHost host, bool payloadMayPtrace = false, int layerCount = 0)
     {
         ArgumentNullException.ThrowIfNull(host);
         switch (requested)
@@ -65,12 +66,21 @@ public static class StorageDriverSelector
                     "the copy storage driver copies the image's layers for every run, which is slow (overlay and fuse-overlayfs mount them instead)");
         }
 
-        string? overlayProblem = host.KernelOverlayProblem();
-        if (overlayProblem is null)
-            return new(StorageDriver.Overlay, null, null);
-        string why = $"kernel overlayfs cannot be mounted in a user namespace here ({overlayProblem})";
-        // Unprivileged overlay mounts came with Linux 5.11 (commit "ovl: unprivileged mounts").
-        string kernelAdvice = "Linux 5.11 or later" + (host.KernelVersion is Version v && v < new Version(5, 11) ? $" (this is {host.KernelRelease})" : "");
+        string why, kernelAdvice;
+        if (layerCount > RootfsPlanner.MaxOverlayLayers)
+        {
+            why = $"the image has {layerCount} layers, more than one kernel overlay mount's options hold (about {RootfsPlanner.MaxOverlayLayers})";
+            kernelAdvice = "an image of fewer layers (docker build --squash, or a multi-stage build)";
+        }
+        else
+        {
+            string? overlayProblem = host.KernelOverlayProblem();
+            if (overlayProblem is null)
+                return new(StorageDriver.Overlay, null, null);
+            why = $"kernel overlayfs cannot be mounted in a user namespace here ({overlayProblem})";
+            // Unprivileged overlay mounts came with Linux 5.11 (commit "ovl: unprivileged mounts").
+            kernelAdvice = "Linux 5.11 or later" + (host.KernelVersion is Version v && v < new Version(5, 11) ? $" (this is {host.KernelRelease})" : "");
+        }
 
         string? fuse = host.FindFuseOverlayfs();
         if (fuse is not null && payloadMayPtrace)
