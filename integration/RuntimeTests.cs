@@ -597,6 +597,25 @@ public sealed class RuntimeTests
     /// writer ends: the CLI used to drop the events and let `yes` run until something killed it.
     /// </summary>
     /// <summary>
+    /// With SANDBOX_EXIT_WITH_PARENT=1 (what the MSBuild task sets), a CLI whose parent is killed with
+    /// SIGKILL ends itself and its sandbox within a second or so; before, the build's SIGTERM or a
+    /// crashed node left both running until the tests ended.
+    /// </summary>
+    [Test]
+    public void ACliAskedToExitWithItsParentEndsItsSandboxWhenTheParentIsKilled()
+    {
+        using var dir = new TempDir();
+        string pidFile = Path.Combine(dir.Path, "cli.pid");
+        string marker = $"61.{Environment.ProcessId}";
+        CliResult r = SandboxCli.Shell(
+            $"sh -c 'SANDBOX_EXIT_WITH_PARENT=1 \"$0\" run -- sleep {marker} & echo $! > \"$1\"; wait' '{SandboxCli.Binary}' '{pidFile}' & parent=$!; " +
+            $"sleep 2; kill -9 $parent; sleep 2.5; " +
+            $"if kill -0 $(cat '{pidFile}') 2>/dev/null; then echo cli-alive; else echo cli-gone; fi; " +
+            $"if pgrep -f '^sleep {marker}$' >/dev/null; then echo payload-alive; else echo payload-gone; fi", TimeSpan.FromSeconds(60));
+        Assert.That(r.StdoutText, Is.EqualTo("cli-gone\npayload-gone\n"), r.ToString());
+    }
+
+    /// <summary>
     /// Signals ignored when the CLI starts stay ignored, not forwarded: `nohup sandbox run …` outlives
     /// a SIGHUP, and a background job of a script (SIGINT ignored) a SIGINT; a SIGTERM still ends it
     /// (143). Before, each was caught and forwarded, and the sandbox died (129, 130).

@@ -10,6 +10,7 @@ internal static class Program
         // Before anything opens a descriptor: a closed stdin, stdout or stderr becomes /dev/null,
         // never a descriptor of ours that the payload or our messages would then be given.
         StandardDescriptors.Claim();
+        Runtime.ParentWatch.ExitWithParentIfAsked();
         // The NativeAOT build defers the runtime's finalizer thread (Sandbox.Core's
         // Native/runtime_host_probes.c says why): `run` starts it once its sandbox has run for a
         // second (Dispatch), every other command, the hidden ones too, at once.

@@ -37,6 +37,8 @@ internal sealed class EventTranslator
     public const string OutOfMemoryCode = "SBX137";
     /// <summary>Warning: process creation failed inside because of the pids limit.</summary>
     public const string PidsLimitCode = "SBX138";
+    /// <summary>Warning: `sandbox test` saw no test summary: no test ran (a filter that matches nothing, no test project).</summary>
+    public const string NoTestsCode = "SBX103";
 
     private const int TailLines = 20;
 
@@ -52,6 +54,7 @@ internal sealed class EventTranslator
     private readonly object _gate = new();
     private string? _lastSignal;
     private bool _sawEvent;
+    private bool _sawExited;
 
     public EventTranslator(TaskLoggingHelper log, string commandName, Func<string, bool>? fileExists = null)
     {
@@ -119,6 +122,14 @@ internal sealed class EventTranslator
                 _log.LogMessage(MessageImportance.High, "sandbox: cancelled: the sandbox was stopped (exit {0})", exitCode);
                 return;
             }
+            if (exitCode == 0 && !_sawExited && !_log.HasLoggedErrors)
+            {
+                // Exit 0 with no exited event: not the sandbox CLI (SandboxCliPath=/bin/true), or one
+                // that ran nothing. No tests ran, which must not read as a green build.
+                LogError(ProtocolCode, $"sandbox {_commandName} exited 0 but reported no run{(_sawEvent ? "" : " (it printed no events)")}: is SandboxCliPath the sandbox CLI?" +
+                    (_tail.Count > 0 ? " Its last lines of output:\n  " + string.Join("\n  ", _tail) : ""));
+                return;
+            }
             if (exitCode == 0 || _log.HasLoggedErrors)
                 return;
             var message = new StringBuilder();
@@ -169,6 +180,11 @@ internal sealed class EventTranslator
                     Failed = Int(e, "failed");
                     Skipped = Int(e, "skipped");
                 }
+                else if (!_log.HasLoggedErrors)
+                {
+                    _log.LogWarning(null, NoTestsCode, null, null, 0, 0, 0, 0,
+                        "sandbox {0}: no test summary was seen: no test ran (a --filter that matches nothing, or no test project?)", _commandName);
+                }
                 _log.LogMessage(MessageImportance.High, "sandbox {0}: {1}", _commandName, String(e, "message") ?? "");
                 break;
             }
@@ -196,6 +212,7 @@ internal sealed class EventTranslator
 
     private void Exited(JsonElement e)
     {
+        _sawExited = true;
         FlushOutput();
         int? exitCode = Int(e, "exitCode");
         string reason = String(e, "reason") ?? "exited";

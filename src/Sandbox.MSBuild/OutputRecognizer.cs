@@ -114,6 +114,14 @@ internal sealed partial class OutputRecognizer
     private PendingFailure? _failure;
     private bool _inPlatformSummary;
 
+    /// <summary>
+    /// The tests are running (VSTest's "Test run for …", the testing platform's "Running tests from
+    /// …"): from then on, a line that reads like a compiler's diagnostic is a test's output (an
+    /// analyzer test printing what it checks, a test that builds a fixture), not the build's, and a
+    /// message. As an error it failed builds whose tests all passed.
+    /// </summary>
+    private bool _testing;
+
     public OutputRecognizer(Func<string, bool>? fileExists = null)
     {
         _fileExists = fileExists ?? File.Exists;
@@ -167,7 +175,10 @@ internal sealed partial class OutputRecognizer
                 _inPlatformSummary = false;
         }
 
-        if (ParseCanonical(line) is DiagnosticEntry diagnostic)
+        string trimmed = line.TrimStart();
+        if (trimmed.StartsWith("Test run for ", StringComparison.Ordinal) || trimmed.StartsWith("Running tests from ", StringComparison.Ordinal))
+            _testing = true;
+        if (!_testing && ParseCanonical(line) is DiagnosticEntry diagnostic)
         {
             entries.Add(diagnostic);
             return;
@@ -180,6 +191,7 @@ internal sealed partial class OutputRecognizer
     {
         EmitFailure(entries);
         _inPlatformSummary = false;
+        _testing = false;
     }
 
     /// <summary>

@@ -26,6 +26,9 @@ namespace Sandbox.MSBuild;
 /// </summary>
 public sealed class SandboxExec : Microsoft.Build.Utilities.Task, ICancelableTask
 {
+    /// <summary>Asks the CLI to exit when its parent (this node) does; the CLI reads the same name (Sandbox.Core's ParentWatch).</summary>
+    internal const string ExitWithParentVariable = "SANDBOX_EXIT_WITH_PARENT";
+
     private const int SIGTERM = 15;
 
     private readonly object _gate = new();
@@ -248,6 +251,10 @@ public sealed class SandboxExec : Microsoft.Build.Utilities.Task, ICancelableTas
         }
         foreach (string argument in CommandLine())
             psi.ArgumentList.Add(argument);
+        // The CLI ends itself, and so its sandbox (die-with-parent), when this build node goes away:
+        // MSBuild calls Cancel on Ctrl-C only, and a SIGTERM, a SIGKILL or a crashed node left the CLI
+        // and the tests running, writing into the workspace (ParentWatch.ExitWithParentIfAsked in Sandbox.Core).
+        psi.Environment[ExitWithParentVariable] = "1";
         if (!string.IsNullOrEmpty(WorkingDirectory))
             psi.WorkingDirectory = Path.GetFullPath(WorkingDirectory);
         foreach (string variable in EnvironmentVariables)

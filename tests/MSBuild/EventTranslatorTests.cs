@@ -187,6 +187,46 @@ public class EventTranslatorTests
     }
 
     [Test]
+    public void Exit_zero_without_a_run_is_SBX102_not_a_green_build()
+    {
+        // SandboxCliPath=/bin/true: exit 0, nothing printed; no tests ran.
+        _translator.Complete(0, cancelled: false);
+        var error = _engine.Errors.Single();
+        Assert.That(error.Code, Is.EqualTo(EventTranslator.ProtocolCode));
+        Assert.That(error.Message, Does.StartWith("sandbox test exited 0 but reported no run (it printed no events): is SandboxCliPath the sandbox CLI?"));
+    }
+
+    [Test]
+    public void A_diagnostic_like_line_printed_by_a_test_is_a_message_not_an_error()
+    {
+        // An analyzer test prints the diagnostic it checks for; the run passes.
+        Feed("""
+            {"event":"output","stream":"stdout","text":"/src/P/Lib.cs(3,9): warning CS0168: from the build\n"}
+            {"event":"output","stream":"stdout","text":"Test run for /src/P/bin/Debug/net10.0/P.dll (.NETCoreApp,Version=v10.0)\n"}
+            {"event":"output","stream":"stdout","text":"Input.cs(3,9): error CS0103: The name 'x' does not exist in the current context\n"}
+            {"event":"output","stream":"stdout","text":"Passed!  - Failed:     0, Passed:     1, Skipped:     0, Total:     1, Duration: 1 ms - P.dll (net10.0)\n"}
+            {"event":"exited","exitCode":0,"code":0,"reason":"exited","wallMs":1,"userCpuMs":0,"systemCpuMs":0}
+            {"event":"summary","seen":true,"passed":1,"failed":0,"skipped":0,"durationMs":1,"message":"1 passed, 0 failed, 0 skipped in 0.0s"}
+            """);
+        _translator.Complete(0, cancelled: false);
+        Assert.That(_engine.Errors, Is.Empty);
+        Assert.That(_engine.Warnings.Select(w => w.Code), Is.EqualTo(new[] { "CS0168" }), "the build's own diagnostics still count");
+        Assert.That(_engine.MessagesOf(MessageImportance.Normal), Has.Some.Contains("Input.cs(3,9): error CS0103"));
+    }
+
+    [Test]
+    public void No_test_summary_is_warning_SBX103()
+    {
+        Feed("""
+            {"event":"exited","exitCode":0,"code":0,"reason":"exited","wallMs":1,"userCpuMs":0,"systemCpuMs":0}
+            {"event":"summary","seen":false,"message":"no test summary seen in 7.5s"}
+            """);
+        _translator.Complete(0, cancelled: false);
+        Assert.That(_engine.Errors, Is.Empty);
+        Assert.That(_engine.Warnings.Single().Code, Is.EqualTo(EventTranslator.NoTestsCode));
+    }
+
+    [Test]
     public void Success_logs_no_error_and_cancellation_no_error_either()
     {
         Feed("""{"event":"exited","exitCode":0,"code":0,"reason":"exited","wallMs":1,"userCpuMs":0,"systemCpuMs":0}""");

@@ -170,6 +170,9 @@ internal static unsafe partial class Syscalls
 
     public static bool KillProcess(int pid, int signal) => kill(pid, signal) == 0;
 
+    /// <summary>getppid(2): the parent's pid (changes when the parent dies and this process is re-parented).</summary>
+    public static int ParentProcessId => getppid();
+
     /// <summary>lseek(2) to an absolute offset, or with <paramref name="fromCurrent"/> by one; the new offset, or -1.</summary>
     public static long Seek(int fd, long offset, bool fromCurrent = false) => lseek(fd, offset, fromCurrent ? SEEK_CUR : SEEK_SET);
 
