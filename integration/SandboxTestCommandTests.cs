@@ -54,6 +54,29 @@ public sealed class SandboxTestCommandTests
         Assert.That(Directory.Exists(Path.Combine(work.Path, "store", "nuget-packages")), Is.True, "the restore's packages folder");
     }
 
+    /// <summary>
+    /// `dotnet test` exits 0 on SIGTERM with only some tests run; `sandbox test` sent SIGTERM then says
+    /// 143, as `sandbox run` does, not 0. A stand-in `dotnet` that exits 0 on SIGTERM plays it.
+    /// </summary>
+    [Test]
+    public void ATestRunStoppedBySigtermIsNotASuccess()
+    {
+        using var work = new TempDir();
+        string workspace = Directory.CreateDirectory(Path.Combine(work.Path, "ws")).FullName;
+        string tools = Directory.CreateDirectory(Path.Combine(workspace, "tools")).FullName;
+        string sln = Path.Combine(workspace, "App.sln");
+        File.WriteAllText(sln, "");
+        string fake = Path.Combine(tools, "dotnet");
+        File.WriteAllText(fake, "#!/bin/sh\nif [ \"$1\" = test ]; then trap 'exit 0' TERM; echo started; sleep 30 & wait; fi\n");
+        if (OperatingSystem.IsLinux())
+            File.SetUnixFileMode(fake, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        CliResult r = SandboxCli.Shell(
+            $"PATH='{tools}':$PATH SANDBOX_ROOT='{Path.Combine(work.Path, "store")}' NUGET_PACKAGES='{Path.Combine(work.Path, "packages")}' " +
+            $"'{SandboxCli.Binary}' test '{sln}' --workspace '{workspace}' --no-restore > '{work.Path}/out' 2>&1 & p=$!; " +
+            $"for i in $(seq 100); do grep -q started '{work.Path}/out' && break; sleep 0.1; done; kill -TERM $p; wait $p; echo \"exit=$?\"", TimeSpan.FromSeconds(60));
+        Assert.That(r.StdoutText, Is.EqualTo("exit=143\n"), r + "\n" + File.ReadAllText(Path.Combine(work.Path, "out")));
+    }
+
     [Test]
     public void TheSampleRunsTheSameTestsInsideAsOnTheHostWithTheSandboxChecksPassing()
     {

@@ -68,7 +68,12 @@ internal sealed class TestCommand : Command
         {
             Directory.CreateDirectory(plan.SandboxPackages);
             renderer.Note($"restoring {plan.Target} (network on)");
-            int restored = Program.Execute(restore, renderer);
+            var (restored, restoreResult) = Program.ExecuteForResult(restore, renderer);
+            if (StoppedBySignal(restored, restoreResult) is int stopped)
+            {
+                renderer.Note($"stopped by signal {stopped - 128} during the restore: no tests run");
+                return stopped;
+            }
             if (restored != 0)
             {
                 renderer.Note($"restore failed (exit {restored})");
@@ -92,8 +97,13 @@ internal sealed class TestCommand : Command
                 summary.Feed(o.Data.Span);
         });
         renderer.RenderSummary(summary, clock.Elapsed, result);
-        return exitCode;
+        // `dotnet test` exits 0 on SIGTERM, having run only some tests: that is no success.
+        return !summary.Seen && StoppedBySignal(exitCode, result) is int stoppedAt ? stoppedAt : exitCode;
     }
+
+    /// <summary>128 + the terminating signal forwarded during a run that then exited 0 anyway; null otherwise.</summary>
+    private static int? StoppedBySignal(int exitCode, SandboxResult? result) =>
+        exitCode == 0 && result?.ForwardedTerminatingSignal is int signal ? 128 + signal : null;
 
     /// <summary>NuGet's marker of its last one-time migration, below $HOME (XDG_DATA_HOME unset): ~/.local/share/NuGet/Migrations/1.</summary>
     internal const string NuGetMigrationMarker = ".local/share/NuGet/Migrations/1";

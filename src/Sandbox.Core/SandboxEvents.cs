@@ -66,6 +66,13 @@ public sealed record SandboxResult(
     /// <summary>The kernel's OOM killer killed a process of the sandbox (memory.events oom_kill).</summary>
     public bool OutOfMemory => Usage is { OomKills: > 0 };
 
+    /// <summary>
+    /// The last terminating signal (SIGHUP, SIGINT, SIGQUIT, SIGTERM) sent to this process and forwarded
+    /// to the payload during the run, if any: a payload that exits 0 on it (`dotnet test` does) was
+    /// still stopped, which a caller running more than one sandbox must not take for success.
+    /// </summary>
+    public int? ForwardedTerminatingSignal { get; init; }
+
     /// <summary>Forks were refused because the pids limit was reached (pids.events max).</summary>
     public bool PidsLimitHit => Usage is { PidsLimitHits: > 0 };
 

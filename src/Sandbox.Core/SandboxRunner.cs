@@ -86,6 +86,7 @@ public sealed class SandboxExecution : IDisposable
     // ForwardSignals: the signals, and the pipe their numbers arrive in (-1: none forwarded).
     private int[]? _forwardedSignals;
     private int _signalFd = -1;
+    private int _forwardedTerminatingSignal;
 
     private readonly Cgroups.SandboxCgroup? _cgroup;
 
@@ -463,7 +464,11 @@ public sealed class SandboxExecution : IDisposable
         while ((n = Syscalls.TryRead(fd, numbers)) > 0)
         {
             foreach (byte signal in numbers[..n])
+            {
                 Signal(signal);
+                if (signal is 1 or 2 or 3 or 15)
+                    Volatile.Write(ref _forwardedTerminatingSignal, signal);
+            }
         }
     }
 
@@ -516,7 +521,10 @@ public sealed class SandboxExecution : IDisposable
             reason = TerminationReason.Exited;
         }
         Cgroups.ResourceUsage? usage = _cgroup?.ReadUsage();
-        Write(new ExitedEvent(new SandboxResult(exit, reason, wall, user, system, _spec.Timeout, usage, _spec.Limits)));
+        Write(new ExitedEvent(new SandboxResult(exit, reason, wall, user, system, _spec.Timeout, usage, _spec.Limits)
+        {
+            ForwardedTerminatingSignal = Volatile.Read(ref _forwardedTerminatingSignal) is int forwarded and > 0 ? forwarded : null,
+        }));
         _events.Complete();
     }
 
