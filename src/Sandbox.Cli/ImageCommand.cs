@@ -150,7 +150,7 @@ internal sealed class ImageCommand : Command
             ImageStore store = Store(parse);
             PruneResult result = store.Prune(onWait: () => StandardDescriptors.TellError("sandbox: waiting for running imports and sandboxes that use the store..."));
             Console.Out.WriteLine($"Deleted {result.LayersRemoved} layer(s) and {result.BlobsRemoved} blob(s), freed {Size(result.BytesFreed)}" +
-                (result.TemporaryEntriesRemoved > 0 ? $"; cleaned {result.TemporaryEntriesRemoved} interrupted import(s)" : ""));
+                (result.TemporaryEntriesRemoved > 0 ? $"; removed {result.TemporaryEntriesRemoved} work director{(result.TemporaryEntriesRemoved == 1 ? "y" : "ies")} of interrupted imports and runs" : ""));
             return 0;
         }));
         return command;

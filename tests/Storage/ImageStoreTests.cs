@@ -731,6 +731,23 @@ public class ImageStoreTests
     }
 
     [Test]
+    public void AbandonedWorkDirectoriesAreCountedOnceEach()
+    {
+        // A dead import's work directory and its (unlocked) lock file are one entry, however the
+        // directory lists them: a lock met first took its directory along, which was then counted again.
+        using var temp = new Scratch();
+        string tmp = temp.CreateDirectory("tmp");
+        for (int i = 0; i < 8; i++)
+        {
+            Directory.CreateDirectory(Path.Combine(tmp, $"work{i}", "layer"));
+            File.WriteAllText(Path.Combine(tmp, $"work{i}.lock"), "");
+        }
+        Directory.CreateDirectory(Path.Combine(tmp, "nolock"));
+        Assert.That(new TempArea(tmp).CleanAbandoned(), Is.EqualTo(9));
+        Assert.That(Directory.EnumerateFileSystemEntries(tmp), Is.Empty);
+    }
+
+    [Test]
     public void EightConcurrentImportsOfOneTarballAllSucceedWithOneCopy()
     {
         using var temp = new Scratch();

@@ -67,8 +67,9 @@ internal sealed class TempArea
                     FileSystemCalls.Unlink(entry, directory: false);
                     removed++;
                 }
-                else if (FileSystemCalls.TryLStat(entry + LockSuffix) is null)
+                else if (FileSystemCalls.TryLStat(entry + LockSuffix) is null && FileSystemCalls.TryLStat(entry) is not null)
                 {
+                    // (Still there: its lock file, met first in this pass, took it along and was counted.)
                     // Owners create the lock file first and remove it last, so work without one is abandoned.
                     TreeRemover.Remove(entry);
                     removed++;
