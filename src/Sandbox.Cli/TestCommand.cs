@@ -126,7 +126,7 @@ internal sealed class TestCommand : Command
             throw new SandboxException(SandboxErrorCode.InvalidSpec, $"{target}: no such solution, project or directory");
         string workspace = parse.GetValue(_workspace) is string w
             ? Path.GetFullPath(w, currentDirectory)
-            : FindWorkspace(target);
+            : FindWorkspace(target, home);
         if (!target.StartsWith(workspace.TrimEnd('/') + "/", StringComparison.Ordinal) && target != workspace)
             throw new SandboxException(SandboxErrorCode.InvalidSpec, $"{target} is outside the workspace {workspace}");
 
@@ -194,8 +194,15 @@ internal sealed class TestCommand : Command
         return new TestPlan(target, workspace, restore, test, sandboxPackages);
     }
 
-    /// <summary>The git work tree holding <paramref name="target"/> (projects reference their siblings), else its directory.</summary>
-    internal static string FindWorkspace(string target)
+    /// <summary>
+    /// The git work tree holding <paramref name="target"/> (projects reference their siblings). Without
+    /// one, the highest directory above it, below <paramref name="home"/>, that holds what a build reads
+    /// from above a project (a solution, Directory.Build.props, Directory.Packages.props, global.json):
+    /// with only the project's own directory, sibling projects and a parent's Directory.Build.props were
+    /// missing inside, and the build failed with a misleading error (NETSDK1013, no TargetFramework).
+    /// Else the target's directory.
+    /// </summary>
+    internal static string FindWorkspace(string target, string? home = null)
     {
         string start = Directory.Exists(target) ? target : Path.GetDirectoryName(target)!;
         for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
@@ -203,6 +210,26 @@ internal sealed class TestCommand : Command
             if (Directory.Exists(Path.Combine(dir.FullName, ".git")) || File.Exists(Path.Combine(dir.FullName, ".git")))
                 return dir.FullName;
         }
-        return start;
+        string highest = start;
+        string? stop = home is { Length: > 1 } ? Path.TrimEndingDirectorySeparator(home) : null;
+        for (var dir = new DirectoryInfo(start); dir?.Parent is not null && dir.FullName != stop; dir = dir.Parent)
+        {
+            if (HoldsBuildInputs(dir.FullName))
+                highest = dir.FullName;
+        }
+        return highest;
+    }
+
+    private static bool HoldsBuildInputs(string dir)
+    {
+        try
+        {
+            return File.Exists(Path.Combine(dir, "Directory.Build.props")) || File.Exists(Path.Combine(dir, "Directory.Packages.props"))
+                || File.Exists(Path.Combine(dir, "global.json")) || Directory.EnumerateFiles(dir, "*.sln").Any() || Directory.EnumerateFiles(dir, "*.slnx").Any();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false; // a directory we may not list is no workspace of ours
+        }
     }
 }

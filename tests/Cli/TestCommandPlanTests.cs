@@ -33,6 +33,21 @@ public class TestCommandPlanTests
     }
 
     [Test]
+    public void WithoutGitTheWorkspaceIsTheHighestDirectoryHoldingBuildInputsBelowHome()
+    {
+        // examples/HelloSandbox without .git: the solution and Directory.Build.props are above the test project.
+        string home = _dir.CreateDirectory("nogit-home");
+        string root = _dir.CreateDirectory("nogit-home", "src", "Hello");
+        _dir.CreateFile("nogit-home/src/Hello/Directory.Build.props");
+        _dir.CreateFile("nogit-home/src/Hello/Hello.sln");
+        string project = _dir.CreateFile("nogit-home/src/Hello/Hello.Tests/Hello.Tests.csproj");
+        _dir.CreateFile("nogit-home/global.json"); // $HOME itself is never the workspace
+        Assert.That(TestCommand.FindWorkspace(project, home), Is.EqualTo(root));
+        string lone = _dir.CreateFile("nogit-home/lone/Lone.csproj");
+        Assert.That(TestCommand.FindWorkspace(lone, home), Is.EqualTo(Path.GetDirectoryName(lone)), "nothing above it: its own directory");
+    }
+
+    [Test]
     public void RestoreAndTestFindNuGetsMigrationDoneInTheirFreshHome()
     {
         var plan = Plan(_solution);
