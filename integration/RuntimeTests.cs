@@ -615,6 +615,16 @@ public sealed class RuntimeTests
         Assert.That(r.StdoutText, Is.EqualTo("cli-gone\npayload-gone\n"), r.ToString());
     }
 
+    [Test]
+    public void ARemovedWorkingDirectoryIsNamed()
+    {
+        using var dir = new TempDir();
+        string gone = Path.Combine(dir.Path, "gone");
+        CliResult r = SandboxCli.Shell($"mkdir '{gone}' && cd '{gone}' && rmdir '{gone}' && '{SandboxCli.Binary}' run -v .:/tmp/w -- true");
+        Assert.That(r.ExitCode, Is.EqualTo(125), r.ToString());
+        Assert.That(r.Stderr, Does.StartWith("sandbox: the working directory was removed (").And.Contain("): cd to a directory that exists"), r.ToString());
+    }
+
     /// <summary>
     /// Signals ignored when the CLI starts stay ignored, not forwarded: `nohup sandbox run …` outlives
     /// a SIGHUP, and a background job of a script (SIGINT ignored) a SIGINT; a SIGTERM still ends it

@@ -147,10 +147,25 @@ internal static class Program
             {
                 // A file the run needed (the image store, a --keep directory, a bind source) could not
                 // be used: say which, with exit 125 as for any sandbox failure, not a stack trace.
-                var failure = new SandboxException(SandboxErrorCode.SetupFailed, $"{e.Message} (check the path and its permissions)", e);
+                var failure = new SandboxException(SandboxErrorCode.SetupFailed, WorkingDirectoryGone()
+                    ? $"the working directory was removed ({e.Message}): cd to a directory that exists"
+                    : $"{e.Message} (check the path and its permissions)", e);
                 renderer.RenderFailure(failure);
                 return failure.ExitCode;
             }
+        }
+    }
+
+    /// <summary>Whether this process's working directory no longer exists (getcwd(2) fails): a relative path then fails with .NET's bare "Unable to find the specified file".</summary>
+    private static bool WorkingDirectoryGone()
+    {
+        try
+        {
+            return !Directory.Exists(Directory.GetCurrentDirectory());
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return true;
         }
     }
 
