@@ -616,6 +616,16 @@ public sealed class RuntimeTests
     }
 
     [Test]
+    public void AnUnknownFlagWithJsonEventsIsAnErrorEvent()
+    {
+        // What the MSBuild task reads: an error event with the CLI's code (SBX001), not bare stderr
+        // that the task could only report as a protocol failure (SBX102).
+        CliResult r = SandboxCli.Run("run", "--events", "json", "--bogus", "--", "true");
+        Assert.That(r.ExitCode, Is.EqualTo(125), r.ToString());
+        Assert.That(r.StdoutText, Does.StartWith("{\"event\":\"error\",\"code\":\"SBX001\",\"exitCode\":125,\"message\":\"unknown flag: --bogus"), r.ToString());
+    }
+
+    [Test]
     public void ARemovedWorkingDirectoryIsNamed()
     {
         using var dir = new TempDir();

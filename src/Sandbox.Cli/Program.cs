@@ -25,8 +25,17 @@ internal static class Program
         }
         catch (SandboxException e)
         {
-            // A bad command line found before any renderer exists (an unknown flag).
-            StandardDescriptors.TellError($"sandbox: {e.Message}");
+            // A bad command line found before any renderer exists (an unknown flag). Asked for JSON
+            // events (the MSBuild task), it is an error event with its code, as any later failure is.
+            if (AsksForJsonEvents(args))
+            {
+                using var json = new JsonLinesRenderer();
+                json.RenderFailure(e);
+            }
+            else
+            {
+                StandardDescriptors.TellError($"sandbox: {e.Message}");
+            }
             return e.ExitCode;
         }
         catch (Exception e) when (e is not OutOfMemoryException)
@@ -154,6 +163,18 @@ internal static class Program
                 return failure.ExitCode;
             }
         }
+    }
+
+    private static bool AsksForJsonEvents(string[] args)
+    {
+        for (int i = 0; i < args.Length; i++)
+        {
+            if (args[i] == "--")
+                return false;
+            if (args[i] == "--events=json" || (args[i] == "--events" && i + 1 < args.Length && args[i + 1] == "json"))
+                return true;
+        }
+        return false;
     }
 
     /// <summary>Whether this process's working directory no longer exists (getcwd(2) fails): a relative path then fails with .NET's bare "Unable to find the specified file".</summary>
