@@ -242,16 +242,13 @@ internal sealed class SandboxOptions
 
     private static SandboxSpec WithVariable(SandboxSpec spec, string e, string option)
     {
-        {
-            int eq = e.IndexOf('=');
-            if (eq == 0)
-                throw new SandboxException(SandboxErrorCode.InvalidSpec, $"{option}: missing the variable's name");
-            if (eq > 0)
-                return spec.WithEnvironment(e[..eq], e[(eq + 1)..]);
-            if (Environment.GetEnvironmentVariable(e.TrimEnd()) is string value)
-                return spec.WithEnvironment(e.TrimEnd(), value); // docker: NAME alone passes the host's value, if set
-            return spec;
-        }
+        int eq = e.IndexOf('=');
+        if (eq == 0)
+            throw new SandboxException(SandboxErrorCode.InvalidSpec, $"{option}: missing the variable's name");
+        if (eq > 0)
+            return spec.WithEnvironment(e[..eq], e[(eq + 1)..]);
+        // docker: NAME alone passes the host's value, if it is set.
+        return Environment.GetEnvironmentVariable(e.TrimEnd()) is string value ? spec.WithEnvironment(e.TrimEnd(), value) : spec;
     }
 
     public bool Stats(ParseResult parse) => parse.GetValue(_stats);
